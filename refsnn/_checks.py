@@ -1,0 +1,165 @@
+"""Input validation shared by every module.
+
+Bad input must fail early with a message that names the argument, what was
+expected and what was given -- never with a NumPy broadcast error from deep
+inside a kernel.  These helpers are that one place.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+__all__ = [
+    "as_generator",
+    "check_array",
+    "check_labels",
+    "check_spikes",
+    "check_params",
+    "check_positive",
+    "check_in_range",
+    "check_choice",
+    "check_int",
+]
+
+
+def as_generator(rng, *, name: str = "rng", required: bool = True) -> np.random.Generator | None:
+    """Turn an int seed or a ``np.random.Generator`` into a Generator.
+
+    ``None`` is refused when ``required`` (randomness must be explicit: nothing
+    in refsnn touches NumPy's global RNG) and returned as ``None`` otherwise.
+    """
+    if rng is None:
+        if required:
+            raise ValueError(f"{name}: this computation is random; pass an int seed or a numpy.random.Generator")
+        return None
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (Integral, np.integer)) and not isinstance(rng, bool):
+        if rng < 0:
+            raise ValueError(f"{name}: a seed must be >= 0, got {rng}")
+        return np.random.default_rng(int(rng))
+    if isinstance(rng, np.random.SeedSequence):
+        return np.random.default_rng(rng)
+    raise TypeError(f"{name}: expected an int seed or numpy.random.Generator, got {type(rng).__name__}")
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: must be finite and {bound}, got {value}")
+    return value
+
+
+def check_in_range(name: str, value, lo: float, hi: float, *, lo_open=False, hi_open=False) -> float:
+    """A finite real number in an interval, e.g. ``decay`` in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    value = float(value)
+    ok = math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo)
+    ok = ok and (value < hi if hi_open else value <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        raise ValueError(f"{name}: must lie in {left}{lo}, {hi}{right}, got {value}")
+    return value
+
+
+def check_int(name: str, value, *, minimum: int | None = None) -> int:
+    """An integer (not a bool, not a float) at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (Integral, np.integer)):
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> str:
+    """One of a fixed set of names."""
+    if value not in choices:
+        raise ValueError(f"{name}: unknown value {value!r}; expected one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = None,
+                finite: bool = True, dtype=None, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """A numeric array of the expected rank/shape, finite, optionally within [lo, hi].
+
+    ``shape`` entries may be ``None`` (any size).  ``dtype`` converts after the
+    checks (e.g. ``np.float64``); integer and bool inputs are accepted.
+    """
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: could not be read as an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name}: complex values are not supported")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    if shape is not None:
+        if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
+            want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
+    if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+    if lo is not None or hi is not None:
+        if arr.size:
+            amin, amax = float(np.min(arr)), float(np.max(arr))
+            if (lo is not None and amin < lo) or (hi is not None and amax > hi):
+                raise ValueError(f"{name}: values must lie in [{lo}, {hi}], got min {amin:g}, max {amax:g}")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr
+
+
+def check_spikes(name: str, x) -> np.ndarray:
+    """An array whose every entry is 0 or 1 (spikes), returned unchanged."""
+    arr = check_array(name, x)
+    if arr.size and not np.all((arr == 0) | (arr == 1)):
+        raise ValueError(f"{name}: spikes must be 0 or 1, found other values (e.g. {arr[(arr != 0) & (arr != 1)].flat[0]!r})")
+    return arr
+
+
+def check_labels(name: str, y, n_classes: int, *, batch: int | None = None) -> np.ndarray:
+    """Integer class labels in ``[0, n_classes)`` of length ``batch``."""
+    arr = np.asarray(y)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of labels, got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name}: labels must be whole numbers, got non-integer values")
+    arr = arr.astype(np.int64)
+    if batch is not None and arr.shape[0] != batch:
+        raise ValueError(f"{name}: expected {batch} labels (one per sample), got {arr.shape[0]}")
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        raise ValueError(f"{name}: labels must lie in [0, {n_classes - 1}], got min {arr.min()}, max {arr.max()}")
+    return arr
+
+
+def check_params(name: str, params, expected_keys) -> dict:
+    """A dict holding exactly the expected parameter names, each a finite float array."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
+    missing = [k for k in expected_keys if k not in params]
+    extra = [k for k in params if k not in expected_keys]
+    if missing or extra:
+        raise ValueError(f"{name}: expected keys {list(expected_keys)}; missing {missing}, unexpected {extra}")
+    out = {}
+    for k in expected_keys:
+        out[k] = check_array(f"{name}[{k!r}]", params[k])
+        if not np.issubdtype(out[k].dtype, np.floating):
+            raise TypeError(f"{name}[{k!r}]: expected a float array, got dtype {out[k].dtype}")
+    return out

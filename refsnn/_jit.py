@@ -1,0 +1,76 @@
+"""The numba shim: one decorator, ``njit``, for every fast kernel in refsnn.
+
+Every hot loop in refsnn exists twice: a readable NumPy twin that follows the
+paper line by line, and a kernel decorated with :func:`njit` that computes the
+same thing fast.  This module decides how the kernels run:
+
+* numba importable and ``NUMBA_DISABLE_JIT`` unset (or ``0``): the kernels are
+  compiled with ``numba.njit(cache=True)``.  The first call of each kernel
+  compiles it (a few seconds); later processes load it from numba's cache.
+* ``NUMBA_DISABLE_JIT=1``, or numba not installed: ``njit`` returns the plain
+  Python function unchanged.  The kernels then run as ordinary (slow) Python
+  and give the same results; this is how coverage is measured and how the
+  test suite checks that the kernels agree with their twins.
+
+Kernels must take every value they use as an argument (no globals), so they
+behave the same compiled and uncompiled.
+
+``JIT_ENABLED`` tells which of the two is in force; ``refsnn.cli`` prints it in
+``refsnn info``.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["njit", "prange", "JIT_ENABLED", "jit_status"]
+
+
+def _env_disables_jit() -> bool:
+    value = os.environ.get("NUMBA_DISABLE_JIT", "0").strip()
+    return value not in ("", "0")
+
+
+try:  # pragma: no cover - which branch runs depends on the environment
+    import numba as _numba
+except ImportError:  # pragma: no cover
+    _numba = None
+
+JIT_ENABLED: bool = _numba is not None and not _env_disables_jit()
+
+
+def njit(*args, **kwargs):
+    """Compile a kernel with numba, or return it unchanged when JIT is off.
+
+    Usable bare (``@njit``) or with options (``@njit(parallel=True)``).  The
+    default options are ``cache=True`` (compiled code is reused across
+    processes).  The undecorated function stays reachable as ``.py_func`` in
+    both modes, so tests can always call the pure-Python form.
+    """
+    options = {"cache": True}
+    options.update(kwargs)
+
+    def decorate(func):
+        if JIT_ENABLED:
+            return _numba.njit(**options)(func)
+        func.py_func = func
+        return func
+
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorate(args[0])
+    return decorate
+
+
+if JIT_ENABLED:  # pragma: no cover - environment dependent
+    prange = _numba.prange
+else:  # pragma: no cover
+    prange = range
+
+
+def jit_status() -> str:
+    """One line saying whether kernels are compiled, for logs and ``refsnn info``."""
+    if _numba is None:
+        return "numba not installed: kernels run as plain Python"
+    if not JIT_ENABLED:
+        return f"numba {_numba.__version__} present but NUMBA_DISABLE_JIT is set: kernels run as plain Python"
+    return f"numba {_numba.__version__}: kernels compiled"

@@ -1,0 +1,348 @@
+r"""Gradient checking: central differences, relative errors, printable reports.
+
+Every refsnn algorithm returns, from ``loss_and_grad``, the exact gradient of a
+smooth function that its ``reference_objective`` builds (see DESIGN.md, "the
+algorithm contract").  This module checks that claim numerically:
+
+1. :func:`numerical_gradient` perturbs each parameter entry (or a seeded
+   sample of entries, for big tensors) and takes a central difference of the
+   objective, in float64::
+
+       order 2:  g ~ [f(w+e) - f(w-e)] / (2e)                         error O(e^2)
+       order 4:  g ~ [f(w-2e) - 8f(w-e) + 8f(w+e) - f(w+2e)] / (12e)  error O(e^4)
+
+2. :func:`compare` reports, per tensor, the relative error
+
+   .. math::  \mathrm{rel} = \frac{\lVert g_{\rm analytic} - g_{\rm numeric}\rVert_2}
+                                   {\max(\lVert g_{\rm analytic}\rVert_2, \lVert g_{\rm numeric}\rVert_2, \mathrm{floor})}
+
+   over the checked entries, the largest absolute difference and where it is.
+   A norm-wise error is used because entry-wise relative errors are
+   meaningless for entries that are zero up to round-off.
+
+3. :func:`check` does both for an algorithm module and a problem, and
+   :func:`check_statistical` handles stochastic gradient estimators (SSNN-BP):
+   it averages many independent estimates and tests the mean against the exact
+   gradient with z-scores and a chi-square statistic.
+
+A :class:`Report` prints as a table (``print(report)``) and has ``.passed``.
+``refsnn gradcheck ALGO`` runs each algorithm's ``gradcheck_cases`` through
+:func:`run_cases` and exits non-zero if any tensor fails.
+
+Using it on your own implementation: compute your gradient as a dict with the
+same keys and shapes as refsnn's parameters and call
+``compare(your_grads, refsnn_grads)`` or
+``check_gradients(your_grads, refsnn_module.reference_objective(...), params)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+from refsnn._checks import as_generator, check_positive
+
+__all__ = [
+    "numerical_gradient",
+    "compare",
+    "check_gradients",
+    "check",
+    "check_statistical",
+    "TensorReport",
+    "Report",
+    "Case",
+    "run_cases",
+]
+
+
+def _select_entries(size: int, max_entries: int | None, rng: np.random.Generator) -> np.ndarray:
+    if max_entries is None or size <= max_entries:
+        return np.arange(size)
+    return np.sort(rng.choice(size, size=max_entries, replace=False))
+
+
+def numerical_gradient(f: Callable[[dict], float], params: dict, *, eps: float = 1e-6, order: int = 2,
+                       keys=None, max_entries: int | None = None, seed: int = 0) -> dict:
+    """Central-difference gradient of ``f`` at ``params``.
+
+    Parameters
+    ----------
+    f : callable
+        Maps a parameter dict to a float.
+    params : dict[str, ndarray]
+        The point; it is not modified (entries are perturbed on a float64 copy).
+    eps : float
+        Step size.
+    order : {2, 4}
+        Accuracy order of the central stencil.
+    keys : iterable of str, optional
+        Which tensors to differentiate (default: all).
+    max_entries : int, optional
+        Check at most this many entries per tensor, drawn without replacement
+        with ``seed`` (all entries when None or when the tensor is smaller).
+    seed : int
+        Seed for the entry sample.
+
+    Returns
+    -------
+    dict[str, tuple[ndarray, ndarray]]
+        For each key, ``(flat_indices, derivatives)``.
+    """
+    eps = check_positive("eps", eps)
+    if order not in (2, 4):
+        raise ValueError(f"order: expected 2 or 4, got {order!r}")
+    rng = np.random.default_rng(seed)
+    work = {k: np.array(v, dtype=np.float64, copy=True) for k, v in params.items()}
+    keys = list(params) if keys is None else list(keys)
+    out = {}
+    for key in keys:
+        if key not in work:
+            raise KeyError(f"keys: {key!r} is not a parameter (have {list(work)})")
+        arr = work[key]
+        flat = arr.reshape(-1)  # a view: edits reach `work`
+        idx = _select_entries(flat.size, max_entries, rng)
+        d = np.empty(idx.size)
+        for n, i in enumerate(idx):
+            w0 = flat[i]
+
+            def at(delta):
+                flat[i] = w0 + delta
+                return float(f(work))
+
+            if order == 2:
+                d[n] = (at(eps) - at(-eps)) / (2 * eps)
+            else:
+                d[n] = (at(-2 * eps) - 8 * at(-eps) + 8 * at(eps) - at(2 * eps)) / (12 * eps)
+            flat[i] = w0
+        out[key] = (idx, d)
+    return out
+
+
+@dataclass
+class TensorReport:
+    """The comparison for one parameter tensor."""
+
+    name: str
+    shape: tuple
+    n_checked: int
+    rel_error: float
+    max_abs_error: float
+    norm_analytic: float
+    norm_numeric: float
+    worst_index: tuple
+    tol: float
+    extra: dict = field(default_factory=dict)
+    verdict: bool | None = None  # set by tests that are not a tolerance on rel_error (statistical)
+
+    @property
+    def passed(self) -> bool:
+        if self.verdict is not None:
+            return self.verdict
+        return bool(self.rel_error <= self.tol)
+
+
+@dataclass
+class Report:
+    """Per-tensor results of one gradient check; ``print`` it for a table."""
+
+    tensors: list
+    title: str = ""
+    kind: str = "exact"
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.tensors)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((t.rel_error for t in self.tensors), default=0.0)
+
+    def __getitem__(self, name: str) -> TensorReport:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def table(self) -> str:
+        if self.kind == "statistical":
+            head = f"{'tensor':<8} {'shape':<12} {'checked':>7} {'rel.err(mean)':>13} {'max|z|':>8} {'z-bound':>8} {'chi2/dof':>9} {'chi2 band':>15}  ok"
+            rows = []
+            for t in self.tensors:
+                e = t.extra
+                band = f"[{e['chi2_lo']:.2f},{e['chi2_hi']:.2f}]"
+                rows.append(f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {t.rel_error:>13.3e} "
+                            f"{e['max_abs_z']:>8.2f} {e['z_bound']:>8.2f} {e['chi2_per_dof']:>9.3f} {band:>15}  "
+                            f"{'yes' if t.passed else 'NO'}")
+        else:
+            head = f"{'tensor':<8} {'shape':<12} {'checked':>7} {'rel.error':>10} {'max|diff|':>10} {'|analytic|':>11} {'|numeric|':>10} {'tol':>8}  ok"
+            rows = [f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {t.rel_error:>10.2e} {t.max_abs_error:>10.2e} "
+                    f"{t.norm_analytic:>11.3e} {t.norm_numeric:>10.3e} {t.tol:>8.0e}  {'yes' if t.passed else 'NO'}"
+                    for t in self.tensors]
+        lines = ([self.title] if self.title else []) + [head, "-" * len(head)] + rows
+        lines.append(f"{'PASSED' if self.passed else 'FAILED'}: max relative error {self.max_rel_error:.2e}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def compare(analytic: dict, numeric: dict, *, tol: float = 1e-7, floor: float = 1e-12, title: str = "") -> Report:
+    """Compare two gradients tensor by tensor.
+
+    ``numeric`` values may be full arrays or ``(flat_indices, values)`` pairs
+    from :func:`numerical_gradient`; only those entries are compared.
+    """
+    reports = []
+    for key, num in numeric.items():
+        if key not in analytic:
+            raise KeyError(f"analytic: no gradient for {key!r} (have {list(analytic)})")
+        a_full = np.asarray(analytic[key], dtype=np.float64)
+        if isinstance(num, tuple):
+            idx, n = num
+        else:
+            n_arr = np.asarray(num, dtype=np.float64)
+            if n_arr.shape != a_full.shape:
+                raise ValueError(f"numeric[{key!r}]: shape {n_arr.shape} differs from analytic {a_full.shape}")
+            idx, n = np.arange(a_full.size), n_arr.reshape(-1)
+        a = a_full.reshape(-1)[idx]
+        diff = np.abs(a - n)
+        na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
+        rel = float(np.linalg.norm(a - n)) / max(na, nn, floor)
+        worst = int(idx[np.argmax(diff)]) if diff.size else 0
+        reports.append(TensorReport(key, a_full.shape, int(idx.size), rel, float(diff.max(initial=0.0)),
+                                    na, nn, np.unravel_index(worst, a_full.shape) if a_full.size else (), tol))
+    return Report(reports, title=title)
+
+
+def check_gradients(grads: dict, objective: Callable[[dict], float], params: dict, *, tol: float = 1e-7,
+                    eps: float = 1e-6, order: int = 2, max_entries: int | None = None, seed: int = 0,
+                    title: str = "") -> Report:
+    """Compare ``grads`` with central differences of ``objective`` at ``params``."""
+    numeric = numerical_gradient(objective, params, eps=eps, order=order, max_entries=max_entries, seed=seed)
+    return compare(grads, numeric, tol=tol, title=title)
+
+
+def check(module, params: dict, x, y, cfg, rng=None, *, tol: float = 1e-7, eps: float = 1e-6, order: int = 2,
+          max_entries: int | None = None, seed: int = 0, title: str = "") -> Report:
+    """The contract check for an algorithm module with a deterministic gradient.
+
+    Calls ``module.loss_and_grad`` and compares it with central differences of
+    ``module.reference_objective`` over every parameter tensor.  ``rng`` is
+    passed to both as an int seed (so both see the same random draws).
+    """
+    _, grads = module.loss_and_grad(params, x, y, cfg, rng=rng)
+    objective = module.reference_objective(params, x, y, cfg, rng=rng)
+    return check_gradients(grads, objective, params, tol=tol, eps=eps, order=order,
+                           max_entries=max_entries, seed=seed, title=title)
+
+
+def check_statistical(sample_grad: Callable[[np.random.Generator], dict], exact: dict, *, n_samples: int,
+                      seed, alpha: float = 1e-3, title: str = "") -> Report:
+    r"""Test that a stochastic gradient estimator is unbiased for ``exact``.
+
+    Draws ``n_samples`` independent estimates ``g_1..g_N = sample_grad(rng)``
+    and, per entry, the z-score of their mean against the exact value,
+    :math:`z = (\bar g - g)/(s/\sqrt N)`.  If the estimator is unbiased the
+    z-scores are approximately standard normal, so
+
+    * every :math:`|z|` stays below the Bonferroni bound
+      :math:`\Phi^{-1}(1 - \alpha/(2m))` over the :math:`m` entries, and
+    * :math:`\sum z^2` lies inside the central :math:`1-\alpha` band of
+      :math:`\chi^2_m`.
+
+    Entries whose samples never vary must equal the exact value to 1e-12
+    (relative).  ``rel_error`` reports the norm-wise relative error of the mean.
+    Both tests fail with probability about ``alpha`` each for a correct
+    estimator; with a fixed ``seed`` the outcome is reproducible.
+    """
+    if n_samples < 2:
+        raise ValueError(f"n_samples: need at least 2 to estimate a variance, got {n_samples}")
+    rng = as_generator(seed, name="seed")
+    keys = list(exact)
+    total = {k: np.zeros(np.shape(exact[k])) for k in keys}
+    total_sq = {k: np.zeros(np.shape(exact[k])) for k in keys}
+    for _ in range(n_samples):
+        g = sample_grad(rng)
+        for k in keys:
+            total[k] += g[k]
+            total_sq[k] += np.asarray(g[k], dtype=np.float64) ** 2
+    m_all = sum(int(np.size(exact[k])) for k in keys)
+    z_bound = float(stats.norm.isf(alpha / (2 * m_all)))
+    reports = []
+    for k in keys:
+        ex = np.asarray(exact[k], dtype=np.float64)
+        mean = total[k] / n_samples
+        var = np.maximum(total_sq[k] / n_samples - mean ** 2, 0.0) * n_samples / (n_samples - 1)
+        se = np.sqrt(var / n_samples)
+        scale = max(float(np.abs(ex).max(initial=0.0)), 1e-300)
+        varies = se > 1e-12 * scale
+        z = np.zeros_like(mean)
+        z[varies] = (mean[varies] - ex[varies]) / se[varies]
+        const_ok = bool(np.all(np.abs(mean[~varies] - ex[~varies]) <= 1e-12 * scale + 1e-300))
+        m = int(varies.sum())
+        chi2 = float(np.sum(z ** 2))
+        lo = float(stats.chi2.ppf(alpha / 2, m)) if m else 0.0
+        hi = float(stats.chi2.ppf(1 - alpha / 2, m)) if m else 0.0
+        max_z = float(np.abs(z).max(initial=0.0))
+        ok = const_ok and max_z <= z_bound and (m == 0 or lo <= chi2 <= hi)
+        rel = float(np.linalg.norm(mean - ex)) / max(float(np.linalg.norm(ex)), 1e-300)
+        worst = np.unravel_index(int(np.argmax(np.abs(z))), ex.shape) if ex.size else ()
+        reports.append(TensorReport(
+            k, ex.shape, int(ex.size), rel, float(np.abs(mean - ex).max(initial=0.0)),
+            float(np.linalg.norm(mean)), float(np.linalg.norm(ex)), worst, tol=math.nan, verdict=ok,
+            extra={"max_abs_z": max_z, "z_bound": z_bound, "chi2": chi2, "dof": m,
+                   "chi2_per_dof": chi2 / m if m else 0.0, "chi2_lo": lo / m if m else 0.0,
+                   "chi2_hi": hi / m if m else 0.0, "constant_entries_exact": const_ok,
+                   "n_samples": n_samples}))
+    return Report(reports, title=title, kind="statistical")
+
+
+@dataclass
+class Case:
+    """One gradient-check problem, as an algorithm's ``gradcheck_cases`` returns it.
+
+    ``kind="exact"``: compare ``loss_and_grad`` with central differences of
+    ``reference_objective``.  ``kind="statistical"``: average ``n_samples``
+    stochastic gradients (``loss_and_grad`` with fresh randomness) and test
+    the mean against the exact gradient of ``reference_objective``.
+    """
+
+    label: str
+    params: dict
+    x: object
+    y: object
+    cfg: object
+    rng: object = None
+    kind: str = "exact"
+    tol: float = 1e-7
+    eps: float = 1e-6
+    order: int = 2
+    max_entries: int | None = None
+    n_samples: int = 0
+
+
+def run_cases(module, cases, *, seed: int = 0) -> list:
+    """Run a list of :class:`Case` for ``module``; returns ``[(case, Report), ...]``."""
+    results = []
+    for case in cases:
+        if case.kind == "exact":
+            rep = check(module, case.params, case.x, case.y, case.cfg, rng=case.rng, tol=case.tol, eps=case.eps,
+                        order=case.order, max_entries=case.max_entries, seed=seed, title=case.label)
+        elif case.kind == "statistical":
+            objective = module.reference_objective(case.params, case.x, case.y, case.cfg, rng=case.rng)
+            num = numerical_gradient(objective, case.params, eps=case.eps, order=case.order)
+            exact = {k: v for k, (_, v) in num.items()}
+            exact = {k: exact[k].reshape(np.shape(case.params[k])) for k in exact}
+
+            def sample(rng, case=case):
+                return module.loss_and_grad(case.params, case.x, case.y, case.cfg, rng=rng)[1]
+
+            rep = check_statistical(sample, exact, n_samples=case.n_samples, seed=seed, title=case.label)
+        else:
+            raise ValueError(f"case.kind: expected 'exact' or 'statistical', got {case.kind!r}")
+        results.append((case, rep))
+    return results

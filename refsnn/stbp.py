@@ -1,0 +1,709 @@
+r"""STBP: spatio-temporal backpropagation with a surrogate spike derivative.
+
+Wu, Deng, Li, Zhu, Shi, "Spatio-Temporal Backpropagation for Training
+High-Performance Spiking Neural Networks", Front. Neurosci. 12:331 (2018).
+Spec: ``shared/specs/stbp.md``.
+
+The model
+---------
+A fully connected network of iterative LIF layers ``n = 1..N``.  At every
+time step ``t`` (Eq. (2)-(4) of the paper, read through the spec §1.1)::
+
+    u^{t,n} = u^{t-1,n} * f(o^{t-1,n}) + W^n o^{t,n-1} + b^n      # Eq. (u): leak and reset in f
+    o^{t,n} = H(u^{t,n} - v_th)                                    # Eq. (o): spike on u > v_th (strict)
+
+with ``u^{0,n} = 0, o^{0,n} = 0`` and ``o^{t,0} = x[t]`` the encoded input.
+``f`` folds leak and reset into one factor (``Config.reset``):
+
+* ``"paper"``: ``f(o) = tau * exp(-o / tau)`` with ``tau = decay``
+  (``f(0) = tau`` is the leak, ``f(1) ~ 0`` the reset), ``f'(o) = -exp(-o/tau)``;
+* ``"code"``: the official code's linearisation ``f(o) = decay * (1 - o)``,
+  ``f'(o) = -decay``.
+
+The readout is the output layer's firing rate ``obar = (1/T) sum_t o^{t,N}``
+and the loss (``Config.loss``) is
+
+* ``"mse_paper"``: ``L = 1/(2S) sum_s ||y_s - obar_s||^2`` (Eq. (5));
+* ``"mse_mean"``: PyTorch ``MSELoss()``, the mean of ``(obar - y)^2`` over
+  batch and classes, as in the official code (``= (2/C) * mse_paper``).
+
+The backward pass (spec §2, the exact form)
+-------------------------------------------
+``H`` has no useful derivative, so ``dH/du`` is replaced by a surrogate
+``h(u - v_th)`` (``refsnn.surrogates``).  Back-propagating through the
+unrolled graph (BPTT) gives, with ``delta = dL/do`` and ``eps = dL/du``::
+
+    delta^{t,N}  = (dL/dobar) / T                                   # Eq. (B1): readout
+    delta^{t,n}  = (W^{n+1})^T eps^{t,n+1}                          # Eq. (B2): spatial (SD) path
+    delta^{t,n} += eps^{t+1,n} * u^{t,n} * f'(o^{t,n})    (t < T)   # Eq. (B3): temporal path via the reset
+    eps^{t,n}    = delta^{t,n} * h(u^{t,n} - v_th)
+                 + eps^{t+1,n} * f(o^{t,n})               (t < T)   # Eq. (B4): temporal path via the leak
+    dL/dW^n = sum_t eps^{t,n} (o^{t,n-1})^T,  dL/db^n = sum_t eps^{t,n}   # Eq. (B5)
+
+``detach_reset=True`` drops Eq. (B3), as snnTorch does and spikingjelly's
+``detach_reset=True``.  The paper's printed temporal term uses
+``delta^{t+1}*h(u^{t+1})`` instead of ``eps^{t+1}``, which drops the
+``u^{t+1} -> u^{t+2}`` path; refsnn implements the exact chain rule, which is
+what autograd (and so the official code) computes (spec §2).
+
+What the gradient is exactly the derivative of
+----------------------------------------------
+``reference_objective`` builds the *smoothed network anchored at the spikes*:
+the same forward pass, but every spike is replaced by
+
+    o^{t,n}(theta') = o0^{t,n} + P(u^{t,n}(theta') - v_th) - P(u0^{t,n} - v_th)
+
+where ``P`` is the primitive of the surrogate (``P' = h``) and ``u0, o0`` are
+the membrane potentials and spikes of the forward pass at ``params``.  At
+``theta' = params`` it *is* the spiking network (same loss value); its exact
+derivative there is the surrogate gradient above.  This is the construction
+``o = H(u).detach() + P(u) - P(u).detach()`` that makes autograd compute a
+surrogate gradient.  With ``Config(forward="smooth")`` the network itself is
+the smoothed model of spec §5.2 (``o = P(u - v_th)`` everywhere) and
+``reference_objective`` is that model unchanged.  With ``detach_reset`` the
+reset factor is frozen at ``f(o0)`` in both.  Finite differences of it must
+match ``loss_and_grad`` (``tests/test_stbp.py``); for "rect" and "triangle"
+keep every ``u - v_th`` away from the kinks of ``P`` (:func:`kink_distance`).
+
+Two tiers
+---------
+``backend="numpy"`` runs :func:`forward_numpy` / :func:`backward_numpy`, which
+loop over time and layers exactly in the order of the equations above.
+``backend="numba"`` (default) computes the same thing layer by layer: since
+layer ``n`` at step ``t`` needs only layer ``n-1`` at step ``t`` and its own
+step ``t-1``, all ``T`` steps of one layer can run before the next layer, so
+each layer's synaptic input is one matrix product over ``T*batch`` rows and
+only the element-wise time recursions (:func:`_lif_forward_kernel`,
+:func:`_lif_backward_kernel`) remain, as numba kernels.  Both tiers agree to
+float64 round-off (``tests/test_stbp.py``).
+
+Notation differences from the paper
+-----------------------------------
+* Time runs ``t = 0..T-1`` in code (``1..T`` in the paper); the first step has
+  no carried potential (``u^{0} = 0``).
+* ``decay`` is the paper's ``tau`` (its "decay factor"); ``v_th`` is ``V_th``;
+  the surrogate width ``width`` is the paper's ``a_1..a_4``.
+* Weights are stored ``(n_out, n_in)``: ``W^n`` maps layer ``n-1`` to ``n``.
+  Parameter keys are ``W1, b1, ..., WN, bN``.
+* Arrays carry a batch axis: ``x[t, s, j]``, ``u[n][t, s, i]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from refsnn import encoding, surrogates
+from refsnn._checks import (
+    as_generator,
+    check_array,
+    check_choice,
+    check_in_range,
+    check_int,
+    check_labels,
+    check_positive,
+)
+from refsnn._jit import njit, prange
+
+__all__ = [
+    "Config",
+    "PRESETS",
+    "init_params",
+    "loss_and_grad",
+    "reference_objective",
+    "predict",
+    "encode",
+    "simulate",
+    "input_gradient",
+    "forward_numpy",
+    "backward_numpy",
+    "kink_distance",
+    "recipe",
+    "gradcheck_cases",
+]
+
+RESETS = ("paper", "code")
+LOSSES = ("mse_paper", "mse_mean")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of an STBP network.  Every field is validated on construction.
+
+    Parameters
+    ----------
+    v_th : float
+        Firing threshold ``V_th`` (> 0).  A neuron spikes when ``u > v_th``.
+    decay : float
+        Leak factor ``tau`` in (0, 1]: the fraction of the membrane potential
+        carried to the next step when the neuron did not spike.
+    surrogate : {"rect", "triangle", "sigmoid", "gauss"}
+        The surrogate derivative ``h`` of the spike (h1..h4 of the paper).
+    width : float
+        Its width ``a`` (> 0); the official code's window is rect, ``a = 1``.
+    reset : {"paper", "code"}
+        Leak/reset factor ``f(o)``: ``tau*exp(-o/tau)`` (paper) or
+        ``decay*(1-o)`` (official code).  Same values at o in {0,1} up to
+        ``tau*e^{-1/tau}``; different derivatives.
+    detach_reset : bool
+        Drop the gradient path through the reset factor (Eq. (B3)).  The paper
+        and the official code keep it (False); snnTorch always detaches.
+    loss : {"mse_paper", "mse_mean"}
+        ``1/(2S) sum ||y - obar||^2`` (paper) or the mean over batch and
+        classes (PyTorch ``MSELoss``, the official code).
+    T : int
+        Time steps produced by :func:`encode` (``loss_and_grad`` takes ``T``
+        from ``x``).
+    encoding : {"bernoulli", "direct"}
+        How :func:`encode` presents static inputs: fresh Bernoulli spikes
+        with probability = intensity at every step (paper and official conv
+        code), or the analog value at every step (official FC MNIST code).
+    forward : {"spike", "smooth"}
+        ``"spike"`` is the spiking network.  ``"smooth"`` replaces every
+        ``H`` by the surrogate's primitive: a differentiable network whose
+        exact gradient the same backward pass computes (spec §5.2).
+    init : {"paper", "torch"}
+        ``"paper"``: ``W ~ U[-1, 1]`` with each row scaled to unit l2 norm,
+        ``b = 0``.  ``"torch"``: PyTorch's ``nn.Linear`` default,
+        ``U(-1/sqrt(n_in), 1/sqrt(n_in))`` for ``W`` and ``b``.
+    dtype : {"float64", "float32"}
+        Precision of the simulation and gradient.
+    backend : {"numba", "numpy"}
+        The fast layer-major kernels or the readable step-major twin.
+    """
+
+    v_th: float = 1.5
+    decay: float = 0.1
+    surrogate: str = "rect"
+    width: float = 1.0
+    reset: str = "paper"
+    detach_reset: bool = False
+    loss: str = "mse_paper"
+    T: int = 30
+    encoding: str = "bernoulli"
+    forward: str = "spike"
+    init: str = "paper"
+    dtype: str = "float64"
+    backend: str = "numba"
+
+    def __post_init__(self):
+        object.__setattr__(self, "v_th", check_positive("v_th", self.v_th))
+        object.__setattr__(self, "decay", check_in_range("decay", self.decay, 0.0, 1.0, lo_open=True))
+        check_choice("surrogate", self.surrogate, surrogates.NAMES)
+        object.__setattr__(self, "width", check_positive("width", self.width))
+        check_choice("reset", self.reset, RESETS)
+        if not isinstance(self.detach_reset, (bool, np.bool_)):
+            raise TypeError(f"detach_reset: expected True or False, got {self.detach_reset!r}")
+        check_choice("loss", self.loss, LOSSES)
+        object.__setattr__(self, "T", check_int("T", self.T, minimum=1))
+        check_choice("encoding", self.encoding, ("bernoulli", "direct"))
+        check_choice("forward", self.forward, ("spike", "smooth"))
+        check_choice("init", self.init, ("paper", "torch"))
+        check_choice("dtype", self.dtype, ("float64", "float32"))
+        check_choice("backend", self.backend, ("numba", "numpy"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: The two reference settings of spec §1-§3.  ``paper``: the MNIST row of the
+#: paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values, spec §3.2), its
+#: f, loss and init.  ``code``: the official PyTorch code (thresh 0.5, decay
+#: 0.2, T 20, rect window lens 0.5 = width 1, MSELoss, reset not detached,
+#: PyTorch default init, Bernoulli input).
+PRESETS = {
+    "paper": Config(v_th=1.5, decay=0.1, surrogate="rect", width=1.0, reset="paper", detach_reset=False,
+                    loss="mse_paper", T=30, encoding="bernoulli", init="paper"),
+    "code": Config(v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="code", detach_reset=False,
+                   loss="mse_mean", T=20, encoding="bernoulli", init="torch"),
+}
+
+
+# ---------------------------------------------------------------------------
+# Parameters and argument checks
+# ---------------------------------------------------------------------------
+
+def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
+    """Initial weights for a fully connected net ``sizes = [n_in, h1, ..., n_out]``.
+
+    Returns ``{"W1": (h1, n_in), "b1": (h1,), ..., "WN": (n_out, h_{N-1}), "bN": (n_out,)}``
+    in float64, initialised as ``cfg.init`` says.
+    """
+    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: need at least [n_in, n_out], got {sizes}")
+    rng = as_generator(rng)
+    params = {}
+    for n, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        if cfg.init == "paper":
+            W = rng.uniform(-1.0, 1.0, (n_out, n_in))
+            W /= np.sqrt((W ** 2).sum(axis=1, keepdims=True))  # each row to unit norm (spec §3.2)
+            b = np.zeros(n_out)
+        else:
+            bound = 1.0 / math.sqrt(n_in)
+            W = rng.uniform(-bound, bound, (n_out, n_in))
+            b = rng.uniform(-bound, bound, n_out)
+        params[f"W{n}"], params[f"b{n}"] = W, b
+    return params
+
+
+def _layers(params, name="params"):
+    """Split ``{W1, b1, ..., WN, bN}`` into lists, checking names and shapes."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
+    N = len(params) // 2
+    want = [k for n in range(1, N + 1) for k in (f"W{n}", f"b{n}")]
+    if N < 1 or sorted(params) != sorted(want):
+        raise ValueError(f"{name}: expected keys W1, b1, ..., WN, bN; got {sorted(params)}")
+    Ws, bs = [], []
+    for n in range(1, N + 1):
+        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2)
+        b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1)
+        if b.shape[0] != W.shape[0]:
+            raise ValueError(f"{name}['b{n}']: expected shape ({W.shape[0]},) to match W{n} {W.shape}, got {b.shape}")
+        if n > 1 and W.shape[1] != Ws[-1].shape[0]:
+            raise ValueError(f"{name}['W{n}']: expected {Ws[-1].shape[0]} inputs (the size of layer {n - 1}), "
+                             f"got shape {W.shape}")
+        Ws.append(W)
+        bs.append(b)
+    return Ws, bs
+
+
+def _check_x(x, n_in: int) -> np.ndarray:
+    x = check_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected shape (T, batch, n_in) = (T, batch, {n_in}), got {x.shape}")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x: need T >= 1 time steps and batch >= 1, got shape {x.shape}")
+    if x.shape[2] != n_in:
+        raise ValueError(f"x: expected {n_in} input features (W1 has shape (h1, {n_in})), got shape {x.shape}")
+    return x
+
+
+def _check_cfg(cfg) -> Config:
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg: expected refsnn.stbp.Config, got {type(cfg).__name__}")
+    return cfg
+
+
+def _prepare(params, x, cfg):
+    cfg = _check_cfg(cfg)
+    Ws, bs = _layers(params)
+    x = _check_x(x, Ws[0].shape[1])
+    dt = np.dtype(cfg.dtype)
+    return [W.astype(dt, copy=False) for W in Ws], [b.astype(dt, copy=False) for b in bs], x.astype(dt, copy=False), cfg
+
+
+# ---------------------------------------------------------------------------
+# The neuron's pieces: leak/reset factor f, its derivative, firing
+# ---------------------------------------------------------------------------
+
+def reset_factor(o, cfg: Config):
+    """``f(o)``: ``tau*exp(-o/tau)`` (paper) or ``decay*(1-o)`` (code)."""
+    if cfg.reset == "paper":
+        return cfg.decay * np.exp(-o / cfg.decay)
+    return cfg.decay * (1.0 - o)
+
+
+def reset_factor_prime(o, cfg: Config):
+    """``f'(o)``: ``-exp(-o/tau)`` (paper) or ``-decay`` (code)."""
+    if cfg.reset == "paper":
+        return -np.exp(-o / cfg.decay)
+    return np.full_like(o, -cfg.decay)
+
+
+def _fire(u, cfg: Config):
+    """``o = H(u - v_th)`` with a strict ``>`` (spike) or ``P(u - v_th)`` (smooth)."""
+    if cfg.forward == "smooth":
+        return surrogates.primitive(u - cfg.v_th, cfg.surrogate, cfg.width)
+    return (u > cfg.v_th).astype(u.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Readable twin: step-major loops that follow the equations line by line
+# ---------------------------------------------------------------------------
+
+def forward_numpy(params, x, cfg: Config, anchor=None):
+    """Simulate the network, looping over time, then layers (the paper's order).
+
+    Parameters
+    ----------
+    params : dict
+        ``W1, b1, ..., WN, bN``.
+    x : ndarray, shape (T, batch, n_in)
+        Input spikes or currents, ``o^{t,0}``.
+    cfg : Config
+    anchor : tuple of lists, optional
+        ``(u0, o0)`` from a forward pass at another parameter point.  When
+        given, spikes are ``o0 + P(u - v_th) - P(u0 - v_th)`` (the anchored
+        smoothed network of :func:`reference_objective`) and, with
+        ``detach_reset``, the reset factor is frozen at ``f(o0)``.
+
+    Returns
+    -------
+    u, o : list of ndarray, each (T, batch, n_layer)
+        Membrane potentials (before reset, the value compared with
+        ``v_th``) and spikes of every layer.
+    """
+    Ws, bs, x, cfg = _prepare(params, x, cfg)
+    T, B = x.shape[:2]
+    N = len(Ws)
+    u = [np.zeros((T, B, W.shape[0]), x.dtype) for W in Ws]
+    o = [np.zeros_like(un) for un in u]
+    for t in range(T):
+        a = x[t]                                                    # o^{t,0}
+        for n in range(N):
+            if t > 0:
+                o_prev = o[n][t - 1] if anchor is None or not cfg.detach_reset else anchor[1][n][t - 1]
+                carry = u[n][t - 1] * reset_factor(o_prev, cfg)     # u^{t-1,n} f(o^{t-1,n})
+            else:
+                carry = 0.0                                         # u^{0,n} = 0
+            u[n][t] = carry + (a @ Ws[n].T + bs[n])                 # Eq. (u)
+            if anchor is None:
+                o[n][t] = _fire(u[n][t], cfg)                       # Eq. (o)
+            else:
+                P = lambda v: surrogates.primitive(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
+                if cfg.forward == "smooth":
+                    o[n][t] = P(u[n][t])
+                else:
+                    o[n][t] = anchor[1][n][t] + P(u[n][t]) - P(anchor[0][n][t])
+            a = o[n][t]
+    return u, o
+
+
+def backward_numpy(params, x, u, o, g_obar, cfg: Config):
+    """Exact BPTT through the surrogate graph, step-major (Eq. (B1)-(B5)).
+
+    Parameters
+    ----------
+    params, x, cfg
+        As for :func:`forward_numpy`.
+    u, o : lists of (T, batch, n_layer) arrays
+        From :func:`forward_numpy`.
+    g_obar : ndarray, shape (batch, n_out)
+        ``dL/dobar``, the loss gradient with respect to the output rate.
+
+    Returns
+    -------
+    grads : dict
+        ``dL/dW^n`` and ``dL/db^n`` for every layer.
+    g_x : ndarray, shape (T, batch, n_in)
+        ``dL/dx``, the gradient with respect to the input.
+    """
+    Ws, bs, x, cfg = _prepare(params, x, cfg)
+    T = x.shape[0]
+    N = len(Ws)
+    h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
+    gW = [np.zeros_like(W) for W in Ws]
+    gb = [np.zeros_like(b) for b in bs]
+    g_x = np.zeros_like(x)
+    eps_next = [None] * N                                           # eps^{t+1,n}
+    for t in reversed(range(T)):
+        delta = g_obar / T                                          # Eq. (B1)
+        for n in reversed(range(N)):
+            a = x[t] if n == 0 else o[n - 1][t]                     # o^{t,n-1}
+            if t < T - 1 and not cfg.detach_reset:
+                delta = delta + eps_next[n] * u[n][t] * reset_factor_prime(o[n][t], cfg)   # Eq. (B3)
+            eps = delta * h(u[n][t])                                # Eq. (B4), spatial part
+            if t < T - 1:
+                eps = eps + eps_next[n] * reset_factor(o[n][t], cfg)                       # Eq. (B4), temporal part
+            gW[n] += eps.T @ a                                      # Eq. (B5)
+            gb[n] += eps.sum(axis=0)
+            delta = eps @ Ws[n]                                     # Eq. (B2): dL/do^{t,n-1}
+            eps_next[n] = eps
+        g_x[t] = delta
+    grads = {}
+    for n in range(N):
+        grads[f"W{n + 1}"], grads[f"b{n + 1}"] = gW[n], gb[n]
+    return grads, g_x
+
+
+# ---------------------------------------------------------------------------
+# Fast tier: layer-major, numba kernels for the element-wise time recursions
+# ---------------------------------------------------------------------------
+
+@njit(parallel=True)
+def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
+    """All ``T`` steps of one layer: ``u[t] = u[t-1] f(o[t-1]) + I[t]``, ``o[t] = H(u[t] - v_th)``.
+
+    ``I`` (T, B, H) is the layer's synaptic input ``W o^{t,n-1} + b`` for all steps.
+    Same arithmetic, in the same order, as :func:`forward_numpy`.
+    """
+    T, B, H = I.shape
+    u = np.empty_like(I)
+    o = np.empty_like(I)
+    for s in prange(B):
+        for i in range(H):
+            for t in range(T):
+                if t == 0:
+                    ut = 0.0 + I[0, s, i]
+                else:
+                    op = o[t - 1, s, i]
+                    f = decay * math.exp(-op / decay) if paper_reset else decay * (1.0 - op)
+                    ut = u[t - 1, s, i] * f + I[t, s, i]
+                u[t, s, i] = ut
+                if smooth:
+                    o[t, s, i] = surrogates.primitive_scalar(kind, width, ut - v_th)
+                else:
+                    o[t, s, i] = 1.0 if ut > v_th else 0.0
+    return u, o
+
+
+@njit(parallel=True)
+def _lif_backward_kernel(g, u, o, v_th, decay, paper_reset, detach, kind, width):
+    """Reverse time recursion of one layer: ``eps = dL/du`` from ``g = dL/do`` (spatial part).
+
+    Eq. (B3)-(B4) for all steps, in the same order as :func:`backward_numpy`.
+    """
+    T, B, H = u.shape
+    eps = np.empty_like(u)
+    for s in prange(B):
+        for i in range(H):
+            e_next = 0.0
+            for t in range(T - 1, -1, -1):
+                ut = u[t, s, i]
+                ot = o[t, s, i]
+                d = g[t, s, i]
+                if t < T - 1 and not detach:
+                    fp = -math.exp(-ot / decay) if paper_reset else -decay
+                    d = d + e_next * ut * fp                                    # Eq. (B3)
+                e = d * surrogates.h_scalar(kind, width, ut - v_th)            # Eq. (B4)
+                if t < T - 1:
+                    f = decay * math.exp(-ot / decay) if paper_reset else decay * (1.0 - ot)
+                    e = e + e_next * f
+                eps[t, s, i] = e
+                e_next = e
+    return eps
+
+
+def _kernel_args(cfg):
+    return (cfg.v_th, cfg.decay, cfg.reset == "paper")
+
+
+def _forward_fast(Ws, bs, x, cfg):
+    T, B = x.shape[:2]
+    u, o = [], []
+    a = x
+    kind = surrogates.KIND_CODES[cfg.surrogate]
+    for W, b in zip(Ws, bs):
+        I = (a.reshape(T * B, -1) @ W.T).reshape(T, B, -1) + b      # W o^{t,n-1} + b, every t at once
+        un, on = _lif_forward_kernel(I, *_kernel_args(cfg), cfg.forward == "smooth", kind, cfg.width)
+        u.append(un)
+        o.append(on)
+        a = on
+    return u, o
+
+
+def _backward_fast(Ws, x, u, o, g_obar, cfg):
+    T, B = x.shape[:2]
+    N = len(Ws)
+    kind = surrogates.KIND_CODES[cfg.surrogate]
+    grads = {}
+    g = np.broadcast_to(g_obar / T, (T,) + g_obar.shape)             # Eq. (B1) at every t
+    for n in reversed(range(N)):
+        eps = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], *_kernel_args(cfg),
+                                   cfg.detach_reset, kind, cfg.width)
+        a = x if n == 0 else o[n - 1]
+        e2 = eps.reshape(T * B, -1)
+        grads[f"W{n + 1}"] = e2.T @ a.reshape(T * B, -1)             # Eq. (B5), summed over t and batch
+        grads[f"b{n + 1}"] = e2.sum(axis=0)
+        g = (e2 @ Ws[n]).reshape(T, B, -1)                           # Eq. (B2)
+    return dict(sorted(grads.items(), key=lambda kv: (int(kv[0][1:]), kv[0][0] == "b"))), g
+
+
+def _forward(Ws, bs, x, cfg, params):
+    if cfg.backend == "numpy":
+        return forward_numpy(params, x, cfg)
+    return _forward_fast(Ws, bs, x, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------
+
+def _loss(obar, y, cfg):
+    """Loss value and ``dL/dobar`` (Eq. (5), or PyTorch's MSELoss)."""
+    S, C = obar.shape
+    target = np.zeros_like(obar)
+    target[np.arange(S), y] = 1.0
+    diff = obar - target
+    if cfg.loss == "mse_paper":
+        return 0.5 * float(np.sum(diff * diff)) / S, diff / S
+    return float(np.mean(diff * diff)), 2.0 * diff / (S * C)
+
+
+# ---------------------------------------------------------------------------
+# The algorithm contract
+# ---------------------------------------------------------------------------
+
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
+    """Loss of the network on ``(x, y)`` and its STBP gradient.
+
+    Parameters
+    ----------
+    params : dict
+        ``W1, b1, ..., WN, bN``, ``Wn`` of shape ``(n_out, n_in)``.
+    x : ndarray, shape (T, batch, n_in)
+        Input spikes or currents (see :func:`encode`).
+    y : ndarray of int, shape (batch,)
+        Class labels in ``[0, n_out)``.
+    cfg : Config
+    rng : ignored
+        STBP's gradient is deterministic given ``x``; the argument exists for
+        the common contract.
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        Same keys and shapes as ``params``: the exact gradient of
+        :func:`reference_objective` at ``params`` (Eq. (B1)-(B5)).
+    """
+    Ws, bs, xx, cfg = _prepare(params, x, cfg)
+    y = check_labels("y", y, Ws[-1].shape[0], batch=xx.shape[1])
+    u, o = _forward(Ws, bs, xx, cfg, params)
+    loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
+    if cfg.backend == "numpy":
+        grads, _ = backward_numpy(params, x, u, o, g_obar, cfg)
+    else:
+        grads, _ = _backward_fast(Ws, xx, u, o, g_obar, cfg)
+    return loss, grads
+
+
+def input_gradient(params, x, y, cfg: Config = Config()):
+    """``dL/dx``, shape ``(T, batch, n_in)``: the surrogate gradient with respect to the input."""
+    Ws, bs, xx, cfg = _prepare(params, x, cfg)
+    y = check_labels("y", y, Ws[-1].shape[0], batch=xx.shape[1])
+    u, o = _forward(Ws, bs, xx, cfg, params)
+    _, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
+    if cfg.backend == "numpy":
+        return backward_numpy(params, x, u, o, g_obar, cfg)[1]
+    return _backward_fast(Ws, xx, u, o, g_obar, cfg)[1]
+
+
+def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
+    """The smooth function whose exact gradient at ``params`` is :func:`loss_and_grad`'s.
+
+    Runs the forward pass at ``params`` once (float64, readable tier) to record
+    the anchor ``(u0, o0)``, and returns ``objective(p)``: the loss of the
+    network in which every spike is ``o0 + P(u - v_th) - P(u0 - v_th)``
+    (``P`` the surrogate's primitive), or ``P(u - v_th)`` when
+    ``cfg.forward == "smooth"``; with ``detach_reset`` the reset factor is
+    frozen at ``f(o0)``.  ``objective(params)`` equals the network's loss.
+    Always computed in float64.
+    """
+    cfg = replace(_check_cfg(cfg), dtype="float64", backend="numpy")
+    Ws, _ = _layers(params)
+    x = _check_x(x, Ws[0].shape[1]).astype(np.float64)
+    y = check_labels("y", y, Ws[-1].shape[0], batch=x.shape[1])
+    anchor = forward_numpy(params, x, cfg)
+
+    def objective(p) -> float:
+        _, o = forward_numpy(p, x, cfg, anchor=anchor)
+        return _loss(o[-1].mean(axis=0), y, cfg)[0]
+
+    return objective
+
+
+def kink_distance(params, x, cfg: Config = Config()) -> float:
+    """Smallest distance of any ``u - v_th`` (at ``params``) to a kink of the surrogate's primitive.
+
+    Central differences of :func:`reference_objective` are only exact when
+    this is much larger than the largest change of ``u`` a perturbation of
+    size ``eps`` causes.  ``inf`` for the smooth surrogates.
+    """
+    cfg = replace(_check_cfg(cfg), dtype="float64", backend="numpy")
+    ks = surrogates.kinks(cfg.surrogate, cfg.width)
+    if not ks:
+        return math.inf
+    u, _ = forward_numpy(params, x, cfg)
+    d = math.inf
+    for un in u:
+        for k in ks:
+            d = min(d, float(np.min(np.abs(un - cfg.v_th - k))))
+    return d
+
+
+def simulate(params, x, cfg: Config = Config()):
+    """Run the network and return ``(u, o)``: per-layer membrane potentials and spikes, each (T, batch, n)."""
+    Ws, bs, xx, cfg = _prepare(params, x, cfg)
+    return _forward(Ws, bs, xx, cfg, params)
+
+
+def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
+    """Predicted class per sample: the output neuron with the highest firing rate (first one on ties)."""
+    _, o = simulate(params, x, cfg)
+    return np.argmax(o[-1].sum(axis=0), axis=1)
+
+
+def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
+    """Present static features in [0, 1], shape (batch, n_in), as ``cfg.T`` steps of input.
+
+    ``"bernoulli"`` draws fresh spikes (``rng`` required); ``"direct"``
+    repeats the values.  Returns ``(T, batch, n_in)`` in ``cfg.dtype``.
+    """
+    cfg = _check_cfg(cfg)
+    if cfg.encoding == "bernoulli":
+        return encoding.bernoulli(features, cfg.T, rng, dtype=np.dtype(cfg.dtype))
+    return np.ascontiguousarray(encoding.direct(features, cfg.T, dtype=np.dtype(cfg.dtype)))
+
+
+# ---------------------------------------------------------------------------
+# Training recipe and gradient-check problems (used by refsnn.train and the CLI)
+# ---------------------------------------------------------------------------
+
+def recipe(dataset: str = "digits") -> tuple:
+    """Default ``(Config, training settings)`` for ``refsnn train stbp``.
+
+    Digits (8x8, 64 inputs): a 64-128-10 net with the official code's neuron
+    (threshold 0.5, decay 0.2, rect window, not detached), Bernoulli input
+    over 8 steps and Adam.  Larger images (784 inputs): the spec's MLP
+    setting, 784-400-10 with the code preset at T = 20.
+    """
+    if dataset == "digits":
+        cfg = replace(PRESETS["code"], T=8)
+        return cfg, dict(hidden=[128], optimizer="adam", lr=3e-3, epochs=20, batch_size=32,
+                         schedule="step", milestones=[15], gamma=0.3)
+    cfg = PRESETS["code"]
+    return cfg, dict(hidden=[400], optimizer="adam", lr=1e-3, epochs=10, batch_size=100,
+                     schedule="step", milestones=[8], gamma=0.1)
+
+
+def gradcheck_cases(seed: int = 0) -> list:
+    """Small problems for ``refsnn gradcheck stbp``: every surrogate, reset, detach and loss, one network.
+
+    A 6-5-4-3 net, T = 5, batch 4, with spikes in every layer.  For "rect" and
+    "triangle" the seed is advanced until every ``u - v_th`` is at least 1e-3
+    from a kink of the primitive (so the finite differences are exact).
+    """
+    from refsnn.gradcheck import Case
+
+    cases = []
+    for sur in surrogates.NAMES:
+        for reset in RESETS:
+            for detach in (False, True):
+                for loss in LOSSES:
+                    cfg = Config(v_th=0.5, decay=0.3, surrogate=sur, width=1.0 if sur in ("rect", "triangle") else 0.4,
+                                 reset=reset, detach_reset=detach, loss=loss)
+                    params, x, y = _small_problem(cfg, seed)
+                    cases.append(Case(f"stbp {sur}/{reset}/{'detached' if detach else 'attached'}/{loss}",
+                                      params, x, y, cfg, tol=1e-7))
+    return cases
+
+
+def _small_problem(cfg: Config, seed: int, sizes=(6, 5, 4, 3), T=5, batch=4, margin=1e-3):
+    """A random problem with spikes in every layer and no ``u - v_th`` within ``margin`` of a kink."""
+    for k in range(1000):
+        rng = np.random.default_rng([seed, k])
+        params = init_params(sizes, replace(cfg, init="torch"), rng)
+        for n in range(1, len(sizes)):
+            params[f"W{n}"] *= 2.5
+            params[f"b{n}"] += 0.3
+        x = (rng.random((T, batch, sizes[0])) < 0.5).astype(float)
+        y = rng.integers(0, sizes[-1], batch)
+        _, o = forward_numpy(params, x, cfg)
+        if all(on.mean() > 0.05 for on in o) and kink_distance(params, x, cfg) > margin:
+            return params, x, y
+    raise RuntimeError("no problem away from the kinks found")  # pragma: no cover

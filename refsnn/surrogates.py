@@ -1,0 +1,237 @@
+r"""Surrogate derivatives of the Heaviside step, and their primitives.
+
+A spiking neuron fires when its membrane potential crosses the threshold,
+:math:`o = H(u - V_{th})`.  :math:`H` has derivative zero almost everywhere, so
+gradient-based training replaces :math:`dH/dx` by a bump :math:`h(x)` of unit
+area (Wu et al. 2018, Eq. (6)-(9), the curves of their Fig. 3).  Each bump has
+a width parameter ``a`` and tends to the Dirac delta as ``a -> 0``.
+
+With :math:`x = u - V_{th}`:
+
+=========  ==========================================================  ============================================================
+name       surrogate :math:`h_k(x)`                                     primitive :math:`P_k(x) = \int_{-\infty}^x h_k`
+=========  ==========================================================  ============================================================
+rect       :math:`\frac{1}{a}\,1[|x| < a/2]`                            :math:`\mathrm{clip}(x/a + 1/2, 0, 1)`
+triangle   :math:`\max(0, \frac{\sqrt a}{2} - \frac{a}{4}|x|)`          :math:`\frac12 + \frac{\sqrt a}{2}x - \frac a8 x|x|` on :math:`|x| < 2/\sqrt a`, else 0 or 1
+sigmoid    :math:`\frac1a \sigma(x/a)(1-\sigma(x/a))`                   :math:`\sigma(x/a)`
+gauss      :math:`\frac{1}{\sqrt{2\pi a}} e^{-x^2/(2a)}`                :math:`\Phi(x/\sqrt a) = \frac12\,\mathrm{erfc}(-x/\sqrt{2a})`
+=========  ==========================================================  ============================================================
+
+The paper uses :math:`a_1 = a_2 = a_3 = a_4 = 1` (its Table 1).  The official
+code's window ``|u - thresh| < lens`` with height 1 and ``lens = 0.5`` is
+exactly ``rect`` with ``a = 1``.  For ``gauss`` the width ``a`` is the variance.
+
+The *primitives* define the smoothed network of ``refsnn.stbp``: replacing
+:math:`H` by :math:`P_k` turns the surrogate gradient into an exact gradient,
+which finite differences can check.
+
+Every function here is written in a form that cannot overflow or return NaN
+for any finite input (``exp`` only ever sees non-positive arguments, the tail
+of the Gaussian CDF uses ``erfc``); ``tests/test_surrogates.py`` sweeps
+``[-100, 100]`` and far beyond.
+
+Notation differences from the paper: the paper indexes the four curves
+h1..h4 with widths a1..a4; here each is selected by ``name`` and the width is
+the single argument ``a``.  ``KIND_CODES`` maps names to the integers the numba
+kernels use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erfc
+
+from refsnn._jit import njit
+
+__all__ = [
+    "NAMES",
+    "KIND_CODES",
+    "Surrogate",
+    "get",
+    "h",
+    "primitive",
+    "kinks",
+    "h_scalar",
+    "primitive_scalar",
+]
+
+NAMES = ("rect", "triangle", "sigmoid", "gauss")
+KIND_CODES = {name: code for code, name in enumerate(NAMES)}
+
+
+def _check_name(name: str) -> int:
+    if name not in KIND_CODES:
+        raise ValueError(f"surrogate: unknown name {name!r}; expected one of {', '.join(NAMES)}")
+    return KIND_CODES[name]
+
+
+def _check_width(a) -> float:
+    try:
+        a = float(a)
+    except (TypeError, ValueError):
+        raise TypeError(f"width: expected a positive number, got {a!r}") from None
+    if not math.isfinite(a) or a <= 0:
+        raise ValueError(f"width: must be finite and > 0, got {a}")
+    return a
+
+
+# --------------------------------------------------------------------------
+# Readable NumPy forms (the spec).
+# --------------------------------------------------------------------------
+
+def _sigmoid(z):
+    """Logistic function without overflow: exp only sees -|z|."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def h(x, name: str = "rect", a: float = 1.0):
+    """Surrogate derivative :math:`h(x) \\approx dH/dx` (Wu et al. 2018, Eq. (6)-(9)).
+
+    Parameters
+    ----------
+    x : array_like
+        Distance to threshold, ``u - v_th``.
+    name : {"rect", "triangle", "sigmoid", "gauss"}
+        Which curve (h1..h4 of the paper).
+    a : float
+        Width parameter, > 0.
+
+    Returns
+    -------
+    ndarray
+        Same shape and float dtype as ``x`` (float64 for integer input).
+    """
+    kind = _check_name(name)
+    a = _check_width(a)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    dt = x.dtype.type
+    if kind == 0:  # h1, rectangular window of width a and height 1/a
+        out = np.where(np.abs(x) < a / 2, 1.0 / a, 0.0)
+    elif kind == 1:  # h2, triangle: peak sqrt(a)/2, support |x| < 2/sqrt(a)
+        out = np.maximum(0.0, math.sqrt(a) / 2 - (a / 4) * np.abs(x))
+    elif kind == 2:  # h3, derivative of the logistic sigmoid of x/a
+        e = np.exp(-np.abs(x) / a)
+        out = e / (1.0 + e) ** 2 / a
+    else:  # h4, Gaussian with variance a
+        out = np.exp(-(x * x) / (2 * a)) / math.sqrt(2 * math.pi * a)
+    return np.asarray(out, dtype=dt)
+
+
+def primitive(x, name: str = "rect", a: float = 1.0):
+    """Primitive :math:`P(x) = \\int_{-\\infty}^x h`, a smooth stand-in for the Heaviside step.
+
+    Same arguments as :func:`h`.  ``P`` rises monotonically from 0 to 1 and
+    ``P' = h`` everywhere except at the kinks listed by :func:`kinks`.
+    """
+    kind = _check_name(name)
+    a = _check_width(a)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    dt = x.dtype.type
+    if kind == 0:
+        out = np.clip(x / a + 0.5, 0.0, 1.0)
+    elif kind == 1:
+        c = 2.0 / math.sqrt(a)
+        inner = 0.5 + (math.sqrt(a) / 2) * x - (a / 8) * x * np.abs(x)
+        out = np.where(x <= -c, 0.0, np.where(x >= c, 1.0, inner))
+    elif kind == 2:
+        out = _sigmoid(x / a)
+    else:
+        out = 0.5 * erfc(-x / math.sqrt(2 * a))
+    return np.asarray(out, dtype=dt)
+
+
+def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
+    """Points where ``P`` is not twice differentiable (where ``h`` jumps or has a corner).
+
+    Finite-difference checks of the smoothed model must keep every ``u - v_th``
+    away from these points; the smooth curves (sigmoid, gauss) have none.
+    """
+    kind = _check_name(name)
+    a = _check_width(a)
+    if kind == 0:
+        return (-a / 2, a / 2)
+    if kind == 1:
+        c = 2.0 / math.sqrt(a)
+        return (-c, 0.0, c)
+    return ()
+
+
+# --------------------------------------------------------------------------
+# Scalar forms for the numba kernels (same formulas, one value at a time).
+# --------------------------------------------------------------------------
+
+@njit
+def h_scalar(kind, a, x):
+    """Scalar :func:`h` for kernels; ``kind`` is ``KIND_CODES[name]``."""
+    if kind == 0:
+        return 1.0 / a if abs(x) < a / 2 else 0.0
+    if kind == 1:
+        v = math.sqrt(a) / 2 - (a / 4) * abs(x)
+        return v if v > 0.0 else 0.0
+    if kind == 2:
+        e = math.exp(-abs(x) / a)
+        return e / ((1.0 + e) * (1.0 + e)) / a
+    return math.exp(-(x * x) / (2 * a)) / math.sqrt(2 * math.pi * a)
+
+
+@njit
+def primitive_scalar(kind, a, x):
+    """Scalar :func:`primitive` for kernels."""
+    if kind == 0:
+        v = x / a + 0.5
+        return 0.0 if v < 0.0 else (1.0 if v > 1.0 else v)
+    if kind == 1:
+        c = 2.0 / math.sqrt(a)
+        if x <= -c:
+            return 0.0
+        if x >= c:
+            return 1.0
+        return 0.5 + (math.sqrt(a) / 2) * x - (a / 8) * x * abs(x)
+    if kind == 2:
+        z = x / a
+        e = math.exp(-abs(z))
+        return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+    return 0.5 * math.erfc(-x / math.sqrt(2 * a))
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """A named surrogate with its width, bundled for convenience.
+
+    >>> s = Surrogate("sigmoid", 0.5)
+    >>> float(s.h(0.0))
+    0.5
+    """
+
+    name: str = "rect"
+    a: float = 1.0
+
+    def __post_init__(self):
+        _check_name(self.name)
+        object.__setattr__(self, "a", _check_width(self.a))
+
+    @property
+    def code(self) -> int:
+        return KIND_CODES[self.name]
+
+    def h(self, x):
+        return h(x, self.name, self.a)
+
+    def primitive(self, x):
+        return primitive(x, self.name, self.a)
+
+    def kinks(self):
+        return kinks(self.name, self.a)
+
+
+def get(name: str, a: float = 1.0) -> Surrogate:
+    """The surrogate called ``name`` with width ``a`` (raises ``ValueError`` for unknown names)."""
+    return Surrogate(name, a)
