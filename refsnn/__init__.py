@@ -1,2 +1,48 @@
-"""refsnn: NumPy reference implementations of four SNN training algorithms."""
+"""refsnn: NumPy reference implementations of four spiking-neural-network training algorithms.
+
+=============  ==========================================================  ===================
+name           algorithm                                                   module
+=============  ==========================================================  ===================
+``stbp``       spatio-temporal backprop, surrogate-gradient BPTT           :mod:`refsnn.stbp`
+``st_rsbp``    spike-train-level recurrent SNN backprop                    :mod:`refsnn.st_rsbp`
+``ide``        implicit differentiation on the equilibrium of feedback     :mod:`refsnn.ide`
+``ssnn_bp``    stochastic spike-based backprop, coincidence updates        :mod:`refsnn.ssnn_bp`
+=============  ==========================================================  ===================
+
+Every algorithm module has the same functional surface (``Config``,
+``init_params``, ``loss_and_grad``, ``reference_objective``, ``predict``,
+``encode``, ``recipe``, ``gradcheck_cases``); :func:`algorithm` finds one by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
 __version__ = "0.1.0"
+
+#: Algorithm names and the modules that implement them.
+ALGORITHMS = {
+    "stbp": "refsnn.stbp",
+    "st_rsbp": "refsnn.st_rsbp",
+    "ide": "refsnn.ide",
+    "ssnn_bp": "refsnn.ssnn_bp",
+}
+
+
+def available_algorithms() -> list:
+    """Names of the algorithms whose module is present in this installation."""
+    return [name for name, mod in ALGORITHMS.items() if importlib.util.find_spec(mod) is not None]
+
+
+def algorithm(name: str):
+    """The module implementing algorithm ``name`` ("stbp", "st_rsbp", "ide", "ssnn_bp"; "-" may replace "_")."""
+    if not isinstance(name, str):
+        raise TypeError(f"algorithm: expected a name, got {type(name).__name__}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in ALGORITHMS:
+        raise ValueError(f"algorithm: unknown name {name!r}; expected one of {', '.join(ALGORITHMS)}")
+    if importlib.util.find_spec(ALGORITHMS[key]) is None:
+        raise ValueError(f"algorithm: {key!r} is not implemented in this version of refsnn "
+                         f"(available: {', '.join(available_algorithms())})")
+    return importlib.import_module(ALGORITHMS[key])

@@ -1,0 +1,170 @@
+"""The ``refsnn`` command (also ``python -m refsnn``).
+
+::
+
+    refsnn train ALGO [--dataset digits] [--epochs N] [--seed S] [--out DIR] [--resume]
+                      [--lr LR] [--batch-size B] [--hidden 128 64] [--set field=value ...]
+    refsnn gradcheck ALGO [--seed S] [--verbose]
+    refsnn bench ALGO [--quick]
+    refsnn info
+
+``--set`` changes a field of the algorithm's ``Config`` (``--set T=10
+--set surrogate=sigmoid``).  ``gradcheck`` exits with status 1 when any
+tensor fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from dataclasses import fields
+
+import refsnn
+
+__all__ = ["main"]
+
+
+def _parse_value(text: str):
+    for conv in (ast.literal_eval,):
+        try:
+            return conv(text)
+        except (ValueError, SyntaxError):
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _config_overrides(module, pairs) -> dict:
+    names = {f.name for f in fields(module.Config)}
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise SystemExit(f"refsnn: --set expects field=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip()
+        if key not in names:
+            raise SystemExit(f"refsnn: --set {key}: not a field of {module.__name__}.Config "
+                             f"(fields: {', '.join(sorted(names))})")
+        out[key] = _parse_value(value.strip())
+    return out
+
+
+def _cmd_train(args) -> int:
+    from refsnn.train import TrainingDiverged, train
+
+    module = refsnn.algorithm(args.algo)
+    overrides = {}
+    for name in ("epochs", "lr", "batch_size", "optimizer", "limit_train", "limit_test"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.hidden is not None:
+        overrides["hidden"] = [_parse_value(h) for h in args.hidden]
+    out = args.out or f"runs/{args.algo.replace('-', '_')}-{args.dataset}-seed{args.seed}"
+    try:
+        metrics = train(module, args.dataset, seed=args.seed, out=out, resume=args.resume,
+                        config=_config_overrides(module, args.set) or None, progress=not args.no_progress,
+                        **overrides)
+    except KeyboardInterrupt:
+        return 130
+    except TrainingDiverged as exc:
+        print(f"refsnn: training diverged: {exc}", file=sys.stderr)
+        return 1
+    print(f"test accuracy {metrics['test_accuracy']:.4f} (best {metrics['best_test_accuracy']:.4f}); "
+          f"metrics and checkpoint in {out}/")
+    return 0
+
+
+def _cmd_gradcheck(args) -> int:
+    from refsnn.gradcheck import run_cases
+
+    module = refsnn.algorithm(args.algo)
+    results = run_cases(module, module.gradcheck_cases(args.seed), seed=args.seed)
+    failed = 0
+    for case, report in results:
+        if args.verbose or not report.passed:
+            print(report)
+            print()
+        failed += not report.passed
+    width = max(len(case.label) for case, _ in results)
+    print(f"{'case':<{width}}  {'max rel. error':>14}  result")
+    for case, report in results:
+        print(f"{case.label:<{width}}  {report.max_rel_error:>14.2e}  {'pass' if report.passed else 'FAIL'}")
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _cmd_bench(args) -> int:
+    module = refsnn.algorithm(args.algo)
+    if not hasattr(module, "bench"):
+        print(f"refsnn: no benchmark for {args.algo}", file=sys.stderr)
+        return 2
+    result = module.bench(quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from refsnn.train import versions
+
+    print(f"refsnn {refsnn.__version__}")
+    print(f"algorithms available: {', '.join(refsnn.available_algorithms())}")
+    for key, value in versions().items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refsnn", description="Reference implementations of SNN training algorithms.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an algorithm on a dataset")
+    t.add_argument("algo", help=f"one of {', '.join(refsnn.ALGORITHMS)}")
+    t.add_argument("--dataset", default="digits", help="dataset name (default: the bundled digits)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", help="run directory (default runs/ALGO-DATASET-seedS)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--optimizer", choices=["adam", "sgd"])
+    t.add_argument("--hidden", nargs="+", help="hidden layer sizes, e.g. --hidden 400 or --hidden 400 R400")
+    t.add_argument("--limit-train", type=int, help="use only the first N training samples")
+    t.add_argument("--limit-test", type=int, help="use only the first N test samples")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="change a Config field (repeatable)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+
+    g = sub.add_parser("gradcheck", help="check an algorithm's gradient against finite differences")
+    g.add_argument("algo")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--verbose", "-v", action="store_true", help="print every per-tensor table")
+    g.set_defaults(func=_cmd_gradcheck)
+
+    b = sub.add_parser("bench", help="time an algorithm's training step")
+    b.add_argument("algo")
+    b.add_argument("--quick", action="store_true", help="small sizes, a few repetitions")
+    b.add_argument("--json", action="store_true", help="also print the results as JSON")
+    b.set_defaults(func=_cmd_bench)
+
+    i = sub.add_parser("info", help="versions and what is installed")
+    i.set_defaults(func=_cmd_info)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"refsnn: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""One training loop for every algorithm, through the algorithm contract.
+
+``train("stbp")`` (or ``refsnn train stbp`` on the command line):
+
+1. takes the algorithm's default ``(Config, settings)`` from its ``recipe(dataset)``
+   and applies your overrides;
+2. loads the dataset (``refsnn.datasets``), scales pixels to [0, 1] and
+   flattens images to feature vectors;
+3. for each epoch: shuffles, and for each minibatch encodes the features
+   (``module.encode``), calls ``module.loss_and_grad`` and takes an optimizer
+   step (``refsnn.optim``); then evaluates test accuracy with ``module.predict``;
+4. after every epoch writes, atomically, ``checkpoint.npz`` (parameters,
+   optimizer state, history) and ``metrics.json`` (``test_accuracy``, the
+   per-epoch history, the config, the settings, the seed and the versions).
+
+Randomness is keyed, never sequential: the generator for initialisation, for
+the shuffle of epoch ``e``, for batch ``k`` of epoch ``e`` and for evaluation
+are each ``np.random.default_rng([seed, purpose, e, k])``.  So the same seed
+gives a bit-identical run, and a run resumed from the checkpoint of epoch
+``e`` (``resume=True``) continues exactly as the uninterrupted run would.
+
+Learning-rate schedules (``settings["schedule"]``): ``"constant"``,
+``"step"`` (multiply by ``gamma`` at each epoch in ``milestones``) and
+``"inv_sqrt"`` (``lr / sqrt(epoch + 1)``, ST-RSBP's).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+import refsnn
+from refsnn import datasets, optim
+from refsnn._checks import check_choice, check_int, check_positive
+from refsnn._jit import jit_status
+
+__all__ = ["Settings", "train", "lr_at", "versions", "load_checkpoint", "TrainingDiverged"]
+
+# Keys of the random streams (see the module docstring).
+_INIT, _SHUFFLE, _BATCH, _EVAL = 0, 1, 2, 3
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last checkpoint is kept."""
+
+
+@dataclass
+class Settings:
+    """Training settings (the algorithm's ``recipe`` gives the defaults).
+
+    Parameters
+    ----------
+    hidden : list
+        Hidden layer sizes; the network is ``[n_in, *hidden, n_classes]``.
+        Entries are ints, or strings an algorithm understands (e.g. ``"R400"``).
+    optimizer : {"adam", "sgd"}
+    lr : float
+        Initial learning rate.
+    momentum, weight_decay : float
+        SGD momentum; L2 weight decay (both optimizers).
+    epochs, batch_size : int
+    schedule : {"constant", "step", "inv_sqrt"}
+    milestones : list of int
+        Epochs (0-based) at whose start the "step" schedule multiplies by ``gamma``.
+    gamma : float
+    eval_batch_size : int
+        Batch size for evaluation.
+    limit_train, limit_test : int or None
+        Use only the first samples of each split (quick runs).
+    """
+
+    hidden: list = field(default_factory=lambda: [100])
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 32
+    schedule: str = "constant"
+    milestones: list = field(default_factory=list)
+    gamma: float = 0.1
+    eval_batch_size: int = 256
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def __post_init__(self):
+        check_choice("optimizer", self.optimizer, ("adam", "sgd"))
+        check_positive("lr", self.lr)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_int("epochs", self.epochs, minimum=1)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_choice("schedule", self.schedule, ("constant", "step", "inv_sqrt"))
+        check_positive("gamma", self.gamma)
+        self.hidden = list(self.hidden)
+        self.milestones = [check_int("milestones", m, minimum=0) for m in self.milestones]
+        for name in ("limit_train", "limit_test"):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), minimum=1)
+
+
+def lr_at(settings: Settings, epoch: int) -> float:
+    """Learning rate of (0-based) ``epoch`` under the schedule."""
+    if settings.schedule == "step":
+        return settings.lr * settings.gamma ** sum(epoch >= m for m in settings.milestones)
+    if settings.schedule == "inv_sqrt":
+        return settings.lr / math.sqrt(epoch + 1)
+    return settings.lr
+
+
+def versions() -> dict:
+    """Versions of everything that can change a result."""
+    out = {"refsnn": refsnn.__version__, "python": platform.python_version(), "numpy": np.__version__,
+           "platform": platform.platform(), "jit": jit_status()}
+    for mod in ("scipy", "numba", "sklearn"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:  # pragma: no cover
+            out[mod] = None
+    return out
+
+
+def _rng(seed: int, *keys) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def _features(X) -> np.ndarray:
+    X = np.asarray(X)
+    flat = X.reshape(X.shape[0], -1).astype(np.float64)
+    return flat / 255.0 if X.dtype == np.uint8 else flat
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through ``write(fileobj)`` into ``path.tmp``, flush to disk, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(path: Path, params: dict, opt, meta: dict) -> None:
+    arrays = {f"param/{k}": v for k, v in params.items()}
+    arrays.update({f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()})
+    arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
+    _write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path) -> tuple:
+    """Read a checkpoint: ``(params, optimizer_state, meta)``."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            params = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("param/")}
+            opt_state = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("opt/")}
+            meta = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"checkpoint {path}: cannot be read ({exc})") from None
+    return params, opt_state, meta
+
+
+def _evaluate(module, params, cfg, F, y, batch_size, seed, epoch, tag) -> float:
+    correct = 0
+    for k, start in enumerate(range(0, len(y), batch_size)):
+        rng = _rng(seed, _EVAL, tag, epoch, k)
+        xb = module.encode(F[start:start + batch_size], cfg, rng)
+        correct += int(np.sum(module.predict(params, xb, cfg, rng=rng) == y[start:start + batch_size]))
+    return correct / len(y)
+
+
+def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: bool = False, config=None,
+          progress: bool = True, log=print, **overrides) -> dict:
+    """Train algorithm ``algo`` on ``dataset`` and return the metrics dict.
+
+    Parameters
+    ----------
+    algo : str or module
+        ``"stbp"``, ``"st_rsbp"``, ``"ide"``, ``"ssnn_bp"`` (or the module).
+    dataset : str
+        A name :func:`refsnn.datasets.load` knows (default: the bundled digits).
+    seed : int
+        Seeds everything (initialisation, shuffles, encodings, evaluation).
+    out : path, optional
+        Run directory for ``checkpoint.npz``, ``metrics.json`` and
+        ``params.npz``.  Nothing is written when None.
+    resume : bool
+        Continue from ``out/checkpoint.npz`` (it must come from the same
+        algorithm, dataset, seed, config and settings; only ``epochs`` may differ).
+    config : Config or dict, optional
+        The algorithm's ``Config``, or a dict of fields to change in the recipe's.
+    progress : bool
+        Show a tqdm progress bar.
+    log : callable
+        Receives one line per epoch (``print`` by default; ``None`` for silence).
+    **overrides
+        Any :class:`Settings` field (``epochs=5``, ``lr=1e-2``, ``hidden=[64]``, ...).
+
+    Returns
+    -------
+    dict
+        The contents of ``metrics.json``; the trained parameters are under the
+        extra key ``"params"`` (not written to the JSON).
+    """
+    module = refsnn.algorithm(algo) if isinstance(algo, str) else algo
+    algo_name = module.__name__.rsplit(".", 1)[-1]
+    seed = check_int("seed", seed, minimum=0)
+    log = log or (lambda *_: None)
+    cfg, recipe_settings = module.recipe(dataset)
+    if config is not None:
+        if isinstance(config, dict):
+            cfg = replace(cfg, **config)
+        elif isinstance(config, type(cfg)):
+            cfg = config
+        else:
+            raise TypeError(f"config: expected {type(cfg).__module__}.Config or a dict, got {type(config).__name__}")
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"train: unknown setting(s) {sorted(unknown)}; expected among {sorted(known)}")
+    settings = Settings(**{**recipe_settings, **overrides})
+
+    Xtr, ytr = datasets.load(dataset, "train", limit=settings.limit_train)
+    Xte, yte = datasets.load(dataset, "test", limit=settings.limit_test)
+    Ftr, Fte = _features(Xtr), _features(Xte)
+    n_classes = datasets.n_classes(dataset)
+    sizes = [Ftr.shape[1], *settings.hidden, n_classes]
+
+    meta_fixed = {"algorithm": algo_name, "dataset": dataset, "seed": seed, "config": cfg.to_dict(),
+                  "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}, "sizes": sizes}
+    out = Path(out) if out is not None else None
+    ckpt = out / "checkpoint.npz" if out is not None else None
+    history, start_epoch = [], 0
+    params = module.init_params(sizes, cfg, _rng(seed, _INIT))
+    frozen = module.frozen_keys(params, cfg) if hasattr(module, "frozen_keys") else ()
+    opt_kwargs = {"weight_decay": settings.weight_decay, "frozen": frozen}
+    if settings.optimizer == "sgd":
+        opt_kwargs["momentum"] = settings.momentum
+    opt = optim.make(settings.optimizer, settings.lr, **opt_kwargs)
+
+    if resume:
+        if ckpt is None:
+            raise ValueError("resume: needs an output directory (out=...) holding checkpoint.npz")
+        if not ckpt.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {ckpt}; start the run without resume first")
+        saved_params, opt_state, meta = load_checkpoint(ckpt)
+        mismatch = [k for k in meta_fixed if json.loads(json.dumps(meta_fixed[k], default=_json_default)) != meta.get(k)]
+        if mismatch:
+            raise ValueError(f"resume: {ckpt} was written with different {', '.join(mismatch)}; "
+                             f"use another --out directory or the same settings")
+        params = {k: saved_params[k] for k in params}
+        opt.load_state_dict(opt_state)
+        history, start_epoch = meta["history"], meta["epochs_done"]
+        log(f"resuming {algo_name} on {dataset} after epoch {start_epoch}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    tqdm = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover
+            tqdm = None
+
+    n = len(ytr)
+    eval_subset = np.arange(min(n, 1000))
+    t_start = time.perf_counter()
+    metrics = None
+    for epoch in range(start_epoch, settings.epochs):
+        t0 = time.perf_counter()
+        opt.lr = lr_at(settings, epoch)
+        order = _rng(seed, _SHUFFLE, epoch).permutation(n)
+        batches = [order[i:i + settings.batch_size] for i in range(0, n, settings.batch_size)]
+        bar = tqdm(total=len(batches), desc=f"{algo_name} epoch {epoch + 1}/{settings.epochs}", leave=False,
+                   file=sys.stderr) if tqdm else None
+        losses = []
+        try:
+            for k, idx in enumerate(batches):
+                rng = _rng(seed, _BATCH, epoch, k)
+                xb = module.encode(Ftr[idx], cfg, rng)
+                loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng)
+                if not math.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
+                    raise TrainingDiverged(f"epoch {epoch + 1}, batch {k}: loss or gradient is not finite "
+                                           f"(loss={loss}); lower the learning rate. The checkpoint of the last "
+                                           f"finished epoch is kept.")
+                opt.step(params, grads)
+                losses.append(loss)
+                if bar is not None:
+                    bar.update(1)
+                    if k % 10 == 0:
+                        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            done = f"epochs 1..{epoch}" if epoch else "no finished epoch"
+            log(f"interrupted during epoch {epoch + 1}; the checkpoint holds {done}"
+                + (f". Continue with: refsnn train {algo_name} --out {out} --resume" if out is not None else ""))
+            raise
+        if bar is not None:
+            bar.close()
+        train_acc = _evaluate(module, params, cfg, Ftr[eval_subset], ytr[eval_subset], settings.eval_batch_size,
+                              seed, epoch, 0)
+        test_acc = _evaluate(module, params, cfg, Fte, yte, settings.eval_batch_size, seed, epoch, 1)
+        seconds = time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "lr": opt.lr, "train_loss": float(np.mean(losses)),
+                        "train_accuracy": train_acc, "test_accuracy": test_acc, "seconds": seconds})
+        log(f"{algo_name} epoch {epoch + 1:>3}/{settings.epochs}  lr {opt.lr:.2e}  loss {np.mean(losses):.4f}  "
+            f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  ({seconds:.1f} s)")
+        done_all = epoch + 1 == settings.epochs
+        metrics = {**meta_fixed, "settings": asdict(settings), "status": "complete" if done_all else "running",
+                   "epochs_done": epoch + 1, "test_accuracy": test_acc,
+                   "best_test_accuracy": max(h["test_accuracy"] for h in history),
+                   "n_train": n, "n_test": len(yte), "history": history, "versions": versions(),
+                   "seconds_this_session": time.perf_counter() - t_start}
+        if out is not None:
+            _save_checkpoint(ckpt, params, opt, {**meta_fixed, "history": history, "epochs_done": epoch + 1})
+            _write_atomic(out / "metrics.json",
+                          lambda f: f.write(json.dumps(metrics, indent=2, default=_json_default).encode()))
+    if metrics is None:  # resumed a finished run: nothing left to do
+        _, _, meta = load_checkpoint(ckpt)
+        metrics = {**meta_fixed, "settings": asdict(settings), "status": "complete", "epochs_done": start_epoch,
+                   "test_accuracy": history[-1]["test_accuracy"],
+                   "best_test_accuracy": max(h["test_accuracy"] for h in history), "n_train": n,
+                   "n_test": len(yte), "history": history, "versions": versions(), "seconds_this_session": 0.0}
+        log(f"{algo_name}: the checkpoint already holds all {start_epoch} epochs")
+    if out is not None:
+        _write_atomic(out / "params.npz", lambda f: np.savez(f, **params))
+    return {**metrics, "params": params}
