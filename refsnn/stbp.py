@@ -694,7 +694,11 @@ def gradcheck_cases(seed: int = 0) -> list:
 
 
 def _small_problem(cfg: Config, seed: int, sizes=(6, 5, 4, 3), T=5, batch=4, margin=1e-3):
-    """A random problem with spikes in every layer and no ``u - v_th`` within ``margin`` of a kink."""
+    """A random problem with spikes in every layer and no ``u - v_th`` within ``margin`` of a kink.
+
+    The margin holds for the spiking and for the smoothed (``forward="smooth"``) network, so the
+    same problem serves both checks.
+    """
     for k in range(1000):
         rng = np.random.default_rng([seed, k])
         params = init_params(sizes, replace(cfg, init="torch"), rng)
@@ -704,6 +708,8 @@ def _small_problem(cfg: Config, seed: int, sizes=(6, 5, 4, 3), T=5, batch=4, mar
         x = (rng.random((T, batch, sizes[0])) < 0.5).astype(float)
         y = rng.integers(0, sizes[-1], batch)
         _, o = forward_numpy(params, x, cfg)
-        if all(on.mean() > 0.05 for on in o) and kink_distance(params, x, cfg) > margin:
+        smooth = replace(cfg, forward="smooth")
+        if (all(on.mean() > 0.05 for on in o) and kink_distance(params, x, replace(cfg, forward="spike")) > margin
+                and kink_distance(params, x, smooth) > margin):
             return params, x, y
     raise RuntimeError("no problem away from the kinks found")  # pragma: no cover

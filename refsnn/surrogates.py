@@ -118,8 +118,10 @@ def h(x, name: str = "rect", a: float = 1.0):
     elif kind == 2:  # h3, derivative of the logistic sigmoid of x/a
         e = np.exp(-np.abs(x) / a)
         out = e / (1.0 + e) ** 2 / a
-    else:  # h4, Gaussian with variance a
-        out = np.exp(-(x * x) / (2 * a)) / math.sqrt(2 * math.pi * a)
+    else:  # h4, Gaussian with variance a; beyond 40 standard deviations exp() is 0 anyway,
+        # and clipping there keeps x*x from overflowing
+        xc = np.clip(x, -40 * math.sqrt(a), 40 * math.sqrt(a))
+        out = np.exp(-(xc * xc) / (2 * a)) / math.sqrt(2 * math.pi * a)
     return np.asarray(out, dtype=dt)
 
 
@@ -139,7 +141,8 @@ def primitive(x, name: str = "rect", a: float = 1.0):
         out = np.clip(x / a + 0.5, 0.0, 1.0)
     elif kind == 1:
         c = 2.0 / math.sqrt(a)
-        inner = 0.5 + (math.sqrt(a) / 2) * x - (a / 8) * x * np.abs(x)
+        xc = np.clip(x, -c, c)  # keeps x|x| from overflowing far outside the support
+        inner = 0.5 + (math.sqrt(a) / 2) * xc - (a / 8) * xc * np.abs(xc)
         out = np.where(x <= -c, 0.0, np.where(x >= c, 1.0, inner))
     elif kind == 2:
         out = _sigmoid(x / a)

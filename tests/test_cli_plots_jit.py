@@ -1,0 +1,135 @@
+"""The command line, the plots and the numba shim."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refsnn import gradcheck, plots, stbp
+from refsnn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_stbp_on_digits_reaches_90_percent(tmp_path, capsys):
+    """The README's main job: `refsnn train stbp` (the full digits recipe) reaches >= 90 % test accuracy."""
+    assert main(["train", "stbp", "--out", str(tmp_path), "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.90, metrics["history"][-1]
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cli_train_options_and_resume(tmp_path):
+    args = ["train", "stbp", "--epochs", "1", "--limit-train", "100", "--limit-test", "50", "--hidden", "12",
+            "--set", "T=4", "--set", "surrogate=gauss", "--lr", "0.01", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["config"]["T"] == 4 and m["config"]["surrogate"] == "gauss" and m["sizes"] == [64, 12, 10]
+    assert m["settings"]["lr"] == 0.01
+    args[3] = "2"
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs_done"] == 2
+
+
+def test_cli_errors(capsys):
+    assert main(["train", "nosuchalgo"]) == 2
+    assert "unknown name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "stbp", "--set", "nonsense=1"])
+    assert main(["train", "stbp", "--set", "decay=3", "--no-progress"]) == 2
+    assert "decay" in capsys.readouterr().err
+
+
+def test_gradcheck_exit_status_is_one_when_a_tensor_fails(monkeypatch, capsys):
+    case = stbp.gradcheck_cases(0)[0]
+    real = stbp.loss_and_grad
+
+    def wrong(*a, **k):
+        loss, g = real(*a, **k)
+        return loss, {**g, "b1": g["b1"] * 1.01}
+
+    monkeypatch.setattr(stbp, "gradcheck_cases", lambda seed: [case])
+    monkeypatch.setattr(stbp, "loss_and_grad", wrong)
+    assert main(["gradcheck", "stbp"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_python_dash_m_refsnn_is_the_cli():
+    out = subprocess.run([sys.executable, "-m", "refsnn", "info"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert "refsnn" in out.stdout and "stbp" in out.stdout
+
+
+# ---------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------
+
+def test_raster_accepts_1d_2d_and_batched_input():
+    import matplotlib.pyplot as plt
+
+    S = np.zeros((6, 2, 3))
+    S[1, 0, 2] = S[4, 0, 0] = S[2, 1, 1] = 1
+    ax = plots.raster(S)
+    pts = ax.collections[0].get_offsets()
+    assert sorted(map(tuple, np.asarray(pts))) == [(1.0, 2.0), (4.0, 0.0)]
+    assert ax.get_xlabel() == "time step" and ax.get_ylabel() == "neuron"
+    ax2 = plots.raster(S, sample=1)
+    assert [tuple(p) for p in np.asarray(ax2.collections[0].get_offsets())] == [(2.0, 1.0)]
+    assert len(plots.raster(S[:, 0, 0]).collections[0].get_offsets()) == 1
+    assert len(plots.raster(S[:, 0]).collections[0].get_offsets()) == 2
+    fig, axes = plt.subplots(1, 2)
+    assert plots.raster(S[:, 0], ax=axes[1]) is axes[1]
+    with pytest.raises(ValueError, match="sample"):
+        plots.raster(S, sample=5)
+    with pytest.raises(ValueError, match="spikes"):
+        plots.raster(np.zeros((2, 2, 2, 2)))
+    plt.close("all")
+
+
+def test_membrane_surrogates_residuals_and_learning_curves():
+    import matplotlib.pyplot as plt
+
+    case = stbp.gradcheck_cases(0)[0]
+    u, o = stbp.simulate(case.params, case.x, case.cfg)
+    ax = plots.membrane(u[0], v_th=case.cfg.v_th, spikes=o[0], neurons=[0, 1])
+    assert ax.get_ylabel().startswith("membrane") and len(ax.get_lines()) >= 3
+    ax = plots.surrogate_curves(width=1.0)
+    assert len(ax.get_lines()) == 4
+    ax = plots.surrogate_curves(["sigmoid"], width=0.5, primitive=True)
+    assert ax.get_ylabel().startswith("P")
+    ax = plots.residuals(np.array([1.0, 0.1, 0.01]), label="fixed point")
+    assert ax.get_yscale() == "log"
+    hist = [{"epoch": 1, "train_accuracy": 0.5, "test_accuracy": 0.4},
+            {"epoch": 2, "train_accuracy": 0.7, "test_accuracy": 0.6}]
+    ax = plots.learning_curves({"history": hist})
+    assert [list(line.get_ydata()) for line in ax.get_lines()] == [[0.5, 0.7], [0.4, 0.6]]
+    with pytest.raises(ValueError, match="history"):
+        plots.learning_curves([])
+    plt.close("all")
+
+
+# ---------------------------------------------------------------------------
+# the numba shim
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("setup,expect", [
+    ("import os; os.environ['NUMBA_DISABLE_JIT'] = '1'", "NUMBA_DISABLE_JIT is set"),
+    ("import sys; sys.modules['numba'] = None", "not installed"),
+])
+def test_shim_falls_back_to_plain_python(setup, expect):
+    code = (f"{setup}\nfrom refsnn import _jit\n"
+            "@_jit.njit\ndef f(x):\n    return x + 1\n"
+            "print(_jit.JIT_ENABLED, f(1), f.py_func is f, _jit.jit_status())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT))).stdout
+    assert out.startswith("False 2 True") and expect in out
+
+
+def test_gradcheck_report_lookup():
+    rep = gradcheck.compare({"a": np.ones(3)}, {"a": np.ones(3)})
+    assert rep["a"].passed and rep.passed
+    with pytest.raises(KeyError):
+        rep["b"]

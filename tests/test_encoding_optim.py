@@ -1,0 +1,126 @@
+"""Encoders (shapes, rates, errors) and optimizers (formulas, torch agreement, state round trip)."""
+import numpy as np
+import pytest
+
+from refsnn import encoding, optim
+
+
+def test_bernoulli_shapes_rates_and_determinism():
+    p = np.linspace(0, 1, 11)[None].repeat(2, 0)
+    x = encoding.bernoulli(p, 3000, 5)
+    assert x.shape == (3000, 2, 11) and x.dtype == np.float64
+    se = np.sqrt(p * (1 - p) / 3000)
+    assert np.all(np.abs(x.mean(0) - p) <= 5 * se + 1e-12)
+    assert np.array_equal(x, encoding.bernoulli(p, 3000, 5))
+    assert not np.array_equal(x, encoding.bernoulli(p, 3000, 6))
+    y = encoding.bernoulli(p[0], 10, np.random.default_rng(0), scale=1 / 5.5, dtype=np.float32)
+    assert y.shape == (10, 1, 11) and y.dtype == np.float32
+
+
+def test_poisson_matches_its_spike_probability():
+    rate = np.array([[0.0, 50.0, 200.0]])
+    x = encoding.poisson(rate, 20000, 1e-3, 1)
+    p = 1 - np.exp(-rate * 1e-3)
+    assert np.all(np.abs(x.mean(0) - p) <= 5 * np.sqrt(p * (1 - p) / 20000) + 1e-12)
+
+
+def test_direct_is_a_repeat():
+    x = encoding.direct([0.2, 0.7], 4)
+    assert x.shape == (4, 1, 2) and np.all(x[:, 0] == [0.2, 0.7])
+    np.testing.assert_allclose(encoding.rates(encoding.direct([[0.1]], 5)), [[0.1]])
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: encoding.bernoulli([1.2], 5, 0), "p"),
+    (lambda: encoding.bernoulli([0.5], 0, 0), "T"),
+    (lambda: encoding.bernoulli([0.5], 5, None), "rng"),
+    (lambda: encoding.bernoulli([np.nan], 5, 0), "p"),
+    (lambda: encoding.bernoulli([0.6], 5, 0, scale=2.0), "scale"),
+    (lambda: encoding.poisson([-1.0], 5, 1e-3, 0), "rate"),
+    (lambda: encoding.poisson([1.0], 5, 0.0, 0), "dt"),
+    (lambda: encoding.direct(np.zeros((2, 2, 2)), 3), "x"),
+])
+def test_encoding_errors(call, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        call()
+
+
+def _quadratic_run(opt, steps=5):
+    params = {"w": np.array([1.0, -2.0, 3.0]), "frozen": np.array([5.0])}
+    for _ in range(steps):
+        grads = {"w": 2 * params["w"] - 1.0, "frozen": np.array([1.0])}
+        opt.step(params, grads)
+    return params
+
+
+def test_sgd_formula():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    params = _quadratic_run(optim.SGD(lr, momentum=mu, weight_decay=wd, frozen=("frozen",)), steps=3)
+    w = np.array([1.0, -2.0, 3.0])
+    v = None
+    for _ in range(3):
+        g = 2 * w - 1.0 + wd * w
+        v = g if v is None else mu * v + g
+        w = w - lr * v
+    np.testing.assert_allclose(params["w"], w, rtol=1e-15)
+    assert params["frozen"][0] == 5.0
+
+
+def test_adam_formula():
+    lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-8
+    params = _quadratic_run(optim.Adam(lr, frozen=("frozen",)), steps=4)
+    w, m, v = np.array([1.0, -2.0, 3.0]), 0.0, 0.0
+    for t in range(1, 5):
+        g = 2 * w - 1.0
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(params["w"], w, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_matches_torch_optim(name):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(4, 3))
+    grads_seq = [rng.normal(size=(4, 3)) for _ in range(6)]
+    tw = torch.tensor(w0.copy(), requires_grad=True)
+    if name == "sgd":
+        topt = torch.optim.SGD([tw], lr=0.05, momentum=0.9, weight_decay=1e-3)
+        mine = optim.SGD(0.05, momentum=0.9, weight_decay=1e-3)
+    else:
+        topt = torch.optim.Adam([tw], lr=0.05, weight_decay=1e-3)
+        mine = optim.Adam(0.05, weight_decay=1e-3)
+    params = {"W": w0.copy()}
+    for g in grads_seq:
+        tw.grad = torch.tensor(g)
+        topt.step()
+        mine.step(params, {"W": g})
+    np.testing.assert_allclose(params["W"], tw.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_state_round_trip_continues_identically(name):
+    make = lambda: optim.make(name, 0.05, **({"momentum": 0.9} if name == "sgd" else {}))  # noqa: E731
+    a = make()
+    pa = _quadratic_run(a, steps=3)
+    b = make()
+    b.load_state_dict({k: np.asarray(v) for k, v in a.state_dict().items()})
+    pb = {k: v.copy() for k, v in pa.items()}
+    for opt, p in ((a, pa), (b, pb)):
+        for _ in range(2):
+            opt.step(p, {"w": 2 * p["w"] - 1.0, "frozen": np.array([0.0])})
+    np.testing.assert_array_equal(pa["w"], pb["w"])
+
+
+def test_optimizer_errors():
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(0.0)
+    with pytest.raises(ValueError, match="momentum"):
+        optim.SGD(0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="optimizer"):
+        optim.make("rmsprop", 0.1)
+    with pytest.raises(KeyError, match="w"):
+        optim.Adam(0.1).step({"w": np.zeros(2)}, {})
+    with pytest.raises(ValueError, match="shape"):
+        optim.Adam(0.1).step({"w": np.zeros(2)}, {"w": np.zeros(3)})

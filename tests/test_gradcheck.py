@@ -1,0 +1,73 @@
+"""The gradient checker itself: exact on polynomials, catches wrong gradients, statistical test calibrated."""
+import numpy as np
+import pytest
+
+from refsnn import gradcheck
+
+
+def cubic(p):
+    return float(np.sum(p["a"] ** 3) + np.sum(p["a"][:, 0] * p["b"]) + np.sin(p["b"]).sum())
+
+
+def cubic_grad(p):
+    ga = 3 * p["a"] ** 2
+    ga[:, 0] += p["b"]
+    return {"a": ga, "b": p["a"][:, 0] + np.cos(p["b"])}
+
+
+P = {"a": np.array([[0.3, -1.2], [2.0, 0.5]]), "b": np.array([0.7, -0.4])}
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_central_differences_are_accurate(order):
+    num = gradcheck.numerical_gradient(cubic, P, eps=1e-4 if order == 4 else 1e-6, order=order)
+    rep = gradcheck.compare(cubic_grad(P), num, tol=1e-9)
+    assert rep.passed, str(rep)
+    assert P["a"][0, 0] == 0.3  # the point is not modified
+
+
+def test_order_four_beats_order_two_at_the_same_step():
+    e = 1e-3
+    err2 = gradcheck.compare(cubic_grad(P), gradcheck.numerical_gradient(cubic, P, eps=e, order=2)).max_rel_error
+    err4 = gradcheck.compare(cubic_grad(P), gradcheck.numerical_gradient(cubic, P, eps=e, order=4)).max_rel_error
+    assert err4 < err2 / 100
+
+
+def test_a_wrong_gradient_fails_and_the_table_says_so():
+    bad = cubic_grad(P)
+    bad["b"] = bad["b"] * 1.001
+    rep = gradcheck.check_gradients(bad, cubic, P, tol=1e-7)
+    assert not rep.passed and rep["a"].passed and not rep["b"].passed
+    assert rep["b"].rel_error == pytest.approx(1e-3, rel=0.01)
+    text = str(rep)
+    assert "FAILED" in text and "NO" in text
+
+
+def test_sampled_entries_are_seeded_and_bounded():
+    big = {"w": np.linspace(-1, 1, 200).reshape(10, 20)}
+    f = lambda p: float(np.sum(p["w"] ** 2))  # noqa: E731
+    n1 = gradcheck.numerical_gradient(f, big, max_entries=15, seed=3)
+    n2 = gradcheck.numerical_gradient(f, big, max_entries=15, seed=3)
+    assert len(n1["w"][0]) == 15 and np.array_equal(n1["w"][0], n2["w"][0])
+    rep = gradcheck.compare({"w": 2 * big["w"]}, n1)
+    assert rep.passed and rep["w"].n_checked == 15
+
+
+def test_statistical_check_accepts_an_unbiased_estimator_and_rejects_a_biased_one():
+    """Unbiased: g + N(0, 1) noise.  Biased: shift of 0.05 = 5 standard errors at N = 10^4 (sigma = 1):
+    the mean's z-score for each entry is then ~ N(5, 1), far past the Bonferroni bound (~3.9 for m = 6)."""
+    exact = {"w": np.array([1.0, -2.0, 0.5]), "c": np.array([0.0, 3.0, 4.0])}
+    unbiased = lambda rng: {k: v + rng.normal(size=v.shape) for k, v in exact.items()}  # noqa: E731
+    biased = lambda rng: {k: v + 0.05 + rng.normal(size=v.shape) for k, v in exact.items()}  # noqa: E731
+    ok = gradcheck.check_statistical(unbiased, exact, n_samples=10000, seed=0)
+    bad = gradcheck.check_statistical(biased, exact, n_samples=10000, seed=0)
+    assert ok.passed, str(ok)
+    assert not bad.passed
+    assert "chi2" in str(ok)
+
+
+def test_statistical_check_handles_deterministic_entries():
+    exact = {"w": np.array([1.0, 2.0])}
+    assert gradcheck.check_statistical(lambda rng: {"w": np.array([1.0, 2.0])}, exact, n_samples=5, seed=0).passed
+    assert not gradcheck.check_statistical(lambda rng: {"w": np.array([1.0, 2.1])}, exact, n_samples=5,
+                                           seed=0).passed

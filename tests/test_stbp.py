@@ -1,0 +1,377 @@
+"""STBP: the gradient is exact for its reference objective, agrees with autograd, and both tiers agree."""
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tolerances import FLOAT32_REL, GRAD_FD_REL, TORCH_REL, TWIN_REL
+
+from refsnn import gradcheck, stbp, surrogates
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = stbp.gradcheck_cases(0)
+IDS = [c.label.replace("stbp ", "") for c in CASES]
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300))
+
+
+# ---------------------------------------------------------------------------
+# The contract: FD of reference_objective == loss_and_grad, all 32 variants
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_gradient_matches_fd_of_reference_objective(case):
+    """Spiking network: FD of the anchored smoothed network equals the STBP gradient (<= 1e-7)."""
+    assert stbp.kink_distance(case.params, case.x, case.cfg) > 1e-3
+    report = gradcheck.check(stbp, case.params, case.x, case.y, case.cfg, tol=GRAD_FD_REL, title=case.label)
+    assert report.passed, str(report)
+    assert len(report.tensors) == len(case.params)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_smooth_network_gradient_matches_fd(case):
+    """forward='smooth' (spec §5.2 (b)): the same backward is the exact gradient of the plain smoothed network."""
+    cfg = replace(case.cfg, forward="smooth")
+    assert stbp.kink_distance(case.params, case.x, cfg) > 1e-3
+    report = gradcheck.check(stbp, case.params, case.x, case.y, cfg, tol=GRAD_FD_REL, title=case.label)
+    assert report.passed, str(report)
+
+
+def test_reference_objective_value_is_the_spiking_loss():
+    case = CASES[0]
+    loss, _ = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
+    f = stbp.reference_objective(case.params, case.x, case.y, case.cfg)
+    assert f(case.params) == loss
+    # ... and it is the anchored model: moving the weights changes it smoothly, not by spike flips.
+    p2 = {k: v + 1e-3 for k, v in case.params.items()}
+    assert f(p2) != loss and abs(f(p2) - loss) < 0.1
+
+
+def test_fd_check_detects_the_papers_literal_temporal_term():
+    """A wrong backward is caught: the paper's printed form (delta^{t+1} h(u^{t+1}) in place of eps^{t+1}).
+
+    Spec §2: read literally, it drops the u^{t+1} -> u^{t+2} path and differs from exact BPTT by
+    ~0.4-0.7 %.  We re-implement that variant here and show the FD check rejects it.
+    """
+    case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "code"
+                and not c.cfg.detach_reset and c.cfg.loss == "mse_paper")
+    cfg, params, x, y = case.cfg, case.params, case.x, case.y
+    u, o = stbp.forward_numpy(params, x, cfg)
+    _, g_obar = stbp._loss(o[-1].mean(axis=0), y, cfg)
+    T, N = x.shape[0], len(params) // 2
+    h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    eps_next, delta_next = [None] * N, [None] * N
+    for t in reversed(range(T)):
+        delta = g_obar / T
+        for n in reversed(range(N)):
+            a = x[t] if n == 0 else o[n - 1][t]
+            if t < T - 1:  # the literal temporal term uses delta^{t+1} * h(u^{t+1})
+                delta = delta + delta_next[n] * h(u[n][t + 1]) * u[n][t] * stbp.reset_factor_prime(o[n][t], cfg)
+            eps = delta * h(u[n][t]) + (eps_next[n] * stbp.reset_factor(o[n][t], cfg) if t < T - 1 else 0)
+            grads[f"W{n + 1}"] += eps.T @ a
+            grads[f"b{n + 1}"] += eps.sum(0)
+            delta_next[n] = delta
+            delta = eps @ params[f"W{n + 1}"]
+            eps_next[n] = eps
+    report = gradcheck.check_gradients(grads, stbp.reference_objective(params, x, y, cfg), params)
+    assert not report.passed
+    assert 1e-4 < report.max_rel_error < 0.2, str(report)
+
+
+def test_detached_and_attached_gradients_differ():
+    """detach_reset changes the gradient (spec §2: 5-22 % on a 3-layer net), so the flag matters."""
+    case = CASES[0]
+    _, g_att = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, detach_reset=False))
+    _, g_det = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, detach_reset=True))
+    assert rel(g_att["W1"], g_det["W1"]) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Cross-check against PyTorch autograd of an independently written graph
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_matches_torch_autograd(case):
+    torch = pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")
+    from refsnn.crosscheck_torch import stbp_loss
+
+    cfg = case.cfg
+    N = len(case.params) // 2
+    Ws = [torch.tensor(case.params[f"W{n}"], dtype=torch.float64, requires_grad=True) for n in range(1, N + 1)]
+    bs = [torch.tensor(case.params[f"b{n}"], dtype=torch.float64, requires_grad=True) for n in range(1, N + 1)]
+    xt = torch.tensor(case.x, dtype=torch.float64, requires_grad=True)
+    L = stbp_loss(Ws, bs, xt, case.y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate, width=cfg.width,
+                  reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss)
+    L.backward()
+    for backend in ("numba", "numpy"):
+        c = replace(cfg, backend=backend)
+        loss, grads = stbp.loss_and_grad(case.params, case.x, case.y, c)
+        assert loss == pytest.approx(L.item(), rel=1e-14)
+        for n in range(1, N + 1):
+            assert rel(grads[f"W{n}"], Ws[n - 1].grad.numpy()) <= TORCH_REL, (backend, f"W{n}")
+            assert rel(grads[f"b{n}"], bs[n - 1].grad.numpy()) <= TORCH_REL, (backend, f"b{n}")
+        gx = stbp.input_gradient(case.params, case.x, case.y, c)
+        assert rel(gx, xt.grad.numpy()) <= TORCH_REL, (backend, "x")
+
+
+def test_code_preset_matches_torch_on_a_wider_net():
+    """The official code's setting (thresh 0.5, decay 0.2, rect a=1, MSELoss, reset kept), 20-16-12-10, T=8."""
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    from refsnn.crosscheck_torch import stbp_loss
+
+    cfg = replace(stbp.PRESETS["code"], T=8)
+    rng = np.random.default_rng(3)
+    params = stbp.init_params([20, 16, 12, 10], cfg, rng)
+    params = {k: v * (3.0 if k.startswith("W") else 1.0) for k, v in params.items()}
+    x = stbp.encode(rng.random((6, 20)), cfg, rng)
+    y = rng.integers(0, 10, 6)
+    _, o = stbp.simulate(params, x, cfg)
+    assert 0.05 < o[0].mean() < 0.95 and o[-1].sum() > 0
+    Ws = [torch.tensor(params[f"W{n}"], requires_grad=True) for n in (1, 2, 3)]
+    bs = [torch.tensor(params[f"b{n}"], requires_grad=True) for n in (1, 2, 3)]
+    L = stbp_loss(Ws, bs, torch.tensor(x), y, v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="code",
+                  detach_reset=False, loss="mse_mean")
+    L.backward()
+    loss, grads = stbp.loss_and_grad(params, x, y, cfg)
+    assert loss == pytest.approx(L.item(), rel=1e-14)
+    for n in (1, 2, 3):
+        assert rel(grads[f"W{n}"], Ws[n - 1].grad.numpy()) <= TORCH_REL
+
+
+# ---------------------------------------------------------------------------
+# The two tiers: numba kernels == readable NumPy twin; JIT on == JIT off
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", CASES[::5], ids=IDS[::5])
+@pytest.mark.parametrize("forward", ["spike", "smooth"])
+def test_fast_tier_equals_readable_twin(case, forward):
+    cfg = replace(case.cfg, forward=forward)
+    u1, o1 = stbp.simulate(case.params, case.x, replace(cfg, backend="numba"))
+    u2, o2 = stbp.simulate(case.params, case.x, replace(cfg, backend="numpy"))
+    for a, b in zip(u1 + o1, u2 + o2):
+        assert rel(a, b) <= TWIN_REL
+    l1, g1 = stbp.loss_and_grad(case.params, case.x, case.y, replace(cfg, backend="numba"))
+    l2, g2 = stbp.loss_and_grad(case.params, case.x, case.y, replace(cfg, backend="numpy"))
+    assert l1 == pytest.approx(l2, rel=TWIN_REL)
+    for k in g1:
+        assert rel(g1[k], g2[k]) <= TWIN_REL, k
+
+
+def test_kernels_compiled_equal_plain_python():
+    """Each kernel gives identical results compiled and as its pure-Python function (py_func)."""
+    rng = np.random.default_rng(1)
+    I = rng.normal(0.4, 0.6, (6, 3, 5))
+    g = rng.normal(0, 1, (6, 3, 5))
+    for paper_reset in (False, True):
+        for smooth in (False, True):
+            for kind in range(4):
+                args = (0.5, 0.3, paper_reset, smooth, kind, 0.8)
+                u1, o1 = stbp._lif_forward_kernel(I, *args)
+                u2, o2 = stbp._lif_forward_kernel.py_func(I, *args)
+                np.testing.assert_allclose(u1, u2, rtol=1e-15, atol=0)
+                np.testing.assert_array_equal(o1 > 0.5, o2 > 0.5)
+                for detach in (False, True):
+                    bargs = (0.5, 0.3, paper_reset, detach, kind, 0.8)
+                    e1 = stbp._lif_backward_kernel(g, u1, o1, *bargs)
+                    e2 = stbp._lif_backward_kernel.py_func(g, u1, o1, *bargs)
+                    np.testing.assert_allclose(e1, e2, rtol=1e-13, atol=1e-300)
+
+
+_SUBPROCESS = r"""
+import sys, numpy as np
+{block}
+from refsnn import stbp, _jit
+case = stbp.gradcheck_cases(0)[{i}]
+loss, g = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
+np.savez(sys.argv[1], loss=loss, jit=_jit.JIT_ENABLED, **g)
+"""
+
+
+@pytest.mark.parametrize("mode", ["NUMBA_DISABLE_JIT=1", "numba missing"])
+def test_jit_off_gives_the_same_results(tmp_path, mode):
+    """The shim falls back to plain Python (env var or no numba) with the same numbers."""
+    i = 7
+    block = "sys.modules['numba'] = None" if mode == "numba missing" else ""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if mode.startswith("NUMBA"):
+        env["NUMBA_DISABLE_JIT"] = "1"
+    out = tmp_path / "g.npz"
+    subprocess.run([sys.executable, "-c", _SUBPROCESS.format(block=block, i=i), str(out)], check=True, env=env,
+                   cwd=tmp_path)
+    z = np.load(out)
+    assert not bool(z["jit"])
+    case = CASES[i]
+    loss, g = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
+    assert float(z["loss"]) == pytest.approx(loss, rel=1e-14)
+    for k in g:
+        assert rel(z[k], g[k]) <= TWIN_REL
+
+
+def test_float32_close_to_float64():
+    case = CASES[2]
+    cfg64 = case.cfg
+    cfg32 = replace(cfg64, dtype="float32")
+    for backend in ("numba", "numpy"):
+        _, o64 = stbp.simulate(case.params, case.x, replace(cfg64, backend=backend))
+        _, o32 = stbp.simulate(case.params, case.x, replace(cfg32, backend=backend))
+        assert all(np.array_equal(a, b) for a, b in zip(o64, o32)), "a spike flipped; pick another problem"
+        l64, g64 = stbp.loss_and_grad(case.params, case.x, case.y, replace(cfg64, backend=backend))
+        l32, g32 = stbp.loss_and_grad(case.params, case.x, case.y, replace(cfg32, backend=backend))
+        assert g32["W1"].dtype == np.float32
+        assert l32 == pytest.approx(l64, rel=FLOAT32_REL)
+        for k in g64:
+            assert rel(g32[k].astype(np.float64), g64[k]) <= FLOAT32_REL, (backend, k)
+
+
+# ---------------------------------------------------------------------------
+# Model details
+# ---------------------------------------------------------------------------
+
+def test_spikes_use_a_strict_threshold_and_reset():
+    """u exactly at v_th does not fire; after a spike the code reset zeroes the carried potential."""
+    cfg = stbp.Config(v_th=1.0, decay=0.5, reset="code")
+    params = {"W1": np.array([[1.0]]), "b1": np.array([0.0])}
+    x = np.array([1.0, 0.6, 0.6, 0.0])[:, None, None]
+    u, o = stbp.simulate(params, x, cfg)
+    # t0: u=1.0 (== v_th, no spike); t1: 0.5*1.0+0.6=1.1 spike; t2: reset -> 0+0.6; t3: 0.3
+    np.testing.assert_allclose(u[0][:, 0, 0], [1.0, 1.1, 0.6, 0.3])
+    np.testing.assert_array_equal(o[0][:, 0, 0], [0, 1, 0, 0])
+    u_p, o_p = stbp.simulate(params, x, replace(cfg, reset="paper"))
+    # paper reset: f(1) = tau*exp(-1/tau) = 0.5*e^-2 after the spike
+    assert u_p[0][2, 0, 0] == pytest.approx(1.1 * 0.5 * np.exp(-2) + 0.6)
+
+
+def test_presets_follow_the_spec():
+    code = stbp.PRESETS["code"]
+    assert (code.v_th, code.decay, code.T, code.surrogate, code.width) == (0.5, 0.2, 20, "rect", 1.0)
+    assert (code.reset, code.loss, code.detach_reset, code.encoding) == ("code", "mse_mean", False, "bernoulli")
+    paper = stbp.PRESETS["paper"]
+    assert (paper.v_th, paper.decay, paper.T, paper.reset, paper.loss) == (1.5, 0.1, 30, "paper", "mse_paper")
+
+
+def test_losses_relate_as_the_spec_says():
+    """MSELoss(mean) = (2/C) * the paper's loss (spec §1.2)."""
+    case = CASES[0]
+    lp, gp = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, loss="mse_paper"))
+    lm, gm = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, loss="mse_mean"))
+    C = case.params["b3"].shape[0]
+    assert lm == pytest.approx(2 / C * lp, rel=1e-14)
+    assert rel(gm["W1"], 2 / C * gp["W1"]) < 1e-14
+
+
+def test_init_params():
+    p = stbp.init_params([7, 5, 3], stbp.Config(init="paper"), 0)
+    np.testing.assert_allclose(np.linalg.norm(p["W1"], axis=1), 1.0)
+    assert np.all(p["b1"] == 0)
+    q = stbp.init_params([16, 5, 3], stbp.Config(init="torch"), 0)
+    assert np.abs(q["W1"]).max() <= 0.25 and np.abs(q["b1"]).max() <= 0.25 and np.abs(q["b1"]).max() > 0
+    r = stbp.init_params([16, 5, 3], stbp.Config(init="torch"), 0)
+    assert all(np.array_equal(q[k], r[k]) for k in q)
+
+
+def test_encode_bernoulli_rate_and_direct():
+    """Bernoulli spikes have mean p: |mean - p| < 5 standard errors sqrt(p(1-p)/n) for every entry."""
+    cfg = stbp.Config(T=4000, encoding="bernoulli")
+    p = np.array([[0.0, 0.1, 0.5, 0.9, 1.0]])
+    x = stbp.encode(p, cfg, 0)
+    assert x.shape == (4000, 1, 5) and set(np.unique(x)) <= {0.0, 1.0}
+    se = np.sqrt(p * (1 - p) / 4000)
+    assert np.all(np.abs(x.mean(0) - p) <= 5 * se + 1e-12)
+    d = stbp.encode(p, replace(cfg, T=3, encoding="direct"))
+    assert d.shape == (3, 1, 5) and np.all(d == p)
+    with pytest.raises(ValueError, match="rng"):
+        stbp.encode(p, cfg)
+
+
+def test_predict_is_argmax_of_output_counts():
+    case = CASES[0]
+    _, o = stbp.simulate(case.params, case.x, case.cfg)
+    counts = o[-1].sum(0)
+    pred = stbp.predict(case.params, case.x, case.cfg)
+    assert np.all(counts[np.arange(len(pred)), pred] == counts.max(1))
+
+
+# ---------------------------------------------------------------------------
+# Bad input: a clear error naming the argument
+# ---------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    (dict(v_th=0.0), ValueError, "v_th"),
+    (dict(v_th=-1.0), ValueError, "v_th"),
+    (dict(v_th=float("nan")), ValueError, "v_th"),
+    (dict(decay=0.0), ValueError, "decay"),
+    (dict(decay=1.5), ValueError, "decay"),
+    (dict(surrogate="relu"), ValueError, "surrogate"),
+    (dict(width=0.0), ValueError, "width"),
+    (dict(reset="hard"), ValueError, "reset"),
+    (dict(loss="ce"), ValueError, "loss"),
+    (dict(detach_reset="yes"), TypeError, "detach_reset"),
+    (dict(T=0), ValueError, "T"),
+    (dict(T=2.5), TypeError, "T"),
+    (dict(encoding="poisson"), ValueError, "encoding"),
+    (dict(backend="cuda"), ValueError, "backend"),
+]
+
+
+@pytest.mark.parametrize("kwargs,exc,name", BAD_CONFIGS, ids=[str(k) for k, _, _ in BAD_CONFIGS])
+def test_bad_config(kwargs, exc, name):
+    with pytest.raises(exc, match=name):
+        stbp.Config(**kwargs)
+
+
+def _bad_inputs():
+    case = CASES[0]
+    p, x, y = case.params, case.x, case.y
+    nan_x = x.copy()
+    nan_x[0, 0, 0] = np.nan
+    inf_p = {k: v.copy() for k, v in p.items()}
+    inf_p["W2"][0, 0] = np.inf
+    missing = {k: v for k, v in p.items() if k != "b2"}
+    wrong_shape = dict(p, W2=np.zeros((4, 7)))
+    return [
+        ("x 2-D", p, x[0], y, ValueError, "x"),
+        ("x n_in", p, x[:, :, :3], y, ValueError, "x"),
+        ("x T=0", p, x[:0], y, ValueError, "x"),
+        ("x NaN", p, nan_x, y, ValueError, "x"),
+        ("x strings", p, np.array([["a"]]), y, TypeError, "x"),
+        ("params inf", inf_p, x, y, ValueError, "W2"),
+        ("params missing", missing, x, y, ValueError, "params"),
+        ("params shape", wrong_shape, x, y, ValueError, "W2"),
+        ("params list", [1, 2], x, y, TypeError, "params"),
+        ("y range", p, x, np.array([0, 1, 2, 3]), ValueError, "y"),
+        ("y negative", p, x, np.array([0, -1, 2, 1]), ValueError, "y"),
+        ("y length", p, x, np.array([0, 1]), ValueError, "y"),
+        ("y fractional", p, x, np.array([0.5, 1, 2, 0]), ValueError, "y"),
+        ("y 2-D", p, x, np.zeros((4, 3), int), ValueError, "y"),
+    ]
+
+
+@pytest.mark.parametrize("label,params,x,y,exc,name", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_bad_input(label, params, x, y, exc, name):
+    with pytest.raises(exc, match=name):
+        stbp.loss_and_grad(params, x, y, CASES[0].cfg)
+
+
+def test_bad_cfg_type():
+    case = CASES[0]
+    with pytest.raises(TypeError, match="cfg"):
+        stbp.loss_and_grad(case.params, case.x, case.y, {"v_th": 1.0})
+
+
+# ---------------------------------------------------------------------------
+# gradcheck CLI for stbp
+# ---------------------------------------------------------------------------
+
+def test_gradcheck_cli_passes_and_prints_a_table(capsys):
+    from refsnn.cli import main
+
+    assert main(["gradcheck", "stbp"]) == 0
+    out = capsys.readouterr().out
+    assert "32 passed, 0 failed" in out and "rect/paper/attached/mse_paper" in out
