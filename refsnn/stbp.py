@@ -105,7 +105,7 @@ from refsnn._checks import (
     check_labels,
     check_positive,
 )
-from refsnn._jit import njit, prange
+from refsnn._jit import njit
 
 __all__ = [
     "Config",
@@ -424,7 +424,7 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
 # Fast tier: layer-major, numba kernels for the element-wise time recursions
 # ---------------------------------------------------------------------------
 
-@njit(parallel=True)
+@njit
 def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
     """All ``T`` steps of one layer: ``u[t] = u[t-1] f(o[t-1]) + I[t]``, ``o[t] = H(u[t] - v_th)``.
 
@@ -434,9 +434,9 @@ def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
     T, B, H = I.shape
     u = np.empty_like(I)
     o = np.empty_like(I)
-    for s in prange(B):
-        for i in range(H):
-            for t in range(T):
+    for s in range(B):               # the innermost loop walks contiguous memory
+        for t in range(T):
+            for i in range(H):
                 if t == 0:
                     ut = 0.0 + I[0, s, i]
                 else:
@@ -447,11 +447,11 @@ def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
                 if smooth:
                     o[t, s, i] = surrogates.primitive_scalar(kind, width, ut - v_th)
                 else:
-                    o[t, s, i] = 1.0 if ut > v_th else 0.0
+                    o[t, s, i] = 1.0 * (ut > v_th)   # branch-free H(u - v_th), strict '>'
     return u, o
 
 
-@njit(parallel=True)
+@njit
 def _lif_backward_kernel(g, u, o, v_th, decay, paper_reset, detach, kind, width):
     """Reverse time recursion of one layer: ``eps = dL/du`` from ``g = dL/do`` (spatial part).
 
@@ -459,22 +459,22 @@ def _lif_backward_kernel(g, u, o, v_th, decay, paper_reset, detach, kind, width)
     """
     T, B, H = u.shape
     eps = np.empty_like(u)
-    for s in prange(B):
-        for i in range(H):
-            e_next = 0.0
-            for t in range(T - 1, -1, -1):
+    for s in range(B):
+        for t in range(T - 1, -1, -1):
+            for i in range(H):
                 ut = u[t, s, i]
                 ot = o[t, s, i]
                 d = g[t, s, i]
-                if t < T - 1 and not detach:
-                    fp = -math.exp(-ot / decay) if paper_reset else -decay
-                    d = d + e_next * ut * fp                                    # Eq. (B3)
+                if t < T - 1:
+                    e_next = eps[t + 1, s, i]                                   # eps^{t+1}
+                    if not detach:
+                        fp = -math.exp(-ot / decay) if paper_reset else -decay
+                        d = d + e_next * ut * fp                                # Eq. (B3)
                 e = d * surrogates.h_scalar(kind, width, ut - v_th)            # Eq. (B4)
                 if t < T - 1:
                     f = decay * math.exp(-ot / decay) if paper_reset else decay * (1.0 - ot)
                     e = e + e_next * f
                 eps[t, s, i] = e
-                e_next = e
     return eps
 
 
@@ -496,7 +496,8 @@ def _forward_fast(Ws, bs, x, cfg):
     return u, o
 
 
-def _backward_fast(Ws, x, u, o, g_obar, cfg):
+def _backward_fast(Ws, x, u, o, g_obar, cfg, input_grad=False):
+    """Layer-major Eq. (B1)-(B5); ``dL/dx`` (one more matrix product) only when ``input_grad``."""
     T, B = x.shape[:2]
     N = len(Ws)
     kind = surrogates.KIND_CODES[cfg.surrogate]
@@ -509,7 +510,7 @@ def _backward_fast(Ws, x, u, o, g_obar, cfg):
         e2 = eps.reshape(T * B, -1)
         grads[f"W{n + 1}"] = e2.T @ a.reshape(T * B, -1)             # Eq. (B5), summed over t and batch
         grads[f"b{n + 1}"] = e2.sum(axis=0)
-        g = (e2 @ Ws[n]).reshape(T, B, -1)                           # Eq. (B2)
+        g = (e2 @ Ws[n]).reshape(T, B, -1) if n > 0 or input_grad else None   # Eq. (B2)
     return dict(sorted(grads.items(), key=lambda kv: (int(kv[0][1:]), kv[0][0] == "b"))), g
 
 
@@ -580,7 +581,7 @@ def input_gradient(params, x, y, cfg: Config = Config()):
     _, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
     if cfg.backend == "numpy":
         return backward_numpy(params, x, u, o, g_obar, cfg)[1]
-    return _backward_fast(Ws, xx, u, o, g_obar, cfg)[1]
+    return _backward_fast(Ws, xx, u, o, g_obar, cfg, input_grad=True)[1]
 
 
 def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
@@ -713,3 +714,76 @@ def _small_problem(cfg: Config, seed: int, sizes=(6, 5, 4, 3), T=5, batch=4, mar
                 and kink_distance(params, x, smooth) > margin):
             return params, x, y
     raise RuntimeError("no problem away from the kinks found")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------
+# Benchmark (`refsnn bench stbp`): a measurement, never a test
+# ---------------------------------------------------------------------------
+
+def bench(quick: bool = False, repeats: int | None = None, print_table: bool = True) -> dict:
+    """Time one training step (forward + backward) of the spec's MLP setting.
+
+    784-400-10, T = 20, batch 100, the code preset, Bernoulli input with rate
+    0.2: the numba tier and the NumPy tier in float64 and float32, and, when
+    PyTorch is installed, an eager PyTorch-CPU implementation of the same
+    graph (``refsnn.crosscheck_torch``) with autograd, on as many threads as
+    numba uses.  ``quick`` shrinks the net to 100-50-10 with T = 5.  Returns
+    ``{label: {"median_ms", "min_ms", "repeats"}}`` plus the setting.
+    """
+    import time
+
+    from refsnn._jit import jit_status
+
+    sizes, T, B = ([100, 50, 10], 5, 20) if quick else ([784, 400, 10], 20, 100)
+    repeats = repeats or (3 if quick else 10)
+    cfg = replace(PRESETS["code"], T=T)
+    rng = np.random.default_rng(0)
+    params = init_params(sizes, cfg, rng)
+    x = encode(np.full((B, sizes[0]), 0.2), cfg, rng)
+    y = rng.integers(0, sizes[-1], B)
+
+    def timed(fn):
+        fn()  # warm-up (compiles the kernels on first use)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(np.min(ts)), "repeats": repeats}
+
+    results = {}
+    for dtype in ("float64", "float32"):
+        for backend in ("numba", "numpy"):
+            c = replace(cfg, dtype=dtype, backend=backend)
+            results[f"refsnn {backend} {dtype}"] = timed(lambda c=c: loss_and_grad(params, x, y, c))
+    threads = None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        from refsnn.crosscheck_torch import stbp_loss
+
+        try:
+            import numba
+
+            threads = numba.config.NUMBA_NUM_THREADS
+        except ImportError:  # pragma: no cover
+            threads = 1
+        torch.set_num_threads(threads)
+        for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
+            xs = torch.tensor(x, dtype=tdt)
+
+            def step(tdt=tdt, xs=xs):
+                Ws = [torch.tensor(params[f"W{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
+                bs = [torch.tensor(params[f"b{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
+                stbp_loss(Ws, bs, xs, y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate,
+                          width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss).backward()
+
+            results[f"torch eager {dtype}"] = timed(step)
+    setting = {"sizes": sizes, "T": T, "batch": B, "jit": jit_status(), "torch_threads": threads}
+    if print_table:
+        print(f"STBP training step (forward + backward), {'-'.join(map(str, sizes))}, T={T}, batch {B}; {jit_status()}")
+        for label, r in results.items():
+            print(f"  {label:<24} median {r['median_ms']:9.2f} ms   min {r['min_ms']:9.2f} ms   ({r['repeats']} runs)")
+    return {"setting": setting, "results": results}

@@ -174,11 +174,12 @@ def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
 @njit
 def h_scalar(kind, a, x):
     """Scalar :func:`h` for kernels; ``kind`` is ``KIND_CODES[name]``."""
+    # Written without data-dependent branches (a bool times a float): on real data the
+    # window test is unpredictable, and a mispredicted branch costs more than the arithmetic.
     if kind == 0:
-        return 1.0 / a if abs(x) < a / 2 else 0.0
+        return (1.0 / a) * (abs(x) < a / 2)
     if kind == 1:
-        v = math.sqrt(a) / 2 - (a / 4) * abs(x)
-        return v if v > 0.0 else 0.0
+        return max(0.0, math.sqrt(a) / 2 - (a / 4) * abs(x))
     if kind == 2:
         e = math.exp(-abs(x) / a)
         return e / ((1.0 + e) * (1.0 + e)) / a
