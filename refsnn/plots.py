@@ -42,7 +42,7 @@ def _time_by_neuron(name, x, sample):
     raise ValueError(f"{name}: expected shape (T,), (T, n) or (T, batch, n), got {x.shape}")
 
 
-def raster(spikes, ax=None, *, sample: int = 0, neurons=None, title: str | None = None, color="k", s=4.0):
+def raster(spikes, ax=None, *, sample: int = 0, neurons=None, title: str | None = None, color="k", s=25.0):
     """Spike raster: a dot at (time step, neuron) for every spike.
 
     Parameters
