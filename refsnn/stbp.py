@@ -7,7 +7,7 @@ Spec: ``shared/specs/stbp.md``.
 The model
 ---------
 A fully connected network of iterative LIF layers ``n = 1..N``.  At every
-time step ``t`` (Eq. (2)-(4) of the paper, read through the spec §1.1)::
+time step ``t`` (the paper's iterative LIF model, spec §1.1)::
 
     u^{t,n} = u^{t-1,n} * f(o^{t-1,n}) + W^n o^{t,n-1} + b^n      # Eq. (u): leak and reset in f
     o^{t,n} = H(u^{t,n} - v_th)                                    # Eq. (o): spike on u > v_th (strict)
@@ -23,7 +23,7 @@ with ``u^{0,n} = 0, o^{0,n} = 0`` and ``o^{t,0} = x[t]`` the encoded input.
 The readout is the output layer's firing rate ``obar = (1/T) sum_t o^{t,N}``
 and the loss (``Config.loss``) is
 
-* ``"mse_paper"``: ``L = 1/(2S) sum_s ||y_s - obar_s||^2`` (Eq. (5));
+* ``"mse_paper"``: ``L = 1/(2S) sum_s ||y_s - obar_s||^2`` (Eq. (L), the paper's loss);
 * ``"mse_mean"``: PyTorch ``MSELoss()``, the mean of ``(obar - y)^2`` over
   batch and classes, as in the official code (``= (2/C) * mse_paper``).
 
@@ -79,6 +79,9 @@ float64 round-off (``tests/test_stbp.py``).
 
 Notation differences from the paper
 -----------------------------------
+* The equation labels (u), (o), (L), (B1)-(B5) are refsnn's own.  The paper's body could
+  not be checked while writing this module, so its equation numbers are not quoted; the
+  spec (``shared/specs/stbp.md`` §1-§2) maps each label to the paper's and the code's form.
 * Time runs ``t = 0..T-1`` in code (``1..T`` in the paper); the first step has
   no carried potential (``u^{0} = 0``).
 * ``decay`` is the paper's ``tau`` (its "decay factor"); ``v_th`` is ``V_th``;
@@ -525,14 +528,14 @@ def _forward(Ws, bs, x, cfg, params):
 # ---------------------------------------------------------------------------
 
 def _loss(obar, y, cfg):
-    """Loss value and ``dL/dobar`` (Eq. (5), or PyTorch's MSELoss)."""
+    """Loss value and ``dL/dobar``: Eq. (L) (the paper's loss) or PyTorch's MSELoss."""
     S, C = obar.shape
     target = np.zeros_like(obar)
     target[np.arange(S), y] = 1.0
     diff = obar - target
     if cfg.loss == "mse_paper":
-        return 0.5 * float(np.sum(diff * diff)) / S, diff / S
-    return float(np.mean(diff * diff)), 2.0 * diff / (S * C)
+        return 0.5 * float(np.sum(diff * diff)) / S, diff / S         # Eq. (L) and its gradient
+    return float(np.mean(diff * diff)), 2.0 * diff / (S * C)           # MSELoss(mean) = (2/C) Eq. (L)
 
 
 # ---------------------------------------------------------------------------
