@@ -179,6 +179,7 @@ class Source:
     torchvision_dir: str | None = None
     homepage: str = ""
     note: str = ""
+    n_samples: tuple = ()  # ((split, count), ...): checked where no checksum can be (extracted N-MNIST trees)
 
     def files(self, split: str) -> tuple:
         return tuple(r for r in self.resources if r.split in (split, "all"))
@@ -262,6 +263,7 @@ MANIFEST: dict = {
                            "https://www.dropbox.com/sh/tg2ljlbmtzygrag/AADSKgJ2CjaBWh75HnTNZyhca/Test.zip?dl=1")),
         ),
         homepage="https://www.garrickorchard.com/datasets/n-mnist",
+        n_samples=(("train", 60000), ("test", 10000)),
         note=("Only MD5s are published for these archives (tonic); they are checked by MD5. An extracted tree "
               "NAME/Train/<digit>/*.bin, NAME/Test/<digit>/*.bin is also accepted (counted, not hashed)."),
     ),
@@ -273,7 +275,6 @@ _N_CLASSES = {"digits": 10, "fashion-mnist": 10, "mnist": 10, "n-mnist": 10, "sy
 #: Every name ``load`` accepts (``"emnist"`` is an alias of ``"emnist-balanced"``).
 NAMES = ("digits", "fashion-mnist", "mnist", "emnist", *(f"emnist-{v}" for v in EMNIST_VARIANTS), "n-mnist",
          "synthetic")
-_NMNIST_COUNTS = {"train": 60000, "test": 10000}
 _NMNIST_FOLDERS = {"train": "Train", "test": "Test"}
 
 
@@ -377,11 +378,14 @@ def _hash_file(path: Path, algo: str) -> str:
         return _hash_stream(f, algo)
 
 
+def _file_key(path: Path) -> tuple:
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
 def _check_file(path: Path, res: Resource) -> tuple:
     """``(ok, how)``: does ``path`` hold the published ``res``?  ``how`` says which checksum decided."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = _file_key(path)
     if key in _VERIFIED:
         return True, _VERIFIED[key]
     if res.sha256:
@@ -444,17 +448,36 @@ def _missing_message(name: str, split: str, root, *, offline: bool, extra: str =
 
 
 def _nmnist_tree(d: Path, split: str):
-    """``d/Train`` (or ``train``) when it holds 10 digit folders with the expected number of ``.bin`` files."""
+    """``(d/Train or d/train, number of .bin files in its digit folders)``, or ``(None, 0)``."""
     for folder in (_NMNIST_FOLDERS[split], split):
         tree = d / folder
-        if tree.is_dir() and all((tree / str(c)).is_dir() for c in range(10)):
-            count = sum(1 for c in range(10) for _ in (tree / str(c)).glob("*.bin"))
-            return tree, count
+        if tree.is_dir() and any((tree / str(c)).is_dir() for c in range(10)):
+            return tree, sum(1 for c in range(10) for _ in (tree / str(c)).glob("*.bin"))
     return None, 0
 
 
+def _locate(name: str, split: str, root) -> dict | None:
+    """Paths of ``split``'s files (first folder holding each), ``{"tree": Path}``, or None; nothing hashed."""
+    key = _source_key(name)
+    source = MANIFEST[key]
+    dirs = search_dirs(name, root)
+    found = {}
+    for res in source.files(split):
+        path = next((d / res.filename for d in dirs if (d / res.filename).is_file()), None)
+        if path is not None:
+            found[res.filename] = path
+    if len(found) == len(source.files(split)):
+        return found
+    if key == "n-mnist":
+        for d in dirs:
+            tree, count = _nmnist_tree(d, split)
+            if tree is not None and count == dict(source.n_samples)[split]:
+                return {"tree": tree}
+    return None
+
+
 def find(name: str, split: str = "train", *, root=None) -> dict:
-    """Where the files of ``name``'s ``split`` are: ``{filename: Path}`` (every file verified).
+    """Where the files of ``name``'s ``split`` are: ``{filename: Path}``, every file verified.
 
     For an extracted N-MNIST tree the dict is ``{"tree": Path}``.  Raises
     :class:`DatasetNotFoundError` when a file is missing and :class:`ChecksumError`
@@ -465,23 +488,14 @@ def find(name: str, split: str = "train", *, root=None) -> dict:
     key = _source_key(name)
     if key not in MANIFEST:
         raise ValueError(f"name: {name!r} needs no files (it is bundled or generated)")
-    source = MANIFEST[key]
-    found = {}
-    dirs = search_dirs(name, root)
-    for res in source.files(split):
-        for d in dirs:
-            if (d / res.filename).is_file():
-                _require_valid(d / res.filename, res, name)
-                found[res.filename] = d / res.filename
-                break
-    if len(found) == len(source.files(split)):
-        return found
-    if key == "n-mnist":
-        for d in dirs:
-            tree, count = _nmnist_tree(d, split)
-            if tree is not None and count == _NMNIST_COUNTS[split]:
-                return {"tree": tree}
-    raise DatasetNotFoundError(_missing_message(name, split, root, offline=False))
+    found = _locate(name, split, root)
+    if found is None:
+        raise DatasetNotFoundError(_missing_message(name, split, root, offline=False))
+    resources = {r.filename: r for r in MANIFEST[key].resources}
+    for filename, path in found.items():
+        if filename in resources:
+            _require_valid(path, resources[filename], name)
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,9 +595,9 @@ def download(res: Resource, urls, directory, *, progress: bool = True, offline=N
             part.unlink()
             errors.append(f"{url}: checksum mismatch, expected {res.checksum_text()}, got {how}; deleted")
             continue
+        _VERIFIED.pop(_file_key(part), None)
         os.replace(part, dest)
-        _VERIFIED.pop(next((k for k in _VERIFIED if k[0] == str(part.resolve())), None), None)
-        _check_file(dest, res)  # remember the verified file under its final name
+        _VERIFIED[_file_key(dest)] = how  # same bytes, now under their final name
         return dest
     kept = f" The partial file {part} is kept; the next fetch resumes it." if part.exists() else ""
     raise DownloadError(f"{res.filename}: every address failed:\n  " + "\n  ".join(errors) + kept)
@@ -637,15 +651,14 @@ def verify(name: str, *, root=None) -> list:
                 trees = [(d, *_nmnist_tree(d, res.split)) for d in dirs]
                 tree = next(((t, c) for _, t, c in trees if t is not None), None)
                 if tree is not None:
-                    good = tree[1] == _NMNIST_COUNTS[res.split]
-                    rows.append((res.filename, tree[0], "unverified" if good else "mismatch",
-                                 f"extracted tree with {tree[1]} .bin files (expected {_NMNIST_COUNTS[res.split]}); "
+                    expected = dict(MANIFEST[key].n_samples)[res.split]
+                    rows.append((res.filename, tree[0], "unverified" if tree[1] == expected else "mismatch",
+                                 f"extracted tree with {tree[1]} .bin files (expected {expected}); "
                                  f"no published checksum for extracted files"))
                     continue
             rows.append((res.filename, None, "missing", f"expected {res.checksum_text()}"))
             continue
-        st = path.stat()
-        _VERIFIED.pop((str(path.resolve()), st.st_size, st.st_mtime_ns), None)
+        _VERIFIED.pop(_file_key(path), None)
         ok, how = _check_file(path, res)
         rows.append((res.filename, path, "ok" if ok else "mismatch",
                      how if ok else f"expected {res.checksum_text()}, got {how}"))
@@ -653,7 +666,7 @@ def verify(name: str, *, root=None) -> list:
 
 
 def describe(root=None) -> list:
-    """One dict per dataset for ``refsnn data list``: name, classes, where it is (or "missing"), homepage."""
+    """One dict per dataset for ``refsnn data list``: name, classes, where (or "missing"), homepage; nothing hashed."""
     rows = []
     for name in NAMES:
         if name == "emnist":
@@ -663,12 +676,8 @@ def describe(root=None) -> list:
             where = "bundled (scikit-learn)" if name == "digits" else "generated (no files)"
             rows.append(dict(name=name, classes=_N_CLASSES[name], where=where, homepage=""))
             continue
-        try:
-            where = str(Path(next(iter(find(name, "train", root=root).values()))).parent)
-        except DatasetNotFoundError:
-            where = "missing"
-        except ChecksumError:
-            where = "present but CORRUPT (refsnn data verify " + name + ")"
+        found = _locate(name, "train", root)
+        where = "missing" if found is None else str(next(iter(found.values())).parent) + " (not yet verified)"
         rows.append(dict(name=name, classes=_N_CLASSES[name], where=where, homepage=MANIFEST[key].homepage))
     return rows
 
@@ -844,10 +853,10 @@ def _nmnist_samples(found: dict, split: str, limit):
             raise ValueError(f"{archive}: not a readable zip archive ({exc})") from None
         entries = [(m.group(2), int(m.group(1)), (lambda member=member: _read_member(zf, archive, member)))
                    for member in zf.namelist() for m in [pattern.search(member)] if m]
-        if len(entries) != _NMNIST_COUNTS[split]:
+        expected = dict(MANIFEST["n-mnist"].n_samples)[split]
+        if len(entries) != expected:
             zf.close()
-            raise ValueError(f"{archive}: holds {len(entries)} .bin files in digit folders, "
-                             f"expected {_NMNIST_COUNTS[split]}")
+            raise ValueError(f"{archive}: holds {len(entries)} .bin files in digit folders, expected {expected}")
     entries.sort(key=lambda e: (int(e[0]) if e[0].isdigit() else -1, e[0], e[1]))
     return (entries[:limit] if limit is not None else entries), zf
 
