@@ -560,7 +560,7 @@ def _transfer(url: str, part: Path, res: Resource, *, progress: bool, timeout: f
             if bar is not None:
                 bar.close()
     if length is not None and written != total:
-        raise http.client.IncompleteRead(b"", total - written)
+        raise OSError(f"incomplete transfer: the connection closed after {written} of {total} bytes")
 
 
 def download(res: Resource, urls, directory, *, progress: bool = True, offline=None, timeout: float = 30.0) -> Path:
