@@ -423,8 +423,9 @@ def _require_valid(path: Path, res: Resource, name: str) -> None:
 def _missing_message(name: str, split: str, root, *, offline: bool, extra: str = "") -> str:
     key = _source_key(name)
     source = MANIFEST[key]
-    files = source.files(split)
-    lines = [f"{name} ({split} split): its files are in none of the folders searched."]
+    files = source.files(split) if split is not None else source.resources
+    what = f"{name} ({split} split)" if split is not None else name
+    lines = [f"{what}: its files are in none of the folders searched."]
     lines.append("Files expected:")
     lines += [f"  {r.filename}  {r.checksum_text()}" for r in files]
     lines.append("Folders searched, in order:")
@@ -619,6 +620,10 @@ def fetch(name: str, *, root=None, mirrors=None, offline=None, progress: bool = 
     source = MANIFEST[key]
     log = log or (lambda *_: None)
     target = data_home(root) / key
+    if _offline(offline):  # say everything that is missing before refusing (no socket is opened)
+        dirs = search_dirs(name, root)
+        if force or any(not any((d / r.filename).is_file() for d in dirs) for r in source.resources):
+            raise DatasetNotFoundError(_missing_message(name, None, root, offline=True))
     for res in source.resources:
         if not force:
             present = [d / res.filename for d in search_dirs(name, root) if (d / res.filename).is_file()]

@@ -6,7 +6,6 @@ files) are also used by tests/test_datasets_download.py.
 import gzip
 import hashlib
 import io
-import struct
 import zipfile
 from pathlib import Path
 
@@ -533,6 +532,16 @@ def test_debian_fashion_mnist_loads_verified_with_the_published_counts(isolated)
     assert Xtr.max() == 255 and Xtr.min() == 0
     rows = datasets.verify("fashion-mnist")
     assert [r[2] for r in rows] == ["ok"] * 4 and all(r[1].parent == DEBIAN_FMNIST for r in rows)
+
+
+def test_train_refuses_event_streams_with_a_clear_error(monkeypatch):
+    from refsnn import train as train_mod
+
+    events = np.empty(4, dtype=object)
+    events[:] = [np.zeros(3, dtype=datasets.EVENT_DTYPE)] * 4
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: (events, np.zeros(4, dtype=np.int64)))
+    with pytest.raises(ValueError, match="event streams.*bin_events"):
+        train_mod.train("stbp", "n-mnist", epochs=1, progress=False, log=None)
 
 
 @needs_debian

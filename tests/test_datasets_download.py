@@ -187,8 +187,11 @@ def test_offline_mode_never_opens_a_socket(isolated, server, fake_mnist, no_sock
     mirrors = [server.base + "/good/"]
     with pytest.raises(datasets.DatasetNotFoundError, match="Offline mode is on"):
         datasets.load("mnist", download=True, offline=True, mirrors=mirrors)
-    with pytest.raises(datasets.DatasetNotFoundError, match="offline mode is on"):
+    with pytest.raises(datasets.DatasetNotFoundError, match="Offline mode is on") as info:
         datasets.fetch("mnist", offline=True, mirrors=mirrors)
+    assert all(r.filename in str(info.value) for r in datasets.MANIFEST["mnist"].resources)
+    with pytest.raises(datasets.DatasetNotFoundError, match="offline mode is on"):  # the lower level too
+        datasets.download(datasets.MANIFEST["mnist"].resources[0], [mirrors[0] + "x"], isolated, offline=True)
     monkeypatch.setenv("REFSNN_OFFLINE", "1")  # set after import: read at call time
     with pytest.raises(datasets.DatasetNotFoundError, match="Offline mode is on"):
         datasets.load("mnist", download=True, mirrors=mirrors)
@@ -229,4 +232,4 @@ def test_cli_data_fetch_verify_list_path(isolated, server, fake_mnist, monkeypat
     assert "MISMATCH" in capsys.readouterr().out
     monkeypatch.setenv("REFSNN_OFFLINE", "1")
     assert cli.main(["data", "fetch", "mnist", "--root", str(isolated / "e")]) == 2
-    assert "offline mode is on" in capsys.readouterr().err
+    assert "Offline mode is on" in capsys.readouterr().err
