@@ -556,3 +556,44 @@ def test_train_runs_on_fashion_mnist(isolated, algo):
     assert metrics["sizes"][0] == 784 and metrics["sizes"][-1] == 10
     assert len(metrics["history"]) == 1 and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert np.isfinite(metrics["history"][0]["train_loss"])
+
+
+# ------------------------------------------------------------------------------------------------
+# data_scripts/ (run as a user would, offline)
+# ------------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_script(args, tmp_path, **env):
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "REFSNN_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "REFSNN_DATA": "",
+                "PYTHON": sys.executable, **env}
+    cmd = [sys.executable, *args] if args[0].endswith(".py") else ["sh", *args]
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_script_runs_the_cli_and_explains_what_is_missing(tmp_path):
+    r = _run_script(["data_scripts/fetch_dataset.py", "mnist"], tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Offline mode is on" in r.stderr and "refsnn data fetch mnist" in r.stderr
+    assert str(tmp_path / "cache" / "refsnn" / "mnist") in r.stderr
+    assert not (tmp_path / "cache" / "refsnn" / "mnist").exists()  # nothing written
+
+
+@needs_debian
+def test_fetch_script_finds_and_verifies_debian_fashion_mnist(tmp_path):
+    r = _run_script(["data_scripts/fetch_dataset.py", "fashion-mnist", "--no-progress"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("present and verified at /usr/share/datasets/fashion-mnist/") == 4
+
+
+@needs_debian
+@pytest.mark.skipif(__import__("shutil").which("dpkg-query") is None, reason="not a Debian system (no dpkg-query)")
+def test_debian_install_script_sees_the_package_and_verifies_it(tmp_path):
+    r = _run_script(["data_scripts/install_fashion_mnist_debian.sh"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "already installed" in r.stdout and r.stdout.count(" ok ") == 4
