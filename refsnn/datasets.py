@@ -64,8 +64,9 @@ files and the command that fetches them (``refsnn data fetch NAME``).
 Checksums
 ---------
 :data:`MANIFEST` records, for every file, the SHA-256 and size of the file as
-published, the MD5 torchvision (or tonic) checks, for cross-reference, and,
-where we could compute it, the SHA-256 of the decompressed content.  A file
+published (where known), the MD5 torchvision (or tonic) checks, for
+cross-reference, and, where we could compute it, the SHA-256 of the
+decompressed content.  A file
 is accepted when its SHA-256 matches; when no SHA-256 is known (N-MNIST's
 archives: only their MD5 is published, in tonic, and the files could not be
 obtained here to hash them) it is checked by **MD5 only**; a re-compressed
@@ -74,7 +75,9 @@ bytes differ) is accepted when its decompressed content matches.  ``load``
 verifies each file the first time a process reads it; ``refsnn data verify
 NAME`` re-checks on demand.  An extracted N-MNIST tree has no published
 checksum: it is accepted when its class folders hold the expected number of
-``.bin`` files (60000 / 10000), and ``verify`` says it is unverified.
+``.bin`` files (60000 / 10000), and ``verify`` says it is unverified.  The
+EMNIST archive is verified as a whole; each member read from it is guarded by
+the zip's CRC-32 and gzip's own CRC.
 
 Downloads (only with ``download=True`` or :func:`fetch`)
 --------------------------------------------------------
@@ -114,7 +117,8 @@ from refsnn._checks import as_generator, check_choice, check_in_range, check_int
 __all__ = [
     "load", "n_classes", "NAMES", "read_idx", "write_idx", "read_nmnist", "bin_events", "synthetic_spikes",
     "data_home", "search_dirs", "find", "fetch", "verify", "describe", "Resource", "Source", "MANIFEST",
-    "DatasetNotFoundError", "ChecksumError", "DownloadError", "EVENT_DTYPE",
+    "download", "DatasetNotFoundError", "ChecksumError", "DownloadError", "EVENT_DTYPE", "IDX_TYPES",
+    "EMNIST_VARIANTS",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +174,24 @@ class Resource:
 
 @dataclass(frozen=True)
 class Source:
-    """A downloadable dataset: its files, mirrors (base URLs) and other places it may be found."""
+    """A dataset that lives in files: what they are, where to download them, where else they may be.
+
+    Parameters
+    ----------
+    name : str
+        The :data:`MANIFEST` key, also the folder name under each search base.
+    resources : tuple of Resource
+    mirrors : tuple of str
+        Base URLs, tried in order; a file's URL is ``mirror + "/" + filename``.
+    system_dirs : tuple of str
+        Folders searched last (e.g. where a distribution package installs the files).
+    torchvision_dir : str or None
+        torchvision's folder for the same files (``"MNIST/raw"``), also searched under each base.
+    homepage, note : str
+        Shown by ``refsnn data list`` and in the missing-files message.
+    n_samples : tuple of (split, count)
+        Expected samples per split, checked where no checksum can be (extracted N-MNIST trees).
+    """
 
     name: str
     resources: tuple
@@ -179,7 +200,7 @@ class Source:
     torchvision_dir: str | None = None
     homepage: str = ""
     note: str = ""
-    n_samples: tuple = ()  # ((split, count), ...): checked where no checksum can be (extracted N-MNIST trees)
+    n_samples: tuple = ()
 
     def files(self, split: str) -> tuple:
         return tuple(r for r in self.resources if r.split in (split, "all"))
@@ -363,7 +384,7 @@ def _offline(offline) -> bool:
 # --------------------------------------------------------------------------------------------
 
 _CHUNK = 1 << 20
-_VERIFIED: dict = {}  # (path, size, mtime_ns) -> how it was verified, so a process hashes a file once
+_VERIFIED: dict = {}  # (path, size, mtime_ns, expected checksums) -> how it was verified: hash a file once
 
 
 def _hash_stream(f, algo: str) -> str:
@@ -378,14 +399,14 @@ def _hash_file(path: Path, algo: str) -> str:
         return _hash_stream(f, algo)
 
 
-def _file_key(path: Path) -> tuple:
+def _file_key(path: Path, res: Resource) -> tuple:
     st = Path(path).stat()
-    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns, res.sha256, res.md5, res.raw_sha256
 
 
 def _check_file(path: Path, res: Resource) -> tuple:
     """``(ok, how)``: does ``path`` hold the published ``res``?  ``how`` says which checksum decided."""
-    key = _file_key(path)
+    key = _file_key(path, res)
     if key in _VERIFIED:
         return True, _VERIFIED[key]
     if res.sha256:
@@ -420,7 +441,8 @@ def _require_valid(path: Path, res: Resource, name: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _missing_message(name: str, split: str, root, *, offline: bool, extra: str = "") -> str:
+def _missing_message(name: str, split, root, *, offline: bool) -> str:
+    """The one actionable message for missing files (``split`` None: every file of the dataset)."""
     key = _source_key(name)
     source = MANIFEST[key]
     files = source.files(split) if split is not None else source.resources
@@ -443,8 +465,6 @@ def _missing_message(name: str, split: str, root, *, offline: bool, extra: str =
         lines.append(source.note)
     if offline:
         lines.append("Offline mode is on (offline=True or REFSNN_OFFLINE=1): nothing was downloaded.")
-    if extra:
-        lines.append(extra)
     return "\n".join(lines)
 
 
@@ -506,7 +526,7 @@ def find(name: str, split: str = "train", *, root=None) -> dict:
 
 def _urls(source: Source, res: Resource, mirrors) -> list:
     bases = source.mirrors if mirrors is None else tuple(mirrors)
-    urls = [b if b.endswith(res.filename) else b.rstrip("/") + "/" + res.filename for b in bases]
+    urls = [b.rstrip("/") + "/" + res.filename for b in bases]
     if mirrors is None:
         urls += list(res.urls)
     return urls
@@ -596,9 +616,9 @@ def download(res: Resource, urls, directory, *, progress: bool = True, offline=N
             part.unlink()
             errors.append(f"{url}: checksum mismatch, expected {res.checksum_text()}, got {how}; deleted")
             continue
-        _VERIFIED.pop(_file_key(part), None)
+        _VERIFIED.pop(_file_key(part, res), None)
         os.replace(part, dest)
-        _VERIFIED[_file_key(dest)] = how  # same bytes, now under their final name
+        _VERIFIED[_file_key(dest, res)] = how  # same bytes, now under their final name
         return dest
     kept = f" The partial file {part} is kept; the next fetch resumes it." if part.exists() else ""
     raise DownloadError(f"{res.filename}: every address failed:\n  " + "\n  ".join(errors) + kept)
@@ -663,7 +683,7 @@ def verify(name: str, *, root=None) -> list:
                     continue
             rows.append((res.filename, None, "missing", f"expected {res.checksum_text()}"))
             continue
-        _VERIFIED.pop(_file_key(path), None)
+        _VERIFIED.pop(_file_key(path, res), None)
         ok, how = _check_file(path, res)
         rows.append((res.filename, path, "ok" if ok else "mismatch",
                      how if ok else f"expected {res.checksum_text()}, got {how}"))
