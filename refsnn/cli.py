@@ -7,6 +7,7 @@
     refsnn gradcheck ALGO [--seed S] [--verbose]
     refsnn bench ALGO [--quick]
     refsnn info
+    refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | verify NAME   [--root DIR]
 
 ``--set`` changes a field of the algorithm's ``Config`` (``--set T=10
 --set surrogate=sigmoid``).  ``gradcheck`` exits with status 1 when any
@@ -118,6 +119,44 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from refsnn import datasets
+
+    if args.action == "list":
+        rows = datasets.describe(root=args.root)
+        width = max(len(r["name"]) for r in rows)
+        print(f"{'name':<{width}}  classes  where")
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['classes']:>7}  {r['where']}")
+        print(f"downloads go to {datasets.data_home(args.root)}/NAME  (refsnn data fetch NAME)")
+        return 0
+    if args.action == "path":
+        if args.name is None:
+            print(datasets.data_home(args.root))
+            return 0
+        print("searched, in order:")
+        for d in datasets.search_dirs(args.name, args.root):
+            print(f"  {d}{'  (exists)' if d.is_dir() else ''}")
+        return 0
+    if args.name is None:
+        raise SystemExit(f"refsnn data {args.action}: give a dataset name ({', '.join(datasets.NAMES)})")
+    if args.action == "fetch":
+        try:
+            target = datasets.fetch(args.name, root=args.root, mirrors=args.mirror, progress=not args.no_progress,
+                                    force=args.force, log=print)
+        except datasets.DownloadError as exc:
+            print(f"refsnn: {exc}", file=sys.stderr)
+            return 1
+        rows = datasets.verify(args.name, root=args.root)
+        print(f"{args.name}: {'all files verified' if all(r[2] == 'ok' for r in rows) else 'see refsnn data verify'}"
+              f" (downloads go to {target})")
+        return 0
+    rows = datasets.verify(args.name, root=args.root)
+    for filename, path, status, detail in rows:
+        print(f"{status if status == 'ok' else status.upper():>10}  {filename}  {path or '-'}\n            {detail}")
+    return 0 if all(r[2] == "ok" for r in rows) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refsnn", description="Reference implementations of SNN training algorithms.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions and what is installed")
     i.set_defaults(func=_cmd_info)
+
+    d = sub.add_parser("data", help="datasets: list, where they are, fetch, verify",
+                       description="list: every dataset and where it was found; path [NAME]: the download folder, "
+                                   "or the folders searched for NAME; fetch NAME: download and verify into the "
+                                   "cache; verify NAME: re-check every file's checksum (exit 1 on any problem)")
+    d.add_argument("action", choices=["list", "path", "fetch", "verify"])
+    d.add_argument("name", nargs="?", help="dataset name (see refsnn data list)")
+    d.add_argument("--root", help="folder searched first and downloaded into (default: $REFSNN_DATA or the cache)")
+    d.add_argument("--mirror", action="append", metavar="URL", help="base URL to fetch from instead of the "
+                                                                    "manifest's (repeatable, tried in order)")
+    d.add_argument("--force", action="store_true", help="download even when a verified copy exists")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=_cmd_data)
     return p
 
 

@@ -134,6 +134,9 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 
 def _features(X) -> np.ndarray:
     X = np.asarray(X)
+    if X.dtype == object:
+        raise ValueError("dataset: its samples are variable-length event streams (e.g. N-MNIST); training needs "
+                         "fixed-size samples: bin each one with refsnn.datasets.bin_events first")
     flat = X.reshape(X.shape[0], -1).astype(np.float64)
     return flat / 255.0 if X.dtype == np.uint8 else flat
 
