@@ -28,6 +28,16 @@ def _axes(ax):
     return ax
 
 
+def _finish(ax, xlabel, ylabel, title=None, legend=False):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend(loc="best", fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def _time_by_neuron(name, x, sample):
     """Bring a (T,), (T, n) or (T, batch, n) array to (T, n), picking ``sample`` from a batch."""
     x = check_array(name, x)
@@ -60,11 +70,7 @@ def raster(spikes, ax=None, *, sample: int = 0, neurons=None, title: str | None 
     ax.scatter(t, i, s=s, c=color, marker="|" if S.shape[1] > 1 else "o", linewidths=1.0)
     ax.set_xlim(-0.5, S.shape[0] - 0.5)
     ax.set_ylim(-0.5, S.shape[1] - 0.5)
-    ax.set_xlabel("time step")
-    ax.set_ylabel("neuron")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "time step", "neuron", title)
 
 
 def membrane(u, ax=None, *, sample: int = 0, neurons=None, v_th: float | None = None, spikes=None,
@@ -86,12 +92,7 @@ def membrane(u, ax=None, *, sample: int = 0, neurons=None, v_th: float | None = 
             ax.plot(fired, U[fired, c], "v", color=line.get_color(), ms=5)
     if v_th is not None:
         ax.axhline(v_th, color="gray", ls="--", lw=1, label="threshold")
-    ax.set_xlabel("time step")
-    ax.set_ylabel("membrane potential u")
-    ax.legend(loc="best", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "time step", "membrane potential u", title, legend=True)
 
 
 def surrogate_curves(names=None, width: float = 1.0, ax=None, *, primitive: bool = False, x_range=(-2.5, 2.5)):
@@ -104,10 +105,7 @@ def surrogate_curves(names=None, width: float = 1.0, ax=None, *, primitive: bool
         ax.plot(x, y, label=f"{name} (a={width:g})")
     if primitive:
         ax.step(x, (x > 0).astype(float), where="post", color="k", lw=1, ls=":", label="Heaviside H")
-    ax.set_xlabel("u - v_th")
-    ax.set_ylabel("P(u - v_th)" if primitive else "h(u - v_th)")
-    ax.legend(loc="best", fontsize="small")
-    return ax
+    return _finish(ax, "u - v_th", "P(u - v_th)" if primitive else "h(u - v_th)", legend=True)
 
 
 def residuals(values, ax=None, *, label: str | None = None, logy: bool = True, xlabel: str = "iteration",
@@ -117,11 +115,7 @@ def residuals(values, ax=None, *, label: str | None = None, logy: bool = True, x
     ax = _axes(ax)
     it = np.arange(1, v.size + 1)
     (ax.semilogy if logy else ax.plot)(it, v, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if label:
-        ax.legend(loc="best", fontsize="small")
-    return ax
+    return _finish(ax, xlabel, ylabel, legend=bool(label))
 
 
 def learning_curves(history, ax=None, *, keys=("train_accuracy", "test_accuracy"), title: str | None = None):
@@ -136,9 +130,4 @@ def learning_curves(history, ax=None, *, keys=("train_accuracy", "test_accuracy"
         if key not in history[0]:
             raise KeyError(f"keys: {key!r} is not in the history (have {sorted(history[0])})")
         ax.plot(ep, [h[key] for h in history], marker="o", ms=3, label=key.replace("_", " "))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("value")
-    ax.legend(loc="best", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "epoch", "value", title, legend=True)

@@ -78,6 +78,16 @@ def _check_width(a) -> float:
     return a
 
 
+def _arguments(x, name, a):
+    """Validated ``(kind code, width, x as a float array, its dtype)``."""
+    kind = _check_name(name)
+    a = _check_width(a)
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    return kind, a, x, x.dtype.type
+
+
 # --------------------------------------------------------------------------
 # Readable NumPy forms (the spec).
 # --------------------------------------------------------------------------
@@ -105,12 +115,7 @@ def h(x, name: str = "rect", a: float = 1.0):
     ndarray
         Same shape and float dtype as ``x`` (float64 for integer input).
     """
-    kind = _check_name(name)
-    a = _check_width(a)
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    dt = x.dtype.type
+    kind, a, x, dt = _arguments(x, name, a)
     if kind == 0:  # h1, rectangular window of width a and height 1/a
         out = np.where(np.abs(x) < a / 2, 1.0 / a, 0.0)
     elif kind == 1:  # h2, triangle: peak sqrt(a)/2, support |x| < 2/sqrt(a)
@@ -131,12 +136,7 @@ def primitive(x, name: str = "rect", a: float = 1.0):
     Same arguments as :func:`h`.  ``P`` rises monotonically from 0 to 1 and
     ``P' = h`` everywhere except at the kinks listed by :func:`kinks`.
     """
-    kind = _check_name(name)
-    a = _check_width(a)
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    dt = x.dtype.type
+    kind, a, x, dt = _arguments(x, name, a)
     if kind == 0:
         out = np.clip(x / a + 0.5, 0.0, 1.0)
     elif kind == 1:
