@@ -3,7 +3,7 @@
 ::
 
     refsnn train ALGO [--dataset digits] [--epochs N] [--seed S] [--out DIR] [--resume]
-                      [--lr LR] [--batch-size B] [--hidden 128 64] [--set field=value ...]
+                      [--lr LR] [--batch-size B] [--hidden 128 64] [--preset NAME] [--set field=value ...]
     refsnn gradcheck ALGO [--seed S] [--verbose]
     refsnn bench ALGO [--quick]
     refsnn info
@@ -20,7 +20,7 @@ import argparse
 import ast
 import json
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import refsnn
 
@@ -65,10 +65,16 @@ def _cmd_train(args) -> int:
     if args.hidden is not None:
         overrides["hidden"] = [_parse_value(h) for h in args.hidden]
     out = args.out or f"runs/{args.algo.replace('-', '_')}-{args.dataset}-seed{args.seed}"
+    config = _config_overrides(module, args.set) or None
+    if args.preset is not None:
+        presets = getattr(module, "PRESETS", {})
+        if args.preset not in presets:
+            raise ValueError(f"--preset: {args.algo} has no preset {args.preset!r} "
+                             f"(available: {', '.join(presets) or 'none'})")
+        config = replace(presets[args.preset], **(config or {}))
     try:
-        metrics = train(module, args.dataset, seed=args.seed, out=out, resume=args.resume,
-                        config=_config_overrides(module, args.set) or None, progress=not args.no_progress,
-                        **overrides)
+        metrics = train(module, args.dataset, seed=args.seed, out=out, resume=args.resume, config=config,
+                        progress=not args.no_progress, **overrides)
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as exc:
@@ -174,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden", nargs="+", help="hidden layer sizes, e.g. --hidden 400 or --hidden 400 R400")
     t.add_argument("--limit-train", type=int, help="use only the first N training samples")
     t.add_argument("--limit-test", type=int, help="use only the first N test samples")
+    t.add_argument("--preset", help="start from one of the algorithm's Config presets (e.g. stbp: paper, code)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="change a Config field (repeatable)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)

@@ -34,6 +34,15 @@ def test_cli_train_options_and_resume(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs_done"] == 2
 
 
+def test_cli_preset_then_set(tmp_path):
+    args = ["train", "stbp", "--epochs", "1", "--limit-train", "60", "--limit-test", "30", "--preset", "paper",
+            "--set", "T=3", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    cfg = json.loads((tmp_path / "metrics.json").read_text())["config"]
+    assert cfg == {**stbp.PRESETS["paper"].to_dict(), "T": 3}
+    assert main(args[:-5] + ["--preset", "nosuch", "--no-progress"]) == 2
+
+
 def test_cli_errors(capsys):
     assert main(["train", "nosuchalgo"]) == 2
     assert "unknown name" in capsys.readouterr().err
