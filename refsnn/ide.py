@@ -197,6 +197,7 @@ __all__ = [
     "jacobian_T_vec",
     "adjoint",
     "vjp",
+    "readout",
     "feedback_weight",
     "contraction_bound",
     "kink_distance",
@@ -1104,6 +1105,21 @@ def _cross_entropy(logits, y):
 def _readout(net, a, y):
     loss, dlogits = _cross_entropy(a @ net.Wo.T + net.bo, y)
     return loss, dlogits, {"Wo": dlogits.T @ a, "bo": dlogits.sum(axis=0)}
+
+
+def readout(params, a, y, cfg: Config = Config()):
+    """The readout and loss at rates ``a``: ``(loss, dL/da, {"Wo": dL/dWo, "bo": dL/dbo})`` (Eq. (L)).
+
+    ``loss`` is the mean cross-entropy of ``o = Wo a + bo``; ``dL/da`` is the
+    right-hand side of the adjoint equation (Eq. (A)).
+    """
+    net = _unpack(params, _check_cfg(cfg))
+    a = check_array("a", a, ndim=2).astype(np.float64, copy=False)
+    if a.shape[1] != net.sizes[-1]:
+        raise ValueError(f"a: expected the last layer's rates, shape (batch, {net.sizes[-1]}), got {a.shape}")
+    y = check_labels("y", y, net.Wo.shape[0], batch=a.shape[0])
+    loss, dlogits, grads = _readout(net, a, y)
+    return loss, dlogits @ net.Wo, grads
 
 
 def _linearisation_point(net, x, xbar, cfg):
