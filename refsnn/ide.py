@@ -954,8 +954,8 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     """
     B, n = g.shape
     m = cfg.max_iter
-    U = np.zeros((B, m, n))            # per sample, the k-th rank-one update of H is U[:, k] V[:, k]^T
-    V = np.zeros((B, m, n))
+    U = np.zeros((B, min(m, 8), n))    # per sample, the k-th rank-one update of H is U[:, k] V[:, k]^T;
+    V = np.zeros_like(U)               # grown as needed: memory 2 * iterations * B * n floats
 
     def H(y, k):        # H y = -y + sum_i u_i (v_i . y)
         return -y + np.matmul(np.matmul(V[:, :k], y[:, :, None])[:, :, 0][:, None, :], U[:, :k])[:, 0]
@@ -970,6 +970,10 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     trace.append(float(np.max(rel, initial=0.0)))
     k = 0
     while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
+        if k == U.shape[1]:
+            grow = min(2 * k, m) - k
+            U = np.concatenate([U, np.zeros((B, grow, n))], axis=1)
+            V = np.concatenate([V, np.zeros((B, grow, n))], axis=1)
         active = (rel > cfg.tol)[:, None]
         dbeta = np.where(active, -H(R, k), 0.0)
         beta_new = beta + dbeta
