@@ -248,6 +248,42 @@ def test_solver_trace_and_iterations_are_recorded():
     assert np.max(np.abs(np.linalg.norm(J, 2, axis=(1, 2)))) < 1
 
 
+def test_iterations_are_the_stated_updates():
+    """'fixed_point' is exactly beta_k = sum_{i<=k} (J^T)^i g (beta <- J^T beta + g from beta = g), and
+    'code_iter' exactly beta <- (J^T beta + g)/2 from beta = g: three steps of each, against explicit J."""
+    cfg = ide.Config(T=15, tol=1e-300, max_iter=3)
+    params, x, a, g = _problem_at_a(cfg, 10)
+    JT = np.transpose(ide.jacobian(params, a, x, cfg), (0, 2, 1))
+    mv = lambda M, v: np.einsum("bij,bj->bi", M, v)  # noqa: E731
+    with pytest.warns(ide.ConvergenceWarning):
+        beta, info = ide.adjoint(params, a, x, g, replace(cfg, solver="fixed_point"))
+    expect = g.copy()
+    for _ in range(3):
+        expect = mv(JT, expect) + g
+    np.testing.assert_allclose(beta, expect, rtol=1e-13, atol=1e-15)
+    with pytest.warns(ide.ConvergenceWarning):
+        beta, _ = ide.adjoint(params, a, x, g, replace(cfg, solver="code_iter"))
+    expect = g.copy()
+    for _ in range(3):
+        expect = 0.5 * (mv(JT, expect) + g)
+    np.testing.assert_allclose(beta, expect, rtol=1e-13, atol=1e-15)
+
+
+def test_sigma_prime_convention_at_the_kinks():
+    """sigma'(z) = 1 on the closed interval 0 <= z <= 1 (PyTorch's clamp backward), 0 outside.
+
+    Units with pre-activation exactly 0 and exactly v_th pass gradient; a unit
+    at -1e-300 (just below 0) and one just above v_th do not.
+    """
+    cfg = ide.Config(T=5, spectral_norm=None)
+    W = np.zeros((4, 4))
+    p = {"F": np.zeros((4, 1)), "b": np.array([0.0, 2.0, -1e-300, 2.0 + 4e-16]), "W": W,
+         "Wo": np.zeros((2, 4)), "bo": np.zeros(2)}
+    beta = np.ones((1, 4))
+    grads = ide.vjp(p, np.zeros((1, 4)), np.zeros((1, 1)), beta, cfg)
+    assert grads["b"].tolist() == [0.5, 0.5, 0.0, 0.0]
+
+
 def test_code_iter_solver_converges_to_the_wrong_system():
     """The official 'iter' solver (beta <- (J^T beta + g)/2) converges to (2I - J^T)^{-1} g, not the adjoint.
 
