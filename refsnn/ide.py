@@ -674,11 +674,10 @@ def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     static = x.ndim == 2
     if static:
         I = np.ascontiguousarray(x @ net.F.T + net.b)
-        xs = np.zeros((1, 1, 1))
+        xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
     else:
         I = np.zeros((1, 1))
-        xs = np.ascontiguousarray(x)
-    FT = np.ascontiguousarray(net.F.T)
+        xs, FT = np.ascontiguousarray(x), np.ascontiguousarray(net.F.T)
     Ms = tuple([np.ascontiguousarray(net.W.T)] + [np.ascontiguousarray(Fl.T) for Fl in net.Fs])
     cs = tuple([np.zeros(net.sizes[0])] + [np.ascontiguousarray(bl) for bl in net.bs])
     us = tuple(np.zeros((B, n)) for n in net.sizes)
@@ -952,16 +951,21 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     updates), step ``dbeta = -H R``; converged samples are frozen; the lowest
     residual iterate of each sample is returned.
     """
-    B, n = g.shape
     m = cfg.max_iter
-    U = np.zeros((B, min(m, 8), n))    # per sample, the k-th rank-one update of H is U[:, k] V[:, k]^T;
-    V = np.zeros_like(U)               # grown as needed: memory 2 * iterations * B * n floats
+    U, V = [], []                      # per sample, the i-th rank-one update of H is U[i] V[i]^T, each (B, n):
+                                       # memory 2 * iterations * B * n floats, independent of T
 
-    def H(y, k):        # H y = -y + sum_i u_i (v_i . y)
-        return -y + np.matmul(np.matmul(V[:, :k], y[:, :, None])[:, :, 0][:, None, :], U[:, :k])[:, 0]
+    def H(y):           # H y = -y + sum_i u_i (v_i . y)
+        out = -y
+        for u, v in zip(U, V):
+            out = out + u * np.sum(v * y, axis=1, keepdims=True)
+        return out
 
-    def HT(y, k):       # H^T y = -y + sum_i v_i (u_i . y)
-        return -y + np.matmul(np.matmul(U[:, :k], y[:, :, None])[:, :, 0][:, None, :], V[:, :k])[:, 0]
+    def HT(y):          # H^T y = -y + sum_i v_i (u_i . y)
+        out = -y
+        for u, v in zip(U, V):
+            out = out + v * np.sum(u * y, axis=1, keepdims=True)
+        return out
 
     beta = np.zeros_like(g)
     R = g.copy()                                                       # R(0) = g
@@ -970,21 +974,16 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     trace.append(float(np.max(rel, initial=0.0)))
     k = 0
     while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
-        if k == U.shape[1]:
-            grow = min(2 * k, m) - k
-            U = np.concatenate([U, np.zeros((B, grow, n))], axis=1)
-            V = np.concatenate([V, np.zeros((B, grow, n))], axis=1)
         active = (rel > cfg.tol)[:, None]
-        dbeta = np.where(active, -H(R, k), 0.0)
+        dbeta = np.where(active, -H(R), 0.0)                           # Broyden step
         beta_new = beta + dbeta
         R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new
         dR = R_new - R
-        HdR = H(dR, k)
-        den = np.sum(dbeta * HdR, axis=1)
-        ok = active[:, 0] & (np.abs(den) > 1e-300)
-        safe = np.where(ok, den, 1.0)[:, None]
-        U[:, k] = np.where(ok[:, None], (dbeta - HdR) / safe, 0.0)    # Sherman-Morrison update of H
-        V[:, k] = np.where(ok[:, None], HT(dbeta, k), 0.0)
+        HdR = H(dR)
+        den = np.sum(dbeta * HdR, axis=1, keepdims=True)
+        ok = active & (np.abs(den) > 1e-300)
+        U.append(np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0))   # Sherman-Morrison update of H
+        V.append(np.where(ok, HT(dbeta), 0.0))
         beta, R = beta_new, R_new
         rel = _rel_res(R, gnorm)
         better = rel < best_rel
@@ -1342,13 +1341,16 @@ def _peak_bytes(fn) -> int:
         tracemalloc.stop()
 
 
-def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 128, seed: int = 0) -> int:
+def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 128, seed: int = 0,
+                         config: dict | None = None) -> int:
     """Peak bytes (``tracemalloc``) of one training step (encode, loss_and_grad, SGD step) at ``T`` steps.
 
-    ``algo`` is ``"ide"`` (this module's defaults, direct input) or
-    ``"stbp"`` (``refsnn.stbp``'s code preset, direct input, NumPy backend:
-    its numba kernels allocate outside tracemalloc's view).  Parameters and
-    data are allocated before tracing starts.
+    ``algo`` is ``"ide"`` (this module's defaults, direct input, changed by
+    the ``config`` dict) or ``"stbp"`` (``refsnn.stbp``'s code preset, direct
+    input, NumPy backend: its numba kernels allocate outside tracemalloc's
+    view).  Parameters and data are allocated before tracing starts.  The
+    IDE kernel allocates nothing itself (its buffers are NumPy arrays), so
+    everything it uses is counted.
     """
     from refsnn import optim
 
@@ -1356,7 +1358,7 @@ def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 1
     features = rng.random((batch, sizes[0]))
     y = rng.integers(0, sizes[-1], batch)
     if algo == "ide":
-        mod, cfg = sys.modules[__name__], Config(T=T)
+        mod, cfg = sys.modules[__name__], replace(Config(T=T), **(config or {}))
     elif algo == "stbp":
         from refsnn import stbp as mod
 
@@ -1390,17 +1392,18 @@ def bench(quick: bool = False) -> dict:
     sizes, batch = ((32, 32, 10), 16) if quick else ((784, 400, 10), 128)
     Ts = (5, 30, 100)
     out = {"sizes": list(sizes), "batch": batch, "T": list(Ts), "memory_bytes": {}}
-    for algo in ("ide", "stbp"):
-        out["memory_bytes"][algo] = [training_step_memory(algo, T, sizes, batch) for T in Ts]
-    for algo in ("ide", "stbp"):
-        mem = out["memory_bytes"][algo]
-        out[f"{algo}_ratio_T{Ts[-1]}_over_T{Ts[0]}"] = mem[-1] / mem[0]
-    print(f"peak memory of one training step, {'-'.join(map(str, sizes))}, batch {batch} (tracemalloc):")
-    print(f"{'T':>6} {'IDE (MB)':>10} {'STBP (MB)':>10}")
+    variants = {"ide": ("ide", None), "ide_fixed_point": ("ide", {"solver": "fixed_point"}), "stbp": ("stbp", None)}
+    for name, (algo, over) in variants.items():
+        mem = [training_step_memory(algo, T, sizes, batch, config=over) for T in Ts]
+        out["memory_bytes"][name] = mem
+        out[f"{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}"] = mem[-1] / mem[0]
+    print(f"peak memory of one training step, {'-'.join(map(str, sizes))}, batch {batch} (tracemalloc, MB):")
+    print(f"{'T':>6} {'IDE Broyden':>12} {'IDE fixed-pt':>13} {'STBP':>8}")
     for i, T in enumerate(Ts):
-        print(f"{T:>6} {out['memory_bytes']['ide'][i] / 1e6:>10.2f} {out['memory_bytes']['stbp'][i] / 1e6:>10.2f}")
-    print(f"ratio T={Ts[-1]}/T={Ts[0]}: IDE {out[f'ide_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}, "
-          f"STBP {out[f'stbp_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}")
+        m = out["memory_bytes"]
+        print(f"{T:>6} {m['ide'][i] / 1e6:>12.2f} {m['ide_fixed_point'][i] / 1e6:>13.2f} {m['stbp'][i] / 1e6:>8.2f}")
+    print("ratio T=%d/T=%d: " % (Ts[-1], Ts[0]) + ", ".join(
+        f"{name} {out[f'{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}" for name in variants))
 
     cfg, _ = recipe("fashion-mnist")
     rng = np.random.default_rng(0)
