@@ -136,6 +136,24 @@ trainable keys and get exact gradients::
 with ``u1, v1`` the top singular vectors.  With ``spectral_norm=None`` there
 is no ``g`` and ``params["W"]`` is the feedback weight itself.
 
+BatchNorm on the input layer (``Config.batchnorm``; spec §5)
+-----------------------------------------------------------
+As the official code's ``network_x``, the input current can be batch-normalised::
+
+    I = bn_gamma * (F xbar + b - mean) / sqrt(var + 1e-5) + bn_beta                 # Eq. (BN)
+
+with the batch's (biased) statistics (``bn_mode="batch"``, training; ``b``
+then cancels and gets a zero gradient) or the running ones ``bn_mean,
+bn_var`` (``"running"``, eval mode; :func:`predict` always).  In batch mode
+:func:`loss_and_grad` updates the running statistics in place with
+PyTorch's rule (momentum 0.1, unbiased variance); they are state, listed by
+:func:`frozen_keys` so the optimizer leaves them alone.  BN is per unit and
+affine for a given batch, so it folds into an effective ``F, b``
+(:func:`_fold_bn`); the same map scales every step's current for spike
+input, with the statistics of ``F xbar`` (as the code).  Its backward,
+including through the batch statistics, is exact (finite differences pass
+in both modes).  BN inside multi-layer blocks and dropout are not implemented.
+
 Notation differences from the paper and the code
 ------------------------------------------------
 * Time runs ``t = 1..T`` in the equations and ``0..T-1`` in the loops.
@@ -154,8 +172,9 @@ Notation differences from the paper and the code
   ``a[T]``, which is what makes Eq. (AN) exact.  In a multi-layer block the
   inner layers are linearised along the chain ``f_1(a), f_2(f_1(a)), ...``,
   not at their own simulated rates.
-* BatchNorm and dropout of the official code are not implemented (F-MNIST
-  accuracy is reported without them).
+* Dropout (the code's p = 0.2) and BatchNorm on the internal ``F^l`` of a
+  multi-layer block are not implemented.  The code's BN also updates its
+  running statistics twice per step (spec §7.7); refsnn once.
 """
 
 from __future__ import annotations
@@ -202,12 +221,15 @@ __all__ = [
     "contraction_bound",
     "kink_distance",
     "input_average",
+    "frozen_keys",
     "recipe",
     "gradcheck_cases",
     "bench",
 ]
 
 SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
+BN_KEYS = ("bn_gamma", "bn_beta", "bn_mean", "bn_var")
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5      # PyTorch's BatchNorm1d defaults
 LINEARIZE = ("simulated", "fixed_point")
 
 
@@ -248,6 +270,14 @@ class Config:
         Newton (active-set) polish.
     eq_tol : float
         :func:`solve_equilibrium` warns when ``max |f(a) - a|`` stays above this.
+    batchnorm : bool
+        BatchNorm on the input current ``F xbar + b`` (the official code's
+        ``network_x``; Eq. (BN)), with parameters ``bn_gamma, bn_beta`` and
+        running statistics ``bn_mean, bn_var``.
+    bn_mode : {"batch", "running"}
+        What :func:`loss_and_grad` normalises with: the batch's statistics
+        (training; it then also updates ``bn_mean``/``bn_var`` in place) or the
+        running ones (eval mode).  :func:`predict` always uses the running ones.
     encoding : {"direct", "bernoulli"}
         What :func:`encode` makes of features in [0, 1]: the (normalised)
         analog values, shape (batch, n_in) (the paper, all static datasets),
@@ -269,6 +299,8 @@ class Config:
     spectral_norm: float | None = 1.0
     eq_max_iter: int = 2000
     eq_tol: float = 1e-13
+    batchnorm: bool = False
+    bn_mode: str = "batch"
     encoding: str = "direct"
     normalize: tuple | None = None
     backend: str = "numba"
@@ -285,6 +317,9 @@ class Config:
             object.__setattr__(self, "spectral_norm", check_positive("spectral_norm", self.spectral_norm))
         object.__setattr__(self, "eq_max_iter", check_int("eq_max_iter", self.eq_max_iter, minimum=1))
         object.__setattr__(self, "eq_tol", check_positive("eq_tol", self.eq_tol))
+        if not isinstance(self.batchnorm, (bool, np.bool_)):
+            raise TypeError(f"batchnorm: expected True or False, got {self.batchnorm!r}")
+        check_choice("bn_mode", self.bn_mode, ("batch", "running"))
         check_choice("encoding", self.encoding, ("direct", "bernoulli"))
         if self.normalize is not None:
             if not isinstance(self.normalize, (tuple, list)) or len(self.normalize) != 2:
@@ -346,6 +381,8 @@ class _Net:
     Wo: np.ndarray
     bo: np.ndarray
     sn: tuple | None    # (W_raw, g, s, sigma_max, u1, v1) when spectral-normed
+    bn: tuple | None = None     # (gamma, beta, running mean, running var) with Config.batchnorm
+    fold: dict | None = None    # set by _fold_bn: F, b above are then the folded (effective) ones
 
     @property
     def N(self) -> int:
@@ -359,6 +396,8 @@ class _Net:
 def param_keys(n_layers: int, cfg: Config) -> list:
     """The parameter names of an ``n_layers``-layer feedback block, in order."""
     keys = ["F", "b"]
+    if cfg.batchnorm:
+        keys += list(BN_KEYS)
     for l in range(2, n_layers + 1):
         keys += [f"F{l}", f"b{l}"]
     keys.append("W")
@@ -407,11 +446,23 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
             hint = " (Config.spectral_norm is set: params need the scalar gain 'g' beside the raw 'W')"
         elif cfg.spectral_norm is None and "g" in extra:
             hint = " (params carry a spectral-norm gain 'g' but Config.spectral_norm is None)"
+        elif cfg.batchnorm and "bn_gamma" in missing:
+            hint = " (Config.batchnorm is set: params need bn_gamma, bn_beta, bn_mean, bn_var)"
+        elif not cfg.batchnorm and "bn_gamma" in extra:
+            hint = " (params carry BatchNorm parameters but Config.batchnorm is False)"
         raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}{hint}")
     F = _float_array(f"{name}['F']", params["F"], 2)
     b = _float_array(f"{name}['b']", params["b"], 1)
     if b.shape[0] != F.shape[0]:
         raise ValueError(f"{name}['b']: expected shape ({F.shape[0]},) to match F {F.shape}, got {b.shape}")
+    bn = None
+    if cfg.batchnorm:
+        bn = tuple(_float_array(f"{name}[{k!r}]", params[k], 1) for k in BN_KEYS)
+        for k, v in zip(BN_KEYS, bn):
+            if v.shape != b.shape:
+                raise ValueError(f"{name}[{k!r}]: expected shape {b.shape} (one per unit of layer 1), got {v.shape}")
+        if np.any(bn[3] < 0):
+            raise ValueError(f"{name}['bn_var']: a variance must be >= 0, got min {bn[3].min():g}")
     Fs, bs, prev = [], [], F.shape[0]
     for l in range(2, N + 1):
         Fl = _float_array(f"{name}['F{l}']", params[f"F{l}"], 2)
@@ -450,7 +501,7 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
                          f"got {Wo.shape}")
     if bo.shape[0] != Wo.shape[0]:
         raise ValueError(f"{name}['bo']: expected shape ({Wo.shape[0]},) to match Wo {Wo.shape}, got {bo.shape}")
-    return _Net(F, b, Fs, bs, W, Wo, bo, sn)
+    return _Net(F, b, Fs, bs, W, Wo, bo, sn, bn)
 
 
 def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
@@ -490,6 +541,9 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
 
     hidden = sizes[1:-1]
     params = {"F": unit_rows(hidden[0], sizes[0]), "b": np.zeros(hidden[0])}
+    if cfg.batchnorm:
+        params.update(bn_gamma=np.ones(hidden[0]), bn_beta=np.zeros(hidden[0]),
+                      bn_mean=np.zeros(hidden[0]), bn_var=np.ones(hidden[0]))
     for l in range(2, len(hidden) + 1):
         params[f"F{l}"] = unit_rows(hidden[l - 1], hidden[l - 2])
         params[f"b{l}"] = np.zeros(hidden[l - 1])
@@ -550,10 +604,68 @@ def input_average(x, cfg: Config = Config()) -> np.ndarray:
     return np.tensordot(w / w.sum(), x, axes=(0, 0))
 
 
-def _prepare(params, x, cfg):
+def _fold_bn(net: _Net, xbar, mode: str) -> _Net:
+    """Fold BatchNorm into an effective input layer: ``BN(F xbar + b) = F_e xbar + b_e`` (Eq. (BN)).
+
+    ``r = gamma / sqrt(var + eps)``; ``F_e = diag(r) F``.  Batch mode:
+    ``mean, var`` are the batch's (biased) statistics of ``F xbar`` and
+    ``b_e = beta - r * mean`` (``b`` cancels exactly, as in any batch-mode
+    BN).  Running mode: ``b_e = beta + r * (b - running_mean)`` with the
+    running variance.  The simulation applies the same affine map to every
+    step's current ``F x_t + b``; f uses it on ``xbar``.
+    """
+    if net.bn is None:
+        return net
+    gamma, beta, rmean, rvar = net.bn
+    if mode == "batch":
+        P = xbar @ net.F.T                                              # F xbar (b cancels)
+        mean = P.mean(axis=0)
+        var = np.mean((P - mean) ** 2, axis=0)
+        s = np.sqrt(var + BN_EPS)
+        r = gamma / s
+        b_e = beta - r * mean                                           # Eq. (BN), batch statistics
+    else:
+        mean, var = None, None
+        s = np.sqrt(rvar + BN_EPS)
+        r = gamma / s
+        b_e = beta + r * (net.b - rmean)                                # Eq. (BN), running statistics
+    fold = {"mode": mode, "F": net.F, "b": net.b, "r": r, "s": s, "mean": mean, "var": var, "xbar": xbar}
+    return replace(net, F=r[:, None] * net.F, b=b_e, fold=fold)
+
+
+def _bn_backward(net: _Net, gF, gb) -> dict:
+    """Gradients of the raw ``F, b`` and of the BN parameters from those of the folded ``F_e, b_e``."""
+    fo = net.fold
+    gamma, beta, rmean, rvar = net.bn
+    F, r, s = fo["F"], fo["r"], fo["s"]
+    out = {"bn_beta": gb}
+    if fo["mode"] == "batch":
+        dmean = -r * gb
+        dr = np.sum(gF * F, axis=1) - gb * fo["mean"]
+        ds = -dr * gamma / s ** 2
+        dvar = ds / (2 * s)
+        xc = fo["xbar"] - fo["xbar"].mean(axis=0)
+        FC = ((xc @ F.T).T @ xc) / xc.shape[0]                          # rows F_i C, C the batch covariance of xbar
+        out["F"] = r[:, None] * gF + np.outer(dmean, fo["xbar"].mean(axis=0)) + (2 * dvar)[:, None] * FC
+        out["b"] = np.zeros_like(gb)
+        out["bn_mean"], out["bn_var"] = np.zeros_like(gb), np.zeros_like(gb)
+    else:
+        dr = np.sum(gF * F, axis=1) + gb * (fo["b"] - rmean)
+        ds = -dr * gamma / s ** 2
+        out["F"] = r[:, None] * gF
+        out["b"] = r * gb
+        out["bn_mean"] = -r * gb
+        out["bn_var"] = ds / (2 * s)
+    out["bn_gamma"] = dr / s
+    return out
+
+
+def _prepare(params, x, cfg, bn_mode=None):
     cfg = _check_cfg(cfg)
     net = _unpack(params, cfg)
     x = _check_x(x, net.F.shape[1], cfg)
+    if net.bn is not None:
+        net = _fold_bn(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
     return net, x, cfg
 
 
@@ -1066,6 +1178,8 @@ def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
     for l in range(2, net.N + 1):
         grads[f"F{l}"] = deltas[l - 1].T @ lin.h[l - 2]
         grads[f"b{l}"] = deltas[l - 1].sum(axis=0)
+    if net.fold is not None:
+        grads.update(_bn_backward(net, grads["F"], grads["b"]))
     GW = deltas[0].T @ lin.a                                           # dL/dW (effective)
     if net.sn is None:
         grads["W"] = GW
@@ -1168,6 +1282,15 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, return_info
     grads = _vjp(net, lin, beta, cfg)                                  # step 3, Eq. (G)
     grads.update(grads_out)
     grads = {k: grads[k] for k in params}
+    if net.fold is not None and net.fold["mode"] == "batch":            # PyTorch's running-statistics update
+        for k in ("bn_mean", "bn_var"):
+            if not (isinstance(params[k], np.ndarray) and params[k].dtype == np.float64 and params[k].flags.writeable):
+                raise TypeError(f"params[{k!r}]: the running statistics are updated in place during training; "
+                                f"pass a writeable float64 numpy array")
+        B = x.shape[-2]
+        m = BN_MOMENTUM
+        np.copyto(params["bn_mean"], (1 - m) * params["bn_mean"] + m * (net.fold["mean"] + net.fold["b"]))
+        np.copyto(params["bn_var"], (1 - m) * params["bn_var"] + m * net.fold["var"] * B / max(B - 1, 1))
     if return_info:
         return loss, grads, {"a": a, "beta": beta, "adjoint": info, "equilibrium": eq_info,
                              "snn_residual": float(np.max(np.abs(lin.h[-1] - a), initial=0.0))}
@@ -1203,6 +1326,8 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
 
     def objective(p) -> float:
         net = _unpack(p, cfg)
+        if net.bn is not None:
+            net = _fold_bn(net, xbar, cfg.bn_mode)
         a, _ = _solve_equilibrium(net, xbar, cfg, r0, a0)
         regions.add(_regions(_apply_f(net, a, xbar, cfg.v_th), cfg.v_th))
         return _readout(net, a, y)[0]
@@ -1212,8 +1337,11 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
 
 
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
-    """Predicted class per sample: argmax of the readout of the *simulated* ``a[T]`` (never of ``a*``)."""
-    net, x, cfg = _prepare(params, x, cfg)
+    """Predicted class per sample: argmax of the readout of the *simulated* ``a[T]`` (never of ``a*``).
+
+    With ``cfg.batchnorm`` the running statistics are used (eval mode).
+    """
+    net, x, cfg = _prepare(params, x, cfg, bn_mode="running")
     a = _simulate(net, x, cfg)
     return np.argmax(a @ net.Wo.T + net.bo, axis=1)
 
@@ -1239,6 +1367,11 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # Training recipe, gradient-check problems, benchmark
 # ---------------------------------------------------------------------------
+
+def frozen_keys(params, cfg: Config = Config()) -> tuple:
+    """Keys the optimizer must not update: the BatchNorm running statistics (state, not parameters)."""
+    return ("bn_mean", "bn_var") if _check_cfg(cfg).batchnorm else ()
+
 
 def recipe(dataset: str = "digits") -> tuple:
     """Default ``(Config, training settings)`` for ``refsnn train ide``.
@@ -1278,6 +1411,10 @@ def _small_problem(cfg: Config, seed: int, hidden=(6,), n_in=5, n_classes=3, bat
         else:
             params["W"] = params["W"] * rng.uniform(0.6, 1.2)
         params["Wo"] = params["Wo"] * 2.0
+        if cfg.batchnorm:                   # away from the identity, and running statistics that differ from the batch's
+            h = hidden[0]
+            params.update(bn_gamma=rng.uniform(0.6, 1.4, h), bn_beta=rng.uniform(0.3, 1.5, h),
+                          bn_mean=rng.normal(0.0, 0.3, h), bn_var=rng.uniform(0.5, 2.0, h))
         if spikes:
             x = (rng.random((cfg.T, batch, n_in)) < 0.6).astype(float)
         else:
@@ -1285,9 +1422,9 @@ def _small_problem(cfg: Config, seed: int, hidden=(6,), n_in=5, n_classes=3, bat
         y = rng.integers(0, n_classes, batch)
         if contraction_bound(params, cfg) >= max_bound:
             continue
-        net = _unpack(params, cfg)
-        xbar = input_average(x, cfg)
-        a = _linearisation_point(net, _check_x(x, n_in, cfg), xbar, cfg)[0]
+        net, xx, _ = _prepare(params, x, cfg)
+        xbar = input_average(xx, cfg)
+        a = _linearisation_point(net, xx, xbar, cfg)[0]
         lin = _apply_f(net, a, xbar, cfg.v_th)
         inside = np.mean([np.mean(d) for d in lin.dsig])
         if inside > 0.6 and kink_distance(params, x, cfg) > margin:
@@ -1297,7 +1434,8 @@ def _small_problem(cfg: Config, seed: int, hidden=(6,), n_in=5, n_classes=3, bat
 
 def gradcheck_cases(seed: int = 0) -> list:
     """Problems for ``refsnn gradcheck ide``: both linearisation points, every solver, IF and LIF,
-    one- to three-layer blocks, with and without spectral norm, static and spike input.
+    one- to three-layer blocks, with and without spectral norm, static and spike input, BatchNorm
+    with batch and with running statistics.
 
     Each problem keeps every ``pre/v_th`` at least 1e-3 from the kinks of
     sigma (:func:`kink_distance`); with ``eps = 1e-6`` a perturbation moves
@@ -1320,6 +1458,11 @@ def gradcheck_cases(seed: int = 0) -> list:
         ("spike input, IF, simulated, dense", Config(T=20, solver="dense"), {"spikes": True}),
         ("spike input, LIF 0.9, fixed point, broyden", Config(T=20, leak=0.9, linearize_at="fixed_point"),
          {"spikes": True}),
+        ("BatchNorm (batch statistics), IF, simulated", Config(T=20, batchnorm=True), {}),
+        ("BatchNorm (running statistics), LIF 0.9, fixed point, dense",
+         Config(T=20, leak=0.9, batchnorm=True, bn_mode="running", linearize_at="fixed_point", solver="dense"), {}),
+        ("BatchNorm (batch statistics), spike input, 2 layers", Config(T=20, batchnorm=True),
+         {"spikes": True, "hidden": (6, 5)}),
     ]
     cases = []
     for label, cfg, kw in specs:

@@ -117,8 +117,13 @@ def test_gradient_matches_fd_of_reference_objective(case):
     assert rep.passed, str(rep)
     assert {t.name for t in rep.tensors} == set(case.params)
     assert len(objective.regions) == 1, "an FD evaluation crossed a kink of sigma"
+    # batch-statistics BN: b cancels and the running statistics are not used, exactly (both sides 0.0)
+    exact_zero = {"b", "bn_mean", "bn_var"} if case.cfg.batchnorm and case.cfg.bn_mode == "batch" else set()
     for t in rep.tensors:
-        assert t.norm_numeric > 0 or t.name == "g", f"{t.name}: a zero gradient checks nothing"
+        if t.name in exact_zero:
+            assert t.norm_numeric == 0.0 and t.norm_analytic == 0.0, t.name
+        else:
+            assert t.norm_numeric > 0, f"{t.name}: a zero gradient checks nothing"
 
 
 @pytest.mark.parametrize("hidden,spectral", [((6,), None), ((6,), 1.0), ((6, 5), None), ((5, 6, 4), 1.0)])
@@ -648,6 +653,30 @@ def test_predict_uses_the_simulated_rate():
     a = ide.simulate(case.params, case.x, case.cfg)
     logits = a @ case.params["Wo"].T + case.params["bo"]
     assert np.array_equal(ide.predict(case.params, case.x, case.cfg), np.argmax(logits, axis=1))
+
+
+def test_batchnorm_running_statistics_and_predict():
+    """Batch mode updates bn_mean/bn_var in place with PyTorch's rule (momentum 0.1, unbiased variance of
+    the batch's F xbar + b); they are frozen for the optimizer; predict normalises with them (eval mode)."""
+    cfg = ide.Config(T=10, batchnorm=True)
+    params, x, y = ide._small_problem(cfg, 13, batch=6)
+    old_mean, old_var = params["bn_mean"].copy(), params["bn_var"].copy()
+    P = x @ params["F"].T + params["b"]
+    ide.loss_and_grad(params, x, y, cfg)
+    np.testing.assert_allclose(params["bn_mean"], 0.9 * old_mean + 0.1 * P.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(params["bn_var"], 0.9 * old_var + 0.1 * P.var(0, ddof=1), rtol=1e-14)
+    assert ide.frozen_keys(params, cfg) == ("bn_mean", "bn_var") and ide.frozen_keys(params, ide.Config()) == ()
+    run = replace(cfg, bn_mode="running")
+    a = ide.simulate(params, x, run)
+    assert not np.array_equal(a, ide.simulate(params, x, cfg)), "the two modes must differ on this problem"
+    np.testing.assert_array_equal(ide.predict(params, x, cfg),
+                                  np.argmax(a @ params["Wo"].T + params["bo"], axis=1))
+    with pytest.raises(TypeError, match="bn_mean.*writeable float64"):
+        ide.loss_and_grad(dict(params, bn_mean=params["bn_mean"].astype(np.float32)), x, y, cfg)
+    with pytest.raises(ValueError, match="Config.batchnorm is set"):
+        ide.loss_and_grad({k: v for k, v in params.items() if not k.startswith("bn_")}, x, y, cfg)
+    with pytest.raises(ValueError, match="bn_var.*>= 0"):
+        ide.loss_and_grad(dict(params, bn_var=-params["bn_var"]), x, y, run)
 
 
 def test_init_params_shapes_and_seed():
