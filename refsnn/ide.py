@@ -1379,9 +1379,11 @@ def recipe(dataset: str = "digits") -> tuple:
     ``"digits"``: a 64-128(feedback)-10 IF net, T = 30, Adam; ~1 min on a laptop.
     Anything else (28x28 images): the paper's Fashion-MNIST "400 (F400)"
     setting, 784-400(feedback)-10 IF, T = 5, v_th 2, spectral norm c = 1,
-    inputs normalised with (0.1307, 0.3081), SGD momentum 0.9, weight decay
-    5e-4, lr 0.05 divided by 10 at epochs 30/60/90, batch 128, 100 epochs
-    (BatchNorm and dropout 0.2 of the code are not implemented).
+    BatchNorm on the input current, inputs normalised with (0.1307,
+    0.3081), SGD momentum 0.9, weight decay 5e-4, lr 0.05 divided by 10 at
+    epochs 30/60/90, batch 128, 100 epochs (the code's dropout 0.2 is not
+    implemented).  ``solver="fixed_point"`` gives the same gradient (to the
+    1e-10 tolerance) in about half the time of Broyden on this network.
     """
     if dataset == "digits":
         cfg = Config(T=30, v_th=2.0, leak=1.0, solver="broyden", max_iter=50, tol=1e-10, spectral_norm=1.0,
@@ -1389,7 +1391,7 @@ def recipe(dataset: str = "digits") -> tuple:
         return cfg, dict(hidden=[128], optimizer="adam", lr=3e-3, epochs=15, batch_size=32,
                          schedule="step", milestones=[10], gamma=0.3)
     cfg = Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
-                 normalize=(0.1307, 0.3081))
+                 batchnorm=True, normalize=(0.1307, 0.3081))
     return cfg, dict(hidden=[400], optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=100,
                      batch_size=128, eval_batch_size=200, schedule="step", milestones=[30, 60, 90], gamma=0.1)
 
