@@ -43,16 +43,19 @@ With ``sigma(z) = clamp(z, 0, 1)`` the fixed-point map on the last layer is::
     a*     = f(a*) = f_N o ... o f_1 (a*)                             # Eq. (FP)
 
 ``xbar`` is the input itself (static) or its (weighted) time average (spikes).
-For the IF neuron, summing Eq. (N1)-(N4) over time gives the exact identity
-(``Lam_T = T`` for IF, ``sum_t lam^(T-t)`` for LIF)::
+Summing Eq. (N1)-(N4) over time with weights ``lam^(T-t)`` gives the exact
+identity (one layer; ``Lam_T = sum_t lam^(T-t)``, ``= T`` for IF)::
 
-    v_th a[T] = W (a[T] - s^N_T / Lam_T) / lam + I - u^1_T / Lam_T          # Eq. (ID), one layer
+    v_th a[T] = W (a[T] - s^N_T / Lam_T) / lam + I - u^1_T / Lam_T          # Eq. (ID)
 
 so for IF, ``a[T] = f(a[T]) + O(1/T)`` and ``a[T] -> a*`` like ``1/T`` when
 ``||W||_2 < v_th`` (then f is a contraction).  For LIF the ``1/lam`` and the
 ``u_T / Lam_T -> (1 - lam) u_T`` terms do not vanish: the LIF rate only
-approximately solves Eq. (FP) (the code uses the IF map for both); the bias
-is measured in ``tests/test_ide.py`` and ``notebooks/03_ide.ipynb``.
+approximately solves Eq. (FP) (the code uses the IF map for both).  Measured
+(40 units, ``||W||_2 = 1``, ``v_th = 2``; ``tests/test_ide.py``), the RMS
+``||a[T] - a*||`` at T = 30 / 300 / 3000 is 0.116 / 0.0116 / 0.0012 for IF,
+0.135 / 0.034 / 0.032 for LIF ``lam = 0.99`` and 0.217 / 0.170 / 0.170 for
+``lam = 0.95``: the LIF error stalls at a bias that grows with ``1 - lam``.
 
 The backward pass: three steps (spec §4)
 ----------------------------------------
