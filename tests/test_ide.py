@@ -691,3 +691,5 @@ def test_init_params_shapes_and_seed():
     assert all(np.array_equal(p[k], q[k]) for k in p)
     assert "g" not in ide.init_params([8, 6, 3], ide.Config(spectral_norm=None), 0)
     assert math.isclose(ide.recipe("fashion-mnist")[0].T, 5)
+    assert ide.recipe("fashion-mnist")[0] == ide.PRESETS["paper"]
+    assert replace(ide.PRESETS["paper"], leak=0.95) == ide.PRESETS["paper_lif"]
