@@ -1,0 +1,1601 @@
+r"""IDE: training feedback spiking networks by implicit differentiation on the equilibrium state.
+
+Xiao, Meng, Zhang, Wang, Lin, "Training Feedback Spiking Neural Networks by
+Implicit Differentiation on the Equilibrium State", NeurIPS 2021
+(arXiv 2109.14247).  Official code: ``pkuxmq/IDE-FSNN``.  Spec:
+``shared/specs/ide.md`` (the paper body was not available to us; equation
+labels below are refsnn's own, the spec's sections say where each comes from).
+
+The model (spec §1, §3)
+-----------------------
+A feedback block of ``N >= 1`` spiking layers.  Layer 1 receives the input
+current ``I = F x + b`` and, with a one-step delay, the spikes of the last
+layer ``N`` through the feedback weight ``W``; layers ``l >= 2`` receive the
+spikes of layer ``l-1`` *of the same step* through ``F^l``.  With
+``u_0 = 0, s_0 = 0`` and ``t = 1..T``::
+
+    v^1_t = lam u^1_{t-1} + W s^N_{t-1} + I                     # Eq. (N1): no feedback at t = 1 (s_0 = 0)
+    v^l_t = lam u^l_{t-1} + F^l s^{l-1}_t + b^l      (l >= 2)   # Eq. (N2): zero-delay feed-forward chain
+    s^l_t = 1[v^l_t >= v_th]                                    # Eq. (N3): ">=" threshold
+    u^l_t = v^l_t - v_th s^l_t                                  # Eq. (N4): soft reset by subtraction
+
+``lam = leak``: ``1`` is the IF neuron, ``lam < 1`` the LIF neuron with the
+leak applied to the potential *after* the reset (the code's
+``u <- lam (v - v_th s)``).  The network's output is the (weighted) average
+firing rate of the last layer::
+
+    a[T] = (1/T) sum_t s^N_t                                  (IF)      # Eq. (R)
+    a[T] = sum_t lam^(T-t) s^N_t / sum_t lam^(T-t)            (LIF)
+
+and the readout is linear on that rate, ``o = Wo a[T] + bo``, with the mean
+cross-entropy over the batch as the loss (Eq. (L)).  A static ``x`` of shape
+``(batch, n_in)`` is direct (analog) input: ``I`` is computed once and added
+at every step.  Spike input ``x`` of shape ``(T, batch, n_in)`` gives
+``I_t = F x_t + b``.  :func:`simulate` keeps no per-step history: its memory
+does not depend on ``T``.
+
+The equilibrium (spec §2)
+-------------------------
+With ``sigma(z) = clamp(z, 0, 1)`` the fixed-point map on the last layer is::
+
+    f_1(a) = sigma((W a + F xbar + b) / v_th)
+    f_l(h) = sigma((F^l h + b^l) / v_th)              (l >= 2)
+    a*     = f(a*) = f_N o ... o f_1 (a*)                             # Eq. (FP)
+
+``xbar`` is the input itself (static) or its (weighted) time average (spikes).
+Summing Eq. (N1)-(N4) over time with weights ``lam^(T-t)`` gives the exact
+identity (one layer; ``Lam_T = sum_t lam^(T-t)``, ``= T`` for IF)::
+
+    v_th a[T] = W (a[T] - s^N_T / Lam_T) / lam + I - u^1_T / Lam_T          # Eq. (ID)
+
+so for IF, ``a[T] = f(a[T]) + O(1/T)`` and ``a[T] -> a*`` like ``1/T`` when
+``||W||_2 < v_th`` (then f is a contraction).  For LIF the ``1/lam`` and the
+``u_T / Lam_T -> (1 - lam) u_T`` terms do not vanish: the LIF rate only
+approximately solves Eq. (FP) (the code uses the IF map for both).  Measured
+(40 units, ``||W||_2 = 1``, ``v_th = 2``; ``tests/test_ide.py``), the RMS
+``||a[T] - a*||`` at T = 30 / 300 / 3000 is 0.116 / 0.0116 / 0.0012 for IF,
+0.135 / 0.034 / 0.032 for LIF ``lam = 0.99`` and 0.217 / 0.170 / 0.170 for
+``lam = 0.95``: the LIF error stalls at a bias that grows with ``1 - lam``.
+
+The backward pass: three steps (spec §4)
+----------------------------------------
+At an equilibrium ``a = f_theta(a)`` the implicit function theorem gives
+``da/dtheta = (I - J)^{-1} df/dtheta`` with ``J = df/da``.  So::
+
+    1. a     = simulate(params, x)            no graph, no history (memory independent of T)
+    2. beta  : (I - J^T) beta = dL/da                                   # Eq. (A)
+    3. dL/dtheta = beta^T df/dtheta(a)        one VJP through a single application of f    # Eq. (G)
+
+Writing ``pre_1 = W a + F xbar + b``, ``h_l = sigma(pre_l / v_th)`` and
+``delta_l = dL/dpre_l``, the VJP of Eq. (G) is, layer by layer from ``N`` down::
+
+    delta_N     = beta * sigma'(pre_N / v_th) / v_th
+    delta_{l-1} = (delta_l F^l) * sigma'(pre_{l-1} / v_th) / v_th
+    dL/dF^l = delta_l^T h_{l-1},   dL/db^l = sum delta_l
+    dL/dW   = delta_1^T a,   dL/dF = delta_1^T xbar,   dL/db = sum delta_1
+    J^T beta = delta_1 W                                                    # the same chain
+
+``sigma'(z) = 1`` for ``0 <= z <= 1`` and ``0`` outside (PyTorch's ``clamp``
+backward, no surrogate).  Step 2 is solved by ``Config.solver``:
+
+* ``"dense"``: build ``J`` per sample and ``numpy.linalg.solve`` (the exact answer);
+* ``"fixed_point"``: ``beta <- J^T beta + dL/da`` from ``beta = dL/da``, a
+  contraction when ``||J|| < 1``;
+* ``"broyden"``: Broyden's ("good") method on ``R(beta) = J^T beta + dL/da - beta``
+  with the inverse-Jacobian estimate ``H = -I + sum u_i v_i^T`` (the official
+  code's solver; unit step, no line search, the lowest-residual iterate is returned);
+* ``"code_iter"`` (ablation, **biased**): the official code's ``'iter'``
+  solver, ``beta <- (beta + R(beta)) / 2 = (J^T beta + dL/da) / 2``.  Its
+  fixed point is ``(2I - J^T)^{-1} dL/da``, not the adjoint (spec §7.2); it
+  is there to reproduce and measure that bias (``tests/test_ide.py``).
+
+Each returns a :class:`SolverInfo` (residual trace, iterations).  A solver
+that stops above its tolerance warns (:class:`ConvergenceWarning`) and says
+by how much and why (the contraction bound).
+
+``Config.linearize_at`` chooses the point ``a`` of steps 2-3:
+
+* ``"simulated"`` (default; the paper's Algorithm and the official code): the
+  simulated ``a[T]``.  Loss, ``J`` and ``sigma'`` are all evaluated at ``a[T]``.
+* ``"fixed_point"``: the exact equilibrium ``a*`` of Eq. (FP), solved to
+  round-off (:func:`solve_equilibrium`).  Loss, ``J`` and ``sigma'`` at ``a*``.
+
+What the gradient is exactly the derivative of
+----------------------------------------------
+With ``linearize_at="fixed_point"`` it is the exact gradient of
+``L(a*(theta))``.  With ``"simulated"`` it is the exact gradient of the
+*equilibrium anchored at the simulation* (the analogue of STBP's smoothed
+network anchored at the forward spikes): let ``a0 = a[T](theta0)`` be the
+simulated rate at the parameters ``theta0`` of the call and freeze the
+equilibrium residual of the simulation, ``r0 = a0 - f_theta0(a0)``; define
+``a~(theta)`` as the unique solution of::
+
+    a~ = f_theta(a~) + r0                                                   # Eq. (AN)
+
+(unique: ``a -> f(a) + r0`` is the same contraction as ``f``).  At ``theta0``
+``a~ = a0``, so ``L(a~(theta0))`` *is* the spiking network's loss; and
+differentiating Eq. (AN) gives ``da~/dtheta = (I - J(a0))^{-1} df/dtheta(a0)``,
+exactly the three steps above with everything evaluated at ``a[T]``.  So the
+default IDE gradient is the exact derivative of ``theta -> L_theta(a~(theta))``;
+with ``r0 = 0`` (``"fixed_point"``) the same construction is ``L(a*(theta))``.
+:func:`reference_objective` returns that function; central differences of it
+match :func:`loss_and_grad` to ~1e-9 as long as no ``pre/v_th`` sits on a kink
+of ``sigma`` (0 or 1; see :func:`kink_distance`).
+
+Spectral-norm re-parameterisation (spec §5)
+-------------------------------------------
+With ``Config.spectral_norm = c`` the feedback weight is::
+
+    W = clamp(g, -c, c) * W_raw / sigma_max(W_raw)                          # Eq. (SN)
+
+so ``||W||_2 = |clamp(g, -c, c)| <= c`` and, for ``c < v_th`` in a one-layer
+block, ``f`` is a contraction.  Parameter naming: ``params["W"]`` then holds
+``W_raw`` and ``params["g"]`` the scalar gain (a 0-d array); both are ordinary
+trainable keys and get exact gradients::
+
+    dL/dg     = <G, W_raw> / sigma_max * 1[-c <= g <= c]
+    dL/dW_raw = s/sigma_max * (G - <G, W_raw>/sigma_max * u1 v1^T)    (s = clamp(g), G = dL/dW)
+
+with ``u1, v1`` the top singular vectors.  With ``spectral_norm=None`` there
+is no ``g`` and ``params["W"]`` is the feedback weight itself.
+
+BatchNorm on the input layer (``Config.batchnorm``; spec §5)
+-----------------------------------------------------------
+As the official code's ``network_x``, the input current can be batch-normalised::
+
+    I = bn_gamma * (F xbar + b - mean) / sqrt(var + 1e-5) + bn_beta                 # Eq. (BN)
+
+with the batch's (biased) statistics (``bn_mode="batch"``, training; ``b``
+then cancels and gets a zero gradient) or the running ones ``bn_mean,
+bn_var`` (``"running"``, eval mode; :func:`predict` always).  In batch mode
+:func:`loss_and_grad` updates the running statistics in place with
+PyTorch's rule (momentum 0.1, unbiased variance); they are state, listed by
+:func:`frozen_keys` so the optimizer leaves them alone.  BN is per unit and
+affine for a given batch, so it folds into an effective ``F, b``
+(:func:`_fold_bn`); the same map scales every step's current for spike
+input, with the statistics of ``F xbar`` (as the code).  Its backward,
+including through the batch statistics, is exact (finite differences pass
+in both modes).  BN inside multi-layer blocks and dropout are not implemented.
+
+Notation differences from the paper and the code
+------------------------------------------------
+* Time runs ``t = 1..T`` in the equations and ``0..T-1`` in the loops.
+* ``leak`` is the code's ``leaky`` (``1`` = IF; the code's "``leaky >= 1``
+  means IF" is replaced by ``leak == 1``); ``v_th`` is ``vth``; ``max_iter``
+  is the code's misleadingly named ``threshold`` (Broyden iterations).
+* ``F, b`` are the code's ``network_x`` (FC + bias), ``W`` its ``network_s``,
+  ``F2, b2, ...`` the internal ``s_1, s_2, ...`` of the multi-layer block,
+  ``Wo, bo`` the ``classifier``.  Weights are stored ``(n_out, n_in)``.
+* ``sigma_max`` is the exact largest singular value (a symmetric
+  eigen-solve), not the code's one power-iteration step with persistent
+  ``u, v`` buffers: a pure function of the parameters, whose bound
+  ``||W||_2 <= c`` holds exactly.
+* The multi-layer code evaluates ``J`` at ``f(a[T])`` while taking ``sigma'``
+  of ``df/dtheta`` at ``a[T]`` (spec §4.6); refsnn evaluates both at
+  ``a[T]``, which is what makes Eq. (AN) exact.  In a multi-layer block the
+  inner layers are linearised along the chain ``f_1(a), f_2(f_1(a)), ...``,
+  not at their own simulated rates.
+* Dropout (the code's p = 0.2) and BatchNorm on the internal ``F^l`` of a
+  multi-layer block are not implemented.  The code's BN also updates its
+  running statistics twice per step (spec §7.7); refsnn once.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from refsnn import encoding
+from refsnn._checks import (
+    as_generator,
+    check_array,
+    check_choice,
+    check_in_range,
+    check_int,
+    check_labels,
+    check_positive,
+)
+from refsnn._jit import njit, prange
+
+__all__ = [
+    "Config",
+    "PRESETS",
+    "ConvergenceWarning",
+    "SolverInfo",
+    "init_params",
+    "loss_and_grad",
+    "reference_objective",
+    "predict",
+    "encode",
+    "simulate",
+    "simulate_numpy",
+    "fixed_point_map",
+    "solve_equilibrium",
+    "jacobian",
+    "jacobian_T_vec",
+    "adjoint",
+    "vjp",
+    "readout",
+    "feedback_weight",
+    "contraction_bound",
+    "kink_distance",
+    "input_average",
+    "frozen_keys",
+    "recipe",
+    "gradcheck_cases",
+    "bench",
+]
+
+SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
+BN_KEYS = ("bn_gamma", "bn_beta", "bn_mean", "bn_var")
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5      # PyTorch's BatchNorm1d defaults
+LINEARIZE = ("simulated", "fixed_point")
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """An iterative solver stopped before reaching its tolerance (the message carries the diagnostics)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a feedback SNN trained by IDE.  Every field is validated on construction.
+
+    Parameters
+    ----------
+    T : int
+        Time steps of the simulation (>= 1).  Spike input must have this many steps.
+    v_th : float
+        Firing threshold ``V_th`` (> 0); a neuron fires when ``v >= v_th``.
+    leak : float
+        ``lam`` in (0, 1]: ``1`` is IF, ``< 1`` LIF (the code's 0.95 / 0.99).
+    solver : {"broyden", "fixed_point", "dense", "code_iter"}
+        How the adjoint system ``(I - J^T) beta = dL/da`` is solved (module
+        docstring).  ``"code_iter"`` is the official code's biased damped
+        iteration, kept as an ablation.
+    max_iter : int
+        Most iterations of the iterative adjoint solvers (the code: 30).
+    tol : float
+        They stop when every sample's ``||(I - J^T) beta - dL/da|| <= tol * ||dL/da||``
+        (for ``"code_iter"``: the residual of its own fixed-point equation).
+    linearize_at : {"simulated", "fixed_point"}
+        Where loss, ``J`` and ``sigma'`` are evaluated: the simulated ``a[T]``
+        (paper and code) or the exact equilibrium ``a*`` (the exact gradient
+        of ``L(a*(theta))``).
+    spectral_norm : float or None
+        The bound ``c`` of the feedback re-parameterisation Eq. (SN) (the code:
+        1.0), or None for a raw ``W``.
+    eq_max_iter : int
+        Most fixed-point iterations of :func:`solve_equilibrium` before its
+        Newton (active-set) polish.
+    eq_tol : float
+        :func:`solve_equilibrium` warns when ``max |f(a) - a|`` stays above this.
+    batchnorm : bool
+        BatchNorm on the input current ``F xbar + b`` (the official code's
+        ``network_x``; Eq. (BN)), with parameters ``bn_gamma, bn_beta`` and
+        running statistics ``bn_mean, bn_var``.
+    bn_mode : {"batch", "running"}
+        What :func:`loss_and_grad` normalises with: the batch's statistics
+        (training; it then also updates ``bn_mean``/``bn_var`` in place) or the
+        running ones (eval mode).  :func:`predict` always uses the running ones.
+    encoding : {"direct", "bernoulli"}
+        What :func:`encode` makes of features in [0, 1]: the (normalised)
+        analog values, shape (batch, n_in) (the paper, all static datasets),
+        or ``T`` Bernoulli spike frames, shape (T, batch, n_in).
+    normalize : tuple (mean, std) or None
+        ``"direct"`` encoding maps features to ``(x - mean) / std`` (the code
+        uses MNIST's (0.1307, 0.3081) for MNIST and Fashion-MNIST).
+    backend : {"numba", "numpy"}
+        The event-driven numba kernel or the readable NumPy twin for the simulation.
+    """
+
+    T: int = 30
+    v_th: float = 2.0
+    leak: float = 1.0
+    solver: str = "broyden"
+    max_iter: int = 50
+    tol: float = 1e-10
+    linearize_at: str = "simulated"
+    spectral_norm: float | None = 1.0
+    eq_max_iter: int = 2000
+    eq_tol: float = 1e-13
+    batchnorm: bool = False
+    bn_mode: str = "batch"
+    encoding: str = "direct"
+    normalize: tuple | None = None
+    backend: str = "numba"
+
+    def __post_init__(self):
+        object.__setattr__(self, "T", check_int("T", self.T, minimum=1))
+        object.__setattr__(self, "v_th", check_positive("v_th", self.v_th))
+        object.__setattr__(self, "leak", check_in_range("leak", self.leak, 0.0, 1.0, lo_open=True))
+        check_choice("solver", self.solver, SOLVERS)
+        object.__setattr__(self, "max_iter", check_int("max_iter", self.max_iter, minimum=1))
+        object.__setattr__(self, "tol", check_positive("tol", self.tol))
+        check_choice("linearize_at", self.linearize_at, LINEARIZE)
+        if self.spectral_norm is not None:
+            object.__setattr__(self, "spectral_norm", check_positive("spectral_norm", self.spectral_norm))
+        object.__setattr__(self, "eq_max_iter", check_int("eq_max_iter", self.eq_max_iter, minimum=1))
+        object.__setattr__(self, "eq_tol", check_positive("eq_tol", self.eq_tol))
+        if not isinstance(self.batchnorm, (bool, np.bool_)):
+            raise TypeError(f"batchnorm: expected True or False, got {self.batchnorm!r}")
+        check_choice("bn_mode", self.bn_mode, ("batch", "running"))
+        check_choice("encoding", self.encoding, ("direct", "bernoulli"))
+        if self.normalize is not None:
+            if not isinstance(self.normalize, (tuple, list)) or len(self.normalize) != 2:
+                raise ValueError(f"normalize: expected a pair (mean, std) or None, got {self.normalize!r}")
+            mean = float(check_in_range("normalize[0]", self.normalize[0], -1e6, 1e6))
+            std = check_positive("normalize[1]", self.normalize[1])
+            object.__setattr__(self, "normalize", (mean, std))
+        check_choice("backend", self.backend, ("numba", "numpy"))
+
+    @property
+    def is_if(self) -> bool:
+        """True for the IF neuron (``leak == 1``)."""
+        return self.leak == 1.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["normalize"] is not None:
+            d["normalize"] = list(d["normalize"])
+        return d
+
+
+@dataclass
+class SolverInfo:
+    """Diagnostics of one solve (adjoint or equilibrium).
+
+    ``residuals[k]`` is the largest relative residual over the batch after
+    ``k`` iterations (adjoint: ``||(I - J^T) beta - g|| / ||g||``;
+    equilibrium: ``max |f(a) - a|``).  ``iterations`` counts applications of
+    ``J^T`` (adjoint) or of ``f`` (equilibrium).
+    """
+
+    method: str
+    converged: bool
+    iterations: int
+    residual: float
+    tol: float
+    residuals: np.ndarray = field(repr=False)
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        tail = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.extra.items())
+        return (f"{self.method}: {'converged' if self.converged else 'NOT converged'} after {self.iterations} "
+                f"iterations, residual {self.residual:.3e} (tol {self.tol:.1e})" + (f"; {tail}" if tail else ""))
+
+
+#: Reference settings.  ``paper``: the official Fashion-MNIST "400 (F400)" net
+#: (T 5, v_th 2, IF, spectral norm 1, BatchNorm on the input, Broyden with 30
+#: iterations, inputs normalised with (0.1307, 0.3081)); ``paper_lif``: the same
+#: with the code's LIF leak 0.95.  (The code's dropout 0.2 is not implemented.)
+PRESETS = {
+    "paper": Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                    batchnorm=True, normalize=(0.1307, 0.3081)),
+    "paper_lif": Config(T=5, v_th=2.0, leak=0.95, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                        batchnorm=True, normalize=(0.1307, 0.3081)),
+}
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+
+@dataclass
+class _Net:
+    """Validated parameters, with the effective feedback weight of Eq. (SN)."""
+
+    F: np.ndarray
+    b: np.ndarray
+    Fs: list            # F^2..F^N
+    bs: list            # b^2..b^N
+    W: np.ndarray       # effective feedback weight (n_1, n_N)
+    Wo: np.ndarray
+    bo: np.ndarray
+    sn: tuple | None    # (W_raw, g, s, sigma_max, u1, v1) when spectral-normed
+    bn: tuple | None = None     # (gamma, beta, running mean, running var) with Config.batchnorm
+    fold: dict | None = None    # set by _fold_bn: F, b above are then the folded (effective) ones
+
+    @property
+    def N(self) -> int:
+        return 1 + len(self.Fs)
+
+    @property
+    def sizes(self) -> list:
+        return [self.F.shape[0]] + [Fl.shape[0] for Fl in self.Fs]
+
+
+def param_keys(n_layers: int, cfg: Config) -> list:
+    """The parameter names of an ``n_layers``-layer feedback block, in order."""
+    keys = ["F", "b"]
+    if cfg.batchnorm:
+        keys += list(BN_KEYS)
+    for l in range(2, n_layers + 1):
+        keys += [f"F{l}", f"b{l}"]
+    keys.append("W")
+    if cfg.spectral_norm is not None:
+        keys.append("g")
+    return keys + ["Wo", "bo"]
+
+
+def _float_array(name, value, ndim):
+    arr = check_array(name, value, ndim=ndim)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name}: expected a float array, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _check_cfg(cfg) -> Config:
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg: expected refsnn.ide.Config, got {type(cfg).__name__}")
+    return cfg
+
+
+def _top_singular(W):
+    """``(sigma_max, u1, v1)`` of ``W`` from the top eigenpair of ``W^T W``."""
+    from scipy.linalg import eigh
+
+    n = W.shape[1]
+    lam, V = eigh(W.T @ W, subset_by_index=[n - 1, n - 1])
+    sigma = math.sqrt(max(float(lam[0]), 0.0))
+    v1 = V[:, 0]
+    u1 = W @ v1 / sigma if sigma > 0 else np.zeros(W.shape[0])
+    return sigma, u1, v1
+
+
+def _unpack(params, cfg: Config, name: str = "params") -> _Net:
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
+    N = 1
+    while f"F{N + 1}" in params:
+        N += 1
+    want = param_keys(N, cfg)
+    if sorted(params) != sorted(want):
+        missing = [k for k in want if k not in params]
+        extra = [k for k in params if k not in want]
+        hint = ""
+        if cfg.spectral_norm is not None and "g" in missing:
+            hint = " (Config.spectral_norm is set: params need the scalar gain 'g' beside the raw 'W')"
+        elif cfg.spectral_norm is None and "g" in extra:
+            hint = " (params carry a spectral-norm gain 'g' but Config.spectral_norm is None)"
+        elif cfg.batchnorm and "bn_gamma" in missing:
+            hint = " (Config.batchnorm is set: params need bn_gamma, bn_beta, bn_mean, bn_var)"
+        elif not cfg.batchnorm and "bn_gamma" in extra:
+            hint = " (params carry BatchNorm parameters but Config.batchnorm is False)"
+        raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}{hint}")
+    F = _float_array(f"{name}['F']", params["F"], 2)
+    b = _float_array(f"{name}['b']", params["b"], 1)
+    if b.shape[0] != F.shape[0]:
+        raise ValueError(f"{name}['b']: expected shape ({F.shape[0]},) to match F {F.shape}, got {b.shape}")
+    bn = None
+    if cfg.batchnorm:
+        bn = tuple(_float_array(f"{name}[{k!r}]", params[k], 1) for k in BN_KEYS)
+        for k, v in zip(BN_KEYS, bn):
+            if v.shape != b.shape:
+                raise ValueError(f"{name}[{k!r}]: expected shape {b.shape} (one per unit of layer 1), got {v.shape}")
+        if np.any(bn[3] < 0):
+            raise ValueError(f"{name}['bn_var']: a variance must be >= 0, got min {bn[3].min():g}")
+    Fs, bs, prev = [], [], F.shape[0]
+    for l in range(2, N + 1):
+        Fl = _float_array(f"{name}['F{l}']", params[f"F{l}"], 2)
+        bl = _float_array(f"{name}['b{l}']", params[f"b{l}"], 1)
+        if Fl.shape[1] != prev:
+            raise ValueError(f"{name}['F{l}']: expected {prev} inputs (the size of layer {l - 1}), got shape {Fl.shape}")
+        if bl.shape[0] != Fl.shape[0]:
+            raise ValueError(f"{name}['b{l}']: expected shape ({Fl.shape[0]},) to match F{l} {Fl.shape}, got {bl.shape}")
+        Fs.append(Fl)
+        bs.append(bl)
+        prev = Fl.shape[0]
+    n1, nN = F.shape[0], prev
+    Wr = _float_array(f"{name}['W']", params["W"], 2)
+    if Wr.shape != (n1, nN):
+        raise ValueError(f"{name}['W']: the feedback from layer {N} to layer 1 must have shape ({n1}, {nN}), "
+                         f"got {Wr.shape}")
+    sn = None
+    if cfg.spectral_norm is not None:
+        g = _float_array(f"{name}['g']", params["g"], None)
+        if g.size != 1 or g.ndim > 1:
+            raise ValueError(f"{name}['g']: expected a scalar (0-d array), got shape {g.shape}")
+        g = float(g.reshape(()))
+        c = cfg.spectral_norm
+        s = min(max(g, -c), c)
+        sigma, u1, v1 = _top_singular(Wr)
+        if sigma <= 0:
+            raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
+        W = (s / sigma) * Wr                                             # Eq. (SN)
+        sn = (Wr, g, s, sigma, u1, v1)
+    else:
+        W = Wr
+    Wo = _float_array(f"{name}['Wo']", params["Wo"], 2)
+    bo = _float_array(f"{name}['bo']", params["bo"], 1)
+    if Wo.shape[1] != nN:
+        raise ValueError(f"{name}['Wo']: the readout takes the {nN} rates of layer {N}, expected shape (C, {nN}), "
+                         f"got {Wo.shape}")
+    if bo.shape[0] != Wo.shape[0]:
+        raise ValueError(f"{name}['bo']: expected shape ({Wo.shape[0]},) to match Wo {Wo.shape}, got {bo.shape}")
+    return _Net(F, b, Fs, bs, W, Wo, bo, sn, bn)
+
+
+def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
+    """The effective feedback weight ``W`` (Eq. (SN) applied when ``cfg.spectral_norm`` is set)."""
+    return _unpack(params, _check_cfg(cfg)).W
+
+
+def contraction_bound(params, cfg: Config = Config()) -> float:
+    """``||W||_2 prod_l ||F^l||_2 / v_th^N``: an upper bound of ``||J||_2``; below 1, f is a contraction."""
+    net = _unpack(params, _check_cfg(cfg))
+    bound = np.linalg.norm(net.W, 2)
+    for Fl in net.Fs:
+        bound *= np.linalg.norm(Fl, 2)
+    return float(bound / cfg.v_th ** net.N)
+
+
+def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
+    """Initial parameters for ``sizes = [n_in, n_1, ..., n_N, n_classes]`` (an N-layer feedback block).
+
+    As the official code: ``F, F^l, W ~ U(-1, 1)`` with each row scaled to
+    unit l2 norm, biases 0; the readout ``Wo, bo`` with PyTorch's
+    ``nn.Linear`` default ``U(-1/sqrt(n_N), 1/sqrt(n_N))``.  With
+    ``cfg.spectral_norm`` the gain ``g`` starts at ``sigma_max(W)`` (so the
+    effective ``W`` is the raw one, clipped to norm ``c``).
+    """
+    cfg = _check_cfg(cfg)
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes: expected a list [n_in, n_1, ..., n_N, n_classes], got {sizes!r}")
+    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+    if len(sizes) < 3:
+        raise ValueError(f"sizes: need [n_in, n_hidden, ..., n_classes] with at least one feedback layer, got {sizes}")
+    rng = as_generator(rng)
+
+    def unit_rows(n_out, n_in):
+        M = rng.uniform(-1.0, 1.0, (n_out, n_in))
+        return M / np.sqrt((M ** 2).sum(axis=1, keepdims=True))
+
+    hidden = sizes[1:-1]
+    params = {"F": unit_rows(hidden[0], sizes[0]), "b": np.zeros(hidden[0])}
+    if cfg.batchnorm:
+        params.update(bn_gamma=np.ones(hidden[0]), bn_beta=np.zeros(hidden[0]),
+                      bn_mean=np.zeros(hidden[0]), bn_var=np.ones(hidden[0]))
+    for l in range(2, len(hidden) + 1):
+        params[f"F{l}"] = unit_rows(hidden[l - 1], hidden[l - 2])
+        params[f"b{l}"] = np.zeros(hidden[l - 1])
+    params["W"] = unit_rows(hidden[0], hidden[-1])
+    if cfg.spectral_norm is not None:
+        params["g"] = np.array(_top_singular(params["W"])[0])
+    bound = 1.0 / math.sqrt(hidden[-1])
+    params["Wo"] = rng.uniform(-bound, bound, (sizes[-1], hidden[-1]))
+    params["bo"] = rng.uniform(-bound, bound, sizes[-1])
+    return params
+
+
+# ---------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------
+
+def _check_x(x, n_in: int, cfg: Config) -> np.ndarray:
+    x = check_array("x", x)
+    if x.ndim == 2:
+        if x.shape[0] < 1 or x.shape[1] != n_in:
+            raise ValueError(f"x: expected static input of shape (batch, {n_in}) (F has shape (n_1, {n_in})), "
+                             f"got {x.shape}")
+    elif x.ndim == 3:
+        if x.shape[1] < 1 or x.shape[2] != n_in:
+            raise ValueError(f"x: expected spike input of shape (T, batch, {n_in}), got {x.shape}")
+        if x.shape[0] != cfg.T:
+            raise ValueError(f"x: spike input has {x.shape[0]} time steps but Config.T = {cfg.T}; "
+                             f"they must agree")
+    else:
+        raise ValueError(f"x: expected (batch, {n_in}) static input or (T, batch, {n_in}) spikes, got shape {x.shape}")
+    return x.astype(np.float64, copy=False)
+
+
+def _rate_norm(T: int, leak: float) -> float:
+    """``Lam_T = sum_t lam^(T-t)``, accumulated as the simulation does (``norm <- lam * norm + 1``)."""
+    norm = 0.0
+    for _ in range(T):
+        norm = leak * norm + 1.0
+    return norm
+
+
+def _rate_weights(T: int, leak: float) -> np.ndarray:
+    """``lam^(T-t)`` for ``t = 1..T`` (all ones for IF)."""
+    return leak ** np.arange(T - 1, -1, -1, dtype=np.float64)
+
+
+def input_average(x, cfg: Config = Config()) -> np.ndarray:
+    """``xbar``: static input unchanged; spike input averaged over time as the rate is (Eq. (R)).
+
+    IF: ``(1/T) sum_t x_t``; LIF: ``sum_t lam^(T-t) x_t / sum_t lam^(T-t)``.
+    """
+    x = check_array("x", x).astype(np.float64, copy=False)
+    if x.ndim == 2:
+        return x
+    if x.ndim != 3:
+        raise ValueError(f"x: expected (batch, n_in) or (T, batch, n_in), got shape {x.shape}")
+    w = _rate_weights(x.shape[0], _check_cfg(cfg).leak)
+    return np.tensordot(w / w.sum(), x, axes=(0, 0))
+
+
+def _fold_bn(net: _Net, xbar, mode: str) -> _Net:
+    """Fold BatchNorm into an effective input layer: ``BN(F xbar + b) = F_e xbar + b_e`` (Eq. (BN)).
+
+    ``r = gamma / sqrt(var + eps)``; ``F_e = diag(r) F``.  Batch mode:
+    ``mean, var`` are the batch's (biased) statistics of ``F xbar`` and
+    ``b_e = beta - r * mean`` (``b`` cancels exactly, as in any batch-mode
+    BN).  Running mode: ``b_e = beta + r * (b - running_mean)`` with the
+    running variance.  The simulation applies the same affine map to every
+    step's current ``F x_t + b``; f uses it on ``xbar``.
+    """
+    if net.bn is None:
+        return net
+    gamma, beta, rmean, rvar = net.bn
+    if mode == "batch":
+        P = xbar @ net.F.T                                              # F xbar (b cancels)
+        mean = P.mean(axis=0)
+        var = np.mean((P - mean) ** 2, axis=0)
+        s = np.sqrt(var + BN_EPS)
+        r = gamma / s
+        b_e = beta - r * mean                                           # Eq. (BN), batch statistics
+    else:
+        mean, var = None, None
+        s = np.sqrt(rvar + BN_EPS)
+        r = gamma / s
+        b_e = beta + r * (net.b - rmean)                                # Eq. (BN), running statistics
+    fold = {"mode": mode, "F": net.F, "b": net.b, "r": r, "s": s, "mean": mean, "var": var, "xbar": xbar}
+    return replace(net, F=r[:, None] * net.F, b=b_e, fold=fold)
+
+
+def _bn_backward(net: _Net, gF, gb) -> dict:
+    """Gradients of the raw ``F, b`` and of the BN parameters from those of the folded ``F_e, b_e``."""
+    fo = net.fold
+    gamma, beta, rmean, rvar = net.bn
+    F, r, s = fo["F"], fo["r"], fo["s"]
+    out = {"bn_beta": gb}
+    if fo["mode"] == "batch":
+        dmean = -r * gb
+        dr = np.sum(gF * F, axis=1) - gb * fo["mean"]
+        ds = -dr * gamma / s ** 2
+        dvar = ds / (2 * s)
+        xc = fo["xbar"] - fo["xbar"].mean(axis=0)
+        FC = ((xc @ F.T).T @ xc) / xc.shape[0]                          # rows F_i C, C the batch covariance of xbar
+        out["F"] = r[:, None] * gF + np.outer(dmean, fo["xbar"].mean(axis=0)) + (2 * dvar)[:, None] * FC
+        out["b"] = np.zeros_like(gb)
+        out["bn_mean"], out["bn_var"] = np.zeros_like(gb), np.zeros_like(gb)
+    else:
+        dr = np.sum(gF * F, axis=1) + gb * (fo["b"] - rmean)
+        ds = -dr * gamma / s ** 2
+        out["F"] = r[:, None] * gF
+        out["b"] = r * gb
+        out["bn_mean"] = -r * gb
+        out["bn_var"] = ds / (2 * s)
+    out["bn_gamma"] = dr / s
+    return out
+
+
+def _prepare(params, x, cfg, bn_mode=None):
+    cfg = _check_cfg(cfg)
+    net = _unpack(params, cfg)
+    x = _check_x(x, net.F.shape[1], cfg)
+    if net.bn is not None:
+        net = _fold_bn(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
+    return net, x, cfg
+
+
+# ---------------------------------------------------------------------------
+# Step 1: the spiking simulation (readable twin and numba kernel)
+# ---------------------------------------------------------------------------
+
+def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, _net=None):
+    """Simulate the feedback block with Eq. (N1)-(N4), step by step, layer by layer (the readable twin).
+
+    Parameters
+    ----------
+    params : dict
+        ``F, b, [F2, b2, ...], W, [g], Wo, bo``.
+    x : ndarray, shape (batch, n_in) or (T, batch, n_in)
+        Static (direct current) or spike input.
+    cfg : Config
+    record : bool
+        Also return the last layer's rate ``a[t]`` and spikes ``s^N_t`` at
+        every step (for plots; this is the only history ever kept).
+
+    Returns
+    -------
+    dict
+        ``"a"``: ``a[T]`` of the last layer, (batch, n_N); ``"u"``, ``"s"``:
+        lists of each layer's potential and spikes after step ``T``;
+        ``"rates"``: list of each layer's (weighted) average rate; with
+        ``record``, ``"a_t"`` and ``"s_t"`` of shape (T, batch, n_N).
+    """
+    net, x, cfg = (_net, x, cfg) if _net is not None else _prepare(params, x, cfg)
+    T, lam, vth, N = cfg.T, cfg.leak, cfg.v_th, net.N
+    static = x.ndim == 2
+    B = x.shape[-2]
+    if static:
+        I = x @ net.F.T + net.b                                        # I = F x + b, computed once
+    u = [np.zeros((B, n)) for n in net.sizes]                          # u_0 = 0
+    s = [np.zeros((B, n)) for n in net.sizes]                          # s_0 = 0
+    acc = [np.zeros((B, n)) for n in net.sizes]
+    a_t, s_t = [], []
+    norm = 0.0
+    for t in range(T):
+        It = I if static else x[t] @ net.F.T + net.b
+        for l in range(N):
+            if l == 0:
+                v = lam * u[0] + s[N - 1] @ net.W.T + It               # Eq. (N1): s^N from step t-1
+            else:
+                v = lam * u[l] + s[l - 1] @ net.Fs[l - 1].T + net.bs[l - 1]   # Eq. (N2): s^{l-1} from step t
+            s[l] = (v >= vth).astype(np.float64)                       # Eq. (N3)
+            u[l] = v - vth * s[l]                                      # Eq. (N4)
+            acc[l] = lam * acc[l] + s[l]                               # Eq. (R), numerator
+        norm = lam * norm + 1.0                                        # Eq. (R), sum_t lam^(T-t)
+        if record:
+            a_t.append(acc[N - 1] / norm)
+            s_t.append(s[N - 1].copy())
+    out = {"a": acc[N - 1] / norm, "u": u, "s": s, "rates": [A / norm for A in acc]}
+    if record:
+        out["a_t"], out["s_t"] = np.array(a_t), np.array(s_t)
+    return out
+
+
+@njit(parallel=True)
+def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak):
+    """All ``T`` steps of Eq. (N1)-(N4), event-driven: each spike adds one row of a transposed weight.
+
+    ``I`` (B, n_1): the static current ``F x + b`` (used when ``static``);
+    ``x`` (T, B, n_in), ``FT = F^T``, ``b``: spike input otherwise.
+    ``Ms = (W^T, F2^T, ..., FN^T)``, ``cs = (unused, b2, ..., bN)``.
+    ``us, ss`` (per layer, (B, n_l)) hold ``u`` and ``s`` (zeros on entry,
+    the state after step ``T`` on exit); ``acc`` (B, n_N) receives
+    ``sum_t lam^(T-t) s^N_t``.  Nothing is allocated: memory is independent of ``T``.
+    """
+    B = acc.shape[0]
+    N = len(Ms)
+    for bb in prange(B):
+        for t in range(T):
+            for l in range(N):
+                u = us[l]
+                n = u.shape[1]
+                for i in range(n):
+                    u[bb, i] = leak * u[bb, i]
+                if l == 0:
+                    if static:
+                        for i in range(n):
+                            u[bb, i] += I[bb, i]
+                    else:
+                        for i in range(n):
+                            u[bb, i] += b[i]
+                        for j in range(x.shape[2]):
+                            xj = x[t, bb, j]
+                            if xj != 0.0:
+                                for i in range(n):
+                                    u[bb, i] += xj * FT[j, i]
+                    src = ss[N - 1]                      # s^N_{t-1}: layer N not yet updated at step t
+                else:
+                    c = cs[l]
+                    for i in range(n):
+                        u[bb, i] += c[i]
+                    src = ss[l - 1]                      # s^{l-1}_t
+                M = Ms[l]
+                for j in range(src.shape[1]):
+                    if src[bb, j] != 0.0:
+                        for i in range(n):
+                            u[bb, i] += M[j, i]
+                s = ss[l]
+                for i in range(n):
+                    if u[bb, i] >= v_th:
+                        s[bb, i] = 1.0
+                        u[bb, i] -= v_th
+                    else:
+                        s[bb, i] = 0.0
+            sN = ss[N - 1]
+            for i in range(acc.shape[1]):
+                acc[bb, i] = leak * acc[bb, i] + sN[bb, i]
+
+
+def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
+    B = x.shape[-2]
+    static = x.ndim == 2
+    if static:
+        I = np.ascontiguousarray(x @ net.F.T + net.b)
+        xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
+    else:
+        I = np.zeros((1, 1))
+        xs, FT = np.ascontiguousarray(x), np.ascontiguousarray(net.F.T)
+    Ms = tuple([np.ascontiguousarray(net.W.T)] + [np.ascontiguousarray(Fl.T) for Fl in net.Fs])
+    cs = tuple([np.zeros(net.sizes[0])] + [np.ascontiguousarray(bl) for bl in net.bs])
+    us = tuple(np.zeros((B, n)) for n in net.sizes)
+    ss = tuple(np.zeros((B, n)) for n in net.sizes)
+    acc = np.zeros((B, net.sizes[-1]))
+    _simulate_kernel(I, xs, FT, np.ascontiguousarray(net.b), static, Ms, cs, us, ss, acc, cfg.T, cfg.v_th, cfg.leak)
+    norm = _rate_norm(cfg.T, cfg.leak)
+    return {"a": acc / norm, "u": list(us), "s": list(ss)}
+
+
+def _simulate(net, x, cfg) -> np.ndarray:
+    if cfg.backend == "numpy":
+        return simulate_numpy(None, x, cfg, _net=net)["a"]
+    return _simulate_fast(net, x, cfg)["a"]
+
+
+def simulate(params, x, cfg: Config = Config(), *, return_state: bool = False):
+    """Run the spiking network for ``cfg.T`` steps; return the last layer's rate ``a[T]``, (batch, n_N).
+
+    Uses ``cfg.backend`` (numba kernel or NumPy twin).  With ``return_state``
+    returns the dict of :func:`simulate_numpy` (``a``, per-layer ``u`` and
+    ``s`` after step T) instead.
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    if cfg.backend == "numpy":
+        out = simulate_numpy(None, x, cfg, _net=net)
+    else:
+        out = _simulate_fast(net, x, cfg)
+    return out if return_state else out["a"]
+
+
+# ---------------------------------------------------------------------------
+# The fixed-point map and its derivatives
+# ---------------------------------------------------------------------------
+
+def _sigma(z):
+    return np.clip(z, 0.0, 1.0)
+
+
+def _sigma_prime(z):
+    """``1`` on ``0 <= z <= 1`` (inclusive, as PyTorch's clamp backward), else ``0``."""
+    return ((z >= 0.0) & (z <= 1.0)).astype(np.float64)
+
+
+@dataclass
+class _Lin:
+    """One application of f at ``a``: the pre-activations and outputs of every layer."""
+
+    a: np.ndarray
+    xbar: np.ndarray
+    pre: list           # pre_l (B, n_l)
+    h: list             # h_l = sigma(pre_l / v_th); h[-1] = f(a)
+    dsig: list          # sigma'(pre_l / v_th)
+
+
+def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
+    pre, h, dsig = [], [], []
+    p = a @ net.W.T + xbar @ net.F.T + net.b                           # Eq. (FP), layer 1
+    for l in range(net.N):
+        if l > 0:
+            p = h[-1] @ net.Fs[l - 1].T + net.bs[l - 1]                # Eq. (FP), layer l >= 2
+        z = p / v_th
+        pre.append(p)
+        h.append(_sigma(z))
+        dsig.append(_sigma_prime(z))
+    return _Lin(a, xbar, pre, h, dsig)
+
+
+def _check_a(a, net, B):
+    a = check_array("a", a, ndim=2).astype(np.float64, copy=False)
+    if a.shape != (B, net.sizes[-1]):
+        raise ValueError(f"a: expected the last layer's rates, shape ({B}, {net.sizes[-1]}), got {a.shape}")
+    return a
+
+
+def fixed_point_map(params, a, x, cfg: Config = Config()) -> np.ndarray:
+    """``f(a) = f_N o ... o f_1(a)`` of Eq. (FP), shape (batch, n_N)."""
+    net, x, cfg = _prepare(params, x, cfg)
+    a = _check_a(a, net, x.shape[-2])
+    return _apply_f(net, a, input_average(x, cfg), cfg.v_th).h[-1]
+
+
+def _deltas(net: _Net, lin: _Lin, beta, v_th) -> list:
+    """``delta_l = d(beta . f)/d pre_l`` for every layer (the chain of Eq. (G))."""
+    d = beta
+    out = [None] * net.N
+    for l in reversed(range(net.N)):
+        d = d * lin.dsig[l] / v_th
+        out[l] = d
+        if l > 0:
+            d = d @ net.Fs[l - 1]
+    return out
+
+
+def _JT(net, lin, beta, v_th):
+    """``J^T beta`` at the linearisation point (batched)."""
+    return _deltas(net, lin, beta, v_th)[0] @ net.W
+
+
+def _jacobian(net, lin, v_th):
+    """``J = df/da`` per sample, (B, n_N, n_N)."""
+    M = lin.dsig[0][:, :, None] * net.W[None] / v_th
+    for l in range(1, net.N):
+        M = lin.dsig[l][:, :, None] * np.einsum("ij,bjk->bik", net.Fs[l - 1], M) / v_th
+    return M
+
+
+def jacobian(params, a, x, cfg: Config = Config()) -> np.ndarray:
+    """``J = df/da`` at ``a`` for every sample, shape (batch, n_N, n_N)."""
+    net, x, cfg = _prepare(params, x, cfg)
+    a = _check_a(a, net, x.shape[-2])
+    return _jacobian(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), cfg.v_th)
+
+
+def jacobian_T_vec(params, a, x, beta, cfg: Config = Config()) -> np.ndarray:
+    """``J^T beta`` at ``a`` (batched; one backward pass through f, no matrix built)."""
+    net, x, cfg = _prepare(params, x, cfg)
+    a = _check_a(a, net, x.shape[-2])
+    beta = check_array("beta", beta, shape=a.shape).astype(np.float64)
+    return _JT(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), beta, cfg.v_th)
+
+
+def kink_distance(params, x, cfg: Config = Config()) -> float:
+    """Smallest ``min(|z|, |z - 1|)``, ``z = pre/v_th``, over every unit, layer and sample at the linearisation point.
+
+    The linearisation point is ``a[T]`` (``"simulated"``) or ``a*``
+    (``"fixed_point"``).  Central differences of :func:`reference_objective`
+    are exact only if no perturbation moves a ``z`` across 0 or 1, i.e. if
+    this is much larger than ``eps`` times the sensitivity of ``z``.
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    xbar = input_average(x, cfg)
+    if cfg.linearize_at == "simulated":
+        a = _simulate(net, x, cfg)
+    else:
+        a = _solve_equilibrium(net, xbar, cfg, None, None)[0]
+    lin = _apply_f(net, a, xbar, cfg.v_th)
+    return float(min(np.min(np.minimum(np.abs(p / cfg.v_th), np.abs(p / cfg.v_th - 1.0))) for p in lin.pre))
+
+
+def _regions(lin: _Lin, v_th) -> bytes:
+    """Which piece of sigma every unit is on (0: z < 0, 1: inside, 2: z > 1), as a hashable key."""
+    parts = [np.where(p < 0, 0, np.where(p > v_th, 2, 1)).astype(np.int8).tobytes() for p in lin.pre]
+    return b"|".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# The exact equilibrium (for linearize_at="fixed_point" and reference_objective)
+# ---------------------------------------------------------------------------
+
+def _solve_equilibrium(net, xbar, cfg, offset, a0):
+    """``a = f(a) + offset`` by fixed-point iteration, then Newton (active-set) steps to round-off."""
+    B, n = xbar.shape[0], net.sizes[-1]
+    a = np.zeros((B, n)) if a0 is None else np.array(a0, dtype=np.float64)
+    off = 0.0 if offset is None else offset
+    residuals = []
+    iters = 0
+    for _ in range(cfg.eq_max_iter):
+        fa = _apply_f(net, a, xbar, cfg.v_th).h[-1] + off
+        r = float(np.max(np.abs(fa - a), initial=0.0))
+        residuals.append(r)
+        a = fa
+        iters += 1
+        if r <= 1e-9 or not math.isfinite(r):
+            break
+    newton = 0
+    eye = np.eye(n)
+    for _ in range(8):                                          # Newton on the piecewise-linear G(a) = a - f(a) - offset:
+        lin = _apply_f(net, a, xbar, cfg.v_th)                  # exact in one step once the active set is right
+        G = a - lin.h[-1] - off
+        r = float(np.max(np.abs(G), initial=0.0))
+        if newton:
+            residuals.append(r)
+        if r <= 0.25 * cfg.eq_tol or not math.isfinite(r):
+            break
+        try:
+            step = np.linalg.solve(eye - _jacobian(net, lin, cfg.v_th), G[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            break
+        a_new = a - step
+        r_new = float(np.max(np.abs(a_new - _apply_f(net, a_new, xbar, cfg.v_th).h[-1] - off), initial=0.0))
+        newton += 1
+        if not r_new < r:                                       # no progress (wrong piece): keep a
+            residuals.append(r_new)
+            break
+        a = a_new
+    lin = _apply_f(net, a, xbar, cfg.v_th)
+    r = float(np.max(np.abs(a - lin.h[-1] - off), initial=0.0))
+    residuals.append(r)
+    info = SolverInfo("equilibrium", bool(r <= cfg.eq_tol), iters + newton, r, cfg.eq_tol, np.array(residuals),
+                      {"fixed_point_iterations": iters, "newton_steps": newton})
+    if not info.converged:
+        _warn_nonconvergence(info, net, cfg, what="the equilibrium a* = f(a*)")
+    return a, info
+
+
+def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None):
+    """The exact fixed point ``a* = f(a*)`` of Eq. (FP) (or of ``a = f(a) + offset``, Eq. (AN)).
+
+    Iterates ``a <- f(a) + offset`` (a contraction when
+    :func:`contraction_bound` < 1) to ``max|f(a) - a| <= 1e-9`` or
+    ``cfg.eq_max_iter`` steps, then takes Newton steps
+    ``a <- a - (I - J)^{-1} (a - f(a) - offset)``.  Because ``f`` is
+    piecewise linear, one Newton step from a point with the right active set
+    (which units are silent, linear, saturated) *is* the closed-form solution
+    ``a_A = (I - J_AA)^{-1} (...)``, so the result is exact to round-off.
+
+    Returns ``(a, SolverInfo)``; warns (:class:`ConvergenceWarning`) when the
+    final ``max|f(a) + offset - a|`` exceeds ``cfg.eq_tol``.
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    B = x.shape[-2]
+    if offset is not None:
+        offset = _check_a(offset, net, B)
+    if a0 is not None:
+        a0 = _check_a(a0, net, B)
+    return _solve_equilibrium(net, input_average(x, cfg), cfg, offset, a0)
+
+
+# ---------------------------------------------------------------------------
+# Step 2: the adjoint linear system (I - J^T) beta = g
+# ---------------------------------------------------------------------------
+
+def _rel_res(R, gnorm):
+    return np.linalg.norm(R, axis=1) / gnorm
+
+
+def _adjoint_dense(net, lin, g, cfg):
+    J = _jacobian(net, lin, cfg.v_th)
+    A = np.eye(g.shape[1])[None] - np.transpose(J, (0, 2, 1))
+    try:
+        beta = np.linalg.solve(A, g[..., None])[..., 0]                # Eq. (A), exactly
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"adjoint: I - J^T is singular ({exc}); the feedback is not a contraction "
+                         f"(bound {_bound(net, cfg):.3g})") from None
+    return beta, 1
+
+
+def _adjoint_fixed_point(net, lin, g, cfg, gnorm, trace):
+    beta = g.copy()
+    for k in range(cfg.max_iter):
+        R = _JT(net, lin, beta, cfg.v_th) + g - beta                   # residual of Eq. (A)
+        trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
+        if trace[-1] <= cfg.tol or not math.isfinite(trace[-1]):
+            return beta, k + 1
+        beta = beta + R                                                # beta <- J^T beta + g
+    R = _JT(net, lin, beta, cfg.v_th) + g - beta
+    trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
+    return beta, cfg.max_iter + 1
+
+
+def _adjoint_code_iter(net, lin, g, cfg, gnorm, trace):
+    """The official code's ``'iter'`` solver: beta <- (beta + R(beta)) / 2, from beta = g (biased)."""
+    beta = g.copy()
+    for k in range(cfg.max_iter):
+        Rc = _JT(net, lin, beta, cfg.v_th) + g - beta                  # the code's g(beta) = (J^T - I) beta + g
+        own = Rc - beta                                                # residual of (2I - J^T) beta = g
+        trace.append(float(np.max(_rel_res(own, gnorm), initial=0.0)))
+        if trace[-1] <= cfg.tol or not math.isfinite(trace[-1]):
+            return beta, k + 1
+        beta = 0.5 * (beta + Rc)
+    Rc = _JT(net, lin, beta, cfg.v_th) + g - beta
+    trace.append(float(np.max(_rel_res(Rc - beta, gnorm), initial=0.0)))
+    return beta, cfg.max_iter + 1
+
+
+def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
+    """Broyden's good method on R(beta) = J^T beta + g - beta = 0, per sample, from beta = 0.
+
+    Inverse-Jacobian estimate ``H = -I + sum_i u_i v_i^T`` (Sherman-Morrison
+    updates), step ``dbeta = -H R``; converged samples are frozen; the lowest
+    residual iterate of each sample is returned.
+    """
+    m = cfg.max_iter
+    U, V = [], []                      # per sample, the i-th rank-one update of H is U[i] V[i]^T, each (B, n):
+                                       # memory 2 * iterations * B * n floats, independent of T
+
+    def H(y):           # H y = -y + sum_i u_i (v_i . y)
+        out = -y
+        for u, v in zip(U, V):
+            out = out + u * np.sum(v * y, axis=1, keepdims=True)
+        return out
+
+    def HT(y):          # H^T y = -y + sum_i v_i (u_i . y)
+        out = -y
+        for u, v in zip(U, V):
+            out = out + v * np.sum(u * y, axis=1, keepdims=True)
+        return out
+
+    beta = np.zeros_like(g)
+    R = g.copy()                                                       # R(0) = g
+    rel = _rel_res(R, gnorm)
+    best, best_rel = beta.copy(), rel.copy()
+    trace.append(float(np.max(rel, initial=0.0)))
+    k = 0
+    while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
+        active = (rel > cfg.tol)[:, None]
+        dbeta = np.where(active, -H(R), 0.0)                           # Broyden step
+        beta_new = beta + dbeta
+        R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new
+        dR = R_new - R
+        HdR = H(dR)
+        den = np.sum(dbeta * HdR, axis=1, keepdims=True)
+        ok = active & (np.abs(den) > 1e-300)
+        U.append(np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0))   # Sherman-Morrison update of H
+        V.append(np.where(ok, HT(dbeta), 0.0))
+        beta, R = beta_new, R_new
+        rel = _rel_res(R, gnorm)
+        better = rel < best_rel
+        best[better], best_rel[better] = beta[better], rel[better]
+        k += 1
+        trace.append(float(np.max(rel, initial=0.0)))
+    trace[-1] = float(np.max(best_rel, initial=0.0))
+    return best, k
+
+
+def _bound(net, cfg):
+    bound = np.linalg.norm(net.W, 2)
+    for Fl in net.Fs:
+        bound *= np.linalg.norm(Fl, 2)
+    return float(bound / cfg.v_th ** net.N)
+
+
+def _warn_nonconvergence(info: SolverInfo, net, cfg, what: str):
+    bound = _bound(net, cfg)
+    why = (f"the contraction bound ||W|| prod||F^l|| / v_th^N = {bound:.3g} >= 1, so f need not be a contraction; "
+           f"set Config.spectral_norm to a c with c * prod||F^l|| < v_th^N" if bound >= 1
+           else f"contraction bound {bound:.3g}; raise Config.max_iter / eq_max_iter or loosen tol")
+    warnings.warn(f"IDE: {what} did not converge: {info.summary()}. {why}.", ConvergenceWarning, stacklevel=4)
+
+
+def _adjoint(net, lin, g, cfg) -> tuple:
+    gnorm = np.linalg.norm(g, axis=1)
+    gnorm = np.where(gnorm > 0, gnorm, 1.0)
+    trace = []
+    if cfg.solver == "dense":
+        beta, iters = _adjoint_dense(net, lin, g, cfg)
+        R = _JT(net, lin, beta, cfg.v_th) + g - beta
+        trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
+        tol = max(cfg.tol, 1e-8)
+    else:
+        solve = {"fixed_point": _adjoint_fixed_point, "broyden": _adjoint_broyden,
+                 "code_iter": _adjoint_code_iter}[cfg.solver]
+        beta, iters = solve(net, lin, g, cfg, gnorm, trace)
+        tol = cfg.tol
+    true = float(np.max(_rel_res(_JT(net, lin, beta, cfg.v_th) + g - beta, gnorm), initial=0.0))
+    info = SolverInfo(cfg.solver, bool(trace[-1] <= tol), iters, trace[-1], tol, np.array(trace),
+                      {"adjoint_residual": true})
+    if not info.converged:
+        _warn_nonconvergence(info, net, cfg, what=f"the adjoint solve (I - J^T) beta = dL/da ({cfg.solver})")
+    return beta, info
+
+
+def adjoint(params, a, x, g, cfg: Config = Config()):
+    """Step 2: solve ``(I - J^T) beta = g`` at ``a`` with ``cfg.solver`` (Eq. (A)).
+
+    Parameters
+    ----------
+    a : ndarray, (batch, n_N)
+        The linearisation point (``a[T]`` or ``a*``).
+    g : ndarray, (batch, n_N)
+        ``dL/da``.
+
+    Returns
+    -------
+    beta : ndarray, (batch, n_N)
+    info : SolverInfo
+        ``residuals`` is the trace of the largest per-sample relative
+        residual; ``extra["adjoint_residual"]`` the final residual of Eq. (A)
+        itself (for ``"code_iter"`` it stays large: that solver solves
+        ``(2I - J^T) beta = g``).
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    a = _check_a(a, net, x.shape[-2])
+    g = check_array("g", g, shape=a.shape).astype(np.float64)
+    return _adjoint(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), g, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Step 3: one vector-Jacobian product through f
+# ---------------------------------------------------------------------------
+
+def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
+    deltas = _deltas(net, lin, beta, cfg.v_th)                         # Eq. (G)
+    grads = {"F": deltas[0].T @ lin.xbar, "b": deltas[0].sum(axis=0)}
+    for l in range(2, net.N + 1):
+        grads[f"F{l}"] = deltas[l - 1].T @ lin.h[l - 2]
+        grads[f"b{l}"] = deltas[l - 1].sum(axis=0)
+    if net.fold is not None:
+        grads.update(_bn_backward(net, grads["F"], grads["b"]))
+    GW = deltas[0].T @ lin.a                                           # dL/dW (effective)
+    if net.sn is None:
+        grads["W"] = GW
+    else:
+        Wr, g, s, sigma, u1, v1 = net.sn
+        c = cfg.spectral_norm
+        inner = float(np.sum(GW * Wr))
+        grads["W"] = (s / sigma) * (GW - (inner / sigma) * np.outer(u1, v1))   # Eq. (SN), chain rule
+        grads["g"] = np.array(inner / sigma if -c <= g <= c else 0.0)
+    return grads
+
+
+def vjp(params, a, x, beta, cfg: Config = Config()) -> dict:
+    """Step 3: ``beta^T df/dtheta`` at ``a`` for every parameter inside ``f`` (Eq. (G)).
+
+    Returns gradients for ``F, b, F2, b2, ..., W`` (and ``g``), with
+    ``W``/``g`` through Eq. (SN) when ``cfg.spectral_norm`` is set.
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    a = _check_a(a, net, x.shape[-2])
+    beta = check_array("beta", beta, shape=a.shape).astype(np.float64)
+    return _vjp(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), beta, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Loss and the algorithm contract
+# ---------------------------------------------------------------------------
+
+def _cross_entropy(logits, y):
+    """Mean cross-entropy over the batch and ``dL/dlogits`` (Eq. (L))."""
+    B = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -float(np.mean(logp[np.arange(B), y]))
+    d = np.exp(logp)
+    d[np.arange(B), y] -= 1.0
+    return loss, d / B
+
+
+def _readout(net, a, y):
+    loss, dlogits = _cross_entropy(a @ net.Wo.T + net.bo, y)
+    return loss, dlogits, {"Wo": dlogits.T @ a, "bo": dlogits.sum(axis=0)}
+
+
+def readout(params, a, y, cfg: Config = Config()):
+    """The readout and loss at rates ``a``: ``(loss, dL/da, {"Wo": dL/dWo, "bo": dL/dbo})`` (Eq. (L)).
+
+    ``loss`` is the mean cross-entropy of ``o = Wo a + bo``; ``dL/da`` is the
+    right-hand side of the adjoint equation (Eq. (A)).
+    """
+    net = _unpack(params, _check_cfg(cfg))
+    a = check_array("a", a, ndim=2).astype(np.float64, copy=False)
+    if a.shape[1] != net.sizes[-1]:
+        raise ValueError(f"a: expected the last layer's rates, shape (batch, {net.sizes[-1]}), got {a.shape}")
+    y = check_labels("y", y, net.Wo.shape[0], batch=a.shape[0])
+    loss, dlogits, grads = _readout(net, a, y)
+    return loss, dlogits @ net.Wo, grads
+
+
+def _linearisation_point(net, x, xbar, cfg):
+    if cfg.linearize_at == "simulated":
+        return _simulate(net, x, cfg), None
+    return _solve_equilibrium(net, xbar, cfg, None, None)
+
+
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, return_info: bool = False):
+    """Loss and IDE gradient: simulate, solve the adjoint, one VJP.
+
+    Parameters
+    ----------
+    params : dict
+        ``F, b, [F2, b2, ...], W, [g], Wo, bo`` (see :func:`init_params`).
+    x : ndarray, (batch, n_in) or (T, batch, n_in)
+        Static (direct) input or spikes.
+    y : ndarray of int, (batch,)
+    cfg : Config
+    rng : ignored
+        The gradient is deterministic; the argument exists for the common contract.
+    return_info : bool
+        Also return a dict of diagnostics: ``"a"`` (the linearisation point),
+        ``"adjoint"`` (:class:`SolverInfo`), ``"equilibrium"`` (SolverInfo or
+        None), ``"snn_residual"`` (``max|f(a) - a|`` at ``a``).
+
+    Returns
+    -------
+    loss : float
+        Mean cross-entropy of the readout at ``a[T]`` (``"simulated"``) or ``a*``.
+    grads : dict
+        Same keys and shapes as ``params``: the exact gradient of
+        :func:`reference_objective` at ``params``.
+    """
+    net, x, cfg = _prepare(params, x, cfg)
+    y = check_labels("y", y, net.Wo.shape[0], batch=x.shape[-2])
+    xbar = input_average(x, cfg)
+    a, eq_info = _linearisation_point(net, x, xbar, cfg)                # step 1
+    loss, dlogits, grads_out = _readout(net, a, y)
+    g = dlogits @ net.Wo                                               # dL/da
+    lin = _apply_f(net, a, xbar, cfg.v_th)
+    beta, info = _adjoint(net, lin, g, cfg)                            # step 2, Eq. (A)
+    grads = _vjp(net, lin, beta, cfg)                                  # step 3, Eq. (G)
+    grads.update(grads_out)
+    grads = {k: grads[k] for k in params}
+    if net.fold is not None and net.fold["mode"] == "batch":            # PyTorch's running-statistics update
+        for k in ("bn_mean", "bn_var"):
+            if not (isinstance(params[k], np.ndarray) and params[k].dtype == np.float64 and params[k].flags.writeable):
+                raise TypeError(f"params[{k!r}]: the running statistics are updated in place during training; "
+                                f"pass a writeable float64 numpy array")
+        B = x.shape[-2]
+        m = BN_MOMENTUM
+        np.copyto(params["bn_mean"], (1 - m) * params["bn_mean"] + m * (net.fold["mean"] + net.fold["b"]))
+        np.copyto(params["bn_var"], (1 - m) * params["bn_var"] + m * net.fold["var"] * B / max(B - 1, 1))
+    if return_info:
+        return loss, grads, {"a": a, "beta": beta, "adjoint": info, "equilibrium": eq_info,
+                             "snn_residual": float(np.max(np.abs(lin.h[-1] - a), initial=0.0))}
+    return loss, grads
+
+
+def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
+    """The smooth function whose exact gradient at ``params`` is :func:`loss_and_grad`'s.
+
+    ``objective(p) = L_p(a~(p))`` where ``a~(p)`` solves
+    ``a~ = f_p(a~) + r0`` exactly (:func:`solve_equilibrium`), with the frozen
+    residual ``r0 = a0 - f_params(a0)`` of the simulation
+    ``a0 = a[T](params)`` (``"simulated"``, Eq. (AN)) or ``r0 = 0``
+    (``"fixed_point"``: ``L(a*(p))``).  ``objective(params)`` equals the loss
+    :func:`loss_and_grad` returns.
+
+    The returned function has an attribute ``regions``: a set that collects,
+    at every evaluation, which piece of ``sigma`` every unit sits on.  If it
+    holds a single element after a finite-difference check, every evaluation
+    lay on the same smooth piece (no kink was crossed).
+    """
+    cfg = replace(_check_cfg(cfg), backend="numpy")
+    net0, x, _ = _prepare(params, x, cfg)
+    y = check_labels("y", y, net0.Wo.shape[0], batch=x.shape[-2])
+    xbar = input_average(x, cfg)
+    if cfg.linearize_at == "simulated":
+        a0 = simulate_numpy(None, x, cfg, _net=net0)["a"]
+        r0 = a0 - _apply_f(net0, a0, xbar, cfg.v_th).h[-1]             # frozen residual, Eq. (AN)
+    else:
+        a0, _ = _solve_equilibrium(net0, xbar, cfg, None, None)
+        r0 = None
+    regions = set()
+
+    def objective(p) -> float:
+        net = _unpack(p, cfg)
+        if net.bn is not None:
+            net = _fold_bn(net, xbar, cfg.bn_mode)
+        a, _ = _solve_equilibrium(net, xbar, cfg, r0, a0)
+        regions.add(_regions(_apply_f(net, a, xbar, cfg.v_th), cfg.v_th))
+        return _readout(net, a, y)[0]
+
+    objective.regions = regions
+    return objective
+
+
+def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
+    """Predicted class per sample: argmax of the readout of the *simulated* ``a[T]`` (never of ``a*``).
+
+    With ``cfg.batchnorm`` the running statistics are used (eval mode).
+    """
+    net, x, cfg = _prepare(params, x, cfg, bn_mode="running")
+    a = _simulate(net, x, cfg)
+    return np.argmax(a @ net.Wo.T + net.bo, axis=1)
+
+
+def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
+    """Features in [0, 1], (batch, n_in), as the network's input.
+
+    ``"direct"``: the values themselves, (batch, n_in), normalised by
+    ``cfg.normalize`` if set.  ``"bernoulli"``: ``cfg.T`` spike frames
+    ``(T, batch, n_in)`` (``rng`` required).
+    """
+    cfg = _check_cfg(cfg)
+    if cfg.encoding == "bernoulli":
+        return encoding.bernoulli(features, cfg.T, rng)
+    x = check_array("features", features, lo=0.0, hi=1.0, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features: expected shape (batch, n_in), got {x.shape}")
+    if cfg.normalize is not None:
+        x = (x - cfg.normalize[0]) / cfg.normalize[1]
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Training recipe, gradient-check problems, benchmark
+# ---------------------------------------------------------------------------
+
+def frozen_keys(params, cfg: Config = Config()) -> tuple:
+    """Keys the optimizer must not update: the BatchNorm running statistics (state, not parameters)."""
+    return ("bn_mean", "bn_var") if _check_cfg(cfg).batchnorm else ()
+
+
+def recipe(dataset: str = "digits") -> tuple:
+    """Default ``(Config, training settings)`` for ``refsnn train ide``.
+
+    ``"digits"``: a 64-128(feedback)-10 IF net, T = 30, Adam; ~1 min on a laptop.
+    Anything else (28x28 images): the paper's Fashion-MNIST "400 (F400)"
+    setting, 784-400(feedback)-10 IF, T = 5, v_th 2, spectral norm c = 1,
+    BatchNorm on the input current, inputs normalised with (0.1307,
+    0.3081), SGD momentum 0.9, weight decay 5e-4, lr 0.05 divided by 10 at
+    epochs 30/60/90, batch 128, 100 epochs (the code's dropout 0.2 is not
+    implemented).  ``solver="fixed_point"`` gives the same gradient (to the
+    1e-10 tolerance) in about half the time of Broyden on this network.
+    """
+    if dataset == "digits":
+        cfg = Config(T=30, v_th=2.0, leak=1.0, solver="broyden", max_iter=50, tol=1e-10, spectral_norm=1.0,
+                     normalize=(0.0, 0.25))
+        return cfg, dict(hidden=[128], optimizer="adam", lr=3e-3, epochs=15, batch_size=32,
+                         schedule="step", milestones=[10], gamma=0.3)
+    cfg = PRESETS["paper"]
+    return cfg, dict(hidden=[400], optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=100,
+                     batch_size=128, eval_batch_size=200, schedule="step", milestones=[30, 60, 90], gamma=0.1)
+
+
+def _small_problem(cfg: Config, seed: int, hidden=(6,), n_in=5, n_classes=3, batch=4, spikes=False,
+                   margin=1e-3, max_bound=0.9):
+    """A random problem with many units in the linear region, none within ``margin`` of a kink,
+    ``contraction_bound < max_bound``, and the spectral-norm gain strictly inside (-c, c)."""
+    for k in range(2000):
+        rng = np.random.default_rng([seed, k])
+        params = init_params([n_in, *hidden, n_classes], cfg, rng)
+        params["b"] = params["b"] + rng.uniform(0.5, 1.5, hidden[0])
+        params["F"] = params["F"] * 1.5
+        for l in range(2, len(hidden) + 1):
+            params[f"F{l}"] = params[f"F{l}"] * 1.2
+            params[f"b{l}"] = params[f"b{l}"] + rng.uniform(0.2, 1.2, hidden[l - 1])
+        if cfg.spectral_norm is not None:
+            params["g"] = np.array(rng.uniform(0.4, 0.9) * cfg.spectral_norm)
+        else:
+            params["W"] = params["W"] * rng.uniform(0.6, 1.2)
+        params["Wo"] = params["Wo"] * 2.0
+        if cfg.batchnorm:                   # away from the identity, and running statistics that differ from the batch's
+            h = hidden[0]
+            params.update(bn_gamma=rng.uniform(0.6, 1.4, h), bn_beta=rng.uniform(0.3, 1.5, h),
+                          bn_mean=rng.normal(0.0, 0.3, h), bn_var=rng.uniform(0.5, 2.0, h))
+        if spikes:
+            x = (rng.random((cfg.T, batch, n_in)) < 0.6).astype(float)
+        else:
+            x = rng.uniform(0.0, 1.0, (batch, n_in))
+        y = rng.integers(0, n_classes, batch)
+        if contraction_bound(params, cfg) >= max_bound:
+            continue
+        net, xx, _ = _prepare(params, x, cfg)
+        xbar = input_average(xx, cfg)
+        a = _linearisation_point(net, xx, xbar, cfg)[0]
+        lin = _apply_f(net, a, xbar, cfg.v_th)
+        inside = np.mean([np.mean(d) for d in lin.dsig])
+        if inside > 0.6 and kink_distance(params, x, cfg) > margin:
+            return params, x, y
+    raise RuntimeError("no problem away from the kinks found")  # pragma: no cover
+
+
+def gradcheck_cases(seed: int = 0) -> list:
+    """Problems for ``refsnn gradcheck ide``: both linearisation points, every solver, IF and LIF,
+    one- to three-layer blocks, with and without spectral norm, static and spike input, BatchNorm
+    with batch and with running statistics.
+
+    Each problem keeps every ``pre/v_th`` at least 1e-3 from the kinks of
+    sigma (:func:`kink_distance`); with ``eps = 1e-6`` a perturbation moves
+    ``z`` by about 1e-6 * (sensitivity ~ 1), far less.
+    """
+    from refsnn.gradcheck import Case
+
+    specs = [
+        ("default: IF, simulated, broyden, spectral norm", Config(T=20), {}),
+        ("IF, fixed point, dense, raw W", Config(T=20, linearize_at="fixed_point", solver="dense",
+                                                spectral_norm=None), {}),
+        ("IF, fixed point, dense, spectral norm", Config(T=20, linearize_at="fixed_point", solver="dense"), {}),
+        ("LIF 0.9, simulated, fixed_point solver", Config(T=20, leak=0.9, solver="fixed_point"), {}),
+        ("LIF 0.9, simulated, broyden, raw W", Config(T=20, leak=0.9, spectral_norm=None), {}),
+        ("2 layers, IF, simulated, broyden, spectral norm", Config(T=20), {"hidden": (6, 5)}),
+        ("2 layers, IF, fixed point, dense, raw W", Config(T=20, linearize_at="fixed_point", solver="dense",
+                                                           spectral_norm=None), {"hidden": (6, 5)}),
+        ("3 layers, LIF 0.95, fixed point, dense, spectral norm",
+         Config(T=20, leak=0.95, linearize_at="fixed_point", solver="dense"), {"hidden": (5, 6, 4)}),
+        ("spike input, IF, simulated, dense", Config(T=20, solver="dense"), {"spikes": True}),
+        ("spike input, LIF 0.9, fixed point, broyden", Config(T=20, leak=0.9, linearize_at="fixed_point"),
+         {"spikes": True}),
+        ("BatchNorm (batch statistics), IF, simulated", Config(T=20, batchnorm=True), {}),
+        ("BatchNorm (running statistics), LIF 0.9, fixed point, dense",
+         Config(T=20, leak=0.9, batchnorm=True, bn_mode="running", linearize_at="fixed_point", solver="dense"), {}),
+        ("BatchNorm (batch statistics), spike input, 2 layers", Config(T=20, batchnorm=True),
+         {"spikes": True, "hidden": (6, 5)}),
+    ]
+    cases = []
+    for label, cfg, kw in specs:
+        params, x, y = _small_problem(cfg, seed, **kw)
+        cases.append(Case(f"ide {label}", params, x, y, cfg, tol=1e-7))
+    return cases
+
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 128, seed: int = 0,
+                         config: dict | None = None) -> int:
+    """Peak bytes (``tracemalloc``) of one training step (encode, loss_and_grad, SGD step) at ``T`` steps.
+
+    ``algo`` is ``"ide"`` (this module's defaults, direct input, changed by
+    the ``config`` dict) or ``"stbp"`` (``refsnn.stbp``'s code preset, direct
+    input, NumPy backend: its numba kernels allocate outside tracemalloc's
+    view).  Parameters and data are allocated before tracing starts.  The
+    IDE kernel allocates nothing itself (its buffers are NumPy arrays), so
+    everything it uses is counted.
+    """
+    from refsnn import optim
+
+    rng = np.random.default_rng(seed)
+    features = rng.random((batch, sizes[0]))
+    y = rng.integers(0, sizes[-1], batch)
+    if algo == "ide":
+        mod, cfg = sys.modules[__name__], replace(Config(T=T), **(config or {}))
+    elif algo == "stbp":
+        from refsnn import stbp as mod
+
+        cfg = replace(mod.PRESETS["code"], T=T, encoding="direct", backend="numpy")
+    else:
+        raise ValueError(f"algo: expected 'ide' or 'stbp', got {algo!r}")
+    params = mod.init_params(list(sizes), cfg, rng)
+    opt = optim.make("sgd", 0.01, momentum=0.9)
+
+    def step():
+        x = mod.encode(features, cfg, rng)
+        _, grads = mod.loss_and_grad(params, x, y, cfg)
+        opt.step(params, grads)
+
+    step()  # warm up (compilation, optimizer state)
+    return _peak_bytes(step)
+
+
+def bench(quick: bool = False) -> dict:
+    """Measure IDE's memory against T (vs STBP) and its training speed on the F400 network.
+
+    * Peak memory of one training step (``tracemalloc``) for IDE and STBP at
+      ``T = 5, 30, 100`` on a 784-400-10 network with batch 128 (``quick``:
+      32-32-10, batch 16).
+    * Time of one IDE training step of the paper's F400 setting (T = 5, batch
+      128, Broyden) and of each adjoint solver, and the implied time per
+      Fashion-MNIST epoch (469 steps, without evaluation).
+
+    Prints a table and returns the numbers as a dict.
+    """
+    sizes, batch = ((32, 32, 10), 16) if quick else ((784, 400, 10), 128)
+    Ts = (5, 30, 100)
+    out = {"sizes": list(sizes), "batch": batch, "T": list(Ts), "memory_bytes": {}}
+    variants = {"ide": ("ide", None), "ide_fixed_point": ("ide", {"solver": "fixed_point"}), "stbp": ("stbp", None)}
+    for name, (algo, over) in variants.items():
+        mem = [training_step_memory(algo, T, sizes, batch, config=over) for T in Ts]
+        out["memory_bytes"][name] = mem
+        out[f"{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}"] = mem[-1] / mem[0]
+    print(f"peak memory of one training step, {'-'.join(map(str, sizes))}, batch {batch} (tracemalloc, MB):")
+    print(f"{'T':>6} {'IDE Broyden':>12} {'IDE fixed-pt':>13} {'STBP':>8}")
+    for i, T in enumerate(Ts):
+        m = out["memory_bytes"]
+        print(f"{T:>6} {m['ide'][i] / 1e6:>12.2f} {m['ide_fixed_point'][i] / 1e6:>13.2f} {m['stbp'][i] / 1e6:>8.2f}")
+    print("ratio T=%d/T=%d: " % (Ts[-1], Ts[0]) + ", ".join(
+        f"{name} {out[f'{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}" for name in variants))
+
+    cfg, _ = recipe("fashion-mnist")
+    rng = np.random.default_rng(0)
+    params = init_params(list(sizes), cfg, rng)
+    x = encode(rng.random((batch, sizes[0])), cfg)
+    y = rng.integers(0, sizes[-1], batch)
+    reps = 3 if quick else 10
+    timings = {}
+    for solver in ("broyden", "fixed_point", "dense"):
+        c = replace(cfg, solver=solver)
+        loss_and_grad(params, x, y, c)
+        n = 1 if solver == "dense" and not quick else reps
+        t0 = time.perf_counter()
+        for _ in range(n):
+            _, _, info = loss_and_grad(params, x, y, c, return_info=True)
+        timings[solver] = {"seconds_per_step": (time.perf_counter() - t0) / n,
+                           "adjoint_iterations": info["adjoint"].iterations}
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        simulate(params, x, cfg)
+    t_sim = (time.perf_counter() - t0) / reps
+    out["step_seconds"] = timings
+    out["simulate_seconds"] = t_sim
+    steps = math.ceil(60000 / batch)
+    out["epoch_seconds_estimate"] = {s: timings[s]["seconds_per_step"] * steps for s in ("broyden", "fixed_point")}
+    print(f"\nIDE training step, {'-'.join(map(str, sizes))}, T={cfg.T}, batch {batch} "
+          f"(recipe('fashion-mnist'); wall-clock, so it depends on the machine's load):")
+    for solver, tmg in timings.items():
+        print(f"  {solver:<12} {tmg['seconds_per_step'] * 1e3:8.1f} ms/step  ({tmg['adjoint_iterations']} adjoint iterations)")
+    print(f"  simulation alone {t_sim * 1e3:.1f} ms")
+    if not quick:
+        print(f"  implied Fashion-MNIST epoch ({steps} steps, no evaluation): "
+              f"{out['epoch_seconds_estimate']['broyden']:.0f} s with Broyden, "
+              f"{out['epoch_seconds_estimate']['fixed_point']:.0f} s with the fixed-point solver")
+    return out
