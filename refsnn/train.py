@@ -22,6 +22,14 @@ gives a bit-identical run, and a run resumed from the checkpoint of epoch
 Learning-rate schedules (``settings["schedule"]``): ``"constant"``,
 ``"step"`` (multiply by ``gamma`` at each epoch in ``milestones``) and
 ``"inv_sqrt"`` (``lr / sqrt(epoch + 1)``, ST-RSBP's).
+
+Per-sample weights (optional hook, e.g. ST-RSBP's boosting): if the algorithm
+module defines ``update_sample_weights(weights, y, correct, cfg) -> weights``,
+the loop keeps one weight per training sample (starting at 1), calls
+``loss_and_grad(..., sample_weight=w[batch], info=info)`` (the module must
+put its training-time predictions in ``info["pred"]``), and after each epoch
+replaces the weights by ``update_sample_weights(w, y_train, correct, cfg)``.
+The weights are saved in the checkpoint.
 """
 
 from __future__ import annotations
@@ -161,9 +169,10 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _save_checkpoint(path: Path, params: dict, opt, meta: dict) -> None:
+def _save_checkpoint(path: Path, params: dict, opt, meta: dict, state: dict | None = None) -> None:
     arrays = {f"param/{k}": v for k, v in params.items()}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in opt.state_dict().items()})
+    arrays.update({f"state/{k}": np.asarray(v) for k, v in (state or {}).items()})
     arrays["meta"] = np.array(json.dumps(meta, default=_json_default))
     _write_atomic(path, lambda f: np.savez(f, **arrays))
 
@@ -179,6 +188,12 @@ def load_checkpoint(path) -> tuple:
     except (OSError, ValueError, KeyError) as exc:
         raise ValueError(f"checkpoint {path}: cannot be read ({exc})") from None
     return params, opt_state, meta
+
+
+def _load_loop_state(path) -> dict:
+    """The training loop's own arrays in a checkpoint (e.g. per-sample weights)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("state/")}
 
 
 def _evaluate(module, params, cfg, F, y, batch_size, seed, epoch, tag) -> float:
@@ -258,6 +273,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     if settings.optimizer == "sgd":
         opt_kwargs["momentum"] = settings.momentum
     opt = optim.make(settings.optimizer, settings.lr, **opt_kwargs)
+    reweight = getattr(module, "update_sample_weights", None)      # optional hook (module docstring)
+    sample_w = np.ones(len(ytr)) if reweight is not None else None
 
     if resume:
         if ckpt is None:
@@ -271,6 +288,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
                              f"use another --out directory or the same settings")
         params = {k: saved_params[k] for k in params}
         opt.load_state_dict(opt_state)
+        if sample_w is not None:
+            sample_w = _load_loop_state(ckpt).get("sample_weight", sample_w)
         history, start_epoch = meta["history"], meta["epochs_done"]
         log(f"resuming {algo_name} on {dataset} after epoch {start_epoch}")
     if out is not None:
@@ -295,11 +314,18 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
         bar = tqdm(total=len(batches), desc=f"{algo_name} epoch {epoch + 1}/{settings.epochs}", leave=False,
                    file=sys.stderr) if tqdm else None
         losses = []
+        correct = np.zeros(n, dtype=bool) if sample_w is not None else None
         try:
             for k, idx in enumerate(batches):
                 rng = _rng(seed, _BATCH, epoch, k)
                 xb = module.encode(Ftr[idx], cfg, rng)
-                loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng)
+                if sample_w is None:
+                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng)
+                else:
+                    info = {}
+                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng,
+                                                       sample_weight=sample_w[idx], info=info)
+                    correct[idx] = np.asarray(info["pred"]) == ytr[idx]
                 if not math.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
                     raise TrainingDiverged(f"epoch {epoch + 1}, batch {k}: loss or gradient is not finite "
                                            f"(loss={loss}); lower the learning rate. The checkpoint of the last "
@@ -319,6 +345,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
             raise
         if bar is not None:
             bar.close()
+        if sample_w is not None:
+            sample_w = np.asarray(reweight(sample_w, ytr, correct, cfg), dtype=np.float64)
         train_acc = _evaluate(module, params, cfg, Ftr[eval_subset], ytr[eval_subset], settings.eval_batch_size,
                               seed, epoch, 0)
         test_acc = _evaluate(module, params, cfg, Fte, yte, settings.eval_batch_size, seed, epoch, 1)
@@ -334,7 +362,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
                    "n_train": n, "n_test": len(yte), "history": history, "versions": versions(),
                    "seconds_this_session": time.perf_counter() - t_start}
         if out is not None:
-            _save_checkpoint(ckpt, params, opt, {**meta_fixed, "history": history, "epochs_done": epoch + 1})
+            _save_checkpoint(ckpt, params, opt, {**meta_fixed, "history": history, "epochs_done": epoch + 1},
+                             state=None if sample_w is None else {"sample_weight": sample_w})
             _write_atomic(out / "metrics.json",
                           lambda f: f.write(json.dumps(metrics, indent=2, default=_json_default).encode()))
     if metrics is None:  # resumed a finished run: nothing left to do
