@@ -164,6 +164,7 @@ Notation differences from the paper
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -294,6 +295,12 @@ class Config:
         when 25 divides N, else the most cube-like factorisation).
     backend : {"numba", "numpy"}
         Fast kernels or the readable twins.
+    threads : int or None
+        Threads for BLAS and the numba kernels inside each call.  1 (default):
+        one thread; ST-RSBP's per-sample matrices are small and, on a busy
+        machine, oversubscribed BLAS/numba threads made a training step 10-100x
+        slower in our measurements.  None: leave the process's defaults
+        (parallel kernels over the batch, BLAS's own thread count).
     """
 
     tau_m: float = 64.0
@@ -326,6 +333,7 @@ class Config:
     reservoir: str = "grid"
     reservoir_dims: object = None
     backend: str = "numba"
+    threads: object = 1
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -376,6 +384,8 @@ class Config:
                 raise ValueError(f"reservoir_dims: expected None or 3 positive ints, got {dims!r}")
             set_("reservoir_dims", tuple(check_int(f"reservoir_dims[{i}]", d, minimum=1) for i, d in enumerate(dims)))
         check_choice("backend", self.backend, ("numba", "numpy"))
+        if self.threads is not None:
+            set_("threads", check_int("threads", self.threads, minimum=1))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -577,6 +587,48 @@ def _prepare(params, x, cfg):
     return layers, _check_x(x, layers[0].W.shape[1]), cfg
 
 
+_THREADPOOL = []   # the threadpoolctl controller, created on first use
+
+
+@contextlib.contextmanager
+def _limit_threads(cfg: Config):
+    """Run the body with at most ``cfg.threads`` BLAS threads (no-op when None or threadpoolctl is missing)."""
+    if cfg.threads is None:
+        yield
+        return
+    if not _THREADPOOL:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _THREADPOOL.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _THREADPOOL.append(None)
+    if _THREADPOOL[0] is None:  # pragma: no cover
+        yield
+        return
+    with _THREADPOOL[0].limit(limits=cfg.threads, user_api="blas"):
+        yield
+
+
+def _threaded(func):
+    """Decorator: run ``func(params, x, ..., cfg, ...)`` under :func:`_limit_threads` of its ``cfg``."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        cfg = bound.arguments["cfg"]
+        if not isinstance(cfg, Config):
+            return func(*args, **kwargs)          # let the function raise its TypeError
+        with _limit_threads(cfg):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------
 # The neuron: readable step-major twin and numba kernel
 # ---------------------------------------------------------------------------
@@ -631,47 +683,102 @@ def simulate_layer_numpy(S_pre, W, Wr, nu: float, cfg: Config):
     return S, V
 
 
+@njit
+def _lif_one(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref, b, S, V):
+    """All ``T`` steps of sample ``b`` of one layer, written into ``S`` and ``V`` (see :func:`_lif_kernel`)."""
+    T, _, N = ff.shape
+    v = np.zeros(N)
+    I = np.zeros(N)
+    rec = np.zeros(N)
+    ref = np.zeros(N, dtype=np.int64)
+    for t in range(T):
+        for i in range(N):
+            v[i] = v[i] * alpha_m
+            I[i] = I[i] * alpha_s
+        if t == 0:
+            continue
+        for i in range(N):
+            rec[i] = 0.0
+        if has_rec:
+            for p in range(N):
+                if S[t - 1, b, p] != 0.0:
+                    for i in range(N):
+                        rec[i] += WrT[p, i]
+        for i in range(N):
+            I[i] = I[i] + (ff[t, b, i] + rec[i])
+            vi = v[i] + I[i] / tau_s
+            if ref[i] > 0:
+                vi = 0.0
+                ref[i] -= 1
+            V[t, b, i] = vi
+            if vi >= nu:
+                S[t, b, i] = 1.0
+                ref[i] = t_ref
+                vi = 0.0
+            v[i] = vi
+
+
 @njit(parallel=True)
 def _lif_kernel(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
     """All ``T`` steps of one layer for every sample (the arithmetic of :func:`simulate_layer_numpy`).
 
     ``ff`` (T, B, N) is the feed-forward input ``W s_pre(t-1)`` of step ``t``
     (``ff[0]`` unused); ``WrT[p, i] = Wr[i, p]`` (ignored unless ``has_rec``).
+    Samples run in parallel; :func:`_lif_kernel_serial` is the same on one thread.
     """
     T, B, N = ff.shape
     S = np.zeros((T, B, N))
     V = np.zeros((T, B, N))
     for b in prange(B):
-        v = np.zeros(N)
-        I = np.zeros(N)
-        rec = np.zeros(N)
-        ref = np.zeros(N, dtype=np.int64)
-        for t in range(T):
-            for i in range(N):
-                v[i] = v[i] * alpha_m
-                I[i] = I[i] * alpha_s
-            if t == 0:
-                continue
-            for i in range(N):
-                rec[i] = 0.0
-            if has_rec:
-                for p in range(N):
-                    if S[t - 1, b, p] != 0.0:
-                        for i in range(N):
-                            rec[i] += WrT[p, i]
-            for i in range(N):
-                I[i] = I[i] + (ff[t, b, i] + rec[i])
-                vi = v[i] + I[i] / tau_s
-                if ref[i] > 0:
-                    vi = 0.0
-                    ref[i] -= 1
-                V[t, b, i] = vi
-                if vi >= nu:
-                    S[t, b, i] = 1.0
-                    ref[i] = t_ref
-                    vi = 0.0
-                v[i] = vi
+        _lif_one(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref, b, S, V)
     return S, V
+
+
+@njit
+def _lif_kernel_serial(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
+    """:func:`_lif_kernel` on one thread (``Config.threads == 1``)."""
+    T, B, N = ff.shape
+    S = np.zeros((T, B, N))
+    V = np.zeros((T, B, N))
+    for b in range(B):
+        _lif_one(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref, b, S, V)
+    return S, V
+
+
+@njit
+def _binary_matmul(A, B):
+    """``A @ B`` for a 0/1 matrix ``A`` (R, J): row ``r`` is the sum of the rows ``B[j]`` with ``A[r, j] = 1``.
+
+    Spike trains are sparse, so this costs (number of spikes) x N instead of R J N.
+    """
+    R, J = A.shape
+    out = np.zeros((R, B.shape[1]))
+    for r in range(R):
+        for j in range(J):
+            if A[r, j] != 0.0:
+                for n in range(B.shape[1]):
+                    out[r, n] += B[j, n]
+    return out
+
+
+@njit
+def _binary_tmatmul(A, U):
+    """``A.T @ U`` for a 0/1 matrix ``A`` (R, J): row ``j`` is the sum of the rows ``U[r]`` with ``A[r, j] = 1``."""
+    R, J = A.shape
+    out = np.zeros((J, U.shape[1]))
+    for r in range(R):
+        for j in range(J):
+            if A[r, j] != 0.0:
+                for n in range(U.shape[1]):
+                    out[j, n] += U[r, n]
+    return out
+
+
+def _spike_matmul(A, B, cfg):
+    """``A @ B`` for 0/1 spike trains ``A``: the sparse kernel, or BLAS for the numpy backend."""
+    if cfg.backend == "numpy":
+        return A @ B
+    return _binary_matmul(np.ascontiguousarray(A), np.ascontiguousarray(B))
 
 
 def _simulate_layer(S_pre, layer: _Layer, cfg: Config):
@@ -679,11 +786,11 @@ def _simulate_layer(S_pre, layer: _Layer, cfg: Config):
         return simulate_layer_numpy(S_pre, layer.W, layer.Wr, layer.nu, cfg)
     T, B, n_pre = S_pre.shape
     ff = np.zeros((T, B, layer.W.shape[0]))
-    ff[1:] = (S_pre[:-1].reshape(-1, n_pre) @ layer.W.T).reshape(T - 1, B, -1)   # W s(t-1), all steps at once
+    ff[1:] = _spike_matmul(S_pre[:-1].reshape(-1, n_pre), layer.W.T, cfg).reshape(T - 1, B, -1)  # W s(t-1)
     has_rec = layer.Wr is not None
     WrT = np.ascontiguousarray(layer.Wr.T) if has_rec else np.zeros((1, 1))
-    return _lif_kernel(ff, WrT, has_rec, layer.nu, 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s,
-                       cfg.tau_s, cfg.t_ref)
+    kernel = _lif_kernel_serial if cfg.threads == 1 or B == 1 else _lif_kernel
+    return kernel(ff, WrT, has_rec, layer.nu, 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s, cfg.tau_s, cfg.t_ref)
 
 
 @dataclass
@@ -706,6 +813,7 @@ def _forward(layers, x, cfg) -> Forward:
     return Forward(S, V, counts)
 
 
+@_threaded
 def simulate(params, x, cfg: Config = Config()) -> Forward:
     """Run the network on spike trains ``x`` (T, batch, n_in); returns spikes, potentials and counts per layer."""
     layers, x, cfg = _prepare(params, x, cfg)
@@ -779,34 +887,51 @@ def spike_effect_numpy(S_post, cfg: Config = Config()) -> np.ndarray:
     return U
 
 
+@njit
+def _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U):
+    """Sample ``b`` of :func:`_spike_effect_kernel`, written into ``U``."""
+    T, _, N = S_post.shape
+    r = np.ones(T + 1)
+    for i in range(N):
+        cnt = 0
+        for t in range(T):
+            if cnt > 0:
+                r[t] = 0.0
+                cnt -= 1
+            else:
+                r[t] = 1.0
+            if S_post[t, b, i] > 0.0:
+                cnt = t_ref
+        r[T] = 1.0
+        lam_next = 0.0
+        mu_next = 0.0
+        for t in range(T - 1, -1, -1):
+            s = S_post[t, b, i]
+            lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next
+            mu = r[t] * lam / tau_s + alpha_s * mu_next
+            if t >= 1:
+                U[b, t - 1, i] = mu
+            lam_next = lam
+            mu_next = mu
+
+
 @njit(parallel=True)
 def _spike_effect_kernel(S_post, alpha_m, alpha_s, tau_s, t_ref):
-    """Numba twin of :func:`spike_effect_numpy`: (T, B, N) -> U (B, T, N)."""
+    """Numba twin of :func:`spike_effect_numpy`: (T, B, N) -> U (B, T, N), samples in parallel."""
     T, B, N = S_post.shape
     U = np.zeros((B, T, N))
     for b in prange(B):
-        r = np.ones(T + 1)
-        for i in range(N):
-            cnt = 0
-            for t in range(T):
-                if cnt > 0:
-                    r[t] = 0.0
-                    cnt -= 1
-                else:
-                    r[t] = 1.0
-                if S_post[t, b, i] > 0.0:
-                    cnt = t_ref
-            r[T] = 1.0
-            lam_next = 0.0
-            mu_next = 0.0
-            for t in range(T - 1, -1, -1):
-                s = S_post[t, b, i]
-                lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next
-                mu = r[t] * lam / tau_s + alpha_s * mu_next
-                if t >= 1:
-                    U[b, t - 1, i] = mu
-                lam_next = lam
-                mu_next = mu
+        _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U)
+    return U
+
+
+@njit
+def _spike_effect_kernel_serial(S_post, alpha_m, alpha_s, tau_s, t_ref):
+    """:func:`_spike_effect_kernel` on one thread."""
+    T, B, N = S_post.shape
+    U = np.zeros((B, T, N))
+    for b in range(B):
+        _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U)
     return U
 
 
@@ -815,7 +940,8 @@ def spike_effect(S_post, cfg: Config = Config()) -> np.ndarray:
     S_post = np.ascontiguousarray(S_post, dtype=np.float64)
     if cfg.backend == "numpy":
         return spike_effect_numpy(S_post, cfg)
-    return _spike_effect_kernel(S_post, 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s, cfg.tau_s, cfg.t_ref)
+    kernel = _spike_effect_kernel_serial if cfg.threads == 1 or S_post.shape[1] == 1 else _spike_effect_kernel
+    return kernel(S_post, 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s, cfg.tau_s, cfg.t_ref)
 
 
 def spsp(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
@@ -825,7 +951,14 @@ def spsp(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
     """
     s_post = np.asarray(s_post, dtype=np.float64)
     U = spike_effect(s_post[:, None, :], cfg)[0]
-    return U.T @ np.asarray(s_pre, dtype=np.float64)
+    return _spsp_from_effect(U, np.asarray(s_pre, dtype=np.float64), cfg)
+
+
+def _spsp_from_effect(U, s_pre, cfg):
+    """``E = U^T s_pre`` (N_post, N_pre) for one sample: BLAS (numpy backend) or the sparse kernel."""
+    if cfg.backend == "numpy":
+        return U.T @ s_pre
+    return np.ascontiguousarray(_binary_tmatmul(np.ascontiguousarray(s_pre), U).T)
 
 
 # ---------------------------------------------------------------------------
@@ -840,8 +973,10 @@ def effect_ratio(E, o_post, o_pre, kappa_zero: float = 0.5) -> np.ndarray:
     """
     o_post = np.asarray(o_post, dtype=np.float64)
     o_pre = np.asarray(o_pre, dtype=np.float64)
-    zero = (o_post[:, None] == 0) | (o_pre[None, :] == 0)
-    return np.where(zero, kappa_zero, E / np.where(o_pre > 0, o_pre, 1.0)[None, :])   # Eq. (kappa)
+    K = E * (1.0 / np.where(o_pre > 0, o_pre, 1.0))[None, :]    # Eq. (kappa)
+    K[o_post == 0, :] = kappa_zero                               # the zero-count rule
+    K[:, o_pre == 0] = kappa_zero
+    return K
 
 
 def _spike_time_marginal(n: int, L: int, gap: int) -> np.ndarray:
@@ -914,8 +1049,11 @@ class DTable:
         """
         o_pre = np.asarray(o_pre).astype(np.int64)
         o_post = np.asarray(o_post).astype(np.int64)
-        d = self.d[np.clip(o_pre, 1, self.n_max)[None, :], np.clip(o_post, 1, self.o_max)[:, None]]
-        return np.where((o_post[:, None] == 0) | (o_pre[None, :] == 0), 0.0, d)
+        rows = self.d[np.clip(o_pre, 1, self.n_max)]                       # (N_pre, o_max + 1)
+        d = np.ascontiguousarray(rows[:, np.clip(o_post, 1, self.o_max)].T)  # (N_post, N_pre)
+        d[o_post == 0, :] = 0.0
+        d[:, o_pre == 0] = 0.0
+        return d
 
 
 def generate_d_table(tau_m: float, tau_s: float, T: int, t_ref: int, *, max_count: int = 100, trials: int = 1000,
@@ -1028,7 +1166,9 @@ def postsynaptic_derivative(E, o_post, o_pre, cfg: Config, T: int) -> np.ndarray
     """
     o_post = np.asarray(o_post, dtype=np.float64)
     if cfg.d_method == "ratio":
-        return np.where(o_post[:, None] > 0, E / np.where(o_post > 0, o_post, 1.0)[:, None], 0.0)
+        D = E * (1.0 / np.where(o_post > 0, o_post, 1.0))[:, None]
+        D[o_post == 0, :] = 0.0
+        return D
     return d_table(cfg, T).lookup(o_pre, o_post)
 
 
@@ -1101,14 +1241,14 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
             Ub = U[k][n]
             o_pre = pres[k][:, b, :].sum(axis=0)
             o, o_lin = fwd.counts[k][b], counts_lin[k][b]
-            E = Ub.T @ pres[k][:, b, :]                                           # Eq. (S-PSP), adjoint form
+            E = _spsp_from_effect(Ub, pres[k][:, b, :], cfg)                      # Eq. (S-PSP), adjoint form
             K = effect_ratio(E, o_lin, o_pre, cfg.kappa_zero)                    # Eq. (kappa)
             D = postsynaptic_derivative(E, o_lin, o_pre, cfg, T)                 # Eq. (d)
             a = (layer.W * E).sum(axis=1)                                        # Eq. (T-PSP)
             sum_wd = (layer.W * D).sum(axis=1)
             Er = Kr = Dr = Mk = Kr_true = None
             if layer.Wr is not None:
-                Er = Ub.T @ fwd.S[k][:, b, :]
+                Er = _spsp_from_effect(Ub, fwd.S[k][:, b, :], cfg)
                 Kr = effect_ratio(Er, o_lin, o, cfg.kappa_zero)
                 Dr = postsynaptic_derivative(Er, o_lin, o, cfg, T)
                 a = a + (layer.Wr * Er).sum(axis=1)
@@ -1125,6 +1265,7 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
         yield int(b), lins
 
 
+@_threaded
 def linearise(params, x, y, cfg: Config = Config()) -> list:
     """The frozen-timing linearisation of every sample: ``lins[b][k-1]`` is a :class:`LayerLinearisation`."""
     layers, x, cfg = _prepare(params, x, cfg)
@@ -1275,6 +1416,7 @@ def _check_sample_weight(sample_weight, B: int) -> np.ndarray:
 # The algorithm contract
 # ---------------------------------------------------------------------------
 
+@_threaded
 def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, sample_weight=None, info=None):
     """True spike-count loss of the simulated network on ``(x, y)`` and its ST-RSBP gradient.
 
@@ -1360,6 +1502,10 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sampl
     keys = sorted(params)
 
     def objective(p) -> float:
+        with _limit_threads(cfg):
+            return _objective(p)
+
+    def _objective(p) -> float:
         if not isinstance(p, dict) or sorted(p) != keys:
             raise ValueError(f"p: expected a dict with keys {keys}")
         pl = _network(p, cfg, name="p")
@@ -1387,6 +1533,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sampl
     return objective
 
 
+@_threaded
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
     """Predicted class per sample: the output neuron with the most spikes (first one on ties)."""
     layers, x, cfg = _prepare(params, x, cfg)
@@ -1427,3 +1574,19 @@ def update_sample_weights(weights, y, correct, cfg: Config = Config()) -> np.nda
         err = float(np.sum(w[in_c & ~correct])) / float(np.sum(w[in_c]))
         new[in_c & ~correct] *= math.exp(err / 20.0)
     return new
+
+
+# ---------------------------------------------------------------------------
+# Training recipe, gradient-check problems, benchmark
+# ---------------------------------------------------------------------------
+
+def recipe(dataset: str = "digits") -> tuple:
+    """Default ``(Config, training settings)`` for ``refsnn train st_rsbp``."""
+    if dataset == "digits":
+        cfg = Config(T=100, tau_m=32.0, tau_s=4.0, nu_hidden=10.0, nu_out=8.0, desired=20.0, undesired=3.0,
+                     margin=2.0, input_scale=0.5)
+        return cfg, dict(hidden=["R100"], optimizer="adam", lr=1e-2, epochs=8, batch_size=1, schedule="inv_sqrt",
+                         eval_batch_size=64)
+    cfg = replace(PRESETS["exact"], boost=True, reg_lambda=10.0, reg_beta=0.04)
+    return cfg, dict(hidden=[400, "R400"], optimizer="adam", lr=1e-3, epochs=5, batch_size=1, schedule="inv_sqrt",
+                     eval_batch_size=32)
