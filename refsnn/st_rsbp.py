@@ -67,7 +67,7 @@ others; errors within ``margin`` are ignored; ``w_n`` is a per-sample
     E = 1/B sum_n 1/2 sum_i m_ni w_n (o_ni - y_ni)^2,   m_ni = [|o_ni - y_ni| > margin]   # Eq. (loss)
 
 plus, when ``reg_lambda > 0``, the weight regulariser
-``Omega = sum_rows (lambda L D_i / 2) exp(beta (Q_i - 1))`` with
+``Omega = sum_rows (lambda L D_i / 2) [exp(beta (Q_i - 1)) - exp(-beta)]`` with
 ``Q_i = sum_j (w_ij / L)^2 / D_i`` (D_i = number of inputs of neuron i + 1,
 ``L = weight_limit``), whose gradient is the code's
 ``lambda beta (w/L) exp(beta (Q_i - 1))`` (Eq. (reg), §4).  The returned loss
@@ -1244,15 +1244,15 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
             E = _spsp_from_effect(Ub, pres[k][:, b, :], cfg)                      # Eq. (S-PSP), adjoint form
             K = effect_ratio(E, o_lin, o_pre, cfg.kappa_zero)                    # Eq. (kappa)
             D = postsynaptic_derivative(E, o_lin, o_pre, cfg, T)                 # Eq. (d)
-            a = (layer.W * E).sum(axis=1)                                        # Eq. (T-PSP)
-            sum_wd = (layer.W * D).sum(axis=1)
+            a = np.einsum("ij,ij->i", layer.W, E)                               # Eq. (T-PSP)
+            sum_wd = np.einsum("ij,ij->i", layer.W, D)
             Er = Kr = Dr = Mk = Kr_true = None
             if layer.Wr is not None:
                 Er = _spsp_from_effect(Ub, fwd.S[k][:, b, :], cfg)
                 Kr = effect_ratio(Er, o_lin, o, cfg.kappa_zero)
                 Dr = postsynaptic_derivative(Er, o_lin, o, cfg, T)
-                a = a + (layer.Wr * Er).sum(axis=1)
-                sum_wd = sum_wd + (layer.Wr * Dr).sum(axis=1)
+                a = a + np.einsum("ij,ij->i", layer.Wr, Er)
+                sum_wd = sum_wd + np.einsum("ij,ij->i", layer.Wr, Dr)
                 if layer.kind == "lateral":
                     Et = spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if post_lin[k] is not fwd.S[k] else Er
                     Kr_true = effect_ratio(Et, o, o, cfg.kappa_zero)
@@ -1394,7 +1394,7 @@ def _regulariser(params, layers, cfg: Config, masks=None):
             n_in = n_in + mask.sum(axis=1)
         Dn = n_in + 1.0
         ex = np.exp(beta * (sq / Dn - 1.0))
-        value += float(np.sum(lam * L * Dn / 2.0 * ex))
+        value += float(np.sum(lam * L * Dn / 2.0 * (ex - math.exp(-beta))))    # Eq. (reg), 0 at W = 0
         grads[f"W{k}"] = lam * beta * (layer.W / L) * ex[:, None]
         if layer.kind == "recurrent":
             grads[f"Wr{k}"] = lam * beta * (Wr / L) * ex[:, None]
@@ -1590,3 +1590,80 @@ def recipe(dataset: str = "digits") -> tuple:
     cfg = replace(PRESETS["exact"], boost=True, reg_lambda=10.0, reg_beta=0.04)
     return cfg, dict(hidden=[400, "R400"], optimizer="adam", lr=1e-3, epochs=5, batch_size=1, schedule="inv_sqrt",
                      eval_batch_size=32)
+
+
+#: The small neuron used by the gradient checks and tests: short time
+#: constants so that 60 steps hold ~10 spikes per neuron.
+SMALL = Config(tau_m=16.0, tau_s=4.0, T=60, nu_hidden=2.0, nu_out=2.0, desired=8.0, undesired=1.0, margin=1.0,
+               lateral=0.5)
+
+
+def small_problem(sizes, cfg: Config = SMALL, seed: int = 0, *, batch: int = 3, silent_target: bool = False,
+                  p_in: float = 0.3):
+    """A random ``(params, x, y)`` on which every layer fires (for gradient checks and tests).
+
+    Weights are ``U[-1, 1] * 0.6 + 0.25`` (recurrent ones keep their
+    connectivity), inputs Bernoulli(``p_in``); seeds ``[seed, k]`` are tried
+    until every layer has spikes and some output error exceeds the margin.
+    With ``silent_target`` each label is an output neuron that stays silent
+    (exercising the fake target spikes) where one exists.
+    """
+    arch = parse_arch(sizes)
+    for k in range(200):
+        rng = np.random.default_rng([seed, k])
+        params = init_params(sizes, cfg, rng)
+        for key in params:
+            if key.startswith("Wr"):
+                params[key] = np.where(params[key] != 0, params[key] * 0.6 + 0.1, 0.0)
+            else:
+                params[key] = params[key] * 0.6 + 0.25
+        x = (rng.random((cfg.T, batch, arch[0][0])) < p_in).astype(float)
+        x[0] = 0.0
+        fwd = simulate(params, x, cfg)
+        out = fwd.counts[-1]
+        if silent_target:
+            y = np.array([int(np.argmin(o)) for o in out])
+            if not np.all(out[np.arange(batch), y] == 0):
+                continue
+        else:
+            y = rng.integers(0, arch[-1][0], batch)
+        if all(np.mean(c > 0) > 0.3 for c in fwd.counts[:-1]) and out.sum() > 0:
+            _, g = _loss(out, y, np.ones(batch), cfg)
+            if np.count_nonzero(g) >= 2:
+                return params, x, y
+    raise RuntimeError(f"small_problem: no active problem found for {sizes}")  # pragma: no cover
+
+
+def gradcheck_cases(seed: int = 0) -> list:
+    """Problems for ``refsnn gradcheck st_rsbp``: each architecture kind and each switch of the exact model.
+
+    Every case compares ``loss_and_grad`` with central differences of
+    :func:`reference_objective` (the frozen-timing linearised network) over
+    every weight tensor: feed-forward only; one recurrent layer (sparse grid
+    reservoir, absent synapses included); the paper's shape 8-6-R6-4; two
+    recurrent layers; the HM2-BP ``d``; the regulariser; a silent target (fake
+    spikes); clamped ``S``; no lateral inhibition.
+    """
+    from refsnn.gradcheck import Case
+
+    c = SMALL
+    specs = [
+        ("feed-forward 8-6-4", "8-6-4", c, {}),
+        ("recurrent 8-R6-4 (grid reservoir)", "8-R6-4", c, {}),
+        ("paper shape 8-6-R6-4", "8-6-R6-4", c, {}),
+        ("two recurrent 8-R6-R5-4", "8-R6-R5-4", replace(c, reservoir="dense"), {}),
+        ("d = e/o (HM2-BP)", "8-6-R6-4", replace(c, d_method="ratio"), {}),
+        ("regulariser", "8-6-R6-4", replace(c, reg_lambda=10.0, reg_beta=0.5, weight_limit=1.0), {}),
+        ("silent target, fake spikes", "8-6-R6-4", c, {"silent_target": True}),
+        ("clamped S (s_min = 3)", "8-6-R6-4", replace(c, s_min=3.0), {}),
+        ("no lateral inhibition", "8-6-R6-4", replace(c, lateral=0.0), {}),
+    ]
+    cases = []
+    for label, sizes, cfg, kw in specs:
+        params, x, y = small_problem(sizes, cfg, seed, **kw)
+        # d = e/o makes S_i = 1 - a_i/(nu o_i) <= 0, near 0: a stiff objective, so a 4th-order stencil.
+        order = 4 if cfg.d_method == "ratio" else 2
+        # Large S (clamped to 3) gives gradients ~1e-3 of the loss: round-off ~1e-16 |E|/eps needs a larger eps.
+        eps = 1e-4 if cfg.s_min > 1 else 1e-6
+        cases.append(Case(f"st_rsbp {label}", params, x, y, cfg, tol=1e-7, order=order, eps=eps))
+    return cases
