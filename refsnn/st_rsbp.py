@@ -211,6 +211,7 @@ __all__ = [
     "postsynaptic_derivative",
     "LayerLinearisation",
     "linearise",
+    "linearised_counts",
     "backward_sample",
     "code_effect_ratio",
     "update_sample_weights",
@@ -1477,42 +1478,16 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, sample_weig
     return loss + reg, grads
 
 
-def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sample_weight=None):
-    """The frozen-timing linearised network's loss ``E~`` (Eq. (surrogate)) as a function of the parameters.
-
-    Simulates once at ``params`` to freeze every spike train (so ``E, K, D``,
-    the counts and the residuals ``b``), then returns ``objective(p)``: for
-    each sample and layer, solve the linear Eq. (surrogate) for ``o~`` given
-    the weights in ``p`` and ``o~`` of the layer below, and evaluate Eq. (loss)
-    with the margin mask of the simulated counts, plus the regulariser of
-    ``p``.  ``objective(params)`` equals the loss of ``loss_and_grad``, and the
-    exact gradient of ``objective`` at ``params`` is ``loss_and_grad``'s
-    (default variants).  Recurrent weights that are zero at ``params`` are
-    absent synapses: ``objective`` ignores their values in ``p``.
-    """
-    layers, xx, cfg = _prepare(params, x, cfg)
-    B = xx.shape[1]
-    y = check_labels("y", y, layers[-1].W.shape[0], batch=B)
-    w = _check_sample_weight(sample_weight, B)
-    fwd = _forward(layers, xx, cfg)
-    all_lins = [lins for _, lins in _linearise(layers, xx, fwd, y, cfg, range(B))]
-    Y = _targets(y, layers[-1].W.shape[0], cfg)
-    m = np.abs(fwd.counts[-1] - Y) > cfg.margin                 # frozen margin mask
+def _frozen_counts(layers, all_lins, cfg: Config, n_in: int):
+    """``counts(p) -> o~^M`` (B, N_M): the frozen-timing linearised network (Eq. (surrogate)) at weights ``p``."""
     masks = [layer.mask for layer in layers]
-    keys = sorted(params)
 
-    def objective(p) -> float:
-        with _limit_threads(cfg):
-            return _objective(p)
-
-    def _objective(p) -> float:
-        if not isinstance(p, dict) or sorted(p) != keys:
-            raise ValueError(f"p: expected a dict with keys {keys}")
+    def counts(p):
         pl = _network(p, cfg, name="p")
-        total = 0.0
-        for b in range(B):
-            d_prev = np.zeros(xx.shape[2])                      # o~^0 - o^0 = 0: the input is fixed
-            for layer, lin, mask in zip(pl, all_lins[b], masks):
+        out = []
+        for lins in all_lins:
+            d_prev = np.zeros(n_in)                             # o~^0 - o^0 = 0: the input is fixed
+            for layer, lin, mask in zip(pl, lins, masks):
                 W = layer.W
                 c = lin.nu * (lin.S - lin.Sc)                   # clamp correction (0 unless clamped)
                 rhs = (W * (lin.E + lin.K * d_prev[None, :] - lin.D * lin.o[:, None])).sum(axis=1) \
@@ -1526,9 +1501,69 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sampl
                     A = np.diag(diag - (Wr * lin.Dr).sum(axis=1)) - Wr * lin.Kr
                     o_t = np.linalg.solve(A, rhs)               # Eq. (surrogate), recurrent layer
                 d_prev = o_t - lin.o
-            total += 0.5 * float(np.sum(m[b] * w[b] * (o_t - Y[b]) ** 2))
-        reg, _ = _regulariser(p, pl, cfg, masks)
-        return total / B + reg
+            out.append(o_t)
+        return np.array(out)
+
+    return counts, masks
+
+
+def _frozen_model(params, x, y, cfg):
+    layers, xx, cfg = _prepare(params, x, cfg)
+    B = xx.shape[1]
+    y = check_labels("y", y, layers[-1].W.shape[0], batch=B)
+    fwd = _forward(layers, xx, cfg)
+    all_lins = [lins for _, lins in _linearise(layers, xx, fwd, y, cfg, range(B))]
+    counts, masks = _frozen_counts(layers, all_lins, cfg, xx.shape[2])
+    return layers, fwd, y, counts, masks, cfg
+
+
+def linearised_counts(params, x, y, cfg: Config = Config()):
+    """``counts(p) -> o~^M`` (batch, N_M): output counts of the frozen-timing linearised network.
+
+    ``counts(params)`` equals the simulated output counts; for other weights
+    ``p`` it is the first-order ST-RSBP prediction of how the counts change
+    (the labels ``y`` matter only through the fake target spikes).
+    """
+    _, _, _, counts, _, cfg = _frozen_model(params, x, y, cfg)
+    keys = sorted(params)
+
+    def fn(p):
+        if not isinstance(p, dict) or sorted(p) != keys:
+            raise ValueError(f"p: expected a dict with keys {keys}")
+        with _limit_threads(cfg):
+            return counts(p)
+
+    return fn
+
+
+def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sample_weight=None):
+    """The frozen-timing linearised network's loss ``E~`` (Eq. (surrogate)) as a function of the parameters.
+
+    Simulates once at ``params`` to freeze every spike train (so ``E, K, D``,
+    the counts and the residuals ``b``), then returns ``objective(p)``: for
+    each sample and layer, solve the linear Eq. (surrogate) for ``o~`` given
+    the weights in ``p`` and ``o~`` of the layer below, and evaluate Eq. (loss)
+    with the margin mask of the simulated counts, plus the regulariser of
+    ``p``.  ``objective(params)`` equals the loss of ``loss_and_grad``, and the
+    exact gradient of ``objective`` at ``params`` is ``loss_and_grad``'s
+    (default variants).  Recurrent weights that are zero at ``params`` are
+    absent synapses: ``objective`` ignores their values in ``p``.
+    """
+    layers, fwd, y, counts, masks, cfg = _frozen_model(params, x, y, cfg)
+    B = len(y)
+    w = _check_sample_weight(sample_weight, B)
+    Y = _targets(y, layers[-1].W.shape[0], cfg)
+    m = np.abs(fwd.counts[-1] - Y) > cfg.margin                 # frozen margin mask
+    keys = sorted(params)
+
+    def objective(p) -> float:
+        if not isinstance(p, dict) or sorted(p) != keys:
+            raise ValueError(f"p: expected a dict with keys {keys}")
+        with _limit_threads(cfg):
+            o_t = counts(p)
+            loss = 0.5 * float(np.sum(m * w[:, None] * (o_t - Y) ** 2)) / B    # Eq. (loss) of o~
+            reg, _ = _regulariser(p, _network(p, cfg, name="p"), cfg, masks)
+        return loss + reg
 
     return objective
 
