@@ -1110,21 +1110,17 @@ _DTABLE_MEMO: dict = {}
 
 
 def _cache_dir() -> Path:
-    """``$REFSNN_DATA`` > ``$XDG_CACHE_HOME/refsnn`` > ``~/.cache/refsnn`` (the datasets convention), + ``/st_rsbp``."""
-    if os.environ.get("REFSNN_DATA"):
-        base = Path(os.environ["REFSNN_DATA"])
-    elif os.environ.get("XDG_CACHE_HOME"):
-        base = Path(os.environ["XDG_CACHE_HOME"]) / "refsnn"
-    else:
-        base = Path.home() / ".cache" / "refsnn"
-    return base / "st_rsbp"
+    """Where d-tables are cached: ``refsnn.datasets.data_home() / "st_rsbp"`` (``$REFSNN_DATA`` or the user cache)."""
+    from refsnn.datasets import data_home
+
+    return data_home() / "st_rsbp"
 
 
 def d_table(cfg: Config, T: int | None = None) -> DTable:
     """The d-table for ``cfg``'s ``(tau_m, tau_s, t_ref)`` and ``T`` (default ``cfg.T``): memoised and cached.
 
-    Looks in memory, then in the cache directory (``$REFSNN_DATA/st_rsbp`` or
-    ``~/.cache/refsnn/st_rsbp``), else generates it with
+    Looks in memory, then in the cache directory (``$REFSNN_DATA/st_rsbp``, else
+    ``$XDG_CACHE_HOME/refsnn/st_rsbp`` or ``~/.cache/refsnn/st_rsbp``), else generates it with
     :func:`generate_d_table` and writes it there (a warning, not an error, if
     the directory is not writable).
     """
@@ -1702,3 +1698,71 @@ def gradcheck_cases(seed: int = 0) -> list:
         eps = 1e-4 if cfg.s_min > 1 else 1e-6
         cases.append(Case(f"st_rsbp {label}", params, x, y, cfg, tol=1e-7, order=order, eps=eps))
     return cases
+
+
+def bench(quick: bool = False, *, reps: int | None = None, log=print) -> dict:
+    """Time one online training step (``loss_and_grad`` + Adam) per sample, and how it grows with T and N_r.
+
+    The headline is the paper's Fashion-MNIST network 784-400-R400-10 at
+    T = 400 (default Config: exact gradient, one thread), on the first
+    Fashion-MNIST training images (random images of the same mean intensity
+    if the dataset is not installed), from the initial weights.  Then T in
+    {100, 200, 400, 800} at N_r = 400, and N_r in {100, 200, 400, 800} at
+    T = 400 (784-400-R{N_r}-10), and the NumPy backend at the headline
+    setting.  ``quick`` uses 784-100-R100-10 at T = 100 and fewer repetitions.
+    Returns a dict (printed as a table through ``log``).
+    """
+    import platform
+
+    from refsnn import datasets, optim
+    from refsnn._jit import jit_status
+
+    try:
+        X, _ = datasets.load("fashion-mnist", "train", limit=64)
+        feats, source = X.reshape(len(X), -1) / 255.0, "fashion-mnist"
+    except (FileNotFoundError, ValueError):
+        rng0 = np.random.default_rng(0)
+        feats, source = rng0.random((64, 784)) * (rng0.random((64, 784)) < 0.57), "random images"
+    reps = reps or (5 if quick else 20)
+    base_T, base_N = (100, 100) if quick else (400, 400)
+    Ts = [50, 100] if quick else [100, 200, 400, 800]
+    Ns = [50, 100] if quick else [100, 200, 400, 800]
+
+    def run(arch, T, backend="numba", n=reps):
+        cfg = replace(Config(), T=T, backend=backend)
+        t0 = time.perf_counter()
+        d_table(cfg)
+        t_table = time.perf_counter() - t0
+        params = init_params(arch, cfg, 0)
+        opt = optim.Adam(1e-3)
+        rng = np.random.default_rng(0)
+        xs = [encode(feats[i % len(feats)][None], cfg, rng) for i in range(n + 1)]
+        ys = [np.array([i % 10]) for i in range(n + 1)]
+        loss_and_grad(params, xs[-1], ys[-1], cfg)             # warm-up: compilation
+        steps, fwds, spikes = [], [], []
+        for x, y in zip(xs[:n], ys[:n]):
+            t0 = time.perf_counter()
+            info = {}
+            _, g = loss_and_grad(params, x, y, cfg, info=info)
+            opt.step(params, g)
+            steps.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            predict(params, x, cfg)
+            fwds.append(time.perf_counter() - t0)
+            spikes.append([float(c.sum()) for c in info["counts"]])
+        row = {"arch": arch, "T": T, "backend": backend, "s_per_sample": float(np.median(steps)),
+               "forward_s_per_sample": float(np.median(fwds)), "d_table_s": t_table,
+               "mean_spikes_per_layer": np.mean(spikes, axis=0).round(1).tolist(), "reps": n}
+        log(f"  {arch:<18} T={T:<4} {backend:<6} step {1e3 * row['s_per_sample']:8.1f} ms   forward "
+            f"{1e3 * row['forward_s_per_sample']:7.1f} ms   spikes/layer {row['mean_spikes_per_layer']}")
+        return row
+
+    log(f"ST-RSBP benchmark ({source}; {jit_status()}; one thread per call, Config.threads=1)")
+    head = run(f"784-{base_N}-R{base_N}-10", base_T)
+    vs_T = [head if T == base_T else run(f"784-{base_N}-R{base_N}-10", T) for T in Ts]
+    vs_N = [head if N == base_N else run(f"784-400-R{N}-10" if not quick else f"784-{N}-R{N}-10", base_T)
+            for N in Ns]
+    numpy_row = run(f"784-{base_N}-R{base_N}-10", base_T, backend="numpy", n=max(2, reps // 5))
+    return {"source": source, "jit": jit_status(), "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "headline": head, "vs_T": vs_T, "vs_recurrent_size": vs_N,
+            "numpy_backend": numpy_row}

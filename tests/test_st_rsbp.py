@@ -466,10 +466,11 @@ def test_code_variants_distance_from_exact_gradient(capsys):
 
     Reports the relative distance per tensor over 5 problems (printed with
     ``-s``).  What must hold: each switch changes exactly the tensors it
-    touches (diagonal: W2, Wr2 and everything below through... no: only the
-    recurrent layer's own tensors; layout: only tensors below the recurrent
-    layer; lateral: all tensors, since it changes the error sent down), and by
-    more than round-off.
+    touches, by more than round-off, and nothing else bit for bit.  The
+    diagonal-only gradient changes only the recurrent layer's own W2 and Wr2
+    (the error sent down still uses the full solve); the R M^-1 layout only
+    the error sent below the recurrent layer (W1); the lateral factor every
+    tensor (it changes the output's own gradient and the error sent down).
     """
     rows = []
     for seed in range(5):
