@@ -142,10 +142,14 @@ The code-faithful settings together are ``PRESETS["code"]``.
 Two tiers
 ---------
 ``backend="numba"`` (default) runs :func:`_lif_kernel` and
-:func:`_spike_effect_kernel`; ``backend="numpy"`` runs the readable twins
-:func:`simulate_layer_numpy` and :func:`spike_effect_numpy`.  They agree to
-float64 round-off, and :func:`spsp_replay` (the code's pairwise replay) agrees
-with both (``tests/test_st_rsbp.py``).
+:func:`_spike_effect_kernel`, and multiplies by spike trains with the sparse
+:func:`_binary_matmul` / :func:`_binary_tmatmul` (trains are 5-10% dense);
+``backend="numpy"`` runs the readable twins :func:`simulate_layer_numpy` and
+:func:`spike_effect_numpy` with dense products.  They agree to float64
+round-off, and :func:`spsp_replay` (the code's pairwise replay) agrees with
+both (``tests/test_st_rsbp.py``).  Each call runs on one thread by default
+(``Config.threads``): per-sample work is small, and on a busy machine
+oversubscribed BLAS/numba threads cost 10-100x.
 
 Notation differences from the paper
 -----------------------------------
