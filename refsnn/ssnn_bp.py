@@ -2,7 +2,7 @@ r"""SSNN-BP: backprop computed by stochastic spikes, with spike-coincidence weig
 
 Biswas, Saraswat, Ganguly, "A temporally and spatially local spike-based
 backpropagation algorithm to enable training in hardware", Neuromorphic
-Computing and Engineering 3 (2023) 034009, arXiv:2207.09755.
+Computing and Engineering (2023), doi:10.1088/2634-4386/acf1c5; arXiv:2207.09755.
 Spec: ``shared/specs/ssnn_bp.md``.
 
 What is the paper's and what is ours
@@ -165,17 +165,25 @@ data order and online SGD as the spiking runs.
 
 Two tiers
 ---------
-The coincidence counter of Eq. (U1) exists twice.  :func:`coincidences_loop`
-is the brute-force twin: for every step, every synapse checks the AND of its
-two spikes and counts (a numba kernel through ``refsnn._jit``; plain Python
-with ``NUMBA_DISABLE_JIT=1``).  :func:`coincidences` is the vectorised form:
-``C+ = (e+)^T v`` is a product of 0/1 matrices (BLAS; float32 is exact for
-counts below 2**24).  ``Config(counter=...)`` picks one; given the same
-spike trains both give the same integers (``tests/test_ssnn_bp.py``).  Both
-run only over the *active* steps, those where the target lost the WTA: at the
-other steps no gradient spike exists anywhere (Eq. (W2), (G1)-(G2)), so no
-coincidence can happen, and the update-port spikes there are never drawn.
-This does not change the distribution of any count.
+The coincidence counter of Eq. (U1) is the hot loop, and it exists three
+times (``Config(counter=...)``), all giving the same integers from the same
+spikes (``tests/test_ssnn_bp.py``):
+
+* ``"loop"``, :func:`coincidences_loop`: the brute-force, readable twin.  At
+  every step, every synapse ANDs its two spikes and counts.  A numba kernel
+  through ``refsnn._jit``; plain Python with ``NUMBA_DISABLE_JIT=1``.
+* ``"events"`` (default), :func:`coincidences`: a numba kernel that visits,
+  at each step, only the ports and G units that spiked (the crossbar's outer
+  product of two sparse pulse vectors).
+* ``"matmul"``: ``C+ - C- = (e+ - e-)^T v``, one product of 0/1 matrices
+  (BLAS, float32, exact for counts below 2**24).  As fast as ``"events"`` on
+  an idle machine, but OpenBLAS's threads make it 100x slower when other
+  processes load the cores, hence not the default.
+
+All three run only over the *active* steps, those where the target lost the
+WTA: at the other steps no gradient spike exists anywhere (Eq. (W2),
+(G1)-(G2)), so no coincidence can happen, and the update-port spikes there are
+never drawn.  This does not change the distribution of any count.
 
 Notation differences from the paper
 -----------------------------------
@@ -195,7 +203,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -1036,3 +1044,185 @@ def gradcheck_cases(seed: int = 0) -> list:
              kind="statistical", n_samples=3000),
         Case("ssnn_bp ANN twin (exact)", params, x, y, Config(ann=True), tol=1e-7),
     ]
+
+
+# ---------------------------------------------------------------------------
+# Accuracy against T, and the benchmark
+# ---------------------------------------------------------------------------
+
+def _label(model: str, T) -> str:
+    return "ANN" if model == "ann" else f"{'V1' if model == 'rate' else 'V2'} T={T}"
+
+
+def accuracy_vs_T(dataset: str = "digits", Ts=(1, 2, 4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2),
+                  forwards=("rate", "spike"), *, results=None, on_result=None, log=print, progress=False,
+                  **settings) -> dict:
+    """Train the ANN twin and SSNN-BP at every ``T`` with identical settings; collect test accuracies.
+
+    Every run goes through :func:`refsnn.train.train` with ``recipe(dataset)``
+    and the given ``settings`` overrides (``epochs=``, ``limit_train=``, ...):
+    same architecture, initialisation, data order, online SGD and learning
+    rate for the ANN twin (``Config(ann=True)``) and for V1/V2 at each ``T``.
+
+    Parameters
+    ----------
+    results : dict, optional
+        A previous return value: runs already in it are skipped (resume).
+    on_result : callable, optional
+        Called with ``results`` after every finished run (e.g. to save it).
+
+    Returns
+    -------
+    dict
+        ``{"dataset", "settings", "runs": [{"model", "T", "seed", "test_accuracy",
+        "best_test_accuracy", "seconds"}, ...]}``; :func:`accuracy_table` formats it.
+    """
+    from refsnn.train import train
+
+    log = log or (lambda *_: None)
+    results = results if results is not None else {"dataset": dataset, "settings": dict(settings), "runs": []}
+    done = {(r["model"], r["T"], r["seed"]) for r in results["runs"]}
+    jobs = [("ann", None, s) for s in seeds] + [(f, int(T), s) for s in seeds for f in forwards for T in Ts]
+    for model, T, seed in sorted(jobs, key=lambda j: (j[2], j[0] != "ann", j[0], j[1] or 0)):
+        if (model, T, seed) in done:
+            continue
+        config = {"ann": True} if model == "ann" else {"T": T, "forward": model}
+        t0 = time.perf_counter()
+        m = train("ssnn_bp", dataset, seed=seed, config=config, progress=progress, log=None, **settings)
+        run = {"model": model, "T": T, "seed": seed, "test_accuracy": m["test_accuracy"],
+               "best_test_accuracy": m["best_test_accuracy"], "seconds": time.perf_counter() - t0}
+        results["runs"].append(run)
+        log(f"{dataset} seed {seed} {_label(model, T):<10} test acc {run['test_accuracy']:.4f} "
+            f"({run['seconds']:.0f} s)")
+        if on_result is not None:
+            on_result(results)
+    return results
+
+
+def accuracy_table(results) -> str:
+    """Markdown table of :func:`accuracy_vs_T` results: mean +- sd over seeds, and the gap to the ANN twin."""
+    runs = results["runs"]
+    ann = {r["seed"]: r["test_accuracy"] for r in runs if r["model"] == "ann"}
+    Ts = sorted({r["T"] for r in runs if r["model"] != "ann"})
+    models = [m for m in ("rate", "spike") if any(r["model"] == m for r in runs)]
+
+    def stat(vals):
+        vals = 100 * np.asarray(vals, dtype=float)
+        if vals.size == 0:
+            return "-"
+        sd = f" ± {vals.std(ddof=1):.2f}" if vals.size > 1 else ""
+        return f"{vals.mean():.2f}{sd}"
+
+    head = "| T | " + " | ".join(f"{'V1 (rate)' if m == 'rate' else 'V2 (spike)'} % | gap to ANN (pts)"
+                                  for m in models) + " | ANN twin % |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(models))]
+    for T in Ts:
+        cells = []
+        for m in models:
+            rs = [r for r in runs if r["model"] == m and r["T"] == T]
+            cells.append(stat([r["test_accuracy"] for r in rs]))
+            gaps = [r["test_accuracy"] - ann[r["seed"]] for r in rs if r["seed"] in ann]
+            cells.append(stat(gaps).replace("-", "−") if gaps else "-")
+        lines.append(f"| {T} | " + " | ".join(cells) + f" | {stat(list(ann.values()))} |")
+    n_seeds = len({r["seed"] for r in runs})
+    lines.append(f"\n{results['dataset']}, {n_seeds} seed(s), settings {results.get('settings', {})}; "
+                 f"gap = SSNN-BP minus the ANN twin of the same seed, in points.")
+    return "\n".join(lines)
+
+
+def _blas_one_thread():
+    """A context that limits BLAS to one thread (threadpoolctl), or does nothing if unavailable."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _time_counters(dataset: str, Ts, n_samples: int, n_python: int, log) -> dict:
+    """Per-sample time of one V1 training step with each counter, and of each counter alone."""
+    from refsnn import datasets
+
+    X, y = datasets.load(dataset, "train", limit=max(n_samples, n_python))
+    F = X.reshape(len(X), -1) / 255.0
+    n_train = {"digits": 1438, "fashion-mnist": 60000}.get(dataset, len(y))
+    sizes = [F.shape[1], 100, datasets.n_classes(dataset)]
+    params = init_params(sizes, Config(), 0)
+    Ws, bs = _layers(params)
+    out = {}
+    for T in Ts:
+        row = {}
+        for counter in ("events", "matmul", "loop"):
+            cfg = Config(T=T, counter=counter)
+            rng = np.random.default_rng(0)
+            loss_and_grad(params, F[:1], y[:1], cfg, rng)          # warm-up / compile
+            t0 = time.perf_counter()
+            for i in range(n_samples):
+                loss_and_grad(params, F[i:i + 1], y[i:i + 1], cfg, rng)
+            row[f"step {counter}"] = 1e3 * (time.perf_counter() - t0) / n_samples
+        # The counters alone, on identical recorded spikes.
+        traces = [_simulate(Ws, bs, F[i:i + 1], y[i:i + 1], Config(T=T), np.random.default_rng(i), None)
+                  for i in range(max(n_samples, n_python))]
+        for name, fn in (("events", lambda p, d: _net_coincidences(p, d, "events")),
+                         ("matmul", lambda p, d: _net_coincidences(p, d, "matmul")),
+                         ("loop", lambda p, d: _net_coincidences(p, d, "loop")),
+                         ("loop, pure Python", None)):
+            use = traces[:n_python] if fn is None else traces[:n_samples]
+            t0 = time.perf_counter()
+            for tr in use:
+                for d, port in zip(tr.streams, tr.ports):
+                    if fn is None:
+                        cp = np.zeros((d.shape[1], port.shape[1]), np.int64)
+                        _coincidence_kernel.py_func(port, d > 0, d < 0, cp, cp.copy())
+                    else:
+                        fn(port, d)
+            row[f"count {name}"] = 1e3 * (time.perf_counter() - t0) / len(use)
+        row["step loop, pure Python (extrapolated)"] = (row["step events"] - row["count events"]
+                                                        + row["count loop, pure Python"])
+        row["active fraction"] = float(np.mean([len(tr.rows) / T for tr in traces]))
+        for k in [k for k in row if k.startswith("step")]:
+            row[k.replace("step", "epoch s")] = row[k] * n_train / 1e3
+        out[T] = row
+        log(f"{dataset} {sizes} T={T}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    return {"sizes": sizes, "n_train": n_train, "by_T": out}
+
+
+def bench(quick: bool = False, print_table: bool = True, accuracy: bool = True) -> dict:
+    """Time the coincidence counters, and measure accuracy against T on digits next to the ANN twin.
+
+    Timing: one online V1 training step (``loss_and_grad``, batch 1) at
+    initialisation (the worst case: about 90 % of the steps carry gradient
+    spikes), per counter, on digits (64-100-10) and, if installed,
+    Fashion-MNIST (784-100-10); the counters alone on identical recorded
+    spikes; epoch times are per-sample times times the training-set size
+    (the pure-Python brute force is extrapolated from a few samples).  BLAS
+    is limited to one thread (threadpoolctl) so that timings do not depend on
+    other processes' load.  Accuracy: :func:`accuracy_vs_T` on digits with the
+    recipe; ``quick``: T in (1, 4, 16, 64), one seed, 5 epochs; full: T = 1..256,
+    three seeds, V1 and V2.  Fashion-MNIST accuracy: ``data_scripts/ssnn_bp_accuracy.py``.
+    """
+    from refsnn import datasets
+    from refsnn._jit import jit_status
+
+    log = print if print_table else (lambda *_: None)
+    result = {"jit": jit_status(), "quick": quick}
+    with _blas_one_thread():
+        result["timing"] = {"digits": _time_counters("digits", (16,) if quick else (16, 64, 256),
+                                                     20 if quick else 200, 2 if quick else 5, log)}
+        if not quick:
+            try:
+                datasets.load("fashion-mnist", "test", limit=1)
+            except (OSError, ValueError, FileNotFoundError):  # pragma: no cover - not installed
+                log("fashion-mnist not available: skipping its timing")
+            else:
+                result["timing"]["fashion-mnist"] = _time_counters("fashion-mnist", (16, 64, 256), 100, 2, log)
+        if accuracy:
+            if quick:
+                acc = accuracy_vs_T("digits", Ts=(1, 4, 16, 64), seeds=(0,), forwards=("rate",), log=log, epochs=5)
+            else:
+                acc = accuracy_vs_T("digits", log=log)
+            result["accuracy"] = acc
+            log(accuracy_table(acc))
+    return result
