@@ -684,7 +684,8 @@ class Trace:
     Gammas : list of float
         ``Gamma_l`` for ``l = 1..L`` (``Gamma_L = 1``).
     net_counts : list of (ndarray, ndarray)
-        ``(C+ - C-, sum_t (e+ - e-))`` per layer, summed over the batch.
+        ``(C+ - C-, sum_t (e+ - e-))`` per layer, summed over the batch
+        (``None`` entries when the trace was made without counting).
     max_prob : float
         The largest G-unit firing probability ``gamma |beta|`` seen (<= 1: no clipping).
     """
@@ -734,7 +735,7 @@ def simulate(params, x, y, cfg: Config = Config(), rng=None) -> Trace:
     return _simulate(Ws, bs, x, y, cfg, as_generator(rng))
 
 
-def _simulate(Ws, bs, x, y, cfg, rng, exact=None) -> Trace:
+def _simulate(Ws, bs, x, y, cfg, rng, exact=None, count=True) -> Trace:
     T, B, L = cfg.T, x.shape[0], len(Ws)
 
     # Forward: F and D units.
@@ -780,8 +781,9 @@ def _simulate(Ws, bs, x, y, cfg, rng, exact=None) -> Trace:
         else:
             port = _bernoulli(rates[n][bb], (R, rates[n].shape[1]), rng)   # independent RPU-style draws
         ports[n] = port
-        net_counts[n] = (_net_coincidences(port, d, cfg.counter),            # Eq. (U1)
-                         d.sum(axis=0, dtype=np.int64).astype(np.float64))   # the bias input spikes always
+        if count:
+            net_counts[n] = (_net_coincidences(port, d, cfg.counter),            # Eq. (U1)
+                             d.sum(axis=0, dtype=np.int64).astype(np.float64))   # the bias input spikes always
         if n > 0:                                                # G units of hidden layer n (1-based)
             beta = d.astype(np.float64) @ Ws[n]                  # Eq. (G1): read through W^T
             if R:
@@ -811,7 +813,8 @@ def sample_gradients(params, x, y, cfg: Config = Config(), rng=None) -> dict:
     round-off).  With ``x`` one sample repeated, the rows are iid estimates:
     this is how the statistical tests and the notebook draw many of them.
     """
-    tr = simulate(params, x, y, cfg, rng)
+    Ws, bs, x, y, cfg = _prepare(params, x, y, cfg)
+    tr = _simulate(Ws, bs, x, y, cfg, as_generator(rng), count=False)   # counted per sample below
     b_of_row = tr.rows[:, 1]
     order = np.argsort(b_of_row, kind="stable")
     bounds = np.searchsorted(b_of_row[order], np.arange(tr.batch + 1))

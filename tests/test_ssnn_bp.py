@@ -275,11 +275,14 @@ def test_deeper_networks_and_softmax_regression_run():
 # (a) E[update] = exact backprop
 # ---------------------------------------------------------------------------
 
-def test_every_gradcheck_case_passes():
+def test_every_gradcheck_case_passes(capsys):
     """`refsnn gradcheck ssnn_bp`: V1 means against central differences of the ANN loss (Bonferroni
     z-scores and Hotelling's T^2, gradcheck.check_statistical), and the ANN twin exactly."""
-    for case, rep in gradcheck.run_cases(S, S.gradcheck_cases(0)):
-        assert rep.passed, str(rep)
+    from refsnn.cli import main
+
+    assert main(["gradcheck", "ssnn_bp"]) == 0
+    out = capsys.readouterr().out
+    assert "5 passed, 0 failed" in out and "FAIL" not in out
 
 
 @pytest.mark.parametrize("sizes", [(20, 12, 5), (20, 12, 8, 5)])
@@ -599,3 +602,21 @@ def test_train_runs_for_ssnn_v1_v2_and_the_ann_twin():
                   limit_test=200)
         accs[name] = m["test_accuracy"]
     assert all(a > 0.5 for a in accs.values()), accs
+
+
+def test_cli_train_and_quick_bench(tmp_path, capsys):
+    """`refsnn train ssnn_bp` writes its metrics; the quick bench returns every counter's timing."""
+    import json
+
+    from refsnn.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "ssnn_bp", "--epochs", "1", "--limit-train", "100", "--limit-test", "50", "--out", str(out),
+                 "--no-progress", "--set", "T=8", "--set", "forward=spike"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["forward"] == "spike" and metrics["settings"]["batch_size"] == 1
+    r = S.bench(quick=True, accuracy=False, print_table=False)
+    row = r["timing"]["digits"]["by_T"][16]
+    for k in ("step events", "step matmul", "step loop", "count loop, pure Python", "epoch s events"):
+        assert row[k] > 0, k
+    assert 0 < row["active fraction"] <= 1
