@@ -200,6 +200,14 @@ def test_streams_structure_sign_and_quantisation():
         for k in (f"W{n}", f"b{n}"):
             counts = g[k] * Gam * cfg.T * len(y)
             assert np.allclose(counts, np.round(counts), atol=1e-9), k
+    # One sample: the SGD step -lr * grad is dw_min times the net coincidence count, entry by entry.
+    lr = 0.05
+    tr1 = S.simulate(params, x[:1], y[:1], cfg, rng=9)
+    _, g1 = S.loss_and_grad(params, x[:1], y[:1], cfg, rng=9)
+    for n, (q, (cw, cb)) in enumerate(zip(S.dw_min(params, cfg, lr), tr1.net_counts), start=1):
+        assert q == pytest.approx(lr / (tr1.Gammas[n - 1] * cfg.T), rel=1e-15)
+        np.testing.assert_allclose(-lr * g1[f"W{n}"], q * cw, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(-lr * g1[f"b{n}"], q * cb, rtol=1e-12, atol=1e-15)
 
 
 def test_gains_are_the_tightest_no_clip_bound():
