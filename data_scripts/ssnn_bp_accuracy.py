@@ -8,8 +8,8 @@ interrupted run continues where it stopped (run it again with the same --out).
 Examples (long: use nice on a shared machine)::
 
     nice -n 10 python data_scripts/ssnn_bp_accuracy.py --dataset digits --seeds 0 1 2
-    nice -n 10 python data_scripts/ssnn_bp_accuracy.py --dataset fashion-mnist --seeds 0 \\
-        --forwards rate --limit-train 10000 --epochs 3 --out runs/ssnn_bp_fashion.json
+    nice -n 10 python data_scripts/ssnn_bp_accuracy.py --dataset fashion-mnist --seeds 0 1 2 \\
+        --forwards rate --limit-train 10000 --epochs 3 --milestones 2 --out runs/ssnn_bp_fashion.json
 """
 import argparse
 import json
@@ -27,13 +27,14 @@ def main(argv=None) -> int:
     p.add_argument("--forwards", nargs="+", default=["rate", "spike"], choices=["rate", "spike"])
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--milestones", type=int, nargs="*", help="epochs (0-based) at which the lr is multiplied by 0.3")
     p.add_argument("--limit-train", type=int)
     p.add_argument("--limit-test", type=int)
     p.add_argument("--out", help="JSON file for the results (default runs/ssnn_bp_accuracy_DATASET.json)")
     p.add_argument("--one-blas-thread", action="store_true", help="limit BLAS to one thread (shared machines)")
     args = p.parse_args(argv)
-    settings = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("limit_train", args.limit_train),
-                                  ("limit_test", args.limit_test)) if v is not None}
+    settings = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("milestones", args.milestones),
+                                  ("limit_train", args.limit_train), ("limit_test", args.limit_test)) if v is not None}
     out = Path(args.out or f"runs/ssnn_bp_accuracy_{args.dataset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     results = None
