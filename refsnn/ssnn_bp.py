@@ -219,6 +219,7 @@ from refsnn._jit import njit
 
 __all__ = [
     "Config",
+    "PRESETS",
     "init_params",
     "loss_and_grad",
     "reference_objective",
@@ -301,6 +302,15 @@ class Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: Named settings for ``refsnn train ssnn_bp --preset NAME``: the unbiased V1,
+#: the fully spiking V2, and the ANN twin (exact backprop of the same network).
+PRESETS = {
+    "v1": Config(T=64, forward="rate"),
+    "v2": Config(T=64, forward="spike"),
+    "ann": Config(ann=True),
+}
 
 
 # ---------------------------------------------------------------------------
@@ -1015,7 +1025,8 @@ def recipe(dataset: str = "digits") -> tuple:
     coincidences update the crossbar at once; with ``batch_size > 1`` the
     returned estimate is the batch mean, i.e. the update accumulated over the
     minibatch.  V1 at T = 64.  Digits: 64-100-10; 784-pixel images:
-    784-100-10.  ``--set ann=True`` trains the ANN twin identically.
+    784-100-10.  ``--set ann=True`` (or ``--preset ann``) trains the ANN twin
+    identically; ``--preset v2`` the fully spiking variant.
     """
     cfg = Config(T=64, forward="rate")
     if dataset == "digits":

@@ -623,6 +623,9 @@ def test_cli_train_and_quick_bench(tmp_path, capsys):
                  "--no-progress", "--set", "T=8", "--set", "forward=spike"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["forward"] == "spike" and metrics["settings"]["batch_size"] == 1
+    assert main(["train", "ssnn_bp", "--epochs", "1", "--limit-train", "50", "--limit-test", "20", "--out",
+                 str(tmp_path / "ann"), "--no-progress", "--preset", "ann"]) == 0
+    assert json.loads((tmp_path / "ann" / "metrics.json").read_text())["config"]["ann"] is True
     r = S.bench(quick=True, accuracy=False, print_table=False)
     row = r["timing"]["digits"]["by_T"][16]
     for k in ("step events", "step matmul", "step loop", "count loop, pure Python", "epoch s events"):
