@@ -63,7 +63,50 @@ def test_statistical_check_accepts_an_unbiased_estimator_and_rejects_a_biased_on
     bad = gradcheck.check_statistical(biased, exact, n_samples=10000, seed=0)
     assert ok.passed, str(ok)
     assert not bad.passed
-    assert "chi2" in str(ok)
+    assert "T2" in str(ok) and "Hotelling" in str(ok)
+
+
+def test_statistical_check_is_calibrated_for_correlated_entries_and_sees_biased_contrasts():
+    """Entries sharing one noise source: g = exact + xi * 1 + 0.01 * eps (xi, eps ~ N(0, 1)), m = 20.
+
+    Unbiased: Hotelling's T^2 is exactly F-distributed for Gaussian samples, so each run fails with
+    probability ~2 alpha = 2e-3 (5 seeds: ~1%).  A sum of z^2 against chi2_m would be ~ m * chi2_1 here
+    (every z is dominated by the same xi-bar) and fall outside its band most of the time.
+    Biased along the contrast e1 - e2 by +-0.002: each entry's z is ~0.002 / (1/sqrt(N)) = 0.2 (invisible
+    to z-scores), but the contrast has variance 2e-4 per sample, so T^2 ~ N * (0.004)^2 / 2e-4 = 800 >> band.
+    """
+    exact = {"w": np.linspace(-1.0, 1.0, 20)}
+
+    def unbiased(rng):
+        return {"w": exact["w"] + rng.normal() + 0.01 * rng.normal(size=20)}
+
+    shift = np.zeros(20)
+    shift[0], shift[1] = 0.002, -0.002
+
+    def biased(rng):
+        return {"w": exact["w"] + shift + rng.normal() + 0.01 * rng.normal(size=20)}
+
+    for seed in range(5):
+        rep = gradcheck.check_statistical(unbiased, exact, n_samples=10000, seed=seed)
+        assert rep.passed, str(rep)
+        assert rep["w"].extra["dof"] == 20
+    bad = gradcheck.check_statistical(biased, exact, n_samples=10000, seed=0)
+    assert not bad.passed and bad["w"].extra["max_abs_z"] < bad["w"].extra["z_bound"], str(bad)
+
+
+def test_statistical_check_handles_exact_linear_constraints():
+    """Samples that always sum to zero (like a softmax error) have a null direction; the exact value must obey
+    it to exact_rtol, and Hotelling's test runs on the other m - 1 directions."""
+    exact = {"w": np.array([0.3, -0.1, -0.2])}
+
+    def constrained(rng):
+        e = rng.normal(size=3)
+        return {"w": exact["w"] + e - e.mean()}
+
+    rep = gradcheck.check_statistical(constrained, exact, n_samples=4000, seed=1)
+    assert rep.passed and rep["w"].extra["dof"] == 2, str(rep)
+    off = {"w": exact["w"] + 1e-3}  # violates the constraint: the null direction sees the offset
+    assert not gradcheck.check_statistical(constrained, off, n_samples=4000, seed=1).passed
 
 
 def test_statistical_check_handles_deterministic_entries():
