@@ -130,4 +130,8 @@ def learning_curves(history, ax=None, *, keys=("train_accuracy", "test_accuracy"
         if key not in history[0]:
             raise KeyError(f"keys: {key!r} is not in the history (have {sorted(history[0])})")
         ax.plot(ep, [h[key] for h in history], marker="o", ms=3, label=key.replace("_", " "))
-    return _finish(ax, "epoch", "value", title, legend=True)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ylabel = "accuracy" if all(k.endswith("accuracy") for k in keys) else "value"
+    return _finish(ax, "epoch", ylabel, title, legend=True)
