@@ -18,6 +18,7 @@ __all__ = [
     "check_labels",
     "check_spikes",
     "check_params",
+    "check_layers",
     "check_positive",
     "check_in_range",
     "check_choice",
@@ -163,3 +164,30 @@ def check_params(name: str, params, expected_keys) -> dict:
         if not np.issubdtype(out[k].dtype, np.floating):
             raise TypeError(f"{name}[{k!r}]: expected a float array, got dtype {out[k].dtype}")
     return out
+
+
+def check_layers(params, name: str = "params", dtype=None) -> tuple:
+    """Split a fully connected net's ``{W1, b1, ..., WN, bN}`` into lists ``(Ws, bs)``.
+
+    Checks the key names, that each ``Wn`` is 2-D ``(n_out, n_in)`` with a matching
+    ``bn`` of shape ``(n_out,)``, that consecutive layers fit together, and that
+    every value is finite.  ``dtype`` converts the arrays (e.g. ``np.float64``).
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
+    N = len(params) // 2
+    want = [k for n in range(1, N + 1) for k in (f"W{n}", f"b{n}")]
+    if N < 1 or sorted(params) != sorted(want):
+        raise ValueError(f"{name}: expected keys W1, b1, ..., WN, bN; got {sorted(params)}")
+    Ws, bs = [], []
+    for n in range(1, N + 1):
+        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2, dtype=dtype)
+        b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1, dtype=dtype)
+        if b.shape[0] != W.shape[0]:
+            raise ValueError(f"{name}['b{n}']: expected shape ({W.shape[0]},) to match W{n} {W.shape}, got {b.shape}")
+        if n > 1 and W.shape[1] != Ws[-1].shape[0]:
+            raise ValueError(f"{name}['W{n}']: expected {Ws[-1].shape[0]} inputs (the size of layer {n - 1}), "
+                             f"got shape {W.shape}")
+        Ws.append(W)
+        bs.append(b)
+    return Ws, bs

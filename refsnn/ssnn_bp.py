@@ -214,6 +214,7 @@ from refsnn._checks import (
     check_in_range,
     check_int,
     check_labels,
+    check_layers,
 )
 from refsnn._jit import njit
 
@@ -343,23 +344,8 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
 
 def _layers(params, name="params"):
     """Split ``{W1, b1, ..., WL, bL}`` into float64 lists, checking names and shapes."""
-    if not isinstance(params, dict):
-        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
-    L = len(params) // 2
-    want = [k for n in range(1, L + 1) for k in (f"W{n}", f"b{n}")]
-    if L < 1 or sorted(params) != sorted(want):
-        raise ValueError(f"{name}: expected keys W1, b1, ..., WL, bL; got {sorted(params)}")
-    Ws, bs = [], []
-    for n in range(1, L + 1):
-        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2, dtype=np.float64)
-        b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1, dtype=np.float64)
-        if b.shape[0] != W.shape[0]:
-            raise ValueError(f"{name}['b{n}']: expected shape ({W.shape[0]},) to match W{n} {W.shape}, got {b.shape}")
-        if n > 1 and W.shape[1] != Ws[-1].shape[0]:
-            raise ValueError(f"{name}['W{n}']: expected {Ws[-1].shape[0]} inputs (the size of layer {n - 1}), "
-                             f"got shape {W.shape}")
-        Ws.append(W)
-        bs.append(b)
+    Ws, bs = check_layers(params, name, dtype=np.float64)
+    L = len(Ws)
     if Ws[-1].shape[0] < 2:
         raise ValueError(f"{name}['W{L}']: the WTA output needs at least 2 classes, got shape {Ws[-1].shape}")
     return Ws, bs

@@ -106,6 +106,7 @@ from refsnn._checks import (
     check_in_range,
     check_int,
     check_labels,
+    check_layers,
     check_positive,
 )
 from refsnn._jit import njit
@@ -253,25 +254,8 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
 
 
 def _layers(params, name="params"):
-    """Split ``{W1, b1, ..., WN, bN}`` into lists, checking names and shapes."""
-    if not isinstance(params, dict):
-        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
-    N = len(params) // 2
-    want = [k for n in range(1, N + 1) for k in (f"W{n}", f"b{n}")]
-    if N < 1 or sorted(params) != sorted(want):
-        raise ValueError(f"{name}: expected keys W1, b1, ..., WN, bN; got {sorted(params)}")
-    Ws, bs = [], []
-    for n in range(1, N + 1):
-        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2)
-        b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1)
-        if b.shape[0] != W.shape[0]:
-            raise ValueError(f"{name}['b{n}']: expected shape ({W.shape[0]},) to match W{n} {W.shape}, got {b.shape}")
-        if n > 1 and W.shape[1] != Ws[-1].shape[0]:
-            raise ValueError(f"{name}['W{n}']: expected {Ws[-1].shape[0]} inputs (the size of layer {n - 1}), "
-                             f"got shape {W.shape}")
-        Ws.append(W)
-        bs.append(b)
-    return Ws, bs
+    """``(Ws, bs)`` of ``{W1, b1, ..., WN, bN}``, names and shapes checked."""
+    return check_layers(params, name)
 
 
 def _check_x(x, n_in: int) -> np.ndarray:
