@@ -97,9 +97,17 @@ def _cmd_gradcheck(args) -> int:
             print()
         failed += not report.passed
     width = max(len(case.label) for case, _ in results)
-    print(f"{'case':<{width}}  {'max rel. error':>14}  result")
+    print(f"{'case':<{width}}  {'check':<22}  {'max rel. error':>14}  result")
     for case, report in results:
-        print(f"{case.label:<{width}}  {report.max_rel_error:>14.2e}  {'pass' if report.passed else 'FAIL'}")
+        if case.kind == "statistical":  # the error of a mean of noisy estimates; judged by z-scores and T^2
+            check = f"mean of {case.n_samples} estimates"
+        else:
+            check = "finite differences"
+        print(f"{case.label:<{width}}  {check:<22}  {report.max_rel_error:>14.2e}  "
+              f"{'pass' if report.passed else 'FAIL'}")
+    if any(case.kind == "statistical" for case, _ in results):
+        print("statistical rows pass when the mean differs from the exact gradient by no more than its sampling "
+              "noise allows (Bonferroni z-scores and Hotelling's T^2; -v prints the tables)")
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
