@@ -1626,17 +1626,26 @@ def recipe(dataset: str = "digits") -> tuple:
 
     Other datasets (784 inputs): the paper's Fashion-MNIST run (spec §1
     table): 784-400-R400-10, T = 400, tau 64/8, nu 20/20/15, targets 35/5,
-    margin 5, online Adam with lr 1e-3/sqrt(epoch+1), boosting and the
-    regulariser (lambda 10, beta 0.04), exact gradients.  The official log
-    reached its best test accuracy (90.13%) at epoch 37 of 94, 84.71% after
-    the first; ``epochs=40`` (about an hour per epoch here).
+    margin 5, online Adam with lr 1e-3/sqrt(epoch+1), boosting, exact
+    gradients; ``epochs=40`` (the official log reached its best, 90.13%, at
+    epoch 37; about 25 min per epoch here).
+
+    The regulariser is **off** (``reg_lambda=0``) although the official log
+    lists lambda 10, beta 0.04.  Measured here on the full training set
+    (``refsnn train st_rsbp --dataset fashion-mnist --epochs 2``): without
+    it, test accuracy after epochs 1 / 2 is 84.97% / 85.83% and the cost
+    tracks the log's (84.71% / 86.07%; 2x our 1/2-scaled loss: 235.7 vs
+    225.9, 171.4 vs 170.1); with lambda 10 as implemented here (the code's
+    formula, added after every sample as the code does) epoch 1 ends at
+    78.72%.  Why the official run behaves as if the term were nearly inactive
+    is not understood; ``--set reg_lambda=10`` restores it.
     """
     if dataset == "digits":
         cfg = Config(T=100, tau_m=32.0, tau_s=4.0, nu_hidden=10.0, nu_out=8.0, desired=20.0, undesired=3.0,
                      margin=2.0, input_scale=0.5)
         return cfg, dict(hidden=["R100"], optimizer="adam", lr=1e-2, epochs=8, batch_size=1, schedule="inv_sqrt",
                          eval_batch_size=64)
-    cfg = replace(PRESETS["exact"], boost=True, reg_lambda=10.0, reg_beta=0.04)
+    cfg = replace(PRESETS["exact"], boost=True, reg_lambda=0.0, reg_beta=0.04)
     return cfg, dict(hidden=[400, "R400"], optimizer="adam", lr=1e-3, epochs=40, batch_size=1, schedule="inv_sqrt",
                      eval_batch_size=32)
 
