@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from refsnn._memory import keep_freed_memory
+
 __version__ = "0.1.0"
 
 #: Algorithm names and the modules that implement them.

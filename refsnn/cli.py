@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    refsnn.keep_freed_memory()       # reuse freed arrays between steps (refsnn/_memory.py)
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:

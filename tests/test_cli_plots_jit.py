@@ -142,3 +142,27 @@ def test_gradcheck_report_lookup():
     assert rep["a"].passed and rep.passed
     with pytest.raises(KeyError):
         rep["b"]
+
+
+def test_keep_freed_memory_applies_on_glibc_and_steps_aside_otherwise(monkeypatch):
+    import platform
+
+    import refsnn
+    from refsnn import _memory
+
+    on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert refsnn.keep_freed_memory() is on_glibc
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")              # the user's setting wins
+    assert refsnn.keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setattr(_memory.sys, "platform", "darwin")
+    assert refsnn.keep_freed_memory() is False
+
+
+def test_cli_tunes_malloc_before_running_a_command(monkeypatch, capsys):
+    import refsnn
+
+    calls = []
+    monkeypatch.setattr(refsnn, "keep_freed_memory", lambda: calls.append(1) or True)
+    assert main(["info"]) == 0
+    assert calls == [1]
