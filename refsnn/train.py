@@ -205,8 +205,13 @@ def _evaluate(module, params, cfg, F, y, batch_size, seed, epoch, tag) -> float:
     return correct / len(y)
 
 
+def _say(line: str) -> None:
+    """The default ``log``: print and flush, so that a log file shows each epoch as it ends."""
+    print(line, flush=True)
+
+
 def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: bool = False, config=None,
-          progress: bool = True, log=print, **overrides) -> dict:
+          progress: bool = True, log=_say, **overrides) -> dict:
     """Train algorithm ``algo`` on ``dataset`` and return the metrics dict.
 
     Parameters
@@ -228,7 +233,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     progress : bool
         Show a tqdm progress bar.
     log : callable
-        Receives one line per epoch (``print`` by default; ``None`` for silence).
+        Receives one line per epoch (default: printed and flushed, so that
+        ``refsnn train ... > run.log`` shows each epoch as it ends; ``None`` for silence).
     **overrides
         Any :class:`Settings` field (``epochs=5``, ``lr=1e-2``, ``hidden=[64]``, ...).
 

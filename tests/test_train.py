@@ -119,3 +119,28 @@ def test_config_override_reaches_the_algorithm(tmp_path):
     assert m["config"]["T"] == 3 and m["config"]["surrogate"] == "sigmoid"
     with pytest.raises(ValueError, match="surrogate"):
         train("stbp", seed=0, config={"surrogate": "bad"}, **QUICK)
+
+
+def test_the_default_log_flushes_each_epoch_line(monkeypatch):
+    """``refsnn train ... > run.log`` must show each epoch when it ends, not when the process exits."""
+    import io
+    import sys
+
+    events = []
+
+    class Recorder(io.StringIO):
+        def write(self, s):
+            events.append(("write", s))
+            return super().write(s)
+
+        def flush(self):
+            events.append(("flush", None))
+            super().flush()
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    train("stbp", **{**QUICK, "epochs": 2, "log": train_mod._say})
+    lines = [i for i, (kind, s) in enumerate(events) if kind == "write" and "epoch" in s]
+    assert len(lines) == 2
+    for i in lines:                                    # every epoch line is followed by a flush
+        assert ("flush", None) in events[i + 1:i + 3], events[i:i + 3]
+    assert train_mod.train.__kwdefaults__["log"] is train_mod._say
