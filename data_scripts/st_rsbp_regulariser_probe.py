@@ -32,10 +32,13 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=250)
     p.add_argument("--reg-lambda", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=sorted(st_rsbp.PRESETS), default="exact",
+                   help="gradient variant: exact (the recipe's) or code (diagonal, R M^-1, lateral factor)")
     a = p.parse_args(argv)
 
     cfg, settings = st_rsbp.recipe(a.dataset)
-    cfg = replace(cfg, reg_lambda=a.reg_lambda)
+    variant = {f: getattr(st_rsbp.PRESETS[a.preset], f) for f in ("recurrent_grad", "recurrent_delta", "lateral_grad")}
+    cfg = replace(cfg, reg_lambda=a.reg_lambda, **variant)
     X, y = datasets.load(a.dataset, "train")
     rng = np.random.default_rng(a.seed)
     idx = rng.permutation(len(X))[:a.samples]

@@ -1641,7 +1641,8 @@ def recipe(dataset: str = "digits") -> tuple:
     ``data_scripts/st_rsbp_regulariser_probe.py``: under Adam the term
     (~0.048 w) moves weights by ``lr 0.048 w / sqrt(v)``, and after 1000
     samples the RMS weight of W1 / W2 / Wr2 / W3 is 0.40 / 0.34 / 0.25 / 0.44
-    with it against 0.58 without (init 0.58).  Why the official run, whose
+    with it against 0.58 without (init 0.58); the code's gradient variants
+    (``--preset code`` of the probe) shrink them the same.  Why the official run, whose
     source applies the same formula, behaves as if the term were nearly
     inactive is not understood; ``--set reg_lambda=10`` restores it.
     """
