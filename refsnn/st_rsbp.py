@@ -1622,13 +1622,14 @@ def recipe(dataset: str = "digits") -> tuple:
     T = 100, tau_m/tau_s 32/4 (shorter than the paper's 64/8, for 100 steps),
     thresholds 10 (hidden) and 8 (output), targets 20/3 with margin 2, input
     spike probability up to 0.5 per step; online Adam, lr 1e-2/sqrt(epoch+1),
-    8 epochs (~96% test accuracy, ~40 s on a shared 2-core machine).
+    8 epochs (~96% test accuracy, ~18 s on an idle 2-core machine).
 
     Other datasets (784 inputs): the paper's Fashion-MNIST run (spec §1
     table): 784-400-R400-10, T = 400, tau 64/8, nu 20/20/15, targets 35/5,
     margin 5, online Adam with lr 1e-3/sqrt(epoch+1), boosting, exact
     gradients; ``epochs=40`` (the official log reached its best, 90.13%, at
-    epoch 37; about 25 min per epoch here).
+    epoch 37; 17-23 min per epoch on a 2-core machine here, the
+    official GPU run 15-16 min).
 
     The regulariser is **off** (``reg_lambda=0``) although the official log
     lists lambda 10, beta 0.04.  Measured here on the full training set
