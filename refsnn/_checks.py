@@ -124,6 +124,21 @@ def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = 
     return arr
 
 
+def check_time_major(name: str, x, n_in: int, *, min_T: int = 1, what: str = "", units: str = "input features",
+                     layer: str = "W1 has shape (N1, {n_in})") -> None:
+    """Raise unless ``x`` (already an array) has shape ``(T, batch, n_in)`` with ``T >= min_T``, ``batch >= 1``.
+
+    ``what`` names the content in the message ("spike trains "), ``units`` the
+    last axis, ``layer`` the parameter that fixes ``n_in``.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected {what}of shape (T, batch, n_in) = (T, batch, {n_in}), got {x.shape}")
+    if x.shape[0] < min_T or x.shape[1] < 1:
+        raise ValueError(f"{name}: need T >= {min_T} time steps and batch >= 1, got shape {x.shape}")
+    if x.shape[2] != n_in:
+        raise ValueError(f"{name}: expected {n_in} {units} ({layer.format(n_in=n_in)}), got shape {x.shape}")
+
+
 def check_spikes(name: str, x) -> np.ndarray:
     """An array whose every entry is 0 or 1 (spikes), returned unchanged."""
     arr = check_array(name, x)

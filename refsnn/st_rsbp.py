@@ -190,6 +190,7 @@ from refsnn._checks import (
     check_labels,
     check_positive,
     check_spikes,
+    check_time_major,
 )
 from refsnn._jit import njit, prange
 
@@ -577,12 +578,7 @@ def _network(params, cfg: Config, name: str = "params") -> list:
 
 def _check_x(x, n_in: int) -> np.ndarray:
     x = check_spikes("x", x)
-    if x.ndim != 3:
-        raise ValueError(f"x: expected spike trains of shape (T, batch, n_in) = (T, batch, {n_in}), got {x.shape}")
-    if x.shape[0] < 2 or x.shape[1] < 1:
-        raise ValueError(f"x: need T >= 2 time steps and batch >= 1, got shape {x.shape}")
-    if x.shape[2] != n_in:
-        raise ValueError(f"x: expected {n_in} input neurons (W1 has shape (N1, {n_in})), got shape {x.shape}")
+    check_time_major("x", x, n_in, min_T=2, what="spike trains ", units="input neurons")
     return np.ascontiguousarray(x, dtype=np.float64)
 
 

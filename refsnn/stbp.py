@@ -108,6 +108,7 @@ from refsnn._checks import (
     check_labels,
     check_layers,
     check_positive,
+    check_time_major,
 )
 from refsnn._jit import njit
 
@@ -260,12 +261,7 @@ def _layers(params, name="params"):
 
 def _check_x(x, n_in: int) -> np.ndarray:
     x = check_array("x", x)
-    if x.ndim != 3:
-        raise ValueError(f"x: expected shape (T, batch, n_in) = (T, batch, {n_in}), got {x.shape}")
-    if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x: need T >= 1 time steps and batch >= 1, got shape {x.shape}")
-    if x.shape[2] != n_in:
-        raise ValueError(f"x: expected {n_in} input features (W1 has shape (h1, {n_in})), got shape {x.shape}")
+    check_time_major("x", x, n_in, layer="W1 has shape (h1, {n_in})")
     return x
 
 
