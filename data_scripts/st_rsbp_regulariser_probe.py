@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from refsnn import datasets, st_rsbp
+from refsnn import datasets, optim, st_rsbp
 from refsnn.st_rsbp import _network, _regulariser
 
 
@@ -45,9 +45,7 @@ def main(argv=None) -> int:
     feats = X[idx].reshape(len(idx), -1) / float(X.max())
     params = st_rsbp.init_params([feats.shape[1], *settings["hidden"], int(y.max()) + 1], cfg, rng=rng)
     exists = {k: w != 0 for k, w in params.items()}          # recurrent matrices are sparse
-    lr, b1, b2, eps = settings["lr"], 0.9, 0.999, 1e-8
-    m = {k: np.zeros_like(v) for k, v in params.items()}
-    v = {k: np.zeros_like(w) for k, w in params.items()}
+    adam = optim.Adam(settings["lr"])             # the recipe's optimiser, as refsnn.train uses it
     err_rms = {k: [] for k in params}
     reg_rms = {k: [] for k in params}
     t0 = time.time()
@@ -59,13 +57,11 @@ def main(argv=None) -> int:
             r = rg.get(k, 0.0)
             err_rms[k].append(float(np.sqrt(np.mean((g[k] - r) ** 2))))
             reg_rms[k].append(float(np.sqrt(np.mean(np.asarray(r) ** 2))))
-            m[k] = b1 * m[k] + (1 - b1) * g[k]                  # Adam as the code's g_adam_vecAdd
-            v[k] = b2 * v[k] + (1 - b2) * g[k] ** 2
-            params[k] -= lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
+        adam.step(params, g)                          # the same update as the code's g_adam_vecAdd
         if t % a.every == 0:
             print(f"after {t} samples ({time.time() - t0:.0f} s), last {a.every}:")
             for k in params:
-                sv = np.sqrt(v[k] / (1 - b2 ** t))
+                sv = np.sqrt(adam.v[k] / (1 - adam.b2 ** adam.t))
                 live = sv[sv > 0]
                 print(f"  {k:4s} rms error grad {np.mean(err_rms[k][-a.every:]):8.3g}   rms reg grad "
                       f"{np.mean(reg_rms[k][-a.every:]):8.3g}   median sqrt(v) {np.median(live) if live.size else 0:8.3g}"
