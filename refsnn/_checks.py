@@ -23,6 +23,8 @@ __all__ = [
     "check_in_range",
     "check_choice",
     "check_int",
+    "check_config",
+    "check_sizes",
 ]
 
 
@@ -206,3 +208,28 @@ def check_layers(params, name: str = "params", dtype=None) -> tuple:
         Ws.append(W)
         bs.append(b)
     return Ws, bs
+
+
+def check_config(cfg, cls, name: str = "cfg"):
+    """``cfg`` itself if it is an instance of the algorithm's ``Config`` class ``cls``; else a TypeError.
+
+    The message names the expected class and, for a plain dict, how to build one
+    (``refsnn.stbp.Config(**d)``); a ``Config`` of another algorithm is named as such.
+    """
+    if isinstance(cfg, cls):
+        return cfg
+    want = f"{cls.__module__}.{cls.__qualname__}"
+    got = type(cfg)
+    got_name = f"{got.__module__}.{got.__qualname__}" if got.__module__.startswith("refsnn") else got.__name__
+    hint = f"; build one with {want}(**{name})" if isinstance(cfg, dict) else ""
+    raise TypeError(f"{name}: expected {want}, got {got_name}{hint}")
+
+
+def check_sizes(sizes, *, minimum_layers: int = 2, example: str = "[64, 128, 10]") -> list:
+    """Layer sizes ``[n_in, ..., n_out]``: a list or tuple of at least ``minimum_layers`` integers >= 1."""
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (list, tuple, np.ndarray)):
+        raise TypeError(f"sizes: expected a list of layer sizes like {example}, got {sizes!r}")
+    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+    if len(sizes) < minimum_layers:
+        raise ValueError(f"sizes: need at least {minimum_layers} layer sizes like {example}, got {sizes}")
+    return sizes

@@ -17,13 +17,19 @@ behave the same compiled and uncompiled.
 
 ``JIT_ENABLED`` tells which of the two is in force; ``refsnn.cli`` prints it in
 ``refsnn info``.
+
+Threads: :func:`limit_threads` is the one place that caps how many threads the
+BLAS libraries (NumPy's and SciPy's, through threadpoolctl) and numba's
+parallel kernels may use inside a ``with`` block.  ST-RSBP uses it for every
+call (``Config.threads``), the benchmarks for their timed regions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["njit", "prange", "JIT_ENABLED", "jit_status"]
+__all__ = ["njit", "prange", "JIT_ENABLED", "jit_status", "limit_threads"]
 
 
 def _env_disables_jit() -> bool:
@@ -74,3 +80,45 @@ def jit_status() -> str:
     if not JIT_ENABLED:
         return f"numba {_numba.__version__} present but NUMBA_DISABLE_JIT is set: kernels run as plain Python"
     return f"numba {_numba.__version__}: kernels compiled"
+
+
+_CONTROLLER = []   # the threadpoolctl controller, created on first use (None when threadpoolctl is missing)
+
+
+def _blas_controller():
+    if not _CONTROLLER:
+        try:
+            import scipy.linalg  # noqa: F401  -- load SciPy's own BLAS first, so the controller sees it too
+            from threadpoolctl import ThreadpoolController
+            _CONTROLLER.append(ThreadpoolController())
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _CONTROLLER.append(None)
+    return _CONTROLLER[0]
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Within the ``with`` block, BLAS and numba's parallel kernels use at most ``n`` threads.
+
+    ``n=None`` changes nothing.  BLAS is limited through threadpoolctl (a no-op
+    if it is missing); numba through ``numba.set_num_threads`` (restored on
+    exit).  Results do not depend on ``n``: refsnn's parallel kernels split
+    work by sample, never a sum.
+
+    >>> with limit_threads(1):
+    ...     pass
+    """
+    if n is None:
+        yield
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads: expected None or an integer >= 1, got {n!r}")
+    with contextlib.ExitStack() as stack:
+        ctl = _blas_controller()
+        if ctl is not None:
+            stack.enter_context(ctl.limit(limits=n, user_api="blas"))
+        if JIT_ENABLED:
+            before = _numba.get_num_threads()
+            _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
+            stack.callback(_numba.set_num_threads, before)
+        yield

@@ -113,6 +113,7 @@ from pathlib import Path
 import numpy as np
 
 from refsnn._checks import as_generator, check_choice, check_in_range, check_int
+from refsnn._paths import data_home, env_path, user_cache_dir
 
 __all__ = [
     "load", "n_classes", "NAMES", "read_idx", "write_idx", "read_nmnist", "bin_events", "synthetic_spikes",
@@ -326,26 +327,6 @@ class DownloadError(OSError):
 # --------------------------------------------------------------------------------------------
 
 
-def _env_path(var: str):
-    value = os.environ.get(var, "").strip()
-    return Path(value).expanduser() if value else None
-
-
-def _cache_dir() -> Path:
-    xdg = _env_path("XDG_CACHE_HOME")
-    return (xdg if xdg is not None and xdg.is_absolute() else Path.home() / ".cache") / "refsnn"
-
-
-def data_home(root=None) -> Path:
-    """Folder that downloads go into: ``root`` > ``$REFSNN_DATA`` > ``$XDG_CACHE_HOME/refsnn`` > ``~/.cache/refsnn``.
-
-    Read at call time; nothing is created (``fetch`` creates it when it writes).
-    """
-    if root is not None:
-        return Path(root).expanduser()
-    return _env_path("REFSNN_DATA") or _cache_dir()
-
-
 def search_dirs(name: str, root=None) -> list:
     """Folders searched for the files of ``name``, in order (see the module docstring)."""
     key = _source_key(_canonical(name))
@@ -353,10 +334,10 @@ def search_dirs(name: str, root=None) -> list:
     bases = []
     if root is not None:
         bases.append(("root", Path(root).expanduser()))
-    env = _env_path("REFSNN_DATA")
+    env = env_path("REFSNN_DATA")
     if env is not None:
         bases.append(("REFSNN_DATA", env))
-    bases.append(("cache", _cache_dir()))
+    bases.append(("cache", user_cache_dir()))
     dirs = []
     for label, base in bases:
         dirs.append(base / key)
