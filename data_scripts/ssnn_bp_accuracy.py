@@ -1,6 +1,6 @@
 """Accuracy of SSNN-BP against the spike-train length T, next to its ANN twin (the table of the README).
 
-Every run is ``refsnn.train.train("ssnn_bp", ...)`` with ``ssnn_bp.recipe(dataset)`` and the
+Every run is ``refsnn.train.train("ssnn_bp", ...)`` with ``recipes.recipe("ssnn_bp", dataset)`` and the
 overrides below: same architecture, initialisation, data order, online SGD and learning rate for
 the ANN twin and for V1 / V2 at each T.  Results are appended to a JSON file after every run, so an
 interrupted run continues where it stopped (run it again with the same --out).
@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from refsnn import ssnn_bp
+from refsnn import benchmarks
+from refsnn._jit import limit_threads
 
 
 def main(argv=None) -> int:
@@ -51,19 +52,12 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps(res, indent=1))
         tmp.replace(out)
 
-    ctx = ssnn_bp._blas_one_thread() if args.one_blas_thread else _null()
-    with ctx:
-        results = ssnn_bp.accuracy_vs_T(args.dataset, Ts=args.Ts, seeds=args.seeds, forwards=args.forwards,
+    with limit_threads(1 if args.one_blas_thread else None):
+        results = benchmarks.accuracy_vs_T(args.dataset, Ts=args.Ts, seeds=args.seeds, forwards=args.forwards,
                                         results=results, on_result=save, **settings)
     save(results)
-    print(ssnn_bp.accuracy_table(results))
+    print(benchmarks.accuracy_table(results))
     return 0
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":

@@ -21,8 +21,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from refsnn import datasets, optim, st_rsbp
-from refsnn.st_rsbp import _network, _regulariser
+from refsnn import datasets, optim, recipes, st_rsbp
 
 
 def main(argv=None) -> int:
@@ -36,7 +35,7 @@ def main(argv=None) -> int:
                    help="gradient variant: exact (the recipe's) or code (diagonal, R M^-1, lateral factor)")
     a = p.parse_args(argv)
 
-    cfg, settings = st_rsbp.recipe(a.dataset)
+    cfg, settings = recipes.recipe("st_rsbp", a.dataset)
     variant = {f: getattr(st_rsbp.PRESETS[a.preset], f) for f in ("recurrent_grad", "recurrent_delta", "lateral_grad")}
     cfg = replace(cfg, reg_lambda=a.reg_lambda, **variant)
     X, y = datasets.load(a.dataset, "train")
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
     for t, n in enumerate(idx, start=1):
         x = st_rsbp.encode(X[n].reshape(1, -1) / float(X.max()), cfg, rng)
         _, g = st_rsbp.loss_and_grad(params, x, y[n:n + 1], cfg)
-        _, rg = _regulariser(params, _network(params, cfg), cfg)
+        _, rg = st_rsbp.regulariser(params, cfg)
         for k in params:
             r = rg.get(k, 0.0)
             err_rms[k].append(float(np.sqrt(np.mean((g[k] - r) ** 2))))

@@ -10,8 +10,12 @@ name           algorithm                                                   modul
 =============  ==========================================================  ===================
 
 Every algorithm module has the same functional surface (``Config``,
-``init_params``, ``loss_and_grad``, ``reference_objective``, ``predict``,
-``encode``, ``recipe``, ``gradcheck_cases``); :func:`algorithm` finds one by name.
+``PRESETS``, ``init_params``, ``loss_and_grad``, ``reference_objective``,
+``predict``, ``encode``); :func:`algorithm` finds one by name.  What is not
+the paper lives beside them, keyed by algorithm name: training recipes in
+:mod:`refsnn.recipes`, small test problems and gradient-check cases in
+:mod:`refsnn.problems`, benchmarks and experiments in
+:mod:`refsnn.benchmarks`, the PyTorch golds in :mod:`refsnn.torch_golds`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,17 @@ ALGORITHMS = {
 def available_algorithms() -> list:
     """Names of the algorithms whose module is present in this installation."""
     return [name for name, mod in ALGORITHMS.items() if importlib.util.find_spec(mod) is not None]
+
+
+def algorithm_name(algo) -> str:
+    """The registry name ("stbp", ...) of an algorithm given by name (any case, "-" for "_") or by its module."""
+    if not isinstance(algo, str):
+        algo = getattr(algo, "__name__", None)
+        if not isinstance(algo, str):
+            raise TypeError(f"algorithm: expected a name or an algorithm module, got {type(algo).__name__}")
+        algo = algo.rsplit(".", 1)[-1]
+    algorithm(algo)                              # one clean error for unknown names
+    return algo.strip().lower().replace("-", "_")
 
 
 def algorithm(name: str):

@@ -87,9 +87,10 @@ def _cmd_train(args) -> int:
 
 def _cmd_gradcheck(args) -> int:
     from refsnn.gradcheck import run_cases
+    from refsnn.problems import gradcheck_cases
 
     module = refsnn.algorithm(args.algo)
-    results = run_cases(module, module.gradcheck_cases(args.seed), seed=args.seed)
+    results = run_cases(module, gradcheck_cases(module, args.seed), seed=args.seed)
     failed = 0
     for case, report in results:
         if args.verbose or not report.passed:
@@ -113,11 +114,9 @@ def _cmd_gradcheck(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    module = refsnn.algorithm(args.algo)
-    if not hasattr(module, "bench"):
-        print(f"refsnn: no benchmark for {args.algo}", file=sys.stderr)
-        return 2
-    result = module.bench(quick=args.quick)
+    from refsnn.benchmarks import bench
+
+    result = bench(args.algo, quick=args.quick)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0

@@ -1,7 +1,7 @@
 r"""Gradient checking: central differences, relative errors, printable reports.
 
 Every refsnn algorithm returns, from ``loss_and_grad``, the exact gradient of a
-smooth function that its ``reference_objective`` builds (see DESIGN.md, "the
+smooth function that its ``reference_objective`` builds (see CONTRIBUTING.md, "the
 algorithm contract").  This module checks that claim numerically:
 
 1. :func:`numerical_gradient` perturbs each parameter entry (or a seeded

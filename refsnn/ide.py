@@ -2,11 +2,11 @@ r"""IDE: training feedback spiking networks by implicit differentiation on the e
 
 Xiao, Meng, Zhang, Wang, Lin, "Training Feedback Spiking Neural Networks by
 Implicit Differentiation on the Equilibrium State", NeurIPS 2021
-(arXiv 2109.14247).  Official code: ``pkuxmq/IDE-FSNN``.  Spec:
-``shared/specs/ide.md`` (the paper body was not available to us; equation
-labels below are refsnn's own, the spec's sections say where each comes from).
+(arXiv 2109.14247).  Official code: ``pkuxmq/IDE-FSNN``.  The derivation is
+written out in ``docs/ide.md`` (the paper's body was not available to us; the
+equation labels below are refsnn's own, and that page says where each comes from).
 
-The model (spec §1, §3)
+The model
 -----------------------
 A feedback block of ``N >= 1`` spiking layers.  Layer 1 receives the input
 current ``I = F x + b`` and, with a one-step delay, the spikes of the last
@@ -34,7 +34,7 @@ at every step.  Spike input ``x`` of shape ``(T, batch, n_in)`` gives
 ``I_t = F x_t + b``.  :func:`simulate` keeps no per-step history: its memory
 does not depend on ``T``.
 
-The equilibrium (spec §2)
+The equilibrium
 -------------------------
 With ``sigma(z) = clamp(z, 0, 1)`` the fixed-point map on the last layer is::
 
@@ -57,7 +57,7 @@ approximately solves Eq. (FP) (the code uses the IF map for both).  Measured
 0.135 / 0.034 / 0.032 for LIF ``lam = 0.99`` and 0.217 / 0.170 / 0.170 for
 ``lam = 0.95``: the LIF error stalls at a bias that grows with ``1 - lam``.
 
-The backward pass: three steps (spec §4)
+The backward pass: three steps
 ----------------------------------------
 At an equilibrium ``a = f_theta(a)`` the implicit function theorem gives
 ``da/dtheta = (I - J)^{-1} df/dtheta`` with ``J = df/da``.  So::
@@ -86,7 +86,7 @@ backward, no surrogate).  Step 2 is solved by ``Config.solver``:
   code's solver; unit step, no line search, the lowest-residual iterate is returned);
 * ``"code_iter"`` (ablation, **biased**): the official code's ``'iter'``
   solver, ``beta <- (beta + R(beta)) / 2 = (J^T beta + dL/da) / 2``.  Its
-  fixed point is ``(2I - J^T)^{-1} dL/da``, not the adjoint (spec §7.2); it
+  fixed point is ``(2I - J^T)^{-1} dL/da``, not the adjoint; it
   is there to reproduce and measure that bias (``tests/test_ide.py``).
 
 Each returns a :class:`SolverInfo` (residual trace, iterations).  A solver
@@ -122,7 +122,7 @@ with ``r0 = 0`` (``"fixed_point"``) the same construction is ``L(a*(theta))``.
 match :func:`loss_and_grad` to ~1e-9 as long as no ``pre/v_th`` sits on a kink
 of ``sigma`` (0 or 1; see :func:`kink_distance`).
 
-Spectral-norm re-parameterisation (spec §5)
+Spectral-norm re-parameterisation
 -------------------------------------------
 With ``Config.spectral_norm = c`` the feedback weight is::
 
@@ -139,7 +139,7 @@ trainable keys and get exact gradients::
 with ``u1, v1`` the top singular vectors.  With ``spectral_norm=None`` there
 is no ``g`` and ``params["W"]`` is the feedback weight itself.
 
-BatchNorm on the input layer (``Config.batchnorm``; spec §5)
+BatchNorm on the input layer (``Config.batchnorm``)
 -----------------------------------------------------------
 As the official code's ``network_x``, the input current can be batch-normalised::
 
@@ -147,10 +147,12 @@ As the official code's ``network_x``, the input current can be batch-normalised:
 
 with the batch's (biased) statistics (``bn_mode="batch"``, training; ``b``
 then cancels and gets a zero gradient) or the running ones ``bn_mean,
-bn_var`` (``"running"``, eval mode; :func:`predict` always).  In batch mode
-:func:`loss_and_grad` updates the running statistics in place with
-PyTorch's rule (momentum 0.1, unbiased variance); they are state, listed by
-:func:`frozen_keys` so the optimizer leaves them alone.  BN is per unit and
+bn_var`` (``"running"``, eval mode; :func:`predict` always).  The running
+statistics are state, not parameters (:func:`state_keys`): in batch mode
+:func:`loss_and_grad` computes their next values with PyTorch's rule
+(momentum 0.1, unbiased variance) and returns them in ``info["state"]``
+without touching ``params``; the training loop writes them back after each
+step, and no optimizer updates them.  BN is per unit and
 affine for a given batch, so it folds into an effective ``F, b``
 (:func:`_fold_bn`); the same map scales every step's current for spike
 input, with the statistics of ``F xbar`` (as the code).  Its backward,
@@ -171,20 +173,18 @@ Notation differences from the paper and the code
   ``u, v`` buffers: a pure function of the parameters, whose bound
   ``||W||_2 <= c`` holds exactly.
 * The multi-layer code evaluates ``J`` at ``f(a[T])`` while taking ``sigma'``
-  of ``df/dtheta`` at ``a[T]`` (spec §4.6); refsnn evaluates both at
+  of ``df/dtheta`` at ``a[T]``; refsnn evaluates both at
   ``a[T]``, which is what makes Eq. (AN) exact.  In a multi-layer block the
   inner layers are linearised along the chain ``f_1(a), f_2(f_1(a)), ...``,
   not at their own simulated rates.
 * Dropout (the code's p = 0.2) and BatchNorm on the internal ``F^l`` of a
   multi-layer block are not implemented.  The code's BN also updates its
-  running statistics twice per step (spec §7.7); refsnn once.
+  running statistics twice per step; refsnn once.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
@@ -195,6 +195,7 @@ from refsnn._checks import (
     as_generator,
     check_array,
     check_choice,
+    check_config,
     check_in_range,
     check_int,
     check_labels,
@@ -224,11 +225,9 @@ __all__ = [
     "feedback_weight",
     "contraction_bound",
     "kink_distance",
+    "linear_fraction",
     "input_average",
-    "frozen_keys",
-    "recipe",
-    "gradcheck_cases",
-    "bench",
+    "state_keys",
 ]
 
 SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
@@ -429,12 +428,6 @@ def _float_array(name, value, ndim):
     return arr.astype(np.float64, copy=False)
 
 
-def _check_cfg(cfg) -> Config:
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg: expected refsnn.ide.Config, got {type(cfg).__name__}")
-    return cfg
-
-
 def _top_singular(W):
     """``(sigma_max, u1, v1)`` of ``W`` from the top eigenpair of ``W^T W``."""
     from scipy.linalg import eigh
@@ -522,12 +515,12 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
 
 def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
     """The effective feedback weight ``W`` (Eq. (SN) applied when ``cfg.spectral_norm`` is set)."""
-    return _unpack(params, _check_cfg(cfg)).W
+    return _unpack(params, check_config(cfg, Config)).W
 
 
 def contraction_bound(params, cfg: Config = Config()) -> float:
     """``||W||_2 prod_l ||F^l||_2 / v_th^N``: an upper bound of ``||J||_2``; below 1, f is a contraction."""
-    net = _unpack(params, _check_cfg(cfg))
+    net = _unpack(params, check_config(cfg, Config))
     bound = np.linalg.norm(net.W, 2)
     for Fl in net.Fs:
         bound *= np.linalg.norm(Fl, 2)
@@ -543,7 +536,7 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     ``cfg.spectral_norm`` the gain ``g`` starts at ``sigma_max(W)`` (so the
     effective ``W`` is the raw one, clipped to norm ``c``).
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
         raise TypeError(f"sizes: expected a list [n_in, n_1, ..., n_N, n_classes], got {sizes!r}")
     sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
@@ -616,7 +609,7 @@ def input_average(x, cfg: Config = Config()) -> np.ndarray:
         return x
     if x.ndim != 3:
         raise ValueError(f"x: expected (batch, n_in) or (T, batch, n_in), got shape {x.shape}")
-    w = _rate_weights(x.shape[0], _check_cfg(cfg).leak)
+    w = _rate_weights(x.shape[0], check_config(cfg, Config).leak)
     return np.tensordot(w / w.sum(), x, axes=(0, 0))
 
 
@@ -677,7 +670,7 @@ def _bn_backward(net: _Net, gF, gb) -> dict:
 
 
 def _prepare(params, x, cfg, bn_mode=None):
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     net = _unpack(params, cfg)
     x = _check_x(x, net.F.shape[1], cfg)
     if net.bn is not None:
@@ -936,14 +929,26 @@ def kink_distance(params, x, cfg: Config = Config()) -> float:
     are exact only if no perturbation moves a ``z`` across 0 or 1, i.e. if
     this is much larger than ``eps`` times the sensitivity of ``z``.
     """
+    lin = _linearisation(params, x, cfg)
+    return float(min(np.min(np.minimum(np.abs(p / cfg.v_th), np.abs(p / cfg.v_th - 1.0))) for p in lin.pre))
+
+
+def linear_fraction(params, x, cfg: Config = Config()) -> float:
+    """Fraction of units on the linear piece of ``sigma`` (``0 <= z <= 1``) at the linearisation point.
+
+    Averaged over layers (each layer's own fraction over units and samples).
+    Only those units pass gradient: ``sigma'`` is 0 elsewhere.
+    """
+    lin = _linearisation(params, x, cfg)
+    return float(np.mean([np.mean(d) for d in lin.dsig]))
+
+
+def _linearisation(params, x, cfg) -> "_Lin":
+    """f applied once at the linearisation point ``a[T]`` or ``a*`` (see ``Config.linearize_at``)."""
     net, x, cfg = _prepare(params, x, cfg)
     xbar = input_average(x, cfg)
-    if cfg.linearize_at == "simulated":
-        a = _simulate(net, x, cfg)
-    else:
-        a = _solve_equilibrium(net, xbar, cfg, None, None)[0]
-    lin = _apply_f(net, a, xbar, cfg.v_th)
-    return float(min(np.min(np.minimum(np.abs(p / cfg.v_th), np.abs(p / cfg.v_th - 1.0))) for p in lin.pre))
+    a = _linearisation_point(net, x, xbar, cfg)[0]
+    return _apply_f(net, a, xbar, cfg.v_th)
 
 
 def _regions(lin: _Lin, v_th) -> bytes:
@@ -1061,7 +1066,7 @@ def _adjoint_code_iter(net, lin, g, cfg, gnorm, trace):
     """The official code's ``'iter'`` solver: beta <- (beta + R(beta)) / 2, from beta = g (biased)."""
     beta = g.copy()
     for k in range(cfg.max_iter):
-        Rc = _JT(net, lin, beta, cfg.v_th) + g - beta                  # the code's g(beta) = (J^T - I) beta + g
+        Rc = _JT(net, lin, beta, cfg.v_th) + g - beta                  # the code's g(beta) = (J^T - I) beta + g, Eq. (A)
         own = Rc - beta                                                # residual of (2I - J^T) beta = g
         trace.append(float(np.max(_rel_res(own, gnorm), initial=0.0)))
         if trace[-1] <= cfg.tol or not math.isfinite(trace[-1]):
@@ -1096,16 +1101,16 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
         return out
 
     beta = np.zeros_like(g)
-    R = g.copy()                                                       # R(0) = g
+    R = g.copy()                                                       # R(0) = g, Eq. (A) at beta = 0
     rel = _rel_res(R, gnorm)
     best, best_rel = beta.copy(), rel.copy()
     trace.append(float(np.max(rel, initial=0.0)))
     k = 0
     while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
         active = (rel > cfg.tol)[:, None]
-        dbeta = np.where(active, -H(R), 0.0)                           # Broyden step
+        dbeta = np.where(active, -H(R), 0.0)                           # Broyden step towards R = 0, Eq. (A)
         beta_new = beta + dbeta
-        R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new
+        R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new       # R(beta) = J^T beta + g - beta, Eq. (A)
         dR = R_new - R
         HdR = H(dR)
         den = np.sum(dbeta * HdR, axis=1, keepdims=True)
@@ -1246,7 +1251,7 @@ def readout(params, a, y, cfg: Config = Config()):
     ``loss`` is the mean cross-entropy of ``o = Wo a + bo``; ``dL/da`` is the
     right-hand side of the adjoint equation (Eq. (A)).
     """
-    net = _unpack(params, _check_cfg(cfg))
+    net = _unpack(params, check_config(cfg, Config))
     a = check_array("a", a, ndim=2).astype(np.float64, copy=False)
     if a.shape[1] != net.sizes[-1]:
         raise ValueError(f"a: expected the last layer's rates, shape (batch, {net.sizes[-1]}), got {a.shape}")
@@ -1261,7 +1266,7 @@ def _linearisation_point(net, x, xbar, cfg):
     return _solve_equilibrium(net, xbar, cfg, None, None)
 
 
-def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, return_info: bool = False):
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
     """Loss and IDE gradient: simulate, solve the adjoint, one VJP.
 
     Parameters
@@ -1274,10 +1279,14 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, return_info
     cfg : Config
     rng : ignored
         The gradient is deterministic; the argument exists for the common contract.
-    return_info : bool
-        Also return a dict of diagnostics: ``"a"`` (the linearisation point),
-        ``"adjoint"`` (:class:`SolverInfo`), ``"equilibrium"`` (SolverInfo or
-        None), ``"snn_residual"`` (``max|f(a) - a|`` at ``a``).
+    info : dict, optional
+        If given, filled with diagnostics: ``"a"`` (the linearisation point),
+        ``"beta"`` (the adjoint), ``"adjoint"`` (:class:`SolverInfo`),
+        ``"equilibrium"`` (SolverInfo or None), ``"snn_residual"``
+        (``max|f(a) - a|`` at ``a``), ``"pred"`` (the classes the readout at
+        ``a`` predicts) and ``"state"``: with BatchNorm in batch mode, the
+        updated running statistics ``{"bn_mean": ..., "bn_var": ...}`` (else
+        empty).  ``params`` itself is never modified.
 
     Returns
     -------
@@ -1294,23 +1303,30 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, return_info
     loss, dlogits, grads_out = _readout(net, a, y)
     g = dlogits @ net.Wo                                               # dL/da
     lin = _apply_f(net, a, xbar, cfg.v_th)
-    beta, info = _adjoint(net, lin, g, cfg)                            # step 2, Eq. (A)
+    beta, adj_info = _adjoint(net, lin, g, cfg)                        # step 2, Eq. (A)
     grads = _vjp(net, lin, beta, cfg)                                  # step 3, Eq. (G)
     grads.update(grads_out)
     grads = {k: grads[k] for k in params}
-    if net.fold is not None and net.fold["mode"] == "batch":            # PyTorch's running-statistics update
-        for k in ("bn_mean", "bn_var"):
-            if not (isinstance(params[k], np.ndarray) and params[k].dtype == np.float64 and params[k].flags.writeable):
-                raise TypeError(f"params[{k!r}]: the running statistics are updated in place during training; "
-                                f"pass a writeable float64 numpy array")
-        B = x.shape[-2]
-        m = BN_MOMENTUM
-        np.copyto(params["bn_mean"], (1 - m) * params["bn_mean"] + m * (net.fold["mean"] + net.fold["b"]))
-        np.copyto(params["bn_var"], (1 - m) * params["bn_var"] + m * net.fold["var"] * B / max(B - 1, 1))
-    if return_info:
-        return loss, grads, {"a": a, "beta": beta, "adjoint": info, "equilibrium": eq_info,
-                             "snn_residual": float(np.max(np.abs(lin.h[-1] - a), initial=0.0))}
+    if info is not None:
+        info.update(a=a, beta=beta, adjoint=adj_info, equilibrium=eq_info,
+                    snn_residual=float(np.max(np.abs(lin.h[-1] - a), initial=0.0)),
+                    pred=np.argmax(a @ net.Wo.T + net.bo, axis=1), state=_running_statistics(net, params, x))
     return loss, grads
+
+
+def _running_statistics(net: _Net, params, x) -> dict:
+    """The next BatchNorm running statistics after a batch-mode step (PyTorch's rule), or ``{}``.
+
+    ``mean <- (1 - m) mean + m * batch mean``, ``var <- (1 - m) var + m *
+    batch variance * B / (B - 1)`` (the unbiased variance), ``m = 0.1``; the
+    batch mean is that of ``F xbar + b``.
+    """
+    if net.fold is None or net.fold["mode"] != "batch":
+        return {}
+    B = x.shape[-2]
+    m = BN_MOMENTUM
+    return {"bn_mean": (1 - m) * np.asarray(params["bn_mean"], np.float64) + m * (net.fold["mean"] + net.fold["b"]),
+            "bn_var": (1 - m) * np.asarray(params["bn_var"], np.float64) + m * net.fold["var"] * B / max(B - 1, 1)}
 
 
 def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
@@ -1328,7 +1344,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     holds a single element after a finite-difference check, every evaluation
     lay on the same smooth piece (no kink was crossed).
     """
-    cfg = replace(_check_cfg(cfg), backend="numpy")
+    cfg = replace(check_config(cfg, Config), backend="numpy")
     net0, x, _ = _prepare(params, x, cfg)
     y = check_labels("y", y, net0.Wo.shape[0], batch=x.shape[-2])
     xbar = input_average(x, cfg)
@@ -1369,7 +1385,7 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
     ``cfg.normalize`` if set.  ``"bernoulli"``: ``cfg.T`` spike frames
     ``(T, batch, n_in)`` (``rng`` required).
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     if cfg.encoding == "bernoulli":
         return encoding.bernoulli(features, cfg.T, rng)
     x = check_array("features", features, lo=0.0, hi=1.0, dtype=np.float64)
@@ -1381,221 +1397,14 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Training recipe, gradient-check problems, benchmark
+# State (buffers) that the training loop updates
 # ---------------------------------------------------------------------------
 
-def frozen_keys(params, cfg: Config = Config()) -> tuple:
-    """Keys the optimizer must not update: the BatchNorm running statistics (state, not parameters)."""
-    return ("bn_mean", "bn_var") if _check_cfg(cfg).batchnorm else ()
+def state_keys(cfg: Config = Config()) -> tuple:
+    """Keys of ``params`` that are state, not parameters: the BatchNorm running statistics.
 
-
-def recipe(dataset: str = "digits") -> tuple:
-    """Default ``(Config, training settings)`` for ``refsnn train ide``.
-
-    ``"digits"``: a 64-128(feedback)-10 IF net, T = 30, Adam; ~1 min on a laptop.
-    Anything else (28x28 images): the paper's Fashion-MNIST "400 (F400)"
-    setting, 784-400(feedback)-10 IF, T = 5, v_th 2, spectral norm c = 1,
-    BatchNorm on the input current, inputs normalised with (0.1307,
-    0.3081), SGD momentum 0.9, weight decay 5e-4, lr 0.05 divided by 10 at
-    epochs 30/60/90, batch 128, 100 epochs (the code's dropout 0.2 is not
-    implemented).  ``solver="fixed_point"`` gives the same gradient (to the
-    1e-10 tolerance) in about half the time of Broyden on this network.
+    No optimizer may update them.  :func:`loss_and_grad` leaves them alone and
+    puts their new values (PyTorch's update rule) in ``info["state"]``; the
+    training loop writes those into ``params`` after each step.
     """
-    if dataset == "digits":
-        cfg = Config(T=30, v_th=2.0, leak=1.0, solver="broyden", max_iter=50, tol=1e-10, spectral_norm=1.0,
-                     normalize=(0.0, 0.25))
-        return cfg, dict(hidden=[128], optimizer="adam", lr=3e-3, epochs=15, batch_size=32,
-                         schedule="step", milestones=[10], gamma=0.3)
-    cfg = PRESETS["paper"]
-    return cfg, dict(hidden=[400], optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4, epochs=100,
-                     batch_size=128, eval_batch_size=200, schedule="step", milestones=[30, 60, 90], gamma=0.1)
-
-
-def _small_problem(cfg: Config, seed: int, hidden=(6,), n_in=5, n_classes=3, batch=4, spikes=False,
-                   margin=1e-3, max_bound=0.9):
-    """A random problem with many units in the linear region, none within ``margin`` of a kink,
-    ``contraction_bound < max_bound``, and the spectral-norm gain strictly inside (-c, c)."""
-    for k in range(2000):
-        rng = np.random.default_rng([seed, k])
-        params = init_params([n_in, *hidden, n_classes], cfg, rng)
-        params["b"] = params["b"] + rng.uniform(0.5, 1.5, hidden[0])
-        params["F"] = params["F"] * 1.5
-        for l in range(2, len(hidden) + 1):
-            params[f"F{l}"] = params[f"F{l}"] * 1.2
-            params[f"b{l}"] = params[f"b{l}"] + rng.uniform(0.2, 1.2, hidden[l - 1])
-        if cfg.spectral_norm is not None:
-            params["g"] = np.array(rng.uniform(0.4, 0.9) * cfg.spectral_norm)
-        else:
-            params["W"] = params["W"] * rng.uniform(0.6, 1.2)
-        params["Wo"] = params["Wo"] * 2.0
-        if cfg.batchnorm:                   # away from the identity, and running statistics that differ from the batch's
-            h = hidden[0]
-            params.update(bn_gamma=rng.uniform(0.6, 1.4, h), bn_beta=rng.uniform(0.3, 1.5, h),
-                          bn_mean=rng.normal(0.0, 0.3, h), bn_var=rng.uniform(0.5, 2.0, h))
-        if spikes:
-            x = (rng.random((cfg.T, batch, n_in)) < 0.6).astype(float)
-        else:
-            x = rng.uniform(0.0, 1.0, (batch, n_in))
-        y = rng.integers(0, n_classes, batch)
-        if contraction_bound(params, cfg) >= max_bound:
-            continue
-        net, xx, _ = _prepare(params, x, cfg)
-        xbar = input_average(xx, cfg)
-        a = _linearisation_point(net, xx, xbar, cfg)[0]
-        lin = _apply_f(net, a, xbar, cfg.v_th)
-        inside = np.mean([np.mean(d) for d in lin.dsig])
-        if inside > 0.6 and kink_distance(params, x, cfg) > margin:
-            return params, x, y
-    raise RuntimeError("no problem away from the kinks found")  # pragma: no cover
-
-
-def gradcheck_cases(seed: int = 0) -> list:
-    """Problems for ``refsnn gradcheck ide``: both linearisation points, every solver, IF and LIF,
-    one- to three-layer blocks, with and without spectral norm, static and spike input, BatchNorm
-    with batch and with running statistics.
-
-    Each problem keeps every ``pre/v_th`` at least 1e-3 from the kinks of
-    sigma (:func:`kink_distance`); with ``eps = 1e-6`` a perturbation moves
-    ``z`` by about 1e-6 * (sensitivity ~ 1), far less.
-    """
-    from refsnn.gradcheck import Case
-
-    specs = [
-        ("default: IF, simulated, broyden, spectral norm", Config(T=20), {}),
-        ("IF, fixed point, dense, raw W", Config(T=20, linearize_at="fixed_point", solver="dense",
-                                                spectral_norm=None), {}),
-        ("IF, fixed point, dense, spectral norm", Config(T=20, linearize_at="fixed_point", solver="dense"), {}),
-        ("LIF 0.9, simulated, fixed_point solver", Config(T=20, leak=0.9, solver="fixed_point"), {}),
-        ("LIF 0.9, simulated, broyden, raw W", Config(T=20, leak=0.9, spectral_norm=None), {}),
-        ("2 layers, IF, simulated, broyden, spectral norm", Config(T=20), {"hidden": (6, 5)}),
-        ("2 layers, IF, fixed point, dense, raw W", Config(T=20, linearize_at="fixed_point", solver="dense",
-                                                           spectral_norm=None), {"hidden": (6, 5)}),
-        ("3 layers, LIF 0.95, fixed point, dense, spectral norm",
-         Config(T=20, leak=0.95, linearize_at="fixed_point", solver="dense"), {"hidden": (5, 6, 4)}),
-        ("spike input, IF, simulated, dense", Config(T=20, solver="dense"), {"spikes": True}),
-        ("spike input, LIF 0.9, fixed point, broyden", Config(T=20, leak=0.9, linearize_at="fixed_point"),
-         {"spikes": True}),
-        ("BatchNorm (batch statistics), IF, simulated", Config(T=20, batchnorm=True), {}),
-        ("BatchNorm (running statistics), LIF 0.9, fixed point, dense",
-         Config(T=20, leak=0.9, batchnorm=True, bn_mode="running", linearize_at="fixed_point", solver="dense"), {}),
-        ("BatchNorm (batch statistics), spike input, 2 layers", Config(T=20, batchnorm=True),
-         {"spikes": True, "hidden": (6, 5)}),
-    ]
-    cases = []
-    for label, cfg, kw in specs:
-        params, x, y = _small_problem(cfg, seed, **kw)
-        cases.append(Case(f"ide {label}", params, x, y, cfg, tol=1e-7))
-    return cases
-
-
-def _peak_bytes(fn) -> int:
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        fn()
-        return tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-
-
-def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 128, seed: int = 0,
-                         config: dict | None = None) -> int:
-    """Peak bytes (``tracemalloc``) of one training step (encode, loss_and_grad, SGD step) at ``T`` steps.
-
-    ``algo`` is ``"ide"`` (this module's defaults, direct input, changed by
-    the ``config`` dict) or ``"stbp"`` (``refsnn.stbp``'s code preset, direct
-    input, NumPy backend: its numba kernels allocate outside tracemalloc's
-    view).  Parameters and data are allocated before tracing starts.  The
-    IDE kernel allocates nothing itself (its buffers are NumPy arrays), so
-    everything it uses is counted.
-    """
-    from refsnn import optim
-
-    rng = np.random.default_rng(seed)
-    features = rng.random((batch, sizes[0]))
-    y = rng.integers(0, sizes[-1], batch)
-    if algo == "ide":
-        mod, cfg = sys.modules[__name__], replace(Config(T=T), **(config or {}))
-    elif algo == "stbp":
-        from refsnn import stbp as mod
-
-        cfg = replace(mod.PRESETS["code"], T=T, encoding="direct", backend="numpy")
-    else:
-        raise ValueError(f"algo: expected 'ide' or 'stbp', got {algo!r}")
-    params = mod.init_params(list(sizes), cfg, rng)
-    opt = optim.make("sgd", 0.01, momentum=0.9)
-
-    def step():
-        x = mod.encode(features, cfg, rng)
-        _, grads = mod.loss_and_grad(params, x, y, cfg)
-        opt.step(params, grads)
-
-    step()  # warm up (compilation, optimizer state)
-    return _peak_bytes(step)
-
-
-def bench(quick: bool = False) -> dict:
-    """Measure IDE's memory against T (vs STBP) and its training speed on the F400 network.
-
-    * Peak memory of one training step (``tracemalloc``) for IDE and STBP at
-      ``T = 5, 30, 100`` on a 784-400-10 network with batch 128 (``quick``:
-      32-32-10, batch 16).
-    * Time of one IDE training step of the paper's F400 setting (T = 5, batch
-      128, Broyden) and of each adjoint solver, and the implied time per
-      Fashion-MNIST epoch (469 steps, without evaluation).
-
-    Prints a table and returns the numbers as a dict.
-    """
-    sizes, batch = ((32, 32, 10), 16) if quick else ((784, 400, 10), 128)
-    Ts = (5, 30, 100)
-    out = {"sizes": list(sizes), "batch": batch, "T": list(Ts), "memory_bytes": {}}
-    variants = {"ide": ("ide", None), "ide_fixed_point": ("ide", {"solver": "fixed_point"}), "stbp": ("stbp", None)}
-    for name, (algo, over) in variants.items():
-        mem = [training_step_memory(algo, T, sizes, batch, config=over) for T in Ts]
-        out["memory_bytes"][name] = mem
-        out[f"{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}"] = mem[-1] / mem[0]
-    print(f"peak memory of one training step, {'-'.join(map(str, sizes))}, batch {batch} (tracemalloc, MB):")
-    print(f"{'T':>6} {'IDE Broyden':>12} {'IDE fixed-pt':>13} {'STBP':>8}")
-    for i, T in enumerate(Ts):
-        m = out["memory_bytes"]
-        print(f"{T:>6} {m['ide'][i] / 1e6:>12.2f} {m['ide_fixed_point'][i] / 1e6:>13.2f} {m['stbp'][i] / 1e6:>8.2f}")
-    print("ratio T=%d/T=%d: " % (Ts[-1], Ts[0]) + ", ".join(
-        f"{name} {out[f'{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}" for name in variants))
-
-    cfg, _ = recipe("fashion-mnist")
-    rng = np.random.default_rng(0)
-    params = init_params(list(sizes), cfg, rng)
-    x = encode(rng.random((batch, sizes[0])), cfg)
-    y = rng.integers(0, sizes[-1], batch)
-    reps = 3 if quick else 10
-    timings = {}
-    for solver in ("broyden", "fixed_point", "dense"):
-        c = replace(cfg, solver=solver)
-        loss_and_grad(params, x, y, c)
-        n = 1 if solver == "dense" and not quick else reps
-        t0 = time.perf_counter()
-        for _ in range(n):
-            _, _, info = loss_and_grad(params, x, y, c, return_info=True)
-        timings[solver] = {"seconds_per_step": (time.perf_counter() - t0) / n,
-                           "adjoint_iterations": info["adjoint"].iterations}
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        simulate(params, x, cfg)
-    t_sim = (time.perf_counter() - t0) / reps
-    out["step_seconds"] = timings
-    out["simulate_seconds"] = t_sim
-    steps = math.ceil(60000 / batch)
-    out["epoch_seconds_estimate"] = {s: timings[s]["seconds_per_step"] * steps for s in ("broyden", "fixed_point")}
-    print(f"\nIDE training step, {'-'.join(map(str, sizes))}, T={cfg.T}, batch {batch} "
-          f"(recipe('fashion-mnist'); wall-clock, so it depends on the machine's load):")
-    for solver, tmg in timings.items():
-        print(f"  {solver:<12} {tmg['seconds_per_step'] * 1e3:8.1f} ms/step  ({tmg['adjoint_iterations']} adjoint iterations)")
-    print(f"  simulation alone {t_sim * 1e3:.1f} ms")
-    if not quick:
-        print(f"  implied Fashion-MNIST epoch ({steps} steps, no evaluation): "
-              f"{out['epoch_seconds_estimate']['broyden']:.0f} s with Broyden, "
-              f"{out['epoch_seconds_estimate']['fixed_point']:.0f} s with the fixed-point solver")
-    return out
+    return ("bn_mean", "bn_var") if check_config(cfg, Config).batchnorm else ()

@@ -3,11 +3,11 @@ r"""SSNN-BP: backprop computed by stochastic spikes, with spike-coincidence weig
 Biswas, Saraswat, Ganguly, "A temporally and spatially local spike-based
 backpropagation algorithm to enable training in hardware", Neuromorphic
 Computing and Engineering (2023), doi:10.1088/2634-4386/acf1c5; arXiv:2207.09755.
-Spec: ``shared/specs/ssnn_bp.md``.
+The reconstruction is derived in ``docs/ssnn_bp.md``.
 
 What is the paper's and what is ours
 ------------------------------------
-Only the paper's abstract could be read (spec §1-§2).  From it come the
+Only the paper's abstract could be read.  From it come the
 *ideas*: information is carried by stochastic spike trains; a **composite
 neuron** computes the forward activation and the backward gradient at the same
 time, both as spikes; signed gradients are split into a **positive and a
@@ -17,8 +17,7 @@ does); softmax cross-entropy is made by **winner-take-all lateral inhibition**;
 and accuracy approaches the ANN's **as the spike trains grow**.  A 2-layer
 (one hidden layer) network is the paper's.
 
-Everything concrete below is **our design** (spec §4, built from the abstract,
-the RPU update of Gokmen & Vlasov 2016 and stochastic computing): the clip
+Everything concrete below is **our design**: the clip
 activation, the four units F / D / G+ / G- and their wiring, the Gumbel-noise
 WTA, the gain ``gamma`` and its no-clipping bound, the update-port spikes, the
 window-pipelined forward pass of V2, and every equation number (the tags
@@ -86,7 +85,7 @@ probability exceeds 1 (clipping would bias the estimate), times
     gamma_l     = gamma_scale / max_j sum_k |W^{l+1}_kj|   (l < L-1)
 
 (the first is tight because at most two output streams are non-zero at a
-step, ``+1`` at ``c`` and ``-1`` at the winner; the spec's
+step, ``+1`` at ``c`` and ``-1`` at the winner; the simpler
 ``1/(2 max|W^L|)`` is a looser bound).  In expectation the streams of layer
 ``l`` carry ``-Gamma_l delta^l`` with ``Gamma_l = gamma_l gamma_{l+1} ...
 gamma_{L-1}`` and ``Gamma_L = 1``.
@@ -108,7 +107,7 @@ the quantum shrinks like ``1/T`` at fixed ``eta``.
 
 What ``loss_and_grad`` returns
 ------------------------------
-The spec writes the update as ``Delta W = +eta e a^T`` with ``e = -dloss/dz``.
+An RPU writes the update as ``Delta W = +eta e a^T`` with ``e = -dloss/dz``.
 The refsnn contract is ``W <- W - eta * grad``.  So the returned gradient
 estimate is ``-Delta W / eta``::
 
@@ -118,7 +117,7 @@ averaged over the batch (with ``batch > 1`` that is the minibatch mean of the
 per-sample estimates, :func:`sample_gradients`).  The returned loss is the ANN
 cross-entropy (Eq. (F3)) at the exact rates, in both modes.
 
-Why V1 is unbiased (spec §4.6), and its variance
+Why V1 is unbiased, and its variance
 ------------------------------------------------
 In V1 the gate and the winners' distribution are exact, the update-port
 spikes are independent of the gradient spikes, and nothing clips, so by
@@ -188,12 +187,12 @@ never drawn.  This does not change the distribution of any count.
 Notation differences from the paper
 -----------------------------------
 * The paper's notation is unknown (only its abstract is public); the symbols
-  follow the spec.  ``T`` is the spike-train length (``BL`` in the RPU
+  are ours (``docs/ssnn_bp.md``).  ``T`` is the spike-train length (``BL`` in the RPU
   literature).  ``Gamma_l`` (product of the per-layer gains) is ours, needed
   for more than one hidden layer.
-* ``e+ / e-`` are the spec's ``e^+ / e^-``; ``delta = -e`` is the usual
+* ``e+ / e-`` are the positive and negative streams ``e^+ / e^-``; ``delta = -e`` is the usual
   backprop error, because refsnn returns gradients (update ``-eta * grad``),
-  not the spec's ``+eta e a^T`` updates.
+  not the RPU's ``+eta e a^T`` updates.
 * Weights are ``(n_out, n_in)``; keys ``W1, b1, ..., WL, bL``.  Time runs
   ``t = 0..T-1``; spike arrays are ``(T, batch, n)``; the active steps are
   listed as rows ``(t, b)``.
@@ -202,7 +201,6 @@ Notation differences from the paper
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -211,10 +209,12 @@ from refsnn._checks import (
     as_generator,
     check_array,
     check_choice,
+    check_config,
     check_in_range,
     check_int,
     check_labels,
     check_layers,
+    check_sizes,
 )
 from refsnn._jit import njit
 
@@ -239,10 +239,6 @@ __all__ = [
     "sample_gradients",
     "dw_min",
     "variance_v1",
-    "recipe",
-    "gradcheck_cases",
-    "accuracy_vs_T",
-    "bench",
 ]
 
 FORWARDS = ("rate", "spike")
@@ -327,9 +323,8 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     they pass gradient), ``U(-1/sqrt(n_in), 1/sqrt(n_in))`` for the output.
     The spiking runs and the ANN twin start from the same weights.
     """
-    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
-    if len(sizes) < 2:
-        raise ValueError(f"sizes: need at least [n_in, n_out], got {sizes}")
+    check_config(cfg, Config)
+    sizes = check_sizes(sizes, example="[64, 100, 10]")
     if sizes[-1] < 2:
         raise ValueError(f"sizes: the WTA output needs at least 2 classes, got n_out = {sizes[-1]}")
     rng = as_generator(rng)
@@ -363,14 +358,8 @@ def _check_x(x, n_in: int) -> np.ndarray:
     return x
 
 
-def _check_cfg(cfg) -> Config:
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg: expected refsnn.ssnn_bp.Config, got {type(cfg).__name__}")
-    return cfg
-
-
 def _prepare(params, x, y, cfg):
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     Ws, bs = _layers(params)
     x = _check_x(x, Ws[0].shape[1])
     y = check_labels("y", y, Ws[-1].shape[0], batch=x.shape[0])
@@ -509,7 +498,7 @@ def gains(params, cfg: Config = Config()) -> list:
     ``gamma = gamma_scale``: nothing can fire, so any finite gain is exact.
     """
     Ws, _ = _layers(params)
-    return _gains(Ws, _check_cfg(cfg).gamma_scale)
+    return _gains(Ws, check_config(cfg, Config).gamma_scale)
 
 
 def _gains(Ws, gamma_scale: float) -> list:
@@ -612,7 +601,7 @@ def _event_kernel(port, d, out):
             v = d[r, j]
             if v != 0:                                           # a gradient spike of G+ (v=1) or G- (v=-1)
                 for q in range(m):
-                    out[j, active[q]] += v
+                    out[j, active[q]] += v                       # Eq. (U1): one coincidence, one pulse of C+ - C-
 
 
 def _count_dtype(R):
@@ -642,7 +631,7 @@ def _net_coincidences(port, d, counter: str):
         return (c_plus - c_minus).astype(np.float64)
     if counter == "matmul":
         dt = _count_dtype(port.shape[0])
-        return (d.astype(dt).T @ port.astype(dt)).astype(np.float64)  # one product: (e+ - e-)^T v
+        return (d.astype(dt).T @ port.astype(dt)).astype(np.float64)  # Eq. (U1) as one product: (e+ - e-)^T v
     out = np.zeros((d.shape[1], port.shape[1]))
     _event_kernel(np.ascontiguousarray(port, dtype=bool), np.ascontiguousarray(d, dtype=np.int8), out)
     return out
@@ -810,7 +799,7 @@ def dw_min(params, cfg: Config, lr: float) -> list:
     estimate on one sample is exactly ``dw_min * (C+ - C-)``.
     """
     Ws, _ = _layers(params)
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     lr = float(lr)
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: must be finite and > 0, got {lr}")
@@ -854,7 +843,7 @@ def sample_gradients(params, x, y, cfg: Config = Config(), rng=None) -> dict:
 # The algorithm contract
 # ---------------------------------------------------------------------------
 
-def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
     """ANN cross-entropy and a stochastic, spike-computed estimate of its gradient.
 
     Parameters
@@ -868,6 +857,12 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
     cfg : Config
     rng : int or Generator
         Required unless ``cfg.ann``.
+    info : dict, optional
+        If given, filled with diagnostics: ``"pred"`` (the classes the exact
+        output potentials predict) and, unless ``cfg.ann``, ``"trace"`` (the
+        window's :class:`Trace`: every spike and count), ``"active_steps"``
+        (how many steps carried gradient spikes) and ``"max_prob"`` (the
+        largest G-unit firing probability, <= 1).
 
     Returns
     -------
@@ -882,9 +877,13 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
     Ws, bs, x, y, cfg = _prepare(params, x, y, cfg)
     zs, acts = _forward_rates(Ws, bs, x)
     loss = _ce(zs[-1], y)[0]
+    if info is not None:
+        info["pred"] = np.argmax(zs[-1], axis=1)
     if cfg.ann:
         return loss, _backprop(Ws, zs, acts, y)
     tr = _simulate(Ws, bs, x, y, cfg, as_generator(rng), exact=(zs, acts))
+    if info is not None:
+        info.update(trace=tr, active_steps=len(tr.rows), max_prob=tr.max_prob)
     return loss, _grads_from_trace(tr)
 
 
@@ -895,7 +894,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     estimate in V1 (a statistical check, ``refsnn gradcheck ssnn_bp``), and
     exactly what ``loss_and_grad`` returns with ``cfg.ann``.  ``rng`` is unused.
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     Ws, _ = _layers(params)
     x = _check_x(x, Ws[0].shape[1]).copy()
     y = check_labels("y", y, Ws[-1].shape[0], batch=x.shape[0]).copy()
@@ -933,7 +932,7 @@ def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
     required), ``argmax_k zhat^L_k``: the output neuron the WTA would pick
     most often.
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     Ws, bs = _layers(params)
     x = _check_x(x, Ws[0].shape[1])
     if cfg.ann or cfg.forward == "rate":
@@ -948,7 +947,7 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
     The spike trains themselves are drawn inside :func:`loss_and_grad` and
     :func:`predict` (``rng`` unused here).
     """
-    _check_cfg(cfg)
+    check_config(cfg, Config)
     x = check_array("features", features, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
@@ -960,7 +959,7 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Closed forms (spec §4.6)
+# Closed forms
 # ---------------------------------------------------------------------------
 
 def variance_v1(params, x, y, cfg: Config = Config()) -> dict:
@@ -998,253 +997,3 @@ def variance_v1(params, x, y, cfg: Config = Config()) -> dict:
     var["W1"] = (np.outer(E_abs_d1, xi) - np.outer((gamma * delta1) ** 2, xi ** 2)) / (gamma ** 2 * T)  # Eq. (V2)
     var["b1"] = (E_abs_d1 - (gamma * delta1) ** 2) / (gamma ** 2 * T)
     return _sorted(var)
-
-
-# ---------------------------------------------------------------------------
-# Training recipe and gradient-check problems
-# ---------------------------------------------------------------------------
-
-def recipe(dataset: str = "digits") -> tuple:
-    """Default ``(Config, training settings)`` for ``refsnn train ssnn_bp``.
-
-    Online SGD (batch size 1), as the hardware would learn: every sample's
-    coincidences update the crossbar at once; with ``batch_size > 1`` the
-    returned estimate is the batch mean, i.e. the update accumulated over the
-    minibatch.  V1 at T = 64.  Digits: 64-100-10; 784-pixel images:
-    784-100-10.  ``--set ann=True`` (or ``--preset ann``) trains the ANN twin
-    identically; ``--preset v2`` the fully spiking variant.
-    """
-    cfg = Config(T=64, forward="rate")
-    if dataset == "digits":
-        return cfg, dict(hidden=[100], optimizer="sgd", lr=0.02, epochs=20, batch_size=1,
-                         schedule="step", milestones=[15], gamma=0.3, eval_batch_size=256)
-    return cfg, dict(hidden=[100], optimizer="sgd", lr=0.01, epochs=5, batch_size=1,
-                     schedule="step", milestones=[4], gamma=0.3, eval_batch_size=256)
-
-
-def _small_problem(seed: int, sizes=(10, 8, 4), batch: int = 3, margin: float = 1e-3):
-    """A random problem with active hidden units and every ``z`` at least ``margin`` from the kinks 0 and 1."""
-    for k in range(1000):
-        rng = np.random.default_rng([seed, k])
-        params = init_params(list(sizes), Config(), rng)
-        for n in range(1, len(sizes)):
-            params[f"W{n}"] *= 2.0
-        x = rng.random((batch, sizes[0]))
-        y = rng.integers(0, sizes[-1], batch)
-        Ws, bs = _layers(params)
-        zs, _ = _forward_rates(Ws, bs, x)
-        hidden = zs[:-1]
-        if all(np.mean((z > 0) & (z < 1)) > 0.4 for z in hidden) and \
-                all(np.min(np.minimum(np.abs(z), np.abs(z - 1.0))) > margin for z in hidden):
-            return params, x, y
-    raise RuntimeError("no problem away from the kinks found")  # pragma: no cover
-
-
-def gradcheck_cases(seed: int = 0) -> list:
-    """Problems for ``refsnn gradcheck ssnn_bp``.
-
-    Statistical cases (the mean of many V1 estimates against the exact
-    gradient, :func:`refsnn.gradcheck.check_statistical`): a 10-8-4 net,
-    batch 3, at T = 16, T = 1 (the coarsest quantisation) and T = 4 with half
-    the maximal gain, and a two-hidden-layer 8-6-5-3 net at T = 16.  One exact case: the ANN
-    twin against central differences.  V2 is biased by design and is checked
-    separately (``tests/test_ssnn_bp.py``).
-    """
-    from refsnn.gradcheck import Case
-
-    params, x, y = _small_problem(seed)
-    deep = _small_problem(seed + 1, sizes=(8, 6, 5, 3), batch=2)
-    return [
-        Case("ssnn_bp V1 T=16 independent port", params, x, y, Config(T=16), rng=seed,
-             kind="statistical", n_samples=2000),
-        Case("ssnn_bp V1 T=1", params, x, y, Config(T=1), rng=seed, kind="statistical", n_samples=3000),
-        Case("ssnn_bp V1 T=4 gamma_scale=0.5", params, x, y, Config(T=4, gamma_scale=0.5), rng=seed,
-             kind="statistical", n_samples=3000),
-        Case("ssnn_bp V1 T=16 two hidden layers", *deep, Config(T=16), rng=seed,
-             kind="statistical", n_samples=3000),
-        Case("ssnn_bp ANN twin (exact)", params, x, y, Config(ann=True), tol=1e-7),
-    ]
-
-
-# ---------------------------------------------------------------------------
-# Accuracy against T, and the benchmark
-# ---------------------------------------------------------------------------
-
-def _label(model: str, T) -> str:
-    return "ANN" if model == "ann" else f"{'V1' if model == 'rate' else 'V2'} T={T}"
-
-
-def accuracy_vs_T(dataset: str = "digits", Ts=(1, 2, 4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2),
-                  forwards=("rate", "spike"), *, results=None, on_result=None, log=print, progress=False,
-                  **settings) -> dict:
-    """Train the ANN twin and SSNN-BP at every ``T`` with identical settings; collect test accuracies.
-
-    Every run goes through :func:`refsnn.train.train` with ``recipe(dataset)``
-    and the given ``settings`` overrides (``epochs=``, ``limit_train=``, ...):
-    same architecture, initialisation, data order, online SGD and learning
-    rate for the ANN twin (``Config(ann=True)``) and for V1/V2 at each ``T``.
-
-    Parameters
-    ----------
-    results : dict, optional
-        A previous return value: runs already in it are skipped (resume).
-    on_result : callable, optional
-        Called with ``results`` after every finished run (e.g. to save it).
-
-    Returns
-    -------
-    dict
-        ``{"dataset", "settings", "runs": [{"model", "T", "seed", "test_accuracy",
-        "best_test_accuracy", "seconds"}, ...]}``; :func:`accuracy_table` formats it.
-    """
-    from refsnn.train import train
-
-    log = log or (lambda *_: None)
-    results = results if results is not None else {"dataset": dataset, "settings": dict(settings), "runs": []}
-    done = {(r["model"], r["T"], r["seed"]) for r in results["runs"]}
-    jobs = [("ann", None, s) for s in seeds] + [(f, int(T), s) for s in seeds for f in forwards for T in Ts]
-    for model, T, seed in sorted(jobs, key=lambda j: (j[2], j[0] != "ann", j[0], j[1] or 0)):
-        if (model, T, seed) in done:
-            continue
-        config = {"ann": True} if model == "ann" else {"T": T, "forward": model}
-        t0 = time.perf_counter()
-        m = train("ssnn_bp", dataset, seed=seed, config=config, progress=progress, log=None, **settings)
-        run = {"model": model, "T": T, "seed": seed, "test_accuracy": m["test_accuracy"],
-               "best_test_accuracy": m["best_test_accuracy"], "seconds": time.perf_counter() - t0}
-        results["runs"].append(run)
-        log(f"{dataset} seed {seed} {_label(model, T):<10} test acc {run['test_accuracy']:.4f} "
-            f"({run['seconds']:.0f} s)")
-        if on_result is not None:
-            on_result(results)
-    return results
-
-
-def accuracy_table(results) -> str:
-    """Markdown table of :func:`accuracy_vs_T` results: mean +- sd over seeds, and the gap to the ANN twin."""
-    runs = results["runs"]
-    ann = {r["seed"]: r["test_accuracy"] for r in runs if r["model"] == "ann"}
-    Ts = sorted({r["T"] for r in runs if r["model"] != "ann"})
-    models = [m for m in ("rate", "spike") if any(r["model"] == m for r in runs)]
-
-    def stat(vals):
-        vals = 100 * np.asarray(vals, dtype=float)
-        if vals.size == 0:
-            return "-"
-        sd = f" ± {vals.std(ddof=1):.2f}" if vals.size > 1 else ""
-        return f"{vals.mean():.2f}{sd}"
-
-    head = "| T | " + " | ".join(f"{'V1 (rate)' if m == 'rate' else 'V2 (spike)'} % | gap to ANN (pts)"
-                                  for m in models) + " | ANN twin % |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(models))]
-    for T in Ts:
-        cells = []
-        for m in models:
-            rs = [r for r in runs if r["model"] == m and r["T"] == T]
-            cells.append(stat([r["test_accuracy"] for r in rs]))
-            gaps = [r["test_accuracy"] - ann[r["seed"]] for r in rs if r["seed"] in ann]
-            cells.append(stat(gaps).replace("-", "−") if gaps else "-")
-        lines.append(f"| {T} | " + " | ".join(cells) + f" | {stat(list(ann.values()))} |")
-    n_seeds = len({r["seed"] for r in runs})
-    lines.append(f"\n{results['dataset']}, {n_seeds} seed(s), settings {results.get('settings', {})}; "
-                 f"gap = SSNN-BP minus the ANN twin of the same seed, in points.")
-    return "\n".join(lines)
-
-
-def _blas_one_thread():
-    """A context that limits BLAS to one thread (threadpoolctl), or does nothing if unavailable."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _time_counters(dataset: str, Ts, n_samples: int, n_python: int, log) -> dict:
-    """Per-sample time of one V1 training step with each counter, and of each counter alone."""
-    from refsnn import datasets
-
-    X, y = datasets.load(dataset, "train", limit=max(n_samples, n_python))
-    F = X.reshape(len(X), -1) / 255.0
-    n_train = {"digits": 1438, "fashion-mnist": 60000}.get(dataset, len(y))
-    sizes = [F.shape[1], 100, datasets.n_classes(dataset)]
-    params = init_params(sizes, Config(), 0)
-    Ws, bs = _layers(params)
-    out = {}
-    for T in Ts:
-        row = {}
-        for counter in ("events", "matmul", "loop"):
-            cfg = Config(T=T, counter=counter)
-            rng = np.random.default_rng(0)
-            loss_and_grad(params, F[:1], y[:1], cfg, rng)          # warm-up / compile
-            t0 = time.perf_counter()
-            for i in range(n_samples):
-                loss_and_grad(params, F[i:i + 1], y[i:i + 1], cfg, rng)
-            row[f"step {counter}"] = 1e3 * (time.perf_counter() - t0) / n_samples
-        # The counters alone, on identical recorded spikes.
-        traces = [_simulate(Ws, bs, F[i:i + 1], y[i:i + 1], Config(T=T), np.random.default_rng(i), None)
-                  for i in range(max(n_samples, n_python))]
-        for name, fn in (("events", lambda p, d: _net_coincidences(p, d, "events")),
-                         ("matmul", lambda p, d: _net_coincidences(p, d, "matmul")),
-                         ("loop", lambda p, d: _net_coincidences(p, d, "loop")),
-                         ("loop, pure Python", None)):
-            use = traces[:n_python] if fn is None else traces[:n_samples]
-            t0 = time.perf_counter()
-            for tr in use:
-                for d, port in zip(tr.streams, tr.ports):
-                    if fn is None:
-                        cp = np.zeros((d.shape[1], port.shape[1]), np.int64)
-                        _coincidence_kernel.py_func(port, d > 0, d < 0, cp, cp.copy())
-                    else:
-                        fn(port, d)
-            row[f"count {name}"] = 1e3 * (time.perf_counter() - t0) / len(use)
-        row["step loop, pure Python (extrapolated)"] = (row["step events"] - row["count events"]
-                                                        + row["count loop, pure Python"])
-        row["active fraction"] = float(np.mean([len(tr.rows) / T for tr in traces]))
-        for k in [k for k in row if k.startswith("step")]:
-            row[k.replace("step", "epoch s")] = row[k] * n_train / 1e3
-        out[T] = row
-        log(f"{dataset} {sizes} T={T}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
-    return {"sizes": sizes, "n_train": n_train, "by_T": out}
-
-
-def bench(quick: bool = False, print_table: bool = True, accuracy: bool = True) -> dict:
-    """Time the coincidence counters, and measure accuracy against T on digits next to the ANN twin.
-
-    Timing: one online V1 training step (``loss_and_grad``, batch 1) at
-    initialisation (the worst case: about 90 % of the steps carry gradient
-    spikes), per counter, on digits (64-100-10) and, if installed,
-    Fashion-MNIST (784-100-10); the counters alone on identical recorded
-    spikes; epoch times are per-sample times times the training-set size
-    (the pure-Python brute force is extrapolated from a few samples).  BLAS
-    is limited to one thread (threadpoolctl) so that timings do not depend on
-    other processes' load.  Accuracy: :func:`accuracy_vs_T` on digits with the
-    recipe, V1 and the ANN twin, one seed; ``quick``: T in (1, 4, 16, 64) and 5
-    epochs; full: T = 1, 2, 4, ..., 256 and the recipe's 20 epochs (about 10 min).
-    The several-seed tables (digits, Fashion-MNIST, V1 and V2):
-    ``data_scripts/ssnn_bp_accuracy.py``.
-    """
-    from refsnn import datasets
-    from refsnn._jit import jit_status
-
-    log = print if print_table else (lambda *_: None)
-    result = {"jit": jit_status(), "quick": quick}
-    with _blas_one_thread():
-        result["timing"] = {"digits": _time_counters("digits", (16,) if quick else (16, 64, 256),
-                                                     20 if quick else 200, 2 if quick else 5, log)}
-        if not quick:
-            try:
-                datasets.load("fashion-mnist", "test", limit=1)
-            except (OSError, ValueError, FileNotFoundError):  # pragma: no cover - not installed
-                log("fashion-mnist not available: skipping its timing")
-            else:
-                result["timing"]["fashion-mnist"] = _time_counters("fashion-mnist", (16, 64, 256), 100, 2, log)
-        if accuracy:
-            if quick:
-                acc = accuracy_vs_T("digits", Ts=(1, 4, 16, 64), seeds=(0,), forwards=("rate",), log=log, epochs=5)
-            else:
-                acc = accuracy_vs_T("digits", seeds=(0,), forwards=("rate",), log=log)
-            result["accuracy"] = acc
-            log(accuracy_table(acc))
-    return result

@@ -3,14 +3,14 @@ r"""ST-RSBP: spike-train-level backpropagation for deep recurrent spiking networ
 Zhang & Li, "Spike-Train Level Backpropagation for Training Deep Recurrent
 Spiking Neural Networks", NeurIPS 2019 (arXiv 1908.06378); official CUDA code
 ``github.com/stonezwr/ST-RSBP``, built on HM2-BP (Jin, Zhang & Li, NeurIPS 2018).
-Spec: ``shared/specs/st_rsbp.md`` (§n below).  Only the paper's key equations
+The derivation is written out in ``docs/st_rsbp.md``.  Only the paper's key equations
 could be read (as cropped images), so its equation *numbers* are not known;
 the tags ``# Eq. (name)`` refer to the equations named in this docstring, each
 marked [P] (seen in the paper), [C] (read in the official code) or [D]
 (derived here).
 
-The neuron (§1, [C])
---------------------
+The neuron [C]
+-------------
 Leaky integrate-and-fire neurons with a first-order synaptic current, a
 one-step synaptic delay, an absolute refractory period of ``t_ref`` steps and
 reset to zero.  For neuron ``i`` of a layer, at steps ``t = 0..T-1``::
@@ -26,8 +26,8 @@ reset to zero.  For neuron ``i`` of a layer, at steps ``t = 0..T-1``::
 notation) or, at the output, the fixed lateral inhibition ``-w0`` between
 every pair of output neurons.  There is no bias.
 
-Spike-train-level quantities (§2)
----------------------------------
+Spike-train-level quantities
+----------------------------
 **S-PSP** ``e_{i|j}`` [P]: the total contribution of presynaptic train ``j``
 to the membrane potential of ``i`` just before each spike of ``i``, with the
 membrane (not the synaptic current) restarting from 0 at every reset.  The
@@ -43,7 +43,7 @@ one presynaptic spike at step ``t`` adds to ``e_{i|.}``) depends only on the
 postsynaptic train: the adjoint of the replay, one backward sweep per
 neuron [D]::
 
-    lam(t) = s_i(t) + (1 - s_i(t)) (1 - 1/tau_m) r_i(t+1) lam(t+1)
+    lam(t) = s_i(t) + (1 - s_i(t)) (1 - 1/tau_m) r_i(t+1) lam(t+1)       # Eq. (U)
     mu(t)  = r_i(t) lam(t)/tau_s + (1 - 1/tau_s) mu(t+1)
     U_i(t) = mu(t+1)           (r_i(t) = 0 on the t_ref steps after a spike)
 
@@ -52,14 +52,14 @@ so ``E = U^T S_pre`` is one matrix product (:func:`spike_effect`, :func:`spsp`).
 **T-PSP** [P]: ``a_i = sum_j w_ij e_{i|j} + sum_p w^r_ip e_{i|p}``  (Eq. (T-PSP)).
 Because the membrane potential is linear in the inputs between resets, this
 is *exactly* ``sum_f v_i(t_f)``, the membrane potential summed over the firing
-steps (spec §2, tested).
+steps.
 
 **Count** [P]: ``o_i = g(a_i) ~ a_i / nu`` (Eq. (count)): at each firing ``v``
 is about ``nu``.  In discrete time ``v`` jumps past ``nu``, so ``nu o_i < a_i``
 (the count bias, ``info["count_bias"]``).
 
-Loss (§2, [P]/[C])
-------------------
+Loss [P]/[C]
+------------
 Targets ``y_i = desired`` for the label neuron and ``undesired`` for the
 others; errors within ``margin`` are ignored; ``w_n`` is a per-sample
 (boosting) weight, 1 by default::
@@ -70,11 +70,11 @@ plus, when ``reg_lambda > 0``, the weight regulariser
 ``Omega = sum_rows (lambda L D_i / 2) [exp(beta (Q_i - 1)) - exp(-beta)]`` with
 ``Q_i = sum_j (w_ij / L)^2 / D_i`` (D_i = number of inputs of neuron i + 1,
 ``L = weight_limit``), whose gradient is the code's
-``lambda beta (w/L) exp(beta (Q_i - 1))`` (Eq. (reg), §4).  The returned loss
+``lambda beta (w/L) exp(beta (Q_i - 1))`` (Eq. (reg)).  The returned loss
 is the *true* loss of the simulated network.
 
-Backpropagation (§3)
---------------------
+Backpropagation
+---------------
 The gradient needs ``de_{i|j}/do_j`` and ``de_{i|j}/do_i``:
 
 * effect ratio [C] ``kappa_ij = e_{i|j} / o_j`` (one presynaptic spike's mean
@@ -99,8 +99,8 @@ Layer ``k`` receives ``g = dE/do^k`` from above and, with ``nu = nu_k``
 
 Output: ``g = m w_n (o - y) / B`` (Eq. (delta-out)).
 
-What the gradient is exactly the derivative of (§5.2, [D])
-----------------------------------------------------------
+What the gradient is exactly the derivative of [D]
+--------------------------------------------------
 Freeze every spike train of the forward pass.  That fixes ``E, K, D, E^r,
 K^r, D^r``, the counts ``o`` and the residuals ``b = nu o - a``.  Define the
 *frozen-timing linearised network* ``o~(W)`` layer by layer by the linear
@@ -168,12 +168,10 @@ Notation differences from the paper
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from numbers import Integral
@@ -186,13 +184,15 @@ from refsnn._checks import (
     as_generator,
     check_array,
     check_choice,
+    check_config,
     check_int,
     check_labels,
     check_positive,
     check_spikes,
     check_time_major,
 )
-from refsnn._jit import njit, prange
+from refsnn._jit import limit_threads, njit, prange
+from refsnn._paths import data_home
 
 __all__ = [
     "Config",
@@ -220,9 +220,7 @@ __all__ = [
     "backward_sample",
     "code_effect_ratio",
     "update_sample_weights",
-    "recipe",
-    "gradcheck_cases",
-    "bench",
+    "regulariser",
 ]
 
 BACKWARDS = ("exact", "diagonal")
@@ -237,8 +235,7 @@ def _is_bool(v) -> bool:
 class Config:
     """Settings of an ST-RSBP network.  Every field is validated on construction.
 
-    Defaults are the official code's Fashion-MNIST run (spec §1 table:
-    784-400-R400-10, T 400, tau_m/tau_s 64/8, nu 20, 20, 15) with the exact
+    Defaults are the official code's Fashion-MNIST run with the exact
     gradient of the frozen-timing model (see the module docstring).
 
     Parameters
@@ -479,7 +476,7 @@ def _grid_dims(n: int) -> tuple:
 def reservoir_weights(n: int, cfg: "Config", rng) -> np.ndarray:
     """Initial recurrent weights ``Wr`` (n, n) of a recurrent layer, as ``cfg.reservoir`` says.
 
-    "grid" (the code's ``initReservoirConnection``, spec §4): neurons on a
+    "grid" (the code's ``initReservoirConnection``): neurons on a
     3-D grid, 20% labelled I and 80% E; a synapse ``pre -> post`` exists with
     probability ``1.5 c exp(-dist^2/4)``, ``c`` = 0.3 (E->E), 0.2 (E->I),
     0.4 (I->E), 0.1 (I->I); existing weights are ``U[-init_w, init_w]`` (the
@@ -510,7 +507,7 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     (the code's "Bernoulli" init), and ``Wr{k}`` for each recurrent layer
     (:func:`reservoir_weights`).
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     arch = parse_arch(sizes)
     rng = as_generator(rng)
     params = {}
@@ -531,12 +528,6 @@ class _Layer:
     kind: str                     # "ff", "recurrent" or "lateral"
     nu: float
     mask: np.ndarray | None       # recurrent layers: the existing synapses (Wr != 0)
-
-
-def _check_cfg(cfg) -> Config:
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg: expected refsnn.st_rsbp.Config, got {type(cfg).__name__}")
-    return cfg
 
 
 def _lateral_matrix(n: int, w0: float) -> np.ndarray:
@@ -583,51 +574,9 @@ def _check_x(x, n_in: int) -> np.ndarray:
 
 
 def _prepare(params, x, cfg):
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     layers = _network(params, cfg)
     return layers, _check_x(x, layers[0].W.shape[1]), cfg
-
-
-_THREADPOOL = []   # the threadpoolctl controller, created on first use
-
-
-@contextlib.contextmanager
-def _limit_threads(cfg: Config):
-    """Run the body with at most ``cfg.threads`` BLAS threads (no-op when None or threadpoolctl is missing)."""
-    if cfg.threads is None:
-        yield
-        return
-    if not _THREADPOOL:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _THREADPOOL.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            _THREADPOOL.append(None)
-    if _THREADPOOL[0] is None:  # pragma: no cover
-        yield
-        return
-    with _THREADPOOL[0].limit(limits=cfg.threads, user_api="blas"):
-        yield
-
-
-def _threaded(func):
-    """Decorator: run ``func(params, x, ..., cfg, ...)`` under :func:`_limit_threads` of its ``cfg``."""
-    import functools
-    import inspect
-
-    sig = inspect.signature(func)
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        cfg = bound.arguments["cfg"]
-        if not isinstance(cfg, Config):
-            return func(*args, **kwargs)          # let the function raise its TypeError
-        with _limit_threads(cfg):
-            return func(*args, **kwargs)
-
-    return wrapper
 
 
 # ---------------------------------------------------------------------------
@@ -814,11 +763,11 @@ def _forward(layers, x, cfg) -> Forward:
     return Forward(S, V, counts)
 
 
-@_threaded
 def simulate(params, x, cfg: Config = Config()) -> Forward:
     """Run the network on spike trains ``x`` (T, batch, n_in); returns spikes, potentials and counts per layer."""
     layers, x, cfg = _prepare(params, x, cfg)
-    return _forward(layers, x, cfg)
+    with limit_threads(cfg.threads):
+        return _forward(layers, x, cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -845,13 +794,13 @@ def spsp_replay(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
     for t in range(T):
         p = p * alpha_s
         if t >= 1:
-            p = p + s_pre[t - 1]                       # one-step delay
-        q = q * alpha_m + p[None, :] / cfg.tau_s
+            p = p + s_pre[t - 1]                       # Eq. (S-PSP): p <- p (1 - 1/tau_s) + s_j(t-1), one-step delay
+        q = q * alpha_m + p[None, :] / cfg.tau_s       # Eq. (S-PSP): q <- q (1 - 1/tau_m) + p/tau_s
         refractory = ref > 0
-        q[refractory] = 0.0
+        q[refractory] = 0.0                            # Eq. (S-PSP): q <- 0 while i is refractory
         ref[refractory] -= 1
         fire = s_post[t] > 0
-        e[fire] += q[fire]                             # collect at each postsynaptic spike ...
+        e[fire] += q[fire]                             # Eq. (S-PSP): collect at each postsynaptic spike ...
         q[fire] = 0.0                                  # ... and restart from the reset
         ref[fire] = cfg.t_ref
     return e
@@ -880,8 +829,8 @@ def spike_effect_numpy(S_post, cfg: Config = Config()) -> np.ndarray:
     mu_next = np.zeros((B, N))
     for t in range(T - 1, -1, -1):
         s = S_post[t]
-        lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next   # d e / d q(t)
-        mu = r[t] * lam / cfg.tau_s + alpha_s * mu_next       # d e / d p(t)
+        lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next   # Eq. (U): lam(t) = d e / d q(t)
+        mu = r[t] * lam / cfg.tau_s + alpha_s * mu_next       # Eq. (U): mu(t) = d e / d p(t)
         if t >= 1:
             U[:, t - 1, :] = mu                                # a spike at t-1 enters p(t)
         lam_next, mu_next = lam, mu
@@ -908,7 +857,7 @@ def _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U):
         mu_next = 0.0
         for t in range(T - 1, -1, -1):
             s = S_post[t, b, i]
-            lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next
+            lam = s + (1.0 - s) * alpha_m * r[t + 1] * lam_next     # Eq. (U)
             mu = r[t] * lam / tau_s + alpha_s * mu_next
             if t >= 1:
                 U[b, t - 1, i] = mu
@@ -958,8 +907,8 @@ def spsp(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
 def _spsp_from_effect(U, s_pre, cfg):
     """``E = U^T s_pre`` (N_post, N_pre) for one sample: BLAS (numpy backend) or the sparse kernel."""
     if cfg.backend == "numpy":
-        return U.T @ s_pre
-    return np.ascontiguousarray(_binary_tmatmul(np.ascontiguousarray(s_pre), U).T)
+        return U.T @ s_pre                    # Eq. (S-PSP), adjoint form: e_{i|j} = sum_t U_i(t) s_j(t)
+    return np.ascontiguousarray(_binary_tmatmul(np.ascontiguousarray(s_pre), U).T)   # the same, sparse
 
 
 # ---------------------------------------------------------------------------
@@ -1059,7 +1008,7 @@ class DTable:
 
 def generate_d_table(tau_m: float, tau_s: float, T: int, t_ref: int, *, max_count: int = 100, trials: int = 1000,
                      degree: int = 4, seed: int = 0) -> DTable:
-    """Generate the d-table by Monte Carlo (our procedure after the code's ``eij_function.m``, spec §3).
+    """Generate the d-table by Monte Carlo (our procedure after the code's ``eij_function.m``).
 
     For each postsynaptic count ``o`` (1..o_max) draw ``trials`` trains of
     ``o`` spikes in steps ``1..T-1``, uniformly among placements with at least
@@ -1110,9 +1059,7 @@ _DTABLE_MEMO: dict = {}
 
 
 def _cache_dir() -> Path:
-    """Where d-tables are cached: ``refsnn.datasets.data_home() / "st_rsbp"`` (``$REFSNN_DATA`` or the user cache)."""
-    from refsnn.datasets import data_home
-
+    """Where d-tables are cached: ``data_home() / "st_rsbp"`` (``$REFSNN_DATA`` or the user cache, :mod:`refsnn._paths`)."""
     return data_home() / "st_rsbp"
 
 
@@ -1159,7 +1106,7 @@ def d_table(cfg: Config, T: int | None = None) -> DTable:
 def postsynaptic_derivative(E, o_post, o_pre, cfg: Config, T: int) -> np.ndarray:
     """``d_ij ~ de_{i|j}/do_i`` (N_post, N_pre): the d-table (Eq. (d)) or HM2-BP's ``e_{i|j}/o_i``.
 
-    Zero where the postsynaptic count is zero (the code's rule, spec §5.1).
+    Zero where the postsynaptic count is zero (the code's rule).
     """
     o_post = np.asarray(o_post, dtype=np.float64)
     if cfg.d_method == "ratio":
@@ -1170,7 +1117,7 @@ def postsynaptic_derivative(E, o_post, o_pre, cfg: Config, T: int) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------
-# The frozen-timing linearisation of one sample (spec §5.2)
+# The frozen-timing linearisation of one sample
 # ---------------------------------------------------------------------------
 
 @dataclass
@@ -1218,17 +1165,18 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
     """Yield ``(b, [LayerLinearisation per layer])`` for each sample ``b`` in ``samples``."""
     T = x.shape[0]
     M = len(layers)
-    post_lin = list(fwd.S)
+    post_lin = list(fwd.S)                       # the postsynaptic trains the coefficients are computed from
     counts_lin = [c.copy() for c in fwd.counts]
+    faked = np.zeros(x.shape[1], dtype=bool)     # samples whose silent label neuron got inserted spikes
     if cfg.fake_target_spikes:
-        out = fwd.S[-1]
         silent = [b for b in samples if fwd.counts[-1][b, y[b]] == 0]
         if silent:
             fake = _fake_target_train(T, cfg.desired)
-            post_lin[-1] = out.copy()
+            post_lin[-1] = fwd.S[-1].copy()
             for b in silent:
                 post_lin[-1][:, b, y[b]] = fake
                 counts_lin[-1][b, y[b]] = fake.sum()
+                faked[b] = True
     idx = np.asarray(list(samples), dtype=np.int64)
     U = [spike_effect(post_lin[k][:, idx, :], cfg) for k in range(M)]      # (len(idx), T, N_k)
     pres = [x] + list(fwd.S[:-1])
@@ -1250,8 +1198,8 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
                 Dr = postsynaptic_derivative(Er, o_lin, o, cfg, T)
                 a = a + np.einsum("ij,ij->i", layer.Wr, Er)
                 sum_wd = sum_wd + np.einsum("ij,ij->i", layer.Wr, Dr)
-                if layer.kind == "lateral":
-                    Et = spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if post_lin[k] is not fwd.S[k] else Er
+                if layer.kind == "lateral":                                      # the code's lateral factor needs
+                    Et = spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if faked[b] else Er   # the true trains' kappa
                     Kr_true = effect_ratio(Et, o, o, cfg.kappa_zero)
             S = 1.0 - sum_wd / layer.nu                                          # Eq. (S)
             Sc = _clamp(S, cfg.s_min)
@@ -1262,13 +1210,13 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
         yield int(b), lins
 
 
-@_threaded
 def linearise(params, x, y, cfg: Config = Config()) -> list:
     """The frozen-timing linearisation of every sample: ``lins[b][k-1]`` is a :class:`LayerLinearisation`."""
     layers, x, cfg = _prepare(params, x, cfg)
     y = check_labels("y", y, layers[-1].W.shape[0], batch=x.shape[1])
-    fwd = _forward(layers, x, cfg)
-    return [lins for _, lins in _linearise(layers, x, fwd, y, cfg, range(x.shape[1]))]
+    with limit_threads(cfg.threads):
+        fwd = _forward(layers, x, cfg)
+        return [lins for _, lins in _linearise(layers, x, fwd, y, cfg, range(x.shape[1]))]
 
 
 # ---------------------------------------------------------------------------
@@ -1292,7 +1240,7 @@ def _solve(A, rhs, what: str):
 
 
 def code_effect_ratio(M, R) -> np.ndarray:
-    """The official code's ``effectRatio`` for a recurrent layer: ``R M^{-1}`` when square (spec §3).
+    """The official code's ``effectRatio`` for a recurrent layer: ``R M^{-1}`` when square.
 
     ``Reservoir::linearSolverQR`` hands the row-major buffers of ``M`` (N x N)
     and ``R = W * K`` (N x N_in) to cuSOLVER/cuBLAS, which read column-major
@@ -1398,6 +1346,15 @@ def _regulariser(params, layers, cfg: Config, masks=None):
     return value, grads
 
 
+def regulariser(params, cfg: Config = Config()) -> tuple:
+    """The weight regulariser ``Omega`` of ``params`` and its gradient, Eq. (reg): ``(value, {key: grad})``.
+
+    ``(0.0, {})`` when ``cfg.reg_lambda == 0``.  :func:`loss_and_grad` adds both to the error's.
+    """
+    cfg = check_config(cfg, Config)
+    return _regulariser(params, _network(params, cfg), cfg)
+
+
 def _check_sample_weight(sample_weight, B: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(B)
@@ -1413,8 +1370,7 @@ def _check_sample_weight(sample_weight, B: int) -> np.ndarray:
 # The algorithm contract
 # ---------------------------------------------------------------------------
 
-@_threaded
-def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, sample_weight=None, info=None):
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None, sample_weight=None):
     """True spike-count loss of the simulated network on ``(x, y)`` and its ST-RSBP gradient.
 
     Parameters
@@ -1447,6 +1403,12 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, sample_weig
     B = x.shape[1]
     y = check_labels("y", y, layers[-1].W.shape[0], batch=B)
     w = _check_sample_weight(sample_weight, B)
+    with limit_threads(cfg.threads):
+        return _loss_and_grad(params, layers, x, y, w, cfg, info)
+
+
+def _loss_and_grad(params, layers, x, y, w, cfg: Config, info):
+    B = x.shape[1]
     fwd = _forward(layers, x, cfg)
     loss, g_out = _loss(fwd.counts[-1], y, w, cfg)
     grads = {k: np.zeros_like(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
@@ -1526,7 +1488,7 @@ def linearised_counts(params, x, y, cfg: Config = Config()):
     def fn(p):
         if not isinstance(p, dict) or sorted(p) != keys:
             raise ValueError(f"p: expected a dict with keys {keys}")
-        with _limit_threads(cfg):
+        with limit_threads(cfg.threads):
             return counts(p)
 
     return fn
@@ -1555,7 +1517,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sampl
     def objective(p) -> float:
         if not isinstance(p, dict) or sorted(p) != keys:
             raise ValueError(f"p: expected a dict with keys {keys}")
-        with _limit_threads(cfg):
+        with limit_threads(cfg.threads):
             o_t = counts(p)
             loss = 0.5 * float(np.sum(m * w[:, None] * (o_t - Y) ** 2)) / B    # Eq. (loss) of o~
             reg, _ = _regulariser(p, _network(p, cfg, name="p"), cfg, masks)
@@ -1564,11 +1526,11 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, sampl
     return objective
 
 
-@_threaded
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
     """Predicted class per sample: the output neuron with the most spikes (first one on ties)."""
     layers, x, cfg = _prepare(params, x, cfg)
-    return np.argmax(_forward(layers, x, cfg).counts[-1], axis=1)
+    with limit_threads(cfg.threads):
+        return np.argmax(_forward(layers, x, cfg).counts[-1], axis=1)
 
 
 def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
@@ -1577,14 +1539,14 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
     As the code's MNIST reader: at steps ``t = 1..T-1`` a spike with
     probability ``feature * input_scale``; none at ``t = 0``.  ``rng`` required.
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     x = encoding.bernoulli(features, cfg.T, rng, scale=cfg.input_scale)
     x[0] = 0.0
     return x
 
 
 def update_sample_weights(weights, y, correct, cfg: Config = Config()) -> np.ndarray:
-    """The code's boosting (``g_boostWeightUpdate``, spec §4), applied after each epoch.
+    """The code's boosting (``g_boostWeightUpdate``), applied after each epoch.
 
     For each class ``c``: ``err_c = sum_{n in c, wrong} w_n / sum_{n in c} w_n``,
     then every misclassified sample gets ``w_n <- w_n exp(err_c / 20)``.
@@ -1605,203 +1567,3 @@ def update_sample_weights(weights, y, correct, cfg: Config = Config()) -> np.nda
         err = float(np.sum(w[in_c & ~correct])) / float(np.sum(w[in_c]))
         new[in_c & ~correct] *= math.exp(err / 20.0)
     return new
-
-
-# ---------------------------------------------------------------------------
-# Training recipe, gradient-check problems, benchmark
-# ---------------------------------------------------------------------------
-
-def recipe(dataset: str = "digits") -> tuple:
-    """Default ``(Config, training settings)`` for ``refsnn train st_rsbp``.
-
-    ``"digits"`` (8x8, 64 inputs): 64-R100-10 with one recurrent layer,
-    T = 100, tau_m/tau_s 32/4 (shorter than the paper's 64/8, for 100 steps),
-    thresholds 10 (hidden) and 8 (output), targets 20/3 with margin 2, input
-    spike probability up to 0.5 per step; online Adam, lr 1e-2/sqrt(epoch+1),
-    8 epochs (~96% test accuracy, ~18 s on an idle 2-core machine).
-
-    Other datasets (784 inputs): the paper's Fashion-MNIST run (spec §1
-    table): 784-400-R400-10, T = 400, tau 64/8, nu 20/20/15, targets 35/5,
-    margin 5, online Adam with lr 1e-3/sqrt(epoch+1), boosting, exact
-    gradients; ``epochs=40`` (the official log reached its best, 90.13%, at
-    epoch 37; 17-23 min per epoch on a 2-core machine here, the
-    official GPU run 15-16 min).
-
-    The regulariser is **off** (``reg_lambda=0``) although the official log
-    lists lambda 10, beta 0.04.  Measured here on the full training set
-    (``refsnn train st_rsbp --dataset fashion-mnist --epochs 2``): without
-    it, test accuracy after epochs 1 / 2 is 84.97% / 85.83% and the cost
-    tracks the log's (84.71% / 86.07%; 2x our 1/2-scaled loss: 235.7 vs
-    225.9, 171.4 vs 170.1); with lambda 10 as implemented here (the code's
-    formula, added after every sample as the code does) epoch 1 ends at
-    78.72%.  The mechanism on our side is visible in
-    ``data_scripts/st_rsbp_regulariser_probe.py``: under Adam the term
-    (~0.048 w) moves weights by ``lr 0.048 w / sqrt(v)``, and after 1000
-    samples the RMS weight of W1 / W2 / Wr2 / W3 is 0.40 / 0.34 / 0.25 / 0.44
-    with it against 0.58 without (init 0.58); the code's gradient variants
-    (``--preset code`` of the probe) shrink them the same.  Why the official run, whose
-    source applies the same formula, behaves as if the term were nearly
-    inactive is not understood; ``--set reg_lambda=10`` restores it.
-    """
-    if dataset == "digits":
-        cfg = Config(T=100, tau_m=32.0, tau_s=4.0, nu_hidden=10.0, nu_out=8.0, desired=20.0, undesired=3.0,
-                     margin=2.0, input_scale=0.5)
-        return cfg, dict(hidden=["R100"], optimizer="adam", lr=1e-2, epochs=8, batch_size=1, schedule="inv_sqrt",
-                         eval_batch_size=64)
-    cfg = replace(PRESETS["exact"], boost=True, reg_lambda=0.0, reg_beta=0.04)
-    return cfg, dict(hidden=[400, "R400"], optimizer="adam", lr=1e-3, epochs=40, batch_size=1, schedule="inv_sqrt",
-                     eval_batch_size=32)
-
-
-#: The small neuron used by the gradient checks and tests: short time
-#: constants so that 60 steps hold ~10 spikes per neuron.
-SMALL = Config(tau_m=16.0, tau_s=4.0, T=60, nu_hidden=2.0, nu_out=2.0, desired=8.0, undesired=1.0, margin=1.0,
-               lateral=0.5)
-
-
-def small_problem(sizes, cfg: Config = SMALL, seed: int = 0, *, batch: int = 3, silent_target: bool = False,
-                  p_in: float = 0.3):
-    """A random ``(params, x, y)`` on which every layer fires (for gradient checks and tests).
-
-    Weights are ``U[-1, 1] * 0.6 + 0.25`` (recurrent ones keep their
-    connectivity), inputs Bernoulli(``p_in``); seeds ``[seed, k]`` are tried
-    until every layer has spikes and some output error exceeds the margin.
-    With ``silent_target`` each label is an output neuron that stays silent
-    (exercising the fake target spikes) where one exists.
-    """
-    arch = parse_arch(sizes)
-    for k in range(200):
-        rng = np.random.default_rng([seed, k])
-        params = init_params(sizes, cfg, rng)
-        for key in params:
-            if key.startswith("Wr"):
-                params[key] = np.where(params[key] != 0, params[key] * 0.6 + 0.1, 0.0)
-            else:
-                params[key] = params[key] * 0.6 + 0.25
-        x = (rng.random((cfg.T, batch, arch[0][0])) < p_in).astype(float)
-        x[0] = 0.0
-        fwd = simulate(params, x, cfg)
-        out = fwd.counts[-1]
-        if silent_target:
-            y = np.array([int(np.argmin(o)) for o in out])
-            if not np.all(out[np.arange(batch), y] == 0):
-                continue
-        else:
-            y = rng.integers(0, arch[-1][0], batch)
-        if all(np.mean(c > 0) > 0.3 for c in fwd.counts[:-1]) and out.sum() > 0:
-            _, g = _loss(out, y, np.ones(batch), cfg)
-            if np.count_nonzero(g) >= 2:
-                return params, x, y
-    raise RuntimeError(f"small_problem: no active problem found for {sizes}")  # pragma: no cover
-
-
-def gradcheck_cases(seed: int = 0) -> list:
-    """Problems for ``refsnn gradcheck st_rsbp``: each architecture kind and each switch of the exact model.
-
-    Every case compares ``loss_and_grad`` with central differences of
-    :func:`reference_objective` (the frozen-timing linearised network) over
-    every weight tensor: feed-forward only; one recurrent layer (sparse grid
-    reservoir, absent synapses included); the paper's shape 8-6-R6-4; two
-    recurrent layers; the HM2-BP ``d``; the regulariser; a silent target (fake
-    spikes); clamped ``S``; no lateral inhibition.
-    """
-    from refsnn.gradcheck import Case
-
-    c = SMALL
-    specs = [
-        ("feed-forward 8-6-4", "8-6-4", c, {}),
-        ("recurrent 8-R6-4 (grid reservoir)", "8-R6-4", c, {}),
-        ("paper shape 8-6-R6-4", "8-6-R6-4", c, {}),
-        ("two recurrent 8-R6-R5-4", "8-R6-R5-4", replace(c, reservoir="dense"), {}),
-        ("d = e/o (HM2-BP)", "8-6-R6-4", replace(c, d_method="ratio"), {}),
-        ("regulariser", "8-6-R6-4", replace(c, reg_lambda=10.0, reg_beta=0.5, weight_limit=1.0), {}),
-        ("silent target, fake spikes", "8-6-R6-4", c, {"silent_target": True}),
-        ("clamped S (s_min = 3)", "8-6-R6-4", replace(c, s_min=3.0), {}),
-        ("no lateral inhibition", "8-6-R6-4", replace(c, lateral=0.0), {}),
-    ]
-    cases = []
-    for label, sizes, cfg, kw in specs:
-        params, x, y = small_problem(sizes, cfg, seed, **kw)
-        # d = e/o makes S_i = 1 - a_i/(nu o_i) <= 0, near 0: a stiff objective, so a 4th-order stencil.
-        order = 4 if cfg.d_method == "ratio" else 2
-        # Large S (clamped to 3) gives gradients ~1e-3 of the loss: round-off ~1e-16 |E|/eps needs a larger eps.
-        eps = 1e-4 if cfg.s_min > 1 else 1e-6
-        cases.append(Case(f"st_rsbp {label}", params, x, y, cfg, tol=1e-7, order=order, eps=eps))
-    return cases
-
-
-def bench(quick: bool = False, *, reps: int | None = None, log=print) -> dict:
-    """Time one online training step (``loss_and_grad`` + Adam) per sample, and how it grows with T and N_r.
-
-    The headline is the paper's Fashion-MNIST network 784-400-R400-10 at
-    T = 400 (default Config: exact gradient, one thread), on the first
-    Fashion-MNIST training images (random images of the same mean intensity
-    if the dataset is not installed), from the initial weights.  Then T in
-    {100, 200, 400, 800} at N_r = 400, and N_r in {100, 200, 400, 800} at
-    T = 400 (784-400-R{N_r}-10), and the NumPy backend at the headline
-    setting.  ``quick`` uses 784-100-R100-10 at T = 100 and fewer repetitions.
-    Reports the median and minimum over ``reps`` samples (timings on a
-    shared machine are noisy; the minimum is the least disturbed) and splits
-    the step into ``loss_and_grad`` and the Adam update.  Returns a dict
-    (printed as a table through ``log``).
-    """
-    import platform
-
-    from refsnn import datasets, optim
-    from refsnn._jit import jit_status
-
-    try:
-        X, _ = datasets.load("fashion-mnist", "train", limit=64)
-        feats, source = X.reshape(len(X), -1) / 255.0, "fashion-mnist"
-    except (FileNotFoundError, ValueError):
-        rng0 = np.random.default_rng(0)
-        feats, source = rng0.random((64, 784)) * (rng0.random((64, 784)) < 0.57), "random images"
-    reps = reps or (5 if quick else 60)
-    base_T, base_N = (100, 100) if quick else (400, 400)
-    Ts = [50, 100] if quick else [100, 200, 400, 800]
-    Ns = [50, 100] if quick else [100, 200, 400, 800]
-
-    def run(arch, T, backend="numba", n=reps):
-        cfg = replace(Config(), T=T, backend=backend)
-        t0 = time.perf_counter()
-        d_table(cfg)
-        t_table = time.perf_counter() - t0
-        params = init_params(arch, cfg, 0)
-        opt = optim.Adam(1e-3)
-        rng = np.random.default_rng(0)
-        xs = [encode(feats[i % len(feats)][None], cfg, rng) for i in range(n + 1)]
-        ys = [np.array([i % 10]) for i in range(n + 1)]
-        loss_and_grad(params, xs[-1], ys[-1], cfg)             # warm-up: compilation
-        grads_t, adam_t, fwds, spikes = [], [], [], []
-        for x, y in zip(xs[:n], ys[:n]):
-            t0 = time.perf_counter()
-            info = {}
-            _, g = loss_and_grad(params, x, y, cfg, info=info)
-            t1 = time.perf_counter()
-            opt.step(params, g)
-            t2 = time.perf_counter()
-            predict(params, x, cfg)
-            fwds.append(time.perf_counter() - t2)
-            grads_t.append(t1 - t0)
-            adam_t.append(t2 - t1)
-            spikes.append([float(c.sum()) for c in info["counts"]])
-        steps = np.add(grads_t, adam_t)
-        row = {"arch": arch, "T": T, "backend": backend, "s_per_sample": float(np.median(steps)),
-               "s_per_sample_min": float(np.min(steps)), "loss_and_grad_s": float(np.median(grads_t)),
-               "adam_s": float(np.median(adam_t)), "forward_s_per_sample": float(np.median(fwds)),
-               "d_table_s": t_table, "mean_spikes_per_layer": np.mean(spikes, axis=0).round(1).tolist(), "reps": n}
-        log(f"  {arch:<18} T={T:<4} {backend:<6} step {1e3 * row['s_per_sample']:7.1f} ms (min "
-            f"{1e3 * row['s_per_sample_min']:6.1f}; loss_and_grad {1e3 * row['loss_and_grad_s']:6.1f}, Adam "
-            f"{1e3 * row['adam_s']:5.1f})  forward {1e3 * row['forward_s_per_sample']:6.1f} ms  "
-            f"spikes/layer {row['mean_spikes_per_layer']}")
-        return row
-
-    log(f"ST-RSBP benchmark ({source}; {jit_status()}; one thread per call, Config.threads=1)")
-    head = run(f"784-{base_N}-R{base_N}-10", base_T)
-    vs_T = [head if T == base_T else run(f"784-{base_N}-R{base_N}-10", T) for T in Ts]
-    vs_N = [head if N == base_N else run(f"784-400-R{N}-10" if not quick else f"784-{N}-R{N}-10", base_T)
-            for N in Ns]
-    numpy_row = run(f"784-{base_N}-R{base_N}-10", base_T, backend="numpy", n=max(2, reps // 5))
-    return {"source": source, "jit": jit_status(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": os.cpu_count(), "headline": head, "vs_T": vs_T, "vs_recurrent_size": vs_N,
-            "numpy_backend": numpy_row}

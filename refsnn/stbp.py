@@ -2,12 +2,12 @@ r"""STBP: spatio-temporal backpropagation with a surrogate spike derivative.
 
 Wu, Deng, Li, Zhu, Shi, "Spatio-Temporal Backpropagation for Training
 High-Performance Spiking Neural Networks", Front. Neurosci. 12:331 (2018).
-Spec: ``shared/specs/stbp.md``.
+The derivation is written out in ``docs/stbp.md``.
 
 The model
 ---------
 A fully connected network of iterative LIF layers ``n = 1..N``.  At every
-time step ``t`` (the paper's iterative LIF model, spec §1.1)::
+time step ``t`` (the paper's iterative LIF model)::
 
     u^{t,n} = u^{t-1,n} * f(o^{t-1,n}) + W^n o^{t,n-1} + b^n      # Eq. (u): leak and reset in f
     o^{t,n} = H(u^{t,n} - v_th)                                    # Eq. (o): spike on u > v_th (strict)
@@ -27,8 +27,8 @@ and the loss (``Config.loss``) is
 * ``"mse_mean"``: PyTorch ``MSELoss()``, the mean of ``(obar - y)^2`` over
   batch and classes, as in the official code (``= (2/C) * mse_paper``).
 
-The backward pass (spec §2, the exact form)
--------------------------------------------
+The backward pass (the exact form)
+----------------------------------
 ``H`` has no useful derivative, so ``dH/du`` is replaced by a surrogate
 ``h(u - v_th)`` (``refsnn.surrogates``).  Back-propagating through the
 unrolled graph (BPTT) gives, with ``delta = dL/do`` and ``eps = dL/du``::
@@ -44,7 +44,7 @@ unrolled graph (BPTT) gives, with ``delta = dL/do`` and ``eps = dL/du``::
 ``detach_reset=True``.  The paper's printed temporal term uses
 ``delta^{t+1}*h(u^{t+1})`` instead of ``eps^{t+1}``, which drops the
 ``u^{t+1} -> u^{t+2}`` path; refsnn implements the exact chain rule, which is
-what autograd (and so the official code) computes (spec §2).
+what autograd (and so the official code) computes (``docs/stbp.md``).
 
 What the gradient is exactly the derivative of
 ----------------------------------------------
@@ -59,7 +59,7 @@ the membrane potentials and spikes of the forward pass at ``params``.  At
 derivative there is the surrogate gradient above.  This is the construction
 ``o = H(u).detach() + P(u) - P(u).detach()`` that makes autograd compute a
 surrogate gradient.  With ``Config(forward="smooth")`` the network itself is
-the smoothed model of spec §5.2 (``o = P(u - v_th)`` everywhere) and
+the smoothed model (``o = P(u - v_th)`` everywhere) and
 ``reference_objective`` is that model unchanged.  With ``detach_reset`` the
 reset factor is frozen at ``f(o0)`` in both.  Finite differences of it must
 match ``loss_and_grad`` (``tests/test_stbp.py``); for "rect" and "triangle"
@@ -80,8 +80,8 @@ float64 round-off (``tests/test_stbp.py``).
 Notation differences from the paper
 -----------------------------------
 * The equation labels (u), (o), (L), (B1)-(B5) are refsnn's own.  The paper's body could
-  not be checked while writing this module, so its equation numbers are not quoted; the
-  spec (``shared/specs/stbp.md`` §1-§2) maps each label to the paper's and the code's form.
+  not be checked while writing this module, so its equation numbers are not quoted;
+  ``docs/stbp.md`` maps each label to the paper's and the official code's form.
 * Time runs ``t = 0..T-1`` in code (``1..T`` in the paper); the first step has
   no carried potential (``u^{0} = 0``).
 * ``decay`` is the paper's ``tau`` (its "decay factor"); ``v_th`` is ``V_th``;
@@ -103,11 +103,13 @@ from refsnn._checks import (
     as_generator,
     check_array,
     check_choice,
+    check_config,
     check_in_range,
     check_int,
     check_labels,
     check_layers,
     check_positive,
+    check_sizes,
     check_time_major,
 )
 from refsnn._jit import njit
@@ -125,8 +127,10 @@ __all__ = [
     "forward_numpy",
     "backward_numpy",
     "kink_distance",
-    "recipe",
-    "gradcheck_cases",
+    "leak_reset",
+    "leak_reset_prime",
+    "spike_rule",
+    "anchored_rule",
 ]
 
 RESETS = ("paper", "code")
@@ -168,7 +172,7 @@ class Config:
     forward : {"spike", "smooth"}
         ``"spike"`` is the spiking network.  ``"smooth"`` replaces every
         ``H`` by the surrogate's primitive: a differentiable network whose
-        exact gradient the same backward pass computes (spec §5.2).
+        exact gradient the same backward pass computes.
     init : {"paper", "torch"}
         ``"paper"``: ``W ~ U[-1, 1]`` with each row scaled to unit l2 norm,
         ``b = 0``.  ``"torch"``: PyTorch's ``nn.Linear`` default,
@@ -213,8 +217,8 @@ class Config:
         return asdict(self)
 
 
-#: The two reference settings of spec §1-§3.  ``paper``: the MNIST row of the
-#: paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values, spec §3.2), its
+#: The two reference settings.  ``paper``: the MNIST row of the
+#: paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values), its
 #: f, loss and init.  ``code``: the official PyTorch code (thresh 0.5, decay
 #: 0.2, T 20, rect window lens 0.5 = width 1, MSELoss, reset not detached,
 #: PyTorch default init, Bernoulli input).
@@ -236,15 +240,14 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     Returns ``{"W1": (h1, n_in), "b1": (h1,), ..., "WN": (n_out, h_{N-1}), "bN": (n_out,)}``
     in float64, initialised as ``cfg.init`` says.
     """
-    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
-    if len(sizes) < 2:
-        raise ValueError(f"sizes: need at least [n_in, n_out], got {sizes}")
+    cfg = check_config(cfg, Config)
+    sizes = check_sizes(sizes)
     rng = as_generator(rng)
     params = {}
     for n, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         if cfg.init == "paper":
             W = rng.uniform(-1.0, 1.0, (n_out, n_in))
-            W /= np.sqrt((W ** 2).sum(axis=1, keepdims=True))  # each row to unit norm (spec §3.2)
+            W /= np.sqrt((W ** 2).sum(axis=1, keepdims=True))  # each row to unit norm
             b = np.zeros(n_out)
         else:
             bound = 1.0 / math.sqrt(n_in)
@@ -265,14 +268,8 @@ def _check_x(x, n_in: int) -> np.ndarray:
     return x
 
 
-def _check_cfg(cfg) -> Config:
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg: expected refsnn.stbp.Config, got {type(cfg).__name__}")
-    return cfg
-
-
 def _prepare(params, x, cfg):
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     Ws, bs = _layers(params)
     x = _check_x(x, Ws[0].shape[1])
     dt = np.dtype(cfg.dtype)
@@ -280,35 +277,59 @@ def _prepare(params, x, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The neuron's pieces: leak/reset factor f, its derivative, firing
+# The neuron's pieces: leak/reset factor f and its derivative, the firing rules
 # ---------------------------------------------------------------------------
+# f and f' are written once, with operations that work on a number (inside the
+# numba kernels) and on an array (in the readable twin) alike.
 
-def reset_factor(o, cfg: Config):
-    """``f(o)``: ``tau*exp(-o/tau)`` (paper) or ``decay*(1-o)`` (code)."""
-    if cfg.reset == "paper":
-        return cfg.decay * np.exp(-o / cfg.decay)
-    return cfg.decay * (1.0 - o)
-
-
-def reset_factor_prime(o, cfg: Config):
-    """``f'(o)``: ``-exp(-o/tau)`` (paper) or ``-decay`` (code)."""
-    if cfg.reset == "paper":
-        return -np.exp(-o / cfg.decay)
-    return np.full_like(o, -cfg.decay)
+@njit
+def leak_reset(o, decay, paper_reset):
+    """``f(o)`` of Eq. (u): ``tau*exp(-o/tau)`` (paper, ``tau = decay``) or ``decay*(1-o)`` (code)."""
+    if paper_reset:
+        return decay * np.exp(-o / decay)
+    return decay * (1.0 - o)
 
 
-def _fire(u, cfg: Config):
-    """``o = H(u - v_th)`` with a strict ``>`` (spike) or ``P(u - v_th)`` (smooth)."""
+@njit
+def leak_reset_prime(o, decay, paper_reset):
+    """``f'(o)``, used by Eq. (B3): ``-exp(-o/tau)`` (paper) or the constant ``-decay`` (code)."""
+    if paper_reset:
+        return -np.exp(-o / decay)
+    return 0.0 * o - decay
+
+
+def spike_rule(cfg: Config):
+    """The firing rule of the network ``cfg`` describes: ``fire(n, t, u) -> o^{t,n}``.
+
+    ``forward="spike"``: Eq. (o), ``H(u - v_th)`` with a strict ``>``.
+    ``forward="smooth"``: ``P(u - v_th)``, the surrogate's primitive.
+    """
     if cfg.forward == "smooth":
-        return surrogates.primitive(u - cfg.v_th, cfg.surrogate, cfg.width)
-    return (u > cfg.v_th).astype(u.dtype)
+        return lambda n, t, u: surrogates.primitive(u - cfg.v_th, cfg.surrogate, cfg.width)
+    return lambda n, t, u: (u > cfg.v_th).astype(u.dtype)                         # Eq. (o)
+
+
+def anchored_rule(cfg: Config, u0, o0):
+    """The firing rule of :func:`reference_objective`'s network, anchored at a forward pass ``(u0, o0)``.
+
+    ``o^{t,n} = o0 + P(u - v_th) - P(u0 - v_th)``: equal to the spikes ``o0``
+    at ``u = u0``, with derivative ``h(u - v_th)``.  For ``forward="smooth"``
+    the network is smooth already and the rule is :func:`spike_rule`'s.
+    """
+    if cfg.forward == "smooth":
+        return spike_rule(cfg)
+
+    def P(v):
+        return surrogates.primitive(v - cfg.v_th, cfg.surrogate, cfg.width)
+
+    return lambda n, t, u: o0[n][t] + P(u) - P(u0[n][t])
 
 
 # ---------------------------------------------------------------------------
 # Readable twin: step-major loops that follow the equations line by line
 # ---------------------------------------------------------------------------
 
-def forward_numpy(params, x, cfg: Config, anchor=None):
+def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
     """Simulate the network, looping over time, then layers (the paper's order).
 
     Parameters
@@ -318,11 +339,14 @@ def forward_numpy(params, x, cfg: Config, anchor=None):
     x : ndarray, shape (T, batch, n_in)
         Input spikes or currents, ``o^{t,0}``.
     cfg : Config
-    anchor : tuple of lists, optional
-        ``(u0, o0)`` from a forward pass at another parameter point.  When
-        given, spikes are ``o0 + P(u - v_th) - P(u0 - v_th)`` (the anchored
-        smoothed network of :func:`reference_objective`) and, with
-        ``detach_reset``, the reset factor is frozen at ``f(o0)``.
+    fire : callable, optional
+        ``fire(n, t, u) -> o^{t,n}``, the firing rule of layer ``n`` at step
+        ``t`` (0-based); default :func:`spike_rule` of ``cfg``.
+        :func:`reference_objective` passes :func:`anchored_rule`.
+    reset_spikes : list of (T, batch, n_layer) arrays, optional
+        Spikes to take the reset factor ``f(o^{t-1,n})`` from instead of the
+        network's own (a detached reset: :func:`reference_objective` freezes it
+        at the forward pass's spikes when ``cfg.detach_reset``).
 
     Returns
     -------
@@ -331,6 +355,8 @@ def forward_numpy(params, x, cfg: Config, anchor=None):
         ``v_th``) and spikes of every layer.
     """
     Ws, bs, x, cfg = _prepare(params, x, cfg)
+    fire = spike_rule(cfg) if fire is None else fire
+    paper = cfg.reset == "paper"
     T, B = x.shape[:2]
     N = len(Ws)
     u = [np.zeros((T, B, W.shape[0]), x.dtype) for W in Ws]
@@ -339,19 +365,12 @@ def forward_numpy(params, x, cfg: Config, anchor=None):
         a = x[t]                                                    # o^{t,0}
         for n in range(N):
             if t > 0:
-                o_prev = o[n][t - 1] if anchor is None or not cfg.detach_reset else anchor[1][n][t - 1]
-                carry = u[n][t - 1] * reset_factor(o_prev, cfg)     # u^{t-1,n} f(o^{t-1,n})
+                o_prev = (o if reset_spikes is None else reset_spikes)[n][t - 1]
+                carry = u[n][t - 1] * leak_reset(o_prev, cfg.decay, paper)   # u^{t-1,n} f(o^{t-1,n})
             else:
                 carry = 0.0                                         # u^{0,n} = 0
             u[n][t] = carry + (a @ Ws[n].T + bs[n])                 # Eq. (u)
-            if anchor is None:
-                o[n][t] = _fire(u[n][t], cfg)                       # Eq. (o)
-            else:
-                P = lambda v: surrogates.primitive(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
-                if cfg.forward == "smooth":
-                    o[n][t] = P(u[n][t])
-                else:
-                    o[n][t] = anchor[1][n][t] + P(u[n][t]) - P(anchor[0][n][t])
+            o[n][t] = fire(n, t, u[n][t])                           # Eq. (o), or its smoothed stand-in
             a = o[n][t]
     return u, o
 
@@ -376,6 +395,7 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
         ``dL/dx``, the gradient with respect to the input.
     """
     Ws, bs, x, cfg = _prepare(params, x, cfg)
+    paper = cfg.reset == "paper"
     T = x.shape[0]
     N = len(Ws)
     h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
@@ -388,10 +408,10 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
         for n in reversed(range(N)):
             a = x[t] if n == 0 else o[n - 1][t]                     # o^{t,n-1}
             if t < T - 1 and not cfg.detach_reset:
-                delta = delta + eps_next[n] * u[n][t] * reset_factor_prime(o[n][t], cfg)   # Eq. (B3)
+                delta = delta + eps_next[n] * u[n][t] * leak_reset_prime(o[n][t], cfg.decay, paper)   # Eq. (B3)
             eps = delta * h(u[n][t])                                # Eq. (B4), spatial part
             if t < T - 1:
-                eps = eps + eps_next[n] * reset_factor(o[n][t], cfg)                       # Eq. (B4), temporal part
+                eps = eps + eps_next[n] * leak_reset(o[n][t], cfg.decay, paper)                       # Eq. (B4), temporal
             gW[n] += eps.T @ a                                      # Eq. (B5)
             gb[n] += eps.sum(axis=0)
             delta = eps @ Ws[n]                                     # Eq. (B2): dL/do^{t,n-1}
@@ -423,14 +443,12 @@ def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
                 if t == 0:
                     ut = 0.0 + I[0, s, i]
                 else:
-                    op = o[t - 1, s, i]
-                    f = decay * math.exp(-op / decay) if paper_reset else decay * (1.0 - op)
-                    ut = u[t - 1, s, i] * f + I[t, s, i]
+                    ut = u[t - 1, s, i] * leak_reset(o[t - 1, s, i], decay, paper_reset) + I[t, s, i]   # Eq. (u)
                 u[t, s, i] = ut
                 if smooth:
                     o[t, s, i] = surrogates.primitive_scalar(kind, width, ut - v_th)
                 else:
-                    o[t, s, i] = 1.0 * (ut > v_th)   # branch-free H(u - v_th), strict '>'
+                    o[t, s, i] = 1.0 * (ut > v_th)   # Eq. (o), branch-free H(u - v_th), strict '>'
     return u, o
 
 
@@ -451,12 +469,10 @@ def _lif_backward_kernel(g, u, o, v_th, decay, paper_reset, detach, kind, width)
                 if t < T - 1:
                     e_next = eps[t + 1, s, i]                                   # eps^{t+1}
                     if not detach:
-                        fp = -math.exp(-ot / decay) if paper_reset else -decay
-                        d = d + e_next * ut * fp                                # Eq. (B3)
-                e = d * surrogates.h_scalar(kind, width, ut - v_th)            # Eq. (B4)
+                        d = d + e_next * ut * leak_reset_prime(ot, decay, paper_reset)    # Eq. (B3)
+                e = d * surrogates.h_scalar(kind, width, ut - v_th)            # Eq. (B4), spatial part
                 if t < T - 1:
-                    f = decay * math.exp(-ot / decay) if paper_reset else decay * (1.0 - ot)
-                    e = e + e_next * f
+                    e = e + e_next * leak_reset(ot, decay, paper_reset)        # Eq. (B4), temporal part
                 eps[t, s, i] = e
     return eps
 
@@ -522,7 +538,7 @@ def _loss(obar, y, cfg):
 # The algorithm contract
 # ---------------------------------------------------------------------------
 
-def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
     """Loss of the network on ``(x, y)`` and its STBP gradient.
 
     Parameters
@@ -537,6 +553,10 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
     rng : ignored
         STBP's gradient is deterministic given ``x``; the argument exists for
         the common contract.
+    info : dict, optional
+        If given, filled with diagnostics: ``"pred"`` (batch,) the predicted
+        classes, ``"counts"`` the spike count of every neuron over the ``T``
+        steps, one (batch, n_layer) array per layer.
 
     Returns
     -------
@@ -553,6 +573,9 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None):
         grads, _ = backward_numpy(params, x, u, o, g_obar, cfg)
     else:
         grads, _ = _backward_fast(Ws, xx, u, o, g_obar, cfg)
+    if info is not None:
+        info["counts"] = [on.sum(axis=0) for on in o]
+        info["pred"] = np.argmax(info["counts"][-1], axis=1)
     return loss, grads
 
 
@@ -578,14 +601,16 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     frozen at ``f(o0)``.  ``objective(params)`` equals the network's loss.
     Always computed in float64.
     """
-    cfg = replace(_check_cfg(cfg), dtype="float64", backend="numpy")
+    cfg = replace(check_config(cfg, Config), dtype="float64", backend="numpy")
     Ws, _ = _layers(params)
     x = _check_x(x, Ws[0].shape[1]).astype(np.float64)
     y = check_labels("y", y, Ws[-1].shape[0], batch=x.shape[1])
-    anchor = forward_numpy(params, x, cfg)
+    u0, o0 = forward_numpy(params, x, cfg)                      # the anchor: the forward pass at params
+    fire = anchored_rule(cfg, u0, o0)
+    reset_spikes = o0 if cfg.detach_reset else None             # a detached reset sees the anchor's spikes
 
     def objective(p) -> float:
-        _, o = forward_numpy(p, x, cfg, anchor=anchor)
+        _, o = forward_numpy(p, x, cfg, fire=fire, reset_spikes=reset_spikes)
         return _loss(o[-1].mean(axis=0), y, cfg)[0]
 
     return objective
@@ -598,7 +623,7 @@ def kink_distance(params, x, cfg: Config = Config()) -> float:
     this is much larger than the largest change of ``u`` a perturbation of
     size ``eps`` causes.  ``inf`` for the smooth surrogates.
     """
-    cfg = replace(_check_cfg(cfg), dtype="float64", backend="numpy")
+    cfg = replace(check_config(cfg, Config), dtype="float64", backend="numpy")
     ks = surrogates.kinks(cfg.surrogate, cfg.width)
     if not ks:
         return math.inf
@@ -628,145 +653,8 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
     ``"bernoulli"`` draws fresh spikes (``rng`` required); ``"direct"``
     repeats the values.  Returns ``(T, batch, n_in)`` in ``cfg.dtype``.
     """
-    cfg = _check_cfg(cfg)
+    cfg = check_config(cfg, Config)
     if cfg.encoding == "bernoulli":
         return encoding.bernoulli(features, cfg.T, rng, dtype=np.dtype(cfg.dtype))
+    features = check_array("features", features, lo=0.0, hi=1.0)
     return np.ascontiguousarray(encoding.direct(features, cfg.T, dtype=np.dtype(cfg.dtype)))
-
-
-# ---------------------------------------------------------------------------
-# Training recipe and gradient-check problems (used by refsnn.train and the CLI)
-# ---------------------------------------------------------------------------
-
-def recipe(dataset: str = "digits") -> tuple:
-    """Default ``(Config, training settings)`` for ``refsnn train stbp``.
-
-    Digits (8x8, 64 inputs): a 64-128-10 net with the official code's neuron
-    (threshold 0.5, decay 0.2, rect window, not detached), Bernoulli input
-    over 8 steps and Adam.  Larger images (784 inputs): the spec's MLP
-    setting, 784-400-10 with the code preset at T = 20.
-    """
-    if dataset == "digits":
-        cfg = replace(PRESETS["code"], T=8)
-        return cfg, dict(hidden=[128], optimizer="adam", lr=3e-3, epochs=20, batch_size=32,
-                         schedule="step", milestones=[15], gamma=0.3)
-    cfg = PRESETS["code"]
-    return cfg, dict(hidden=[400], optimizer="adam", lr=1e-3, epochs=10, batch_size=100,
-                     schedule="step", milestones=[8], gamma=0.1)
-
-
-def gradcheck_cases(seed: int = 0) -> list:
-    """Small problems for ``refsnn gradcheck stbp``: every surrogate, reset, detach and loss, one network.
-
-    A 6-5-4-3 net, T = 5, batch 4, with spikes in every layer.  For "rect" and
-    "triangle" the seed is advanced until every ``u - v_th`` is at least 1e-3
-    from a kink of the primitive (so the finite differences are exact).
-    """
-    from refsnn.gradcheck import Case
-
-    cases = []
-    for sur in surrogates.NAMES:
-        for reset in RESETS:
-            for detach in (False, True):
-                for loss in LOSSES:
-                    cfg = Config(v_th=0.5, decay=0.3, surrogate=sur, width=1.0 if sur in ("rect", "triangle") else 0.4,
-                                 reset=reset, detach_reset=detach, loss=loss)
-                    params, x, y = _small_problem(cfg, seed)
-                    cases.append(Case(f"stbp {sur}/{reset}/{'detached' if detach else 'attached'}/{loss}",
-                                      params, x, y, cfg, tol=1e-7))
-    return cases
-
-
-def _small_problem(cfg: Config, seed: int, sizes=(6, 5, 4, 3), T=5, batch=4, margin=1e-3):
-    """A random problem with spikes in every layer and no ``u - v_th`` within ``margin`` of a kink.
-
-    The margin holds for the spiking and for the smoothed (``forward="smooth"``) network, so the
-    same problem serves both checks.
-    """
-    for k in range(1000):
-        rng = np.random.default_rng([seed, k])
-        params = init_params(sizes, replace(cfg, init="torch"), rng)
-        for n in range(1, len(sizes)):
-            params[f"W{n}"] *= 2.5
-            params[f"b{n}"] += 0.3
-        x = (rng.random((T, batch, sizes[0])) < 0.5).astype(float)
-        y = rng.integers(0, sizes[-1], batch)
-        _, o = forward_numpy(params, x, cfg)
-        smooth = replace(cfg, forward="smooth")
-        if (all(on.mean() > 0.05 for on in o) and kink_distance(params, x, replace(cfg, forward="spike")) > margin
-                and kink_distance(params, x, smooth) > margin):
-            return params, x, y
-    raise RuntimeError("no problem away from the kinks found")  # pragma: no cover
-
-
-# ---------------------------------------------------------------------------
-# Benchmark (`refsnn bench stbp`): a measurement, never a test
-# ---------------------------------------------------------------------------
-
-def bench(quick: bool = False, repeats: int | None = None, print_table: bool = True) -> dict:
-    """Time one training step (forward + backward) of the spec's MLP setting.
-
-    784-400-10, T = 20, batch 100, the code preset, Bernoulli input with rate
-    0.2: the numba tier and the NumPy tier in float64 and float32, and, when
-    PyTorch is installed, an eager PyTorch-CPU implementation of the same
-    graph (``refsnn.crosscheck_torch``) with autograd, on as many threads as
-    numba uses.  ``quick`` shrinks the net to 100-50-10 with T = 5.  Returns
-    ``{label: {"median_ms", "min_ms", "repeats"}}`` plus the setting.
-    """
-    import time
-
-    from refsnn._jit import jit_status
-
-    sizes, T, B = ([100, 50, 10], 5, 20) if quick else ([784, 400, 10], 20, 100)
-    repeats = repeats or (3 if quick else 10)
-    cfg = replace(PRESETS["code"], T=T)
-    rng = np.random.default_rng(0)
-    params = init_params(sizes, cfg, rng)
-    x = encode(np.full((B, sizes[0]), 0.2), cfg, rng)
-    y = rng.integers(0, sizes[-1], B)
-
-    def timed(fn):
-        fn()  # warm-up (compiles the kernels on first use)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(np.min(ts)), "repeats": repeats}
-
-    results = {}
-    for dtype in ("float64", "float32"):
-        for backend in ("numba", "numpy"):
-            c = replace(cfg, dtype=dtype, backend=backend)
-            results[f"refsnn {backend} {dtype}"] = timed(lambda c=c: loss_and_grad(params, x, y, c))
-    threads = None
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        from refsnn.crosscheck_torch import stbp_loss
-
-        try:
-            import numba
-
-            threads = numba.config.NUMBA_NUM_THREADS
-        except ImportError:  # pragma: no cover
-            threads = 1
-        torch.set_num_threads(threads)
-        for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
-            xs = torch.tensor(x, dtype=tdt)
-
-            def step(tdt=tdt, xs=xs):
-                Ws = [torch.tensor(params[f"W{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
-                bs = [torch.tensor(params[f"b{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
-                stbp_loss(Ws, bs, xs, y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate,
-                          width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss).backward()
-
-            results[f"torch eager {dtype}"] = timed(step)
-    setting = {"sizes": sizes, "T": T, "batch": B, "jit": jit_status(), "torch_threads": threads}
-    if print_table:
-        print(f"STBP training step (forward + backward), {'-'.join(map(str, sizes))}, T={T}, batch {B}; {jit_status()}")
-        for label, r in results.items():
-            print(f"  {label:<24} median {r['median_ms']:9.2f} ms   min {r['min_ms']:9.2f} ms   ({r['repeats']} runs)")
-    return {"setting": setting, "results": results}

@@ -3,7 +3,7 @@ r"""Surrogate derivatives of the Heaviside step, and their primitives.
 A spiking neuron fires when its membrane potential crosses the threshold,
 :math:`o = H(u - V_{th})`.  :math:`H` has derivative zero almost everywhere, so
 gradient-based training replaces :math:`dH/dx` by a bump :math:`h(x)` of unit
-area (Wu et al. 2018, the four curves of their Fig. 3B; spec §2.1).  Each bump has
+area (Wu et al. 2018, the four curves of their Fig. 3B).  Each bump has
 a width parameter ``a`` and tends to the Dirac delta as ``a -> 0``.
 
 With :math:`x = u - V_{th}`:
@@ -89,7 +89,7 @@ def _arguments(x, name, a):
 
 
 # --------------------------------------------------------------------------
-# Readable NumPy forms (the spec).
+# Readable NumPy forms.
 # --------------------------------------------------------------------------
 
 def _sigmoid(z):
@@ -99,7 +99,7 @@ def _sigmoid(z):
 
 
 def h(x, name: str = "rect", a: float = 1.0):
-    """Surrogate derivative :math:`h(x) \\approx dH/dx` (Wu et al. 2018, Fig. 3B; h1..h4 of spec §2.1).
+    """Surrogate derivative :math:`h(x) \\approx dH/dx` (Wu et al. 2018, Fig. 3B; h1..h4).
 
     Parameters
     ----------

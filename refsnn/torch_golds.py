@@ -1,23 +1,36 @@
-"""Independent PyTorch implementations of refsnn's graphs, for cross-checks and benchmarks only.
+"""The PyTorch golds: independent implementations of all four algorithms' graphs, differentiated by autograd.
 
-Importing this module needs PyTorch (``pip install torch``, CPU build).  No
-other part of refsnn imports it: the library never depends on torch at run
-time.  The tests compare refsnn's hand-written backward passes with PyTorch
-autograd of the graphs below, and ``refsnn bench stbp`` times them.
+Importing this module needs PyTorch (``pip install torch``, CPU build).  The
+algorithm modules never import it: refsnn does not depend on torch at run
+time.  The tests compare refsnn's hand-written backward passes with autograd of
+the graphs below (float64), and ``refsnn bench stbp`` times the STBP one.
 
-The STBP graph here is written the way the official code writes it (a
-``mem``/``spike`` loop with a custom autograd function for the spike),
-generalised to refsnn's options.  It shares no code with ``refsnn.stbp``: the
-surrogates are re-typed in torch from the paper's formulas.
+Each gold is written from the equations, not from refsnn's code:
+
+* STBP (:func:`stbp_loss`): the official code's ``mem``/``spike`` loop with a
+  custom autograd function for the spike, generalised to refsnn's options; the
+  surrogates are re-typed in torch from the paper's formulas.
+* IDE (:func:`ide_fixed_point_map`, :func:`ide_gradient_ift`,
+  :func:`ide_gradient_unrolled`): the fixed-point map with torch's own
+  spectral norm and batch norm, and the implicit gradient computed two ways.
+* ST-RSBP (:func:`st_rsbp_frozen_gradient`): the frozen-timing linearised
+  network solved with torch's solver, from the frozen coefficients.
+* SSNN-BP (:func:`ssnn_bp_ann_gradient`): the ANN twin, whose gradient the
+  spike-coincidence update estimates.
+
+Every ``*_gradient`` function takes refsnn's parameter dict and returns
+``(loss, grads)`` with NumPy arrays under refsnn's keys.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-__all__ = ["surrogate_torch", "stbp_loss"]
+__all__ = ["surrogate_torch", "stbp_loss", "stbp_gradient", "tensors", "ide_fixed_point_map", "ide_gradient_ift",
+           "ide_gradient_unrolled", "st_rsbp_frozen_gradient", "ssnn_bp_ann_gradient"]
 
 
 def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
@@ -79,3 +92,163 @@ def stbp_loss(Ws, bs, x, y, *, v_th, decay, surrogate="rect", width=1.0, reset="
     if loss == "mse_paper":
         return 0.5 * ((obar - target) ** 2).sum() / obar.shape[0]
     return torch.nn.functional.mse_loss(obar, target)
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+def tensors(params: dict, requires_grad: bool = True) -> dict:
+    """float64 leaf tensors of a refsnn parameter dict (same keys, same values)."""
+    return {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=requires_grad) for k, v in params.items()}
+
+
+def _grads(tp: dict, params: dict) -> dict:
+    """``.grad`` of each tensor as NumPy (zeros where autograd left it None)."""
+    return {k: np.zeros(np.shape(params[k])) if tp[k].grad is None else tp[k].grad.numpy().copy() for k in params}
+
+
+def stbp_gradient(params, x, y, cfg) -> tuple:
+    """``(loss, grads)`` of :func:`stbp_loss` for refsnn's STBP ``params`` and ``Config``, by autograd (float64)."""
+    tp = tensors(params)
+    N = len(params) // 2
+    loss = stbp_loss([tp[f"W{n}"] for n in range(1, N + 1)], [tp[f"b{n}"] for n in range(1, N + 1)],
+                     torch.tensor(np.asarray(x, dtype=np.float64)), y, v_th=cfg.v_th, decay=cfg.decay,
+                     surrogate=cfg.surrogate, width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset,
+                     loss=cfg.loss)
+    loss.backward()
+    return float(loss.item()), _grads(tp, params)
+
+
+# ---------------------------------------------------------------------------
+# IDE: the fixed-point map in torch, and the implicit gradient two independent ways
+# ---------------------------------------------------------------------------
+
+def ide_fixed_point_map(tp: dict, a, xbar, cfg):
+    """Eq. (FP) in torch: ``f(a)`` of a feedback block.
+
+    The spectral norm (Eq. (SN)) uses torch's own matrix 2-norm (an SVD that
+    autograd differentiates); BatchNorm (Eq. (BN)) torch's ``batch_norm`` in
+    batch mode, the formula with the running statistics as tensors in running
+    mode (so that they get gradients too).
+    """
+    W = tp["W"]
+    if cfg.spectral_norm is not None:
+        c = cfg.spectral_norm
+        W = torch.clamp(tp["g"], -c, c) * W / torch.linalg.matrix_norm(W, ord=2)
+    P = xbar @ tp["F"].T + tp["b"]
+    if cfg.batchnorm and cfg.bn_mode == "batch":
+        P = torch.nn.functional.batch_norm(P, None, None, tp["bn_gamma"], tp["bn_beta"], training=True, eps=1e-5)
+    elif cfg.batchnorm:
+        P = (P - tp["bn_mean"]) / torch.sqrt(tp["bn_var"] + 1e-5) * tp["bn_gamma"] + tp["bn_beta"]
+    h = torch.clamp((a @ W.T + P) / cfg.v_th, 0, 1)
+    l = 2
+    while f"F{l}" in tp:
+        h = torch.clamp((h @ tp[f"F{l}"].T + tp[f"b{l}"]) / cfg.v_th, 0, 1)
+        l += 1
+    return h
+
+
+def ide_gradient_ift(params, a0, xbar, y, cfg) -> tuple:
+    """``(loss, grads)``: the implicit-function-theorem gradient at the linearisation point ``a0`` with torch's
+    pieces: ``J`` from ``torch.autograd.functional.jacobian``, ``beta = solve(I - J^T, dL/da)``, then
+    autograd of ``beta . f``."""
+    tp = tensors(params)
+    xbar = torch.tensor(np.asarray(xbar, dtype=np.float64))
+    ta = torch.tensor(np.asarray(a0, dtype=np.float64), requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(ta @ tp["Wo"].T + tp["bo"], torch.as_tensor(y))
+    dLda, gWo, gbo = torch.autograd.grad(loss, [ta, tp["Wo"], tp["bo"]])
+    with torch.no_grad():
+        frozen = {k: v.detach() for k, v in tp.items()}
+        Jfull = torch.autograd.functional.jacobian(lambda a: ide_fixed_point_map(frozen, a, xbar, cfg), ta.detach())
+        B, n = ta.shape
+        J = torch.stack([Jfull[b, :, b, :] for b in range(B)])                 # samples are independent
+        beta = torch.linalg.solve(torch.eye(n, dtype=torch.float64) - J.transpose(1, 2), dLda)
+    out = ide_fixed_point_map(tp, ta.detach(), xbar, cfg)
+    keys = [k for k in params if k not in ("Wo", "bo")]
+    g = torch.autograd.grad(out, [tp[k] for k in keys], grad_outputs=beta, allow_unused=True)
+    grads = {k: np.zeros(np.shape(params[k])) if v is None else v.numpy().copy() for k, v in zip(keys, g)}
+    grads["Wo"], grads["bo"] = gWo.numpy().copy(), gbo.numpy().copy()
+    return float(loss.item()), {k: grads[k] for k in params}
+
+
+def ide_gradient_unrolled(params, a0, xbar, y, cfg, iterations: int = 120) -> tuple:
+    """``(loss, grads)`` with no implicit differentiation at all: autograd through ``iterations`` steps of the
+    anchored iteration ``a <- f(a) + r0`` from ``a0`` (``r0 = a0 - f(a0)``, so the value stays ``a0``).
+
+    Its gradient is the Neumann series ``sum_{k < K} (J^T)^k`` of the implicit gradient: the remainder is at
+    most ``||J||^K / (1 - ||J||)``, negligible for a contraction and enough iterations.
+    """
+    tp = tensors(params)
+    xbar = torch.tensor(np.asarray(xbar, dtype=np.float64))
+    a = torch.tensor(np.asarray(a0, dtype=np.float64))
+    r0 = a - ide_fixed_point_map({k: v.detach() for k, v in tp.items()}, a, xbar, cfg)
+    for _ in range(iterations):
+        a = ide_fixed_point_map(tp, a, xbar, cfg) + r0
+    loss = torch.nn.functional.cross_entropy(a @ tp["Wo"].T + tp["bo"], torch.as_tensor(y))
+    loss.backward()
+    return float(loss.item()), _grads(tp, params)
+
+
+# ---------------------------------------------------------------------------
+# ST-RSBP: the frozen-timing linearised network, built from its frozen coefficients
+# ---------------------------------------------------------------------------
+
+def st_rsbp_frozen_gradient(params, lins, y, cfg) -> tuple:
+    """``(loss, grads)`` of the frozen-timing linearised network (Eq. (surrogate)) by autograd.
+
+    ``lins[b][k-1]`` are the frozen coefficients (``E, K, D, b, o`` and, for
+    recurrent or lateral layers, ``Er, Kr, Dr``) of sample ``b`` and layer ``k``,
+    as :func:`refsnn.st_rsbp.linearise` returns them.  Each layer's counts
+    solve ``nu o~ = sum_j W[E + K (o~prev - oprev) + D (o~ - o)] + sum_p Wr[Er +
+    Kr (o~ - o) + Dr (o~ - o)] + b`` (written here from the equation, with
+    torch's solver); absent recurrent synapses (zeros in ``params``) are not
+    parameters; the output's lateral inhibition is ``-lateral`` between every
+    pair.  No clamped ``S`` (``c = 0``) and no regulariser.
+    """
+    tp = tensors(params)
+    T = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    M = sum(1 for k in params if k.startswith("W") and k[1:].isdigit())
+    n_out = np.shape(params[f"W{M}"])[0]
+    lateral = -cfg.lateral * (torch.ones(n_out, n_out, dtype=torch.float64) - torch.eye(n_out, dtype=torch.float64))
+    B = len(lins)
+    total = 0.0
+    for b in range(B):
+        prev = torch.zeros(np.shape(params["W1"])[1], dtype=torch.float64)      # o~ - o of the layer below
+        for k, lin in enumerate(lins[b], start=1):
+            W = tp[f"W{k}"]
+            if f"Wr{k}" in tp:
+                Wr = tp[f"Wr{k}"] * T(np.asarray(params[f"Wr{k}"]) != 0)
+            else:
+                Wr = lateral if (k == M and cfg.lateral > 0 and n_out > 1) else None
+            o = T(lin.o)
+            A = lin.nu * torch.eye(len(o), dtype=torch.float64) - torch.diag((W * T(lin.D)).sum(1))
+            rhs = (W * (T(lin.E) + T(lin.K) * prev[None, :] - T(lin.D) * o[:, None])).sum(1) + T(lin.b)
+            if Wr is not None:
+                A = A - torch.diag((Wr * T(lin.Dr)).sum(1)) - Wr * T(lin.Kr)
+                rhs = rhs + (Wr * (T(lin.Er) - T(lin.Kr) * o[None, :] - T(lin.Dr) * o[:, None])).sum(1)
+            o_t = torch.linalg.solve(A, rhs)
+            prev = o_t - o
+        Y = torch.full((n_out,), float(cfg.undesired), dtype=torch.float64)
+        Y[int(y[b])] = float(cfg.desired)
+        m = (torch.abs(T(lins[b][-1].o) - Y) > cfg.margin).double()            # the frozen margin mask
+        total = total + 0.5 * (m * (o_t - Y) ** 2).sum()
+    loss = total / B
+    loss.backward()
+    return float(loss.item()), _grads(tp, params)
+
+
+# ---------------------------------------------------------------------------
+# SSNN-BP: the ANN twin whose gradient the spikes estimate
+# ---------------------------------------------------------------------------
+
+def ssnn_bp_ann_gradient(params, x, y) -> tuple:
+    """``(loss, grads)`` of the ANN (clip activations, softmax cross-entropy, batch mean) by autograd."""
+    tp = tensors(params)
+    L = len(params) // 2
+    a = torch.tensor(np.asarray(x, dtype=np.float64))
+    for n in range(1, L):
+        a = torch.clamp(a @ tp[f"W{n}"].T + tp[f"b{n}"], 0.0, 1.0)
+    loss = torch.nn.functional.cross_entropy(a @ tp[f"W{L}"].T + tp[f"b{L}"], torch.as_tensor(y))
+    loss.backward()
+    return float(loss.item()), _grads(tp, params)

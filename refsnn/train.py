@@ -2,8 +2,8 @@
 
 ``train("stbp")`` (or ``refsnn train stbp`` on the command line):
 
-1. takes the algorithm's default ``(Config, settings)`` from its ``recipe(dataset)``
-   and applies your overrides;
+1. takes the algorithm's default ``(Config, settings)`` from
+   :func:`refsnn.recipes.recipe` and applies your overrides;
 2. loads the dataset (``refsnn.datasets``), scales pixels to [0, 1] and
    flattens images to feature vectors;
 3. for each epoch: shuffles, and for each minibatch encodes the features
@@ -23,13 +23,19 @@ Learning-rate schedules (``settings["schedule"]``): ``"constant"``,
 ``"step"`` (multiply by ``gamma`` at each epoch in ``milestones``) and
 ``"inv_sqrt"`` (``lr / sqrt(epoch + 1)``, ST-RSBP's).
 
-Per-sample weights (optional hook, e.g. ST-RSBP's boosting): if the algorithm
-module defines ``update_sample_weights(weights, y, correct, cfg) -> weights``,
-the loop keeps one weight per training sample (starting at 1), calls
-``loss_and_grad(..., sample_weight=w[batch], info=info)`` (the module must
-put its training-time predictions in ``info["pred"]``), and after each epoch
-replaces the weights by ``update_sample_weights(w, y_train, correct, cfg)``.
-The weights are saved in the checkpoint.
+Every call is ``loss_and_grad(params, x, y, cfg, rng=rng, info=info)`` with a
+fresh ``info`` dict; the module fills it with its diagnostics, among them
+``info["pred"]`` (its training-time predictions).  Two optional hooks:
+
+* **state** (e.g. IDE's BatchNorm running statistics): keys listed by the
+  module's ``state_keys(cfg)`` are never touched by the optimizer; after each
+  step the loop writes ``info["state"]`` (their new values) into ``params``.
+* **per-sample weights** (e.g. ST-RSBP's boosting): if the module defines
+  ``update_sample_weights(weights, y, correct, cfg) -> weights``, the loop
+  keeps one weight per training sample (starting at 1), passes
+  ``sample_weight=w[batch]`` to ``loss_and_grad``, and after each epoch
+  replaces the weights by ``update_sample_weights(w, y_train, correct, cfg)``.
+  The weights are saved in the checkpoint.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import refsnn
-from refsnn import datasets, optim
+from refsnn import datasets, optim, recipes
 from refsnn._checks import check_choice, check_int, check_positive
 from refsnn._jit import jit_status
 
@@ -248,7 +254,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     algo_name = module.__name__.rsplit(".", 1)[-1]
     seed = check_int("seed", seed, minimum=0)
     log = log or (lambda *_: None)
-    cfg, recipe_settings = module.recipe(dataset)
+    cfg, recipe_settings = recipes.recipe(algo_name, dataset)
     if config is not None:
         if isinstance(config, dict):
             cfg = replace(cfg, **config)
@@ -274,7 +280,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     ckpt = out / "checkpoint.npz" if out is not None else None
     history, start_epoch = [], 0
     params = module.init_params(sizes, cfg, _rng(seed, _INIT))
-    frozen = module.frozen_keys(params, cfg) if hasattr(module, "frozen_keys") else ()
+    frozen = module.state_keys(cfg) if hasattr(module, "state_keys") else ()      # state, not parameters
     opt_kwargs = {"weight_decay": settings.weight_decay, "frozen": frozen}
     if settings.optimizer == "sgd":
         opt_kwargs["momentum"] = settings.momentum
@@ -325,10 +331,10 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
             for k, idx in enumerate(batches):
                 rng = _rng(seed, _BATCH, epoch, k)
                 xb = module.encode(Ftr[idx], cfg, rng)
+                info = {}
                 if sample_w is None:
-                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng)
+                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng, info=info)
                 else:
-                    info = {}
                     loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng,
                                                        sample_weight=sample_w[idx], info=info)
                     correct[idx] = np.asarray(info["pred"]) == ytr[idx]
@@ -337,6 +343,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
                                            f"(loss={loss}); lower the learning rate. The checkpoint of the last "
                                            f"finished epoch is kept.")
                 opt.step(params, grads)
+                params.update(info.get("state", {}))                     # buffers (state_keys), after the step
                 losses.append(loss)
                 if bar is not None:
                     bar.update(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refsnn import gradcheck, plots, stbp
+from refsnn import gradcheck, plots, problems, stbp
 from refsnn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +53,14 @@ def test_cli_errors(capsys):
 
 
 def test_gradcheck_exit_status_is_one_when_a_tensor_fails(monkeypatch, capsys):
-    case = stbp.gradcheck_cases(0)[0]
+    case = problems.gradcheck_cases("stbp", 0)[0]
     real = stbp.loss_and_grad
 
     def wrong(*a, **k):
         loss, g = real(*a, **k)
         return loss, {**g, "b1": g["b1"] * 1.01}
 
-    monkeypatch.setattr(stbp, "gradcheck_cases", lambda seed: [case])
+    monkeypatch.setitem(problems.CASES, "stbp", lambda seed: [case])
     monkeypatch.setattr(stbp, "loss_and_grad", wrong)
     assert main(["gradcheck", "stbp"]) == 1
     assert "FAIL" in capsys.readouterr().out
@@ -101,7 +101,7 @@ def test_raster_accepts_1d_2d_and_batched_input():
 def test_membrane_surrogates_residuals_and_learning_curves():
     import matplotlib.pyplot as plt
 
-    case = stbp.gradcheck_cases(0)[0]
+    case = problems.gradcheck_cases("stbp", 0)[0]
     u, o = stbp.simulate(case.params, case.x, case.cfg)
     ax = plots.membrane(u[0], v_th=case.cfg.v_th, spikes=o[0], neurons=[0, 1])
     assert ax.get_ylabel().startswith("membrane") and len(ax.get_lines()) >= 3

@@ -1,4 +1,4 @@
-"""Every available algorithm module offers the common contract of DESIGN.md, and it behaves."""
+"""Every available algorithm module offers the common contract (CONTRIBUTING.md), and it behaves."""
 import inspect
 from dataclasses import fields
 
@@ -6,18 +6,16 @@ import numpy as np
 import pytest
 
 import refsnn
-from refsnn import gradcheck
+from refsnn import gradcheck, problems, recipes
 
 ALGOS = refsnn.available_algorithms()
 
 REQUIRED = {
     "init_params": ["sizes", "cfg", "rng"],
-    "loss_and_grad": ["params", "x", "y", "cfg", "rng"],
+    "loss_and_grad": ["params", "x", "y", "cfg", "rng", "info"],
     "reference_objective": ["params", "x", "y", "cfg", "rng"],
     "predict": ["params", "x", "cfg", "rng"],
     "encode": ["features", "cfg", "rng"],
-    "recipe": ["dataset"],
-    "gradcheck_cases": ["seed"],
 }
 
 
@@ -41,6 +39,24 @@ def test_module_surface(algo):
         params = list(inspect.signature(fn).parameters)
         assert params[: len(args)] == args, f"{algo}.{name} has parameters {params}, expected {args} first"
     assert mod.__doc__ and "Notation differences" in mod.__doc__, f"{algo}: module docstring needs a notation note"
+    assert isinstance(mod.PRESETS, dict) and all(isinstance(c, mod.Config) for c in mod.PRESETS.values())
+    assert inspect.signature(mod.loss_and_grad).parameters["info"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert algo in recipes.RECIPES and algo in problems.CASES, f"{algo}: needs a recipe and gradient-check cases"
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_info_is_filled_and_params_are_not_modified(algo):
+    """One form of diagnostics: loss_and_grad(..., info=dict) fills the dict (with at least "pred"), the
+    result does not depend on whether info is asked for, and params are never modified in place."""
+    mod = refsnn.algorithm(algo)
+    case = problems.gradcheck_cases(algo, 0)[0]
+    before = {k: np.array(v, copy=True) for k, v in case.params.items()}
+    loss0, g0 = mod.loss_and_grad(case.params, case.x, case.y, case.cfg, rng=case.rng)
+    info = {}
+    loss1, g1 = mod.loss_and_grad(case.params, case.x, case.y, case.cfg, rng=case.rng, info=info)
+    assert loss0 == loss1 and all(np.array_equal(g0[k], g1[k]) for k in g0)   # same calls, same numbers
+    assert info["pred"].shape == (np.shape(case.y)[0],)
+    assert all(np.array_equal(case.params[k], before[k]) for k in before)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -49,10 +65,11 @@ def test_recipe_and_first_gradcheck_case(algo):
     from refsnn.train import Settings
 
     mod = refsnn.algorithm(algo)
-    cfg, settings = mod.recipe("digits")
-    assert isinstance(cfg, mod.Config)
-    Settings(**settings)
-    case = mod.gradcheck_cases(0)[0]
+    for dataset in ("digits", "fashion-mnist"):
+        cfg, settings = recipes.recipe(algo, dataset)
+        assert isinstance(cfg, mod.Config)
+        Settings(**settings)
+    case = problems.gradcheck_cases(algo, 0)[0]
     loss, grads = mod.loss_and_grad(case.params, case.x, case.y, case.cfg, rng=case.rng)
     assert set(grads) == set(case.params)
     for k in grads:

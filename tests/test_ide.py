@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from tolerances import GRAD_FD_REL, TWIN_REL
 
-from refsnn import gradcheck, ide
+from refsnn import benchmarks, gradcheck, ide, problems, recipes
 
-CASES = ide.gradcheck_cases(0)
+CASES = problems.gradcheck_cases("ide", 0)
 
 
 # ---------------------------------------------------------------------------
-# An independent, deliberately naive statement of the model (spec §2, §6)
+# An independent, deliberately naive statement of the model
 # ---------------------------------------------------------------------------
 
 def naive_f(params, a, xbar, cfg):
@@ -103,7 +103,7 @@ def test_gradient_matches_fd_of_reference_objective(case):
     """loss_and_grad == central differences of reference_objective, every tensor, <= GRAD_FD_REL.
 
     Covers both linearisation points, every solver, IF and LIF, 1-3 layers,
-    spectral norm on and off, static and spike input (refsnn.ide.gradcheck_cases).
+    spectral norm on and off, static and spike input (refsnn.problems.gradcheck_cases).
     Kinks: the case was drawn with every z = pre/v_th at least 1e-3 from 0 and
     1 (asserted below; eps = 1e-6 moves z by ~1e-6); and `objective.regions`
     proves that all 4*(#entries) evaluations lay on the same linear piece of
@@ -138,7 +138,7 @@ def test_fixed_point_gradient_is_exact_gradient_of_L_of_a_star(hidden, spectral)
     smooth piece, ~eps^2 times the third derivative, stays ~1e-10.
     """
     cfg = ide.Config(T=20, linearize_at="fixed_point", solver="dense", spectral_norm=spectral)
-    params, x, y = ide._small_problem(cfg, 3, hidden=hidden)
+    params, x, y = problems.ide_problem(cfg, 3, hidden=hidden)
     loss, grads = ide.loss_and_grad(params, x, y, cfg)
 
     def objective(p):
@@ -158,7 +158,7 @@ def test_default_gradient_is_exact_gradient_of_anchored_equilibrium(leak, hidden
     a~ = a0 and the loss is the spiking network's.  eps = 1e-5 as in the test above.
     """
     cfg = ide.Config(T=20, leak=leak)
-    params, x, y = ide._small_problem(cfg, 5, hidden=hidden)
+    params, x, y = problems.ide_problem(cfg, 5, hidden=hidden)
     a0 = naive_simulate(params, x, cfg)
     r0 = a0 - naive_f(params, a0, x, cfg)
     loss, grads = ide.loss_and_grad(params, x, y, cfg)
@@ -179,7 +179,7 @@ def test_gradient_of_simulated_and_fixed_point_differ_at_small_T():
     more than the FD tolerance; the 'simulated' gradient fails FD of L(a*).
     """
     cfg = ide.Config(T=5)
-    params, x, y = ide._small_problem(cfg, 1)
+    params, x, y = problems.ide_problem(cfg, 1)
     g_sim = ide.loss_and_grad(params, x, y, cfg)[1]
     cfg_fp = replace(cfg, linearize_at="fixed_point")
     obj_fp = ide.reference_objective(params, x, y, cfg_fp)
@@ -188,9 +188,9 @@ def test_gradient_of_simulated_and_fixed_point_differ_at_small_T():
 
 
 def test_spectral_norm_bound_and_gain_gradient():
-    """Eq. (SN): ||W||_2 = |clamp(g, -c, c)| exactly; outside [-c, c] the gain gets no gradient (spec §7.12)."""
+    """Eq. (SN): ||W||_2 = |clamp(g, -c, c)| exactly; outside [-c, c] the gain gets no gradient."""
     cfg = ide.Config(T=10, spectral_norm=0.7)
-    params, x, y = ide._small_problem(cfg, 2)
+    params, x, y = problems.ide_problem(cfg, 2)
     for g in (0.3, -0.5, 2.0, -3.0):
         p = dict(params, g=np.array(g))
         assert np.linalg.norm(ide.feedback_weight(p, cfg), 2) == pytest.approx(min(abs(g), 0.7), rel=1e-12)
@@ -205,7 +205,7 @@ def test_spectral_norm_bound_and_gain_gradient():
 # ---------------------------------------------------------------------------
 
 def _problem_at_a(cfg, seed, hidden=(30,), n_in=12, batch=6):
-    params, x, y = ide._small_problem(cfg, seed, hidden=hidden, n_in=n_in, batch=batch, margin=0.0)
+    params, x, y = problems.ide_problem(cfg, seed, hidden=hidden, n_in=n_in, batch=batch, margin=0.0)
     a = ide.simulate(params, x, cfg)
     g = np.random.default_rng(seed).normal(size=a.shape)
     return params, x, a, g
@@ -322,7 +322,7 @@ def test_code_iter_solver_converges_to_the_wrong_system():
 def test_equilibrium_is_exact_and_unique():
     """solve_equilibrium returns a* with max|f(a*) - a*| at round-off, the same from any start (contraction)."""
     cfg = ide.Config(T=10)
-    params, x, _ = ide._small_problem(cfg, 8, hidden=(25,), n_in=10, batch=5, margin=0.0)
+    params, x, _ = problems.ide_problem(cfg, 8, hidden=(25,), n_in=10, batch=5, margin=0.0)
     a1, info = ide.solve_equilibrium(params, x, cfg)
     a2, _ = ide.solve_equilibrium(params, x, cfg, a0=np.ones_like(a1))
     assert info.residual <= 1e-15
@@ -337,7 +337,7 @@ def test_equilibrium_is_exact_and_unique():
 
 def _expansive_problem():
     cfg = ide.Config(T=10, spectral_norm=None, solver="fixed_point", max_iter=40)
-    params, x, y = ide._small_problem(cfg, 9, hidden=(8,), margin=0.0)
+    params, x, y = problems.ide_problem(cfg, 9, hidden=(8,), margin=0.0)
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     params["W"] = 3.0 * cfg.v_th * Q                  # ||W|| / v_th = 3: not a contraction
@@ -351,7 +351,8 @@ def test_nonconvergence_warns_with_diagnostics():
     params, x, y, cfg = _expansive_problem()
     assert ide.contraction_bound(params, cfg) > 1
     with pytest.warns(ide.ConvergenceWarning, match=r"did not converge.*contraction bound .* >= 1"):
-        _, _, info = ide.loss_and_grad(params, x, y, cfg, return_info=True)
+        info = {}
+        ide.loss_and_grad(params, x, y, cfg, info=info)
     assert not info["adjoint"].converged and info["adjoint"].iterations > cfg.max_iter - 1
     with pytest.warns(ide.ConvergenceWarning, match="equilibrium"):
         ide.solve_equilibrium(params, x, replace(cfg, eq_max_iter=30))
@@ -439,7 +440,7 @@ def _one_layer(F, b, W, v_th=2.0):
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_neuron_rule_by_hand(backend):
-    """Spike trains computed by hand from spec §1.
+    """Spike trains computed by hand from Eq. (N1)-(N4).
 
     IF, I = 1.5, v_th = 2: v = 1.5, 3.0 (spike, u = 1), 2.5 (spike, u = .5),
     2.0 (spike: '>=', u = 0), 1.5 -> 0,1,1,1,0, a = 3/5 (reset by subtraction).
@@ -459,7 +460,7 @@ def test_neuron_rule_by_hand(backend):
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_feedforward_chain_has_no_delay(backend):
-    """Spec §3: layer 2 sees layer 1's spikes of the same step; the feedback W is delayed by one step.
+    """Layer 2 sees layer 1's spikes of the same step; the feedback W is delayed by one step.
 
     Layer 1 (I = 2) fires at every step; layer 2 (F2 = 2) therefore fires at
     every step from t = 1, a^2 = 1.  A third neuron in layer 1 fed only back
@@ -558,7 +559,7 @@ def _rate_error(params, x, cfg, Ts, a_star):
 
 
 def test_if_rate_converges_like_one_over_T():
-    """IF: ||a[T] - a*|| = O(1/T) (spec §2), with the slope fitted.
+    """IF: ||a[T] - a*|| = O(1/T), with the slope fitted.
 
     From Eq. (ID) (one layer, IF): a = z - e with z = (W a + I)/v_th and
     e = (W s_T + u_T)/(v_th T); on each piece of the clamp |sigma(z_i) - a_i| <= |e_i|
@@ -585,7 +586,7 @@ def test_if_rate_converges_like_one_over_T():
 
 
 def test_lif_rate_is_biased_and_the_bias_does_not_vanish():
-    """LIF: the weighted rate does not converge to the IF fixed point a* used by f (spec §2, §7.4).
+    """LIF: the weighted rate does not converge to the IF fixed point a* used by f.
 
     From Eq. (ID) the LIF residual keeps the terms (1/lam - 1) W a and
     u_T/Lam_T -> (1 - lam) u_T, neither of which decays with T.  Measured on
@@ -618,11 +619,11 @@ def test_simulation_and_training_step_memory_do_not_grow_with_T():
     tracemalloc counts bytes, not time, so this is deterministic.  Ratio <= 1.1
     (the issue's bound); STBP, which stores every step for BPTT, must grow.
     """
-    m5 = ide.training_step_memory("ide", 5, sizes=(20, 24, 10), batch=8)
-    m200 = ide.training_step_memory("ide", 200, sizes=(20, 24, 10), batch=8)
+    m5 = benchmarks.training_step_memory("ide", 5, sizes=(20, 24, 10), batch=8)
+    m200 = benchmarks.training_step_memory("ide", 200, sizes=(20, 24, 10), batch=8)
     assert m200 / m5 <= 1.1, (m5, m200)
-    s5 = ide.training_step_memory("stbp", 5, sizes=(20, 24, 10), batch=8)
-    s200 = ide.training_step_memory("stbp", 200, sizes=(20, 24, 10), batch=8)
+    s5 = benchmarks.training_step_memory("stbp", 5, sizes=(20, 24, 10), batch=8)
+    s200 = benchmarks.training_step_memory("stbp", 200, sizes=(20, 24, 10), batch=8)
     assert s200 / s5 > 10
 
 
@@ -643,7 +644,7 @@ def test_cli_gradcheck_and_bench(capsys):
     assert main(["gradcheck", "ide"]) == 0
     out = capsys.readouterr().out
     assert f"{len(CASES)} passed, 0 failed" in out
-    res = ide.bench(quick=True)
+    res = benchmarks.bench("ide", quick=True)
     assert res["ide_ratio_T100_over_T5"] <= 1.1 < res["stbp_ratio_T100_over_T5"]
     assert set(res["step_seconds"]) == {"broyden", "fixed_point", "dense"}
 
@@ -656,23 +657,29 @@ def test_predict_uses_the_simulated_rate():
 
 
 def test_batchnorm_running_statistics_and_predict():
-    """Batch mode updates bn_mean/bn_var in place with PyTorch's rule (momentum 0.1, unbiased variance of
-    the batch's F xbar + b); they are frozen for the optimizer; predict normalises with them (eval mode)."""
+    """Batch mode returns the next bn_mean/bn_var (PyTorch's rule: momentum 0.1, unbiased variance of the
+    batch's F xbar + b) in info["state"] and leaves params alone; they are state for the optimizer; predict
+    normalises with them (eval mode)."""
     cfg = ide.Config(T=10, batchnorm=True)
-    params, x, y = ide._small_problem(cfg, 13, batch=6)
-    old_mean, old_var = params["bn_mean"].copy(), params["bn_var"].copy()
+    params, x, y = problems.ide_problem(cfg, 13, batch=6)
+    old = {k: v.copy() for k, v in params.items()}
     P = x @ params["F"].T + params["b"]
-    ide.loss_and_grad(params, x, y, cfg)
-    np.testing.assert_allclose(params["bn_mean"], 0.9 * old_mean + 0.1 * P.mean(0), rtol=1e-14)
-    np.testing.assert_allclose(params["bn_var"], 0.9 * old_var + 0.1 * P.var(0, ddof=1), rtol=1e-14)
-    assert ide.frozen_keys(params, cfg) == ("bn_mean", "bn_var") and ide.frozen_keys(params, ide.Config()) == ()
+    info = {}
+    ide.loss_and_grad(params, x, y, cfg, info=info)
+    assert all(np.array_equal(params[k], old[k]) for k in params), "loss_and_grad must not modify params"
+    # Two ways of computing a mean and a variance of 6 numbers: round-off ~ 6 ulp of the values.
+    np.testing.assert_allclose(info["state"]["bn_mean"], 0.9 * old["bn_mean"] + 0.1 * P.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(info["state"]["bn_var"], 0.9 * old["bn_var"] + 0.1 * P.var(0, ddof=1), rtol=1e-13)
+    assert ide.state_keys(cfg) == ("bn_mean", "bn_var") and ide.state_keys(ide.Config()) == ()
+    info_run = {}
+    ide.loss_and_grad(params, x, y, replace(cfg, bn_mode="running"), info=info_run)
+    assert info_run["state"] == {}, "eval mode does not move the running statistics"
+    params.update(info["state"])
     run = replace(cfg, bn_mode="running")
     a = ide.simulate(params, x, run)
     assert not np.array_equal(a, ide.simulate(params, x, cfg)), "the two modes must differ on this problem"
     np.testing.assert_array_equal(ide.predict(params, x, cfg),
                                   np.argmax(a @ params["Wo"].T + params["bo"], axis=1))
-    with pytest.raises(TypeError, match="bn_mean.*writeable float64"):
-        ide.loss_and_grad(dict(params, bn_mean=params["bn_mean"].astype(np.float32)), x, y, cfg)
     with pytest.raises(ValueError, match="Config.batchnorm is set"):
         ide.loss_and_grad({k: v for k, v in params.items() if not k.startswith("bn_")}, x, y, cfg)
     with pytest.raises(ValueError, match="bn_var.*>= 0"):
@@ -690,6 +697,6 @@ def test_init_params_shapes_and_seed():
     q = ide.init_params([8, 6, 5, 4, 3], cfg, 0)
     assert all(np.array_equal(p[k], q[k]) for k in p)
     assert "g" not in ide.init_params([8, 6, 3], ide.Config(spectral_norm=None), 0)
-    assert math.isclose(ide.recipe("fashion-mnist")[0].T, 5)
-    assert ide.recipe("fashion-mnist")[0] == ide.PRESETS["paper"]
+    assert math.isclose(recipes.recipe("ide", "fashion-mnist")[0].T, 5)
+    assert recipes.recipe("ide", "fashion-mnist")[0] == ide.PRESETS["paper"]
     assert replace(ide.PRESETS["paper"], leak=0.95) == ide.PRESETS["paper_lif"]

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from refsnn import gradcheck
+from refsnn import gradcheck, problems
 from refsnn import st_rsbp as sr
-from tolerances import GRAD_FD_REL, TWIN_REL
+from tolerances import GRAD_FD_REL, TORCH_REL, TWIN_REL
 
-SMALL = sr.SMALL
+SMALL = problems.ST_RSBP_SMALL
 NUMPY = replace(SMALL, backend="numpy")
 
 
 @pytest.fixture(scope="module")
 def paper_shape():
     """The paper's shape 8-6-R6-4 (feed-forward, recurrent, output with lateral inhibition), batch 3."""
-    return sr.small_problem("8-6-R6-4", SMALL, 0)
+    return problems.st_rsbp_problem("8-6-R6-4", SMALL, 0)
 
 
 def _pres(x, fwd):
@@ -171,7 +171,7 @@ def test_spsp_replay_equals_adjoint(paper_shape):
 
 
 def test_tpsp_identity_sum_of_potentials_at_spikes(paper_shape):
-    """a_i = sum_j w_ij e_ij + sum_p w^r_ip e_ip equals sum_f v_i(t_f) of the simulator (spec §2).
+    """a_i = sum_j w_ij e_ij + sum_p w^r_ip e_ip equals sum_f v_i(t_f) of the simulator.
 
     The membrane potential is linear in the inputs between resets and the
     replay resets exactly where the simulator does, so the identity is exact;
@@ -192,13 +192,13 @@ def test_tpsp_identity_sum_of_potentials_at_spikes(paper_shape):
                 scale = scale + (np.abs(layer.Wr) * Er).sum(1)
             v_at_spikes = (fwd.S[k][:, b] * fwd.V[k][:, b]).sum(0)
             assert np.all(np.abs(a - v_at_spikes) <= 1e-12 * (scale + 1.0)), (k, a, v_at_spikes)
-            # Each spike needs v >= nu, so nu o_i <= a_i: the count bias of o ~ a/nu (spec §2).
+            # Each spike needs v >= nu, so nu o_i <= a_i: the count bias of o ~ a/nu.
             o = fwd.counts[k][b]
             assert np.all(layer.nu * o <= v_at_spikes + 1e-12)
 
 
 def test_frozen_timing_fd_of_simulated_tpsp_equals_spsp():
-    """With spike timing frozen, d a_i / d w_ij of the *simulated* network is e_{i|j} (spec §5.4 test 2).
+    """With spike timing frozen, d a_i / d w_ij of the *simulated* network is e_{i|j}.
 
     Perturb one weight by +-h (h = 1e-7), re-simulate, assert every spike
     train is unchanged, and compare the central difference of
@@ -206,7 +206,7 @@ def test_frozen_timing_fd_of_simulated_tpsp_equals_spsp():
     are fixed, so the difference quotient is exact up to round-off
     ~1e-16 |a| / h ~ 1e-8.
     """
-    params, x, _ = sr.small_problem("8-6-R6-4", SMALL, 1)
+    params, x, _ = problems.st_rsbp_problem("8-6-R6-4", SMALL, 1)
     fwd = sr.simulate(params, x, SMALL)
     pres = _pres(x, fwd)
     h, b = 1e-7, 0
@@ -346,7 +346,7 @@ def test_ratio_d_makes_S_nonpositive(paper_shape):
 @pytest.mark.parametrize("i", range(9))
 def test_gradient_matches_fd_of_reference_objective(i):
     """loss_and_grad == central differences of the frozen-timing model, every tensor (incl. two recurrent layers)."""
-    case = sr.gradcheck_cases(0)[i]
+    case = problems.gradcheck_cases("st_rsbp", 0)[i]
     loss, _ = sr.loss_and_grad(case.params, case.x, case.y, case.cfg)
     objective = sr.reference_objective(case.params, case.x, case.y, case.cfg)
     assert objective(case.params) == pytest.approx(loss, rel=1e-12, abs=1e-12)
@@ -380,46 +380,22 @@ def test_gradient_with_sample_weights_and_batch(paper_shape):
 
 
 def test_gradient_matches_torch_autograd_of_the_frozen_model(paper_shape):
-    """An independent PyTorch implementation of Eq. (surrogate) (built from the same frozen E, K, D, b) and
-    autograd give the same gradient to 1e-10: no finite-difference error at all."""
-    torch = pytest.importorskip("torch")
+    """An independent PyTorch implementation of Eq. (surrogate) (refsnn.torch_golds, built from the same
+    frozen E, K, D, b) and autograd give the same gradient: no finite-difference error at all."""
+    pytest.importorskip("torch")
+    from refsnn import torch_golds
+
     params, x, y = paper_shape
-    _, g = sr.loss_and_grad(params, x, y, SMALL)
+    loss, g = sr.loss_and_grad(params, x, y, SMALL)
     lins = sr.linearise(params, x, y, SMALL)
-    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in params.items()}
-    T = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
-    n_out = params["W3"].shape[0]
-    Y = torch.full((3, n_out), SMALL.undesired, dtype=torch.float64)
-    Y[torch.arange(3), torch.tensor(y)] = SMALL.desired
-    lateral = T(sr._lateral_matrix(n_out, SMALL.lateral))
-    total = 0.0
-    for b in range(3):
-        prev = torch.zeros(8, dtype=torch.float64)               # o~ - o of the layer below
-        for k, lin in enumerate(lins[b], start=1):
-            W = tp[f"W{k}"]
-            if f"Wr{k}" in tp:                                    # absent synapses (zeros) are not parameters
-                Wr = tp[f"Wr{k}"] * T(params[f"Wr{k}"] != 0)
-            else:
-                Wr = lateral if k == 3 else None
-            o = T(lin.o)
-            # nu o~ = sum_j W[E + K (o~prev - oprev) + D (o~ - o)] + sum_p Wr[Er + Kr (o~ - o) + Dr (o~ - o)] + b
-            A = lin.nu * torch.eye(len(o), dtype=torch.float64) - torch.diag((W * T(lin.D)).sum(1))
-            rhs = (W * (T(lin.E) + T(lin.K) * prev[None, :] - T(lin.D) * o[:, None])).sum(1) + T(lin.b)
-            if Wr is not None:
-                A = A - torch.diag((Wr * T(lin.Dr)).sum(1)) - Wr * T(lin.Kr)
-                rhs = rhs + (Wr * (T(lin.Er) - T(lin.Kr) * o[None, :] - T(lin.Dr) * o[:, None])).sum(1)
-            o_t = torch.linalg.solve(A, rhs)
-            prev = o_t - o
-        m = (torch.abs(T(lins[b][-1].o) - Y[b]) > SMALL.margin).double()
-        total = total + 0.5 * (m * (o_t - Y[b]) ** 2).sum()
-    (total / 3).backward()
+    tloss, ref = torch_golds.st_rsbp_frozen_gradient(params, lins, y, SMALL)
+    assert tloss == pytest.approx(loss, rel=TWIN_REL)
     for k in params:
-        ref = tp[k].grad.numpy()
-        assert np.max(np.abs(g[k] - ref)) <= 1e-10 * max(1.0, np.abs(ref).max()), k
+        assert np.max(np.abs(g[k] - ref[k])) <= TORCH_REL * max(1.0, np.abs(ref[k]).max()), k
 
 
 def test_absent_recurrent_synapses_get_no_gradient():
-    params, x, y = sr.small_problem("8-R6-4", SMALL, 0)
+    params, x, y = problems.st_rsbp_problem("8-R6-4", SMALL, 0)
     absent = params["Wr1"] == 0
     assert absent.any() and (~absent).any()
     _, g = sr.loss_and_grad(params, x, y, SMALL)
@@ -431,7 +407,7 @@ def test_absent_recurrent_synapses_get_no_gradient():
 # ---------------------------------------------------------------------------
 
 def test_code_effect_ratio_emulates_column_major_reading():
-    """Independent emulation with Fortran-order views; square case = R M^-1, not M^-1 R (spec §3)."""
+    """Independent emulation with Fortran-order views; square case = R M^-1, not M^-1 R."""
     rng = np.random.default_rng(0)
     for n, m in [(5, 5), (5, 3), (4, 7)]:
         M = np.eye(n) * 3 + rng.normal(size=(n, n)) * 0.3
@@ -452,7 +428,7 @@ def _rel(a, b):
 
 def test_code_variants_collapse_without_recurrence():
     """Without recurrent layers and lateral inhibition the code's switches change nothing (M is diagonal)."""
-    params, x, y = sr.small_problem("8-6-5-4", replace(SMALL, lateral=0.0), 0)
+    params, x, y = problems.st_rsbp_problem("8-6-5-4", replace(SMALL, lateral=0.0), 0)
     cfg = replace(SMALL, lateral=0.0)
     _, g = sr.loss_and_grad(params, x, y, cfg)
     _, gc = sr.loss_and_grad(params, x, y, replace(cfg, recurrent_grad="diagonal", recurrent_delta="code",
@@ -474,7 +450,7 @@ def test_code_variants_distance_from_exact_gradient(capsys):
     """
     rows = []
     for seed in range(5):
-        params, x, y = sr.small_problem("8-6-R6-4", SMALL, seed)
+        params, x, y = problems.st_rsbp_problem("8-6-R6-4", SMALL, seed)
         _, g = sr.loss_and_grad(params, x, y, SMALL)
         for name, change, touched in [("diagonal", dict(recurrent_grad="diagonal"), {"W2", "Wr2"}),
                                       ("layout", dict(recurrent_delta="code"), {"W1"}),
@@ -499,7 +475,7 @@ def test_code_variants_distance_from_exact_gradient(capsys):
 
 def _net_problem(seed):
     cfg = replace(SMALL, T=80)
-    params, x, y = sr.small_problem("12-16-R16-5", cfg, seed, batch=4, p_in=0.25)
+    params, x, y = problems.st_rsbp_problem("12-16-R16-5", cfg, seed, batch=4, p_in=0.25)
     return cfg, params, x, y
 
 
@@ -604,7 +580,7 @@ def test_silent_neurons_and_never_firing_output(paper_shape):
 
 def test_fake_target_spikes():
     """A silent target's input weights get gradient through the inserted spikes, and none without the trick."""
-    params, x, y = sr.small_problem("8-6-R6-4", SMALL, 0, silent_target=True)
+    params, x, y = problems.st_rsbp_problem("8-6-R6-4", SMALL, 0, silent_target=True)
     _, g = sr.loss_and_grad(params, x, y, SMALL)
     _, g_off = sr.loss_and_grad(params, x, y, replace(SMALL, fake_target_spikes=False))
     rows = np.unique(y)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from tolerances import FLOAT32_REL, GRAD_FD_REL, TORCH_REL, TWIN_REL
 
-from refsnn import gradcheck, stbp, surrogates
+from refsnn import gradcheck, problems, stbp, surrogates
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = stbp.gradcheck_cases(0)
+CASES = problems.gradcheck_cases("stbp", 0)
 IDS = [c.label.replace("stbp ", "") for c in CASES]
 
 
@@ -36,7 +36,7 @@ def test_gradient_matches_fd_of_reference_objective(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_smooth_network_gradient_matches_fd(case):
-    """forward='smooth' (spec §5.2 (b)): the same backward is the exact gradient of the plain smoothed network."""
+    """forward='smooth'): the same backward is the exact gradient of the plain smoothed network."""
     cfg = replace(case.cfg, forward="smooth")
     assert stbp.kink_distance(case.params, case.x, cfg) > 1e-3
     report = gradcheck.check(stbp, case.params, case.x, case.y, cfg, tol=GRAD_FD_REL, title=case.label)
@@ -56,8 +56,8 @@ def test_reference_objective_value_is_the_spiking_loss():
 def test_fd_check_detects_the_papers_literal_temporal_term():
     """A wrong backward is caught: the paper's printed form (delta^{t+1} h(u^{t+1}) in place of eps^{t+1}).
 
-    Spec §2: read literally, it drops the u^{t+1} -> u^{t+2} path and differs from exact BPTT by
-    ~0.4-0.7 %.  We re-implement that variant here and show the FD check rejects it.
+    Read literally, it drops the u^{t+1} -> u^{t+2} path (docs/stbp.md).  We re-implement that variant here
+    and show the FD check rejects it.
     """
     case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "code"
                 and not c.cfg.detach_reset and c.cfg.loss == "mse_paper")
@@ -73,8 +73,8 @@ def test_fd_check_detects_the_papers_literal_temporal_term():
         for n in reversed(range(N)):
             a = x[t] if n == 0 else o[n - 1][t]
             if t < T - 1:  # the literal temporal term uses delta^{t+1} * h(u^{t+1})
-                delta = delta + delta_next[n] * h(u[n][t + 1]) * u[n][t] * stbp.reset_factor_prime(o[n][t], cfg)
-            eps = delta * h(u[n][t]) + (eps_next[n] * stbp.reset_factor(o[n][t], cfg) if t < T - 1 else 0)
+                delta = delta + delta_next[n] * h(u[n][t + 1]) * u[n][t] * stbp.leak_reset_prime(o[n][t], cfg.decay, cfg.reset == "paper")
+            eps = delta * h(u[n][t]) + (eps_next[n] * stbp.leak_reset(o[n][t], cfg.decay, cfg.reset == "paper") if t < T - 1 else 0)
             grads[f"W{n + 1}"] += eps.T @ a
             grads[f"b{n + 1}"] += eps.sum(0)
             delta_next[n] = delta
@@ -86,7 +86,7 @@ def test_fd_check_detects_the_papers_literal_temporal_term():
 
 
 def test_detached_and_attached_gradients_differ():
-    """detach_reset changes the gradient (spec §2: 5-22 % on a 3-layer net), so the flag matters."""
+    """detach_reset changes the gradient, so the flag matters."""
     case = CASES[0]
     _, g_att = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, detach_reset=False))
     _, g_det = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, detach_reset=True))
@@ -100,7 +100,7 @@ def test_detached_and_attached_gradients_differ():
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_matches_torch_autograd(case):
     torch = pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")
-    from refsnn.crosscheck_torch import stbp_loss
+    from refsnn.torch_golds import stbp_loss
 
     cfg = case.cfg
     N = len(case.params) // 2
@@ -124,7 +124,7 @@ def test_matches_torch_autograd(case):
 def test_code_preset_matches_torch_on_a_wider_net():
     """The official code's setting (thresh 0.5, decay 0.2, rect a=1, MSELoss, reset kept), 20-16-12-10, T=8."""
     torch = pytest.importorskip("torch", reason="torch not installed")
-    from refsnn.crosscheck_torch import stbp_loss
+    from refsnn.torch_golds import stbp_loss
 
     cfg = replace(stbp.PRESETS["code"], T=8)
     rng = np.random.default_rng(3)
@@ -187,8 +187,8 @@ def test_kernels_compiled_equal_plain_python():
 _SUBPROCESS = r"""
 import sys, numpy as np
 {block}
-from refsnn import stbp, _jit
-case = stbp.gradcheck_cases(0)[{i}]
+from refsnn import problems, stbp, _jit
+case = problems.gradcheck_cases("stbp", 0)[{i}]
 loss, g = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
 np.savez(sys.argv[1], loss=loss, jit=_jit.JIT_ENABLED, **g)
 """
@@ -248,7 +248,7 @@ def test_spikes_use_a_strict_threshold_and_reset():
     assert u_p[0][2, 0, 0] == pytest.approx(1.1 * 0.5 * np.exp(-2) + 0.6)
 
 
-def test_presets_follow_the_spec():
+def test_presets_follow_the_paper_and_the_code():
     code = stbp.PRESETS["code"]
     assert (code.v_th, code.decay, code.T, code.surrogate, code.width) == (0.5, 0.2, 20, "rect", 1.0)
     assert (code.reset, code.loss, code.detach_reset, code.encoding) == ("code", "mse_mean", False, "bernoulli")
@@ -257,7 +257,7 @@ def test_presets_follow_the_spec():
 
 
 def test_losses_relate_as_the_spec_says():
-    """MSELoss(mean) = (2/C) * the paper's loss (spec §1.2)."""
+    """MSELoss(mean) = (2/C) * the paper's loss."""
     case = CASES[0]
     lp, gp = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, loss="mse_paper"))
     lm, gm = stbp.loss_and_grad(case.params, case.x, case.y, replace(case.cfg, loss="mse_mean"))

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from refsnn import stbp, train as train_mod
+from refsnn import recipes, stbp, train as train_mod
 from refsnn.train import Settings, TrainingDiverged, load_checkpoint, lr_at, train
 
 QUICK = dict(epochs=3, limit_train=200, limit_test=100, hidden=[16], batch_size=50, progress=False, log=None)
@@ -29,7 +29,7 @@ def test_metrics_json_and_checkpoint_contents(tmp_path):
     assert on_disk["status"] == "complete" and on_disk["epochs_done"] == 3
     assert on_disk["test_accuracy"] == m["test_accuracy"] == on_disk["history"][-1]["test_accuracy"]
     assert len(on_disk["history"]) == 3 and {"train_loss", "lr", "seconds"} <= set(on_disk["history"][0])
-    assert on_disk["config"] == stbp.recipe("digits")[0].to_dict()
+    assert on_disk["config"] == recipes.recipe("stbp", "digits")[0].to_dict()
     assert on_disk["seed"] == 0 and {"numpy", "refsnn", "numba", "python"} <= set(on_disk["versions"])
     params, opt_state, meta = load_checkpoint(tmp_path / "checkpoint.npz")
     assert _same_params(params, m["params"]) and meta["epochs_done"] == 3 and int(opt_state["t"]) > 0

@@ -1,0 +1,454 @@
+"""Benchmarks and experiments for all four algorithms: ``refsnn bench ALGO``, memory probes, accuracy against T.
+
+These are measurements, never tests: the numbers depend on the machine and its
+load.  Three tools serve every algorithm:
+
+* :func:`timed` -- one timer: a warm-up call (it compiles the kernels), then
+  ``repeats`` timed calls; median and minimum in milliseconds (on a shared
+  machine the minimum is the least disturbed);
+* :func:`peak_bytes` -- one memory probe: the peak of ``tracemalloc`` over a
+  call, above what was allocated before it;
+* :func:`refsnn._jit.limit_threads` -- one thread limiter, for BLAS and numba.
+
+``bench(algo, quick)`` runs the benchmark ``refsnn bench ALGO`` prints and
+returns its numbers as a dict (``--json`` prints that).  ``quick`` shrinks
+every size so the whole thing takes seconds (the tests use it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+import tracemalloc
+from dataclasses import replace
+
+import numpy as np
+
+import refsnn
+from refsnn import datasets, ide, optim, recipes, ssnn_bp, st_rsbp, stbp
+from refsnn._jit import jit_status, limit_threads
+
+__all__ = ["timed", "peak_bytes", "bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
+
+
+def timed(fn, repeats: int, *, warmup: int = 1) -> dict:
+    """Call ``fn()`` ``warmup`` times untimed, then ``repeats`` times timed: ``{"median_ms", "min_ms", "repeats"}``."""
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(np.min(ts)), "repeats": repeats}
+
+
+def peak_bytes(fn) -> int:
+    """Peak memory (bytes, ``tracemalloc``) that one call of ``fn()`` allocates above what was allocated before.
+
+    tracemalloc sees every NumPy allocation, but not memory that numba kernels
+    allocate inside themselves: measure kernels that write into NumPy buffers.
+    """
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def _threads() -> int:
+    try:
+        import numba
+
+        return numba.config.NUMBA_NUM_THREADS
+    except ImportError:  # pragma: no cover
+        return 1
+
+
+# ---------------------------------------------------------------------------
+# STBP: one training step against eager PyTorch
+# ---------------------------------------------------------------------------
+
+def stbp_bench(quick: bool = False, repeats: int | None = None, log=print) -> dict:
+    """Time one STBP training step (forward + backward): 784-400-10, T = 20, batch 100, the code preset,
+    Bernoulli input with rate 0.2; the numba and NumPy tiers in float64 and float32, and, when PyTorch is
+    installed, an eager PyTorch implementation of the same graph (:func:`refsnn.torch_golds.stbp_loss`) with
+    autograd on as many threads as numba uses.  ``quick``: 100-50-10, T = 5, batch 20."""
+    sizes, T, B = ([100, 50, 10], 5, 20) if quick else ([784, 400, 10], 20, 100)
+    repeats = repeats or (3 if quick else 10)
+    cfg = replace(stbp.PRESETS["code"], T=T)
+    rng = np.random.default_rng(0)
+    params = stbp.init_params(sizes, cfg, rng)
+    x = stbp.encode(np.full((B, sizes[0]), 0.2), cfg, rng)
+    y = rng.integers(0, sizes[-1], B)
+    results = {}
+    for dtype in ("float64", "float32"):
+        for backend in ("numba", "numpy"):
+            c = replace(cfg, dtype=dtype, backend=backend)
+            results[f"refsnn {backend} {dtype}"] = timed(lambda c=c: stbp.loss_and_grad(params, x, y, c), repeats)
+    threads = None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        from refsnn.torch_golds import stbp_loss
+
+        threads = _threads()
+        torch.set_num_threads(threads)
+        for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
+            xs = torch.tensor(x, dtype=tdt)
+
+            def step(tdt=tdt, xs=xs):
+                Ws = [torch.tensor(params[f"W{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
+                bs = [torch.tensor(params[f"b{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
+                stbp_loss(Ws, bs, xs, y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate,
+                          width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss).backward()
+
+            results[f"torch eager {dtype}"] = timed(step, repeats)
+    setting = {"sizes": sizes, "T": T, "batch": B, "jit": jit_status(), "torch_threads": threads}
+    log(f"STBP training step (forward + backward), {'-'.join(map(str, sizes))}, T={T}, batch {B}; {jit_status()}")
+    for label, r in results.items():
+        log(f"  {label:<24} median {r['median_ms']:9.2f} ms   min {r['min_ms']:9.2f} ms   ({r['repeats']} runs)")
+    return {"setting": setting, "results": results}
+
+
+# ---------------------------------------------------------------------------
+# IDE: memory against T (vs STBP), and the F400 step
+# ---------------------------------------------------------------------------
+
+def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 128, seed: int = 0,
+                         config: dict | None = None) -> int:
+    """Peak bytes (:func:`peak_bytes`) of one training step (encode, ``loss_and_grad``, SGD step) at ``T`` steps.
+
+    ``algo`` is ``"ide"`` (``ide.Config(T=T)``, direct input, changed by the ``config`` dict) or ``"stbp"``
+    (the code preset, direct input, NumPy backend: its numba kernels allocate outside tracemalloc's view).
+    Parameters and data are allocated before tracing starts.  The IDE kernel allocates nothing itself (its
+    buffers are NumPy arrays), so everything it uses is counted.
+    """
+    rng = np.random.default_rng(seed)
+    features = rng.random((batch, sizes[0]))
+    y = rng.integers(0, sizes[-1], batch)
+    if algo == "ide":
+        mod, cfg = ide, replace(ide.Config(T=T), **(config or {}))
+    elif algo == "stbp":
+        mod, cfg = stbp, replace(stbp.PRESETS["code"], T=T, encoding="direct", backend="numpy")
+    else:
+        raise ValueError(f"algo: expected 'ide' or 'stbp', got {algo!r}")
+    params = mod.init_params(list(sizes), cfg, rng)
+    opt = optim.make("sgd", 0.01, momentum=0.9)
+
+    def step():
+        x = mod.encode(features, cfg, rng)
+        _, grads = mod.loss_and_grad(params, x, y, cfg)
+        opt.step(params, grads)
+
+    step()  # warm up (compilation, optimizer state)
+    return peak_bytes(step)
+
+
+def ide_bench(quick: bool = False, log=print) -> dict:
+    """IDE's memory against T (vs STBP) and its training speed on the F400 network.
+
+    * Peak memory of one training step for IDE and STBP at ``T = 5, 30, 100`` on a 784-400-10 network with
+      batch 128 (``quick``: 32-32-10, batch 16).
+    * Time of one IDE training step of the paper's F400 setting (T = 5, batch 128) with each adjoint
+      solver, and the implied time per Fashion-MNIST epoch (469 steps, without evaluation).
+    """
+    sizes, batch = ((32, 32, 10), 16) if quick else ((784, 400, 10), 128)
+    Ts = (5, 30, 100)
+    out = {"sizes": list(sizes), "batch": batch, "T": list(Ts), "memory_bytes": {}}
+    variants = {"ide": ("ide", None), "ide_fixed_point": ("ide", {"solver": "fixed_point"}), "stbp": ("stbp", None)}
+    for name, (algo, over) in variants.items():
+        mem = [training_step_memory(algo, T, sizes, batch, config=over) for T in Ts]
+        out["memory_bytes"][name] = mem
+        out[f"{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}"] = mem[-1] / mem[0]
+    log(f"peak memory of one training step, {'-'.join(map(str, sizes))}, batch {batch} (tracemalloc, MB):")
+    log(f"{'T':>6} {'IDE Broyden':>12} {'IDE fixed-pt':>13} {'STBP':>8}")
+    m = out["memory_bytes"]
+    for i, T in enumerate(Ts):
+        log(f"{T:>6} {m['ide'][i] / 1e6:>12.2f} {m['ide_fixed_point'][i] / 1e6:>13.2f} {m['stbp'][i] / 1e6:>8.2f}")
+    log(f"ratio T={Ts[-1]}/T={Ts[0]}: " + ", ".join(
+        f"{name} {out[f'{name}_ratio_T{Ts[-1]}_over_T{Ts[0]}']:.3f}" for name in variants))
+
+    cfg, _ = recipes.recipe("ide", "fashion-mnist")
+    rng = np.random.default_rng(0)
+    params = ide.init_params(list(sizes), cfg, rng)
+    x = ide.encode(rng.random((batch, sizes[0])), cfg)
+    y = rng.integers(0, sizes[-1], batch)
+    reps = 3 if quick else 10
+    timings = {}
+    for solver in ("broyden", "fixed_point", "dense"):
+        c = replace(cfg, solver=solver)
+        info = {}
+        r = timed(lambda c=c, info=info: ide.loss_and_grad(params, x, y, c, info=info),
+                  1 if solver == "dense" and not quick else reps)
+        timings[solver] = {"seconds_per_step": r["median_ms"] / 1e3, "min_seconds_per_step": r["min_ms"] / 1e3,
+                           "adjoint_iterations": info["adjoint"].iterations}
+    t_sim = timed(lambda: ide.simulate(params, x, cfg), reps)
+    out["step_seconds"] = timings
+    out["simulate_seconds"] = t_sim["median_ms"] / 1e3
+    steps = math.ceil(60000 / batch)
+    out["epoch_seconds_estimate"] = {s: timings[s]["seconds_per_step"] * steps for s in ("broyden", "fixed_point")}
+    log(f"\nIDE training step, {'-'.join(map(str, sizes))}, T={cfg.T}, batch {batch} "
+        f"(the fashion-mnist recipe; wall-clock, so it depends on the machine's load):")
+    for solver, tmg in timings.items():
+        log(f"  {solver:<12} {tmg['seconds_per_step'] * 1e3:8.1f} ms/step  ({tmg['adjoint_iterations']} adjoint "
+            f"iterations)")
+    log(f"  simulation alone {out['simulate_seconds'] * 1e3:.1f} ms")
+    if not quick:
+        log(f"  implied Fashion-MNIST epoch ({steps} steps, no evaluation): "
+            f"{out['epoch_seconds_estimate']['broyden']:.0f} s with Broyden, "
+            f"{out['epoch_seconds_estimate']['fixed_point']:.0f} s with the fixed-point solver")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# ST-RSBP: one online sample, and how it grows with T and the recurrent layer
+# ---------------------------------------------------------------------------
+
+def st_rsbp_bench(quick: bool = False, *, reps: int | None = None, log=print) -> dict:
+    """Time one online ST-RSBP training step (``loss_and_grad`` + Adam) per sample.
+
+    The headline is the paper's Fashion-MNIST network 784-400-R400-10 at T = 400 (default Config: exact
+    gradient, one thread), on the first Fashion-MNIST training images (random images of the same mean
+    intensity if the dataset is not installed), from the initial weights.  Then T in {100, 200, 400, 800}
+    at N_r = 400, N_r in {100, 200, 400, 800} at T = 400 (784-400-R{N_r}-10), and the NumPy backend at
+    the headline setting.  ``quick``: 784-100-R100-10 at T = 100 and fewer repetitions.  Reports the
+    median and minimum over ``reps`` samples and splits the step into ``loss_and_grad`` and Adam.
+    """
+    try:
+        X, _ = datasets.load("fashion-mnist", "train", limit=64)
+        feats, source = X.reshape(len(X), -1) / 255.0, "fashion-mnist"
+    except (FileNotFoundError, ValueError):
+        rng0 = np.random.default_rng(0)
+        feats, source = rng0.random((64, 784)) * (rng0.random((64, 784)) < 0.57), "random images"
+    reps = reps or (5 if quick else 60)
+    base_T, base_N = (100, 100) if quick else (400, 400)
+    Ts = [50, 100] if quick else [100, 200, 400, 800]
+    Ns = [50, 100] if quick else [100, 200, 400, 800]
+
+    def run(arch, T, backend="numba", n=reps):
+        cfg = replace(st_rsbp.Config(), T=T, backend=backend)
+        t0 = time.perf_counter()
+        st_rsbp.d_table(cfg)
+        t_table = time.perf_counter() - t0
+        params = st_rsbp.init_params(arch, cfg, 0)
+        opt = optim.Adam(1e-3)
+        rng = np.random.default_rng(0)
+        xs = [st_rsbp.encode(feats[i % len(feats)][None], cfg, rng) for i in range(n + 1)]
+        ys = [np.array([i % 10]) for i in range(n + 1)]
+        st_rsbp.loss_and_grad(params, xs[-1], ys[-1], cfg)             # warm-up: compilation
+        grads_t, adam_t, fwds, spikes = [], [], [], []
+        for x, y in zip(xs[:n], ys[:n]):
+            t0 = time.perf_counter()
+            info = {}
+            _, g = st_rsbp.loss_and_grad(params, x, y, cfg, info=info)
+            t1 = time.perf_counter()
+            opt.step(params, g)
+            t2 = time.perf_counter()
+            st_rsbp.predict(params, x, cfg)
+            fwds.append(time.perf_counter() - t2)
+            grads_t.append(t1 - t0)
+            adam_t.append(t2 - t1)
+            spikes.append([float(c.sum()) for c in info["counts"]])
+        steps = np.add(grads_t, adam_t)
+        row = {"arch": arch, "T": T, "backend": backend, "s_per_sample": float(np.median(steps)),
+               "s_per_sample_min": float(np.min(steps)), "loss_and_grad_s": float(np.median(grads_t)),
+               "adam_s": float(np.median(adam_t)), "forward_s_per_sample": float(np.median(fwds)),
+               "d_table_s": t_table, "mean_spikes_per_layer": np.mean(spikes, axis=0).round(1).tolist(), "reps": n}
+        log(f"  {arch:<18} T={T:<4} {backend:<6} step {1e3 * row['s_per_sample']:7.1f} ms (min "
+            f"{1e3 * row['s_per_sample_min']:6.1f}; loss_and_grad {1e3 * row['loss_and_grad_s']:6.1f}, Adam "
+            f"{1e3 * row['adam_s']:5.1f})  forward {1e3 * row['forward_s_per_sample']:6.1f} ms  "
+            f"spikes/layer {row['mean_spikes_per_layer']}")
+        return row
+
+    log(f"ST-RSBP benchmark ({source}; {jit_status()}; one thread per call, Config.threads=1)")
+    head = run(f"784-{base_N}-R{base_N}-10", base_T)
+    vs_T = [head if T == base_T else run(f"784-{base_N}-R{base_N}-10", T) for T in Ts]
+    vs_N = [head if N == base_N else run(f"784-400-R{N}-10" if not quick else f"784-{N}-R{N}-10", base_T)
+            for N in Ns]
+    numpy_row = run(f"784-{base_N}-R{base_N}-10", base_T, backend="numpy", n=max(2, reps // 5))
+    return {"source": source, "jit": jit_status(), "platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": os.cpu_count(), "headline": head, "vs_T": vs_T, "vs_recurrent_size": vs_N,
+            "numpy_backend": numpy_row}
+
+
+# ---------------------------------------------------------------------------
+# SSNN-BP: the coincidence counters, and accuracy against T beside the ANN twin
+# ---------------------------------------------------------------------------
+
+def _label(model: str, T) -> str:
+    return "ANN" if model == "ann" else f"{'V1' if model == 'rate' else 'V2'} T={T}"
+
+
+def accuracy_vs_T(dataset: str = "digits", Ts=(1, 2, 4, 8, 16, 32, 64, 128, 256), seeds=(0, 1, 2),
+                  forwards=("rate", "spike"), *, results=None, on_result=None, log=print, progress=False,
+                  **settings) -> dict:
+    """Train SSNN-BP's ANN twin and SSNN-BP at every ``T`` with identical settings; collect test accuracies.
+
+    Every run goes through :func:`refsnn.train.train` with the ``ssnn_bp`` recipe of ``dataset`` and the
+    given ``settings`` overrides (``epochs=``, ``limit_train=``, ...): same architecture, initialisation,
+    data order, online SGD and learning rate for the ANN twin (``Config(ann=True)``) and for V1/V2 at each
+    ``T``.
+
+    Parameters
+    ----------
+    results : dict, optional
+        A previous return value: runs already in it are skipped (resume).
+    on_result : callable, optional
+        Called with ``results`` after every finished run (e.g. to save it).
+
+    Returns
+    -------
+    dict
+        ``{"dataset", "settings", "runs": [{"model", "T", "seed", "test_accuracy",
+        "best_test_accuracy", "seconds"}, ...]}``; :func:`accuracy_table` formats it.
+    """
+    from refsnn.train import train
+
+    log = log or (lambda *_: None)
+    results = results if results is not None else {"dataset": dataset, "settings": dict(settings), "runs": []}
+    done = {(r["model"], r["T"], r["seed"]) for r in results["runs"]}
+    jobs = [("ann", None, s) for s in seeds] + [(f, int(T), s) for s in seeds for f in forwards for T in Ts]
+    for model, T, seed in sorted(jobs, key=lambda j: (j[2], j[0] != "ann", j[0], j[1] or 0)):
+        if (model, T, seed) in done:
+            continue
+        config = {"ann": True} if model == "ann" else {"T": T, "forward": model}
+        t0 = time.perf_counter()
+        m = train("ssnn_bp", dataset, seed=seed, config=config, progress=progress, log=None, **settings)
+        run = {"model": model, "T": T, "seed": seed, "test_accuracy": m["test_accuracy"],
+               "best_test_accuracy": m["best_test_accuracy"], "seconds": time.perf_counter() - t0}
+        results["runs"].append(run)
+        log(f"{dataset} seed {seed} {_label(model, T):<10} test acc {run['test_accuracy']:.4f} "
+            f"({run['seconds']:.0f} s)")
+        if on_result is not None:
+            on_result(results)
+    return results
+
+
+def accuracy_table(results) -> str:
+    """Markdown table of :func:`accuracy_vs_T` results: mean +- sd over seeds, and the gap to the ANN twin."""
+    runs = results["runs"]
+    ann = {r["seed"]: r["test_accuracy"] for r in runs if r["model"] == "ann"}
+    Ts = sorted({r["T"] for r in runs if r["model"] != "ann"})
+    models = [m for m in ("rate", "spike") if any(r["model"] == m for r in runs)]
+
+    def stat(vals):
+        vals = 100 * np.asarray(vals, dtype=float)
+        if vals.size == 0:
+            return "-"
+        sd = f" ± {vals.std(ddof=1):.2f}" if vals.size > 1 else ""
+        return f"{vals.mean():.2f}{sd}"
+
+    head = "| T | " + " | ".join(f"{'V1 (rate)' if m == 'rate' else 'V2 (spike)'} % | gap to ANN (pts)"
+                                  for m in models) + " | ANN twin % |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(models))]
+    for T in Ts:
+        cells = []
+        for m in models:
+            rs = [r for r in runs if r["model"] == m and r["T"] == T]
+            cells.append(stat([r["test_accuracy"] for r in rs]))
+            gaps = [r["test_accuracy"] - ann[r["seed"]] for r in rs if r["seed"] in ann]
+            cells.append(stat(gaps).replace("-", "−") if gaps else "-")
+        lines.append(f"| {T} | " + " | ".join(cells) + f" | {stat(list(ann.values()))} |")
+    n_seeds = len({r["seed"] for r in runs})
+    lines.append(f"\n{results['dataset']}, {n_seeds} seed(s), settings {results.get('settings', {})}; "
+                 f"gap = SSNN-BP minus the ANN twin of the same seed, in points.")
+    return "\n".join(lines)
+
+
+def _time_counters(dataset: str, Ts, n_samples: int, n_python: int, log) -> dict:
+    """Per-sample time of one V1 training step with each counter, and of each counter alone.
+
+    The counters alone are timed on identical recorded spikes, through the module's own (private) net
+    counter, as the step uses them.
+    """
+    X, y = datasets.load(dataset, "train", limit=max(n_samples, n_python))
+    F = X.reshape(len(X), -1) / 255.0
+    n_train = {"digits": 1438, "fashion-mnist": 60000}.get(dataset, len(y))
+    sizes = [F.shape[1], 100, datasets.n_classes(dataset)]
+    params = ssnn_bp.init_params(sizes, ssnn_bp.Config(), 0)
+    out = {}
+    for T in Ts:
+        row = {}
+        for counter in ("events", "matmul", "loop"):
+            cfg = ssnn_bp.Config(T=T, counter=counter)
+            rng = np.random.default_rng(0)
+            ssnn_bp.loss_and_grad(params, F[:1], y[:1], cfg, rng)          # warm-up / compile
+            t0 = time.perf_counter()
+            for i in range(n_samples):
+                ssnn_bp.loss_and_grad(params, F[i:i + 1], y[i:i + 1], cfg, rng)
+            row[f"step {counter}"] = 1e3 * (time.perf_counter() - t0) / n_samples
+        traces = [ssnn_bp.simulate(params, F[i:i + 1], y[i:i + 1], ssnn_bp.Config(T=T), np.random.default_rng(i))
+                  for i in range(max(n_samples, n_python))]
+        count = ssnn_bp._net_coincidences
+        for name, fn in (("events", lambda p, d: count(p, d, "events")),
+                         ("matmul", lambda p, d: count(p, d, "matmul")),
+                         ("loop", lambda p, d: count(p, d, "loop")),
+                         ("loop, pure Python", None)):
+            use = traces[:n_python] if fn is None else traces[:n_samples]
+            t0 = time.perf_counter()
+            for tr in use:
+                for d, port in zip(tr.streams, tr.ports):
+                    if fn is None:
+                        cp = np.zeros((d.shape[1], port.shape[1]), np.int64)
+                        ssnn_bp._coincidence_kernel.py_func(port, d > 0, d < 0, cp, cp.copy())
+                    else:
+                        fn(port, d)
+            row[f"count {name}"] = 1e3 * (time.perf_counter() - t0) / len(use)
+        row["step loop, pure Python (extrapolated)"] = (row["step events"] - row["count events"]
+                                                        + row["count loop, pure Python"])
+        row["active fraction"] = float(np.mean([len(tr.rows) / T for tr in traces]))
+        for k in [k for k in row if k.startswith("step")]:
+            row[k.replace("step", "epoch s")] = row[k] * n_train / 1e3
+        out[T] = row
+        log(f"{dataset} {sizes} T={T}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+    return {"sizes": sizes, "n_train": n_train, "by_T": out}
+
+
+def ssnn_bp_bench(quick: bool = False, log=print, accuracy: bool = True) -> dict:
+    """Time the coincidence counters, and measure accuracy against T on digits next to the ANN twin.
+
+    Timing: one online V1 training step (batch 1) at initialisation (the worst case: about 90 % of the
+    steps carry gradient spikes), per counter, on digits (64-100-10) and, if installed, Fashion-MNIST
+    (784-100-10); the counters alone on identical recorded spikes; epoch times are per-sample times times
+    the training-set size (the pure-Python brute force is extrapolated from a few samples).  BLAS is
+    limited to one thread so that timings do not depend on other processes' load.  Accuracy:
+    :func:`accuracy_vs_T` on digits, V1 and the ANN twin, one seed; ``quick``: T in (1, 4, 16, 64) and 5
+    epochs; full: T = 1, 2, 4, ..., 256 and the recipe's 20 epochs (about 10 min).  The several-seed
+    tables: ``data_scripts/ssnn_bp_accuracy.py``.
+    """
+    result = {"jit": jit_status(), "quick": quick}
+    with limit_threads(1):
+        result["timing"] = {"digits": _time_counters("digits", (16,) if quick else (16, 64, 256),
+                                                     20 if quick else 200, 2 if quick else 5, log)}
+        if not quick:
+            try:
+                datasets.load("fashion-mnist", "test", limit=1)
+            except (OSError, ValueError, FileNotFoundError):  # pragma: no cover - not installed
+                log("fashion-mnist not available: skipping its timing")
+            else:
+                result["timing"]["fashion-mnist"] = _time_counters("fashion-mnist", (16, 64, 256), 100, 2, log)
+        if accuracy:
+            if quick:
+                acc = accuracy_vs_T("digits", Ts=(1, 4, 16, 64), seeds=(0,), forwards=("rate",), log=log, epochs=5)
+            else:
+                acc = accuracy_vs_T("digits", seeds=(0,), forwards=("rate",), log=log)
+            result["accuracy"] = acc
+            log(accuracy_table(acc))
+    return result
+
+
+#: The benchmark of each algorithm.
+BENCHMARKS = {"stbp": stbp_bench, "st_rsbp": st_rsbp_bench, "ide": ide_bench, "ssnn_bp": ssnn_bp_bench}
+
+
+def bench(algo, quick: bool = False, **kwargs) -> dict:
+    """Run algorithm ``algo``'s benchmark (``refsnn bench ALGO``); returns its numbers as a dict."""
+    return BENCHMARKS[refsnn.algorithm_name(algo)](quick=quick, **kwargs)

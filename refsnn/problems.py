@@ -1,0 +1,303 @@
+"""Small seeded test problems, and the gradient-check cases built on them, for all four algorithms.
+
+A *problem* is ``(params, x, y)``: a few neurons, a few samples, drawn from a
+seed so that every layer is active and the finite differences of the
+algorithm's ``reference_objective`` are exact.  Two rules make them so, shared
+by all four algorithms:
+
+* **one retry loop**, :func:`search`: candidate ``k`` is drawn from
+  ``np.random.default_rng([seed, k])`` until one passes the algorithm's test,
+  so the same seed always gives the same problem;
+* **one margin rule**: every quantity at which the smooth objective has a kink
+  (STBP's ``u - v_th`` at a corner of the surrogate's primitive, IDE's and
+  SSNN-BP's pre-activations at 0 and 1) stays at least :data:`KINK_MARGIN`
+  from it.  A central difference with step ``eps = 1e-6`` moves those
+  quantities by about ``1e-6`` times their sensitivity (of order 1 here), so
+  a margin 1000 times larger means no perturbation crosses a kink.  IDE's
+  feedback must also be a contraction with room to spare:
+  ``contraction_bound < CONTRACTION_MARGIN``.
+
+:func:`gradcheck_cases` lists, per algorithm, the problems ``refsnn gradcheck
+ALGO`` runs: every variant of the model that changes the gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+import refsnn
+from refsnn import ide, ssnn_bp, st_rsbp, stbp, surrogates
+from refsnn.gradcheck import Case
+
+__all__ = [
+    "KINK_MARGIN",
+    "CONTRACTION_MARGIN",
+    "search",
+    "stbp_problem",
+    "ide_problem",
+    "ST_RSBP_SMALL",
+    "st_rsbp_problem",
+    "ssnn_bp_problem",
+    "gradcheck_cases",
+    "CASES",
+]
+
+#: Smallest distance of any kink-sensitive quantity from a kink (see the module docstring).
+KINK_MARGIN = 1e-3
+#: IDE problems keep the bound ``||W|| prod ||F^l|| / v_th^N`` on ``||J||`` below this.
+CONTRACTION_MARGIN = 0.9
+
+
+def search(make, seed: int, *, tries: int, what: str):
+    """The first problem ``make(rng)`` returns (not None), trying ``rng = default_rng([seed, k])``, k = 0, 1, ...
+
+    ``make`` draws a candidate from ``rng`` and returns it, or None to reject it.
+    Raises RuntimeError after ``tries`` rejections.
+    """
+    for k in range(tries):
+        problem = make(np.random.default_rng([seed, k]))
+        if problem is not None:
+            return problem
+    raise RuntimeError(f"{what}: no valid problem in {tries} tries from seed {seed}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------
+# STBP
+# ---------------------------------------------------------------------------
+
+def stbp_problem(cfg, seed: int = 0, sizes=(6, 5, 4, 3), T: int = 5, batch: int = 4, margin: float = KINK_MARGIN):
+    """A random STBP problem with spikes in every layer and no ``u - v_th`` within ``margin`` of a kink.
+
+    Weights from PyTorch's default init times 2.5, biases + 0.3, Bernoulli(0.5)
+    input.  The margin holds for the spiking and for the smoothed
+    (``forward="smooth"``) network, so the same problem serves both checks.
+    """
+    spiking, smooth = replace(cfg, forward="spike"), replace(cfg, forward="smooth")
+
+    def make(rng):
+        params = stbp.init_params(sizes, replace(cfg, init="torch"), rng)
+        for n in range(1, len(sizes)):
+            params[f"W{n}"] *= 2.5
+            params[f"b{n}"] += 0.3
+        x = (rng.random((T, batch, sizes[0])) < 0.5).astype(float)
+        y = rng.integers(0, sizes[-1], batch)
+        _, o = stbp.forward_numpy(params, x, cfg)
+        if (all(on.mean() > 0.05 for on in o) and stbp.kink_distance(params, x, spiking) > margin
+                and stbp.kink_distance(params, x, smooth) > margin):
+            return params, x, y
+        return None
+
+    return search(make, seed, tries=1000, what="stbp_problem")
+
+
+def _stbp_cases(seed: int) -> list:
+    """Every surrogate x reset x detached/attached x loss, on one 6-5-4-3 net, T = 5, batch 4."""
+    cases = []
+    for sur in surrogates.NAMES:
+        for reset in stbp.RESETS:
+            for detach in (False, True):
+                for loss in stbp.LOSSES:
+                    cfg = stbp.Config(v_th=0.5, decay=0.3, surrogate=sur,
+                                      width=1.0 if sur in ("rect", "triangle") else 0.4,
+                                      reset=reset, detach_reset=detach, loss=loss)
+                    params, x, y = stbp_problem(cfg, seed)
+                    cases.append(Case(f"stbp {sur}/{reset}/{'detached' if detach else 'attached'}/{loss}",
+                                      params, x, y, cfg, tol=1e-7))
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# IDE
+# ---------------------------------------------------------------------------
+
+def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int = 3, batch: int = 4,
+                spikes: bool = False, margin: float = KINK_MARGIN, max_bound: float = CONTRACTION_MARGIN):
+    """A random IDE problem: many units on the linear piece of sigma, none within ``margin`` of a kink,
+    ``contraction_bound < max_bound``, and the spectral-norm gain strictly inside ``(-c, c)``."""
+    def make(rng):
+        params = ide.init_params([n_in, *hidden, n_classes], cfg, rng)
+        params["b"] = params["b"] + rng.uniform(0.5, 1.5, hidden[0])
+        params["F"] = params["F"] * 1.5
+        for l in range(2, len(hidden) + 1):
+            params[f"F{l}"] = params[f"F{l}"] * 1.2
+            params[f"b{l}"] = params[f"b{l}"] + rng.uniform(0.2, 1.2, hidden[l - 1])
+        if cfg.spectral_norm is not None:
+            params["g"] = np.array(rng.uniform(0.4, 0.9) * cfg.spectral_norm)
+        else:
+            params["W"] = params["W"] * rng.uniform(0.6, 1.2)
+        params["Wo"] = params["Wo"] * 2.0
+        if cfg.batchnorm:     # away from the identity, and running statistics that differ from the batch's
+            h = hidden[0]
+            params.update(bn_gamma=rng.uniform(0.6, 1.4, h), bn_beta=rng.uniform(0.3, 1.5, h),
+                          bn_mean=rng.normal(0.0, 0.3, h), bn_var=rng.uniform(0.5, 2.0, h))
+        if spikes:
+            x = (rng.random((cfg.T, batch, n_in)) < 0.6).astype(float)
+        else:
+            x = rng.uniform(0.0, 1.0, (batch, n_in))
+        y = rng.integers(0, n_classes, batch)
+        if ide.contraction_bound(params, cfg) >= max_bound:
+            return None
+        if ide.linear_fraction(params, x, cfg) > 0.6 and ide.kink_distance(params, x, cfg) > margin:
+            return params, x, y
+        return None
+
+    return search(make, seed, tries=2000, what="ide_problem")
+
+
+def _ide_cases(seed: int) -> list:
+    """Both linearisation points, every solver, IF and LIF, one- to three-layer blocks, with and without
+    spectral norm, static and spike input, BatchNorm with batch and with running statistics."""
+    C = ide.Config
+    specs = [
+        ("default: IF, simulated, broyden, spectral norm", C(T=20), {}),
+        ("IF, fixed point, dense, raw W", C(T=20, linearize_at="fixed_point", solver="dense", spectral_norm=None), {}),
+        ("IF, fixed point, dense, spectral norm", C(T=20, linearize_at="fixed_point", solver="dense"), {}),
+        ("LIF 0.9, simulated, fixed_point solver", C(T=20, leak=0.9, solver="fixed_point"), {}),
+        ("LIF 0.9, simulated, broyden, raw W", C(T=20, leak=0.9, spectral_norm=None), {}),
+        ("2 layers, IF, simulated, broyden, spectral norm", C(T=20), {"hidden": (6, 5)}),
+        ("2 layers, IF, fixed point, dense, raw W", C(T=20, linearize_at="fixed_point", solver="dense",
+                                                      spectral_norm=None), {"hidden": (6, 5)}),
+        ("3 layers, LIF 0.95, fixed point, dense, spectral norm",
+         C(T=20, leak=0.95, linearize_at="fixed_point", solver="dense"), {"hidden": (5, 6, 4)}),
+        ("spike input, IF, simulated, dense", C(T=20, solver="dense"), {"spikes": True}),
+        ("spike input, LIF 0.9, fixed point, broyden", C(T=20, leak=0.9, linearize_at="fixed_point"),
+         {"spikes": True}),
+        ("BatchNorm (batch statistics), IF, simulated", C(T=20, batchnorm=True), {}),
+        ("BatchNorm (running statistics), LIF 0.9, fixed point, dense",
+         C(T=20, leak=0.9, batchnorm=True, bn_mode="running", linearize_at="fixed_point", solver="dense"), {}),
+        ("BatchNorm (batch statistics), spike input, 2 layers", C(T=20, batchnorm=True),
+         {"spikes": True, "hidden": (6, 5)}),
+    ]
+    return [Case(f"ide {label}", *ide_problem(cfg, seed, **kw), cfg, tol=1e-7) for label, cfg, kw in specs]
+
+
+# ---------------------------------------------------------------------------
+# ST-RSBP
+# ---------------------------------------------------------------------------
+
+#: The small ST-RSBP neuron of the checks and tests: short time constants, so that 60 steps hold about
+#: 10 spikes per neuron.
+ST_RSBP_SMALL = st_rsbp.Config(tau_m=16.0, tau_s=4.0, T=60, nu_hidden=2.0, nu_out=2.0, desired=8.0,
+                               undesired=1.0, margin=1.0, lateral=0.5)
+
+
+def st_rsbp_problem(sizes, cfg=None, seed: int = 0, *, batch: int = 3, silent_target: bool = False,
+                    p_in: float = 0.3):
+    """A random ST-RSBP ``(params, x, y)`` on which every layer fires.
+
+    ``cfg`` defaults to :data:`ST_RSBP_SMALL`: short time constants, so that 60
+    steps hold about 10 spikes per neuron.  Weights are ``U[-1, 1] * 0.6 + 0.25``
+    (recurrent ones keep their connectivity), inputs Bernoulli(``p_in``); a
+    candidate is accepted when more than 30 % of every hidden layer's neurons
+    fire, the output fires, and at least two output errors exceed the margin.
+    With ``silent_target`` each label is an output neuron that stays silent
+    (exercising the fake target spikes).
+    """
+    cfg = ST_RSBP_SMALL if cfg is None else cfg
+    arch = st_rsbp.parse_arch(sizes)
+
+    def make(rng):
+        params = st_rsbp.init_params(sizes, cfg, rng)
+        for key in params:
+            if key.startswith("Wr"):
+                params[key] = np.where(params[key] != 0, params[key] * 0.6 + 0.1, 0.0)
+            else:
+                params[key] = params[key] * 0.6 + 0.25
+        x = (rng.random((cfg.T, batch, arch[0][0])) < p_in).astype(float)
+        x[0] = 0.0
+        fwd = st_rsbp.simulate(params, x, cfg)
+        out = fwd.counts[-1]
+        if silent_target:
+            y = np.array([int(np.argmin(o)) for o in out])
+            if not np.all(out[np.arange(batch), y] == 0):
+                return None
+        else:
+            y = rng.integers(0, arch[-1][0], batch)
+        if all(np.mean(c > 0) > 0.3 for c in fwd.counts[:-1]) and out.sum() > 0:
+            Y = np.full(out.shape, cfg.undesired)
+            Y[np.arange(batch), y] = cfg.desired
+            if np.count_nonzero(np.abs(out - Y) > cfg.margin) >= 2:     # output errors beyond the margin
+                return params, x, y
+        return None
+
+    return search(make, seed, tries=200, what=f"st_rsbp_problem({sizes!r})")
+
+
+def _st_rsbp_cases(seed: int) -> list:
+    """Each architecture kind and each switch of the exact model: feed-forward only; one recurrent layer
+    (sparse grid reservoir, absent synapses included); the paper's shape 8-6-R6-4; two recurrent layers;
+    HM2-BP's d; the regulariser; a silent target (fake spikes); clamped S; no lateral inhibition."""
+    c = ST_RSBP_SMALL
+    specs = [
+        ("feed-forward 8-6-4", "8-6-4", c, {}),
+        ("recurrent 8-R6-4 (grid reservoir)", "8-R6-4", c, {}),
+        ("paper shape 8-6-R6-4", "8-6-R6-4", c, {}),
+        ("two recurrent 8-R6-R5-4", "8-R6-R5-4", replace(c, reservoir="dense"), {}),
+        ("d = e/o (HM2-BP)", "8-6-R6-4", replace(c, d_method="ratio"), {}),
+        ("regulariser", "8-6-R6-4", replace(c, reg_lambda=10.0, reg_beta=0.5, weight_limit=1.0), {}),
+        ("silent target, fake spikes", "8-6-R6-4", c, {"silent_target": True}),
+        ("clamped S (s_min = 3)", "8-6-R6-4", replace(c, s_min=3.0), {}),
+        ("no lateral inhibition", "8-6-R6-4", replace(c, lateral=0.0), {}),
+    ]
+    cases = []
+    for label, sizes, cfg, kw in specs:
+        params, x, y = st_rsbp_problem(sizes, cfg, seed, **kw)
+        # d = e/o makes S_i = 1 - a_i/(nu o_i) <= 0, near 0: a stiff objective, so a 4th-order stencil.
+        order = 4 if cfg.d_method == "ratio" else 2
+        # Large S (clamped to 3) gives gradients ~1e-3 of the loss: round-off ~1e-16 |E|/eps needs a larger eps.
+        eps = 1e-4 if cfg.s_min > 1 else 1e-6
+        cases.append(Case(f"st_rsbp {label}", params, x, y, cfg, tol=1e-7, order=order, eps=eps))
+    return cases
+
+
+# ---------------------------------------------------------------------------
+# SSNN-BP
+# ---------------------------------------------------------------------------
+
+def ssnn_bp_problem(seed: int = 0, sizes=(10, 8, 4), batch: int = 3, margin: float = KINK_MARGIN):
+    """A random SSNN-BP problem: > 40 % of each hidden layer's units on the linear piece of the clip,
+    every pre-activation at least ``margin`` from the kinks 0 and 1."""
+    def make(rng):
+        params = ssnn_bp.init_params(list(sizes), ssnn_bp.Config(), rng)
+        for n in range(1, len(sizes)):
+            params[f"W{n}"] *= 2.0
+        x = rng.random((batch, sizes[0]))
+        y = rng.integers(0, sizes[-1], batch)
+        hidden = ssnn_bp.forward_rates(params, x)[0][:-1]
+        if all(np.mean((z > 0) & (z < 1)) > 0.4 for z in hidden) and \
+                all(np.min(np.minimum(np.abs(z), np.abs(z - 1.0))) > margin for z in hidden):
+            return params, x, y
+        return None
+
+    return search(make, seed, tries=1000, what="ssnn_bp_problem")
+
+
+def _ssnn_bp_cases(seed: int) -> list:
+    """Statistical cases (the mean of many V1 estimates against the exact gradient,
+    :func:`refsnn.gradcheck.check_statistical`): a 10-8-4 net, batch 3, at T = 16, T = 1 (the coarsest
+    quantisation) and T = 4 with half the maximal gain, and a two-hidden-layer 8-6-5-3 net at T = 16.  One
+    exact case: the ANN twin against central differences.  V2 is biased by design and is checked
+    separately (``tests/test_ssnn_bp.py``)."""
+    C = ssnn_bp.Config
+    params, x, y = ssnn_bp_problem(seed)
+    deep = ssnn_bp_problem(seed + 1, sizes=(8, 6, 5, 3), batch=2)
+    return [
+        Case("ssnn_bp V1 T=16 independent port", params, x, y, C(T=16), rng=seed, kind="statistical",
+             n_samples=2000),
+        Case("ssnn_bp V1 T=1", params, x, y, C(T=1), rng=seed, kind="statistical", n_samples=3000),
+        Case("ssnn_bp V1 T=4 gamma_scale=0.5", params, x, y, C(T=4, gamma_scale=0.5), rng=seed,
+             kind="statistical", n_samples=3000),
+        Case("ssnn_bp V1 T=16 two hidden layers", *deep, C(T=16), rng=seed, kind="statistical", n_samples=3000),
+        Case("ssnn_bp ANN twin (exact)", params, x, y, C(ann=True), tol=1e-7),
+    ]
+
+
+#: The gradient-check case list of each algorithm.
+CASES = {"stbp": _stbp_cases, "st_rsbp": _st_rsbp_cases, "ide": _ide_cases, "ssnn_bp": _ssnn_bp_cases}
+
+
+def gradcheck_cases(algo, seed: int = 0) -> list:
+    """The :class:`refsnn.gradcheck.Case` list ``refsnn gradcheck algo`` runs (name or module)."""
+    return CASES[refsnn.algorithm_name(algo)](seed)
