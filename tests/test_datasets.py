@@ -85,7 +85,7 @@ IDX_CASES = [
     (0x0B, np.int16, [-32768, -2, 1, 32767]),
     (0x0C, np.int32, [-(2**31), -3, 70000, 2**31 - 1]),
     (0x0D, np.float32, [-1.5, 0.0, 3.25e-5, 6.5e4]),
-    (0x0E, np.float64, [-1e300, -0.0, 1e-300, np.pi]),
+    (0x0E, np.float64, [-1e300, -0.0, 1e-300, np.pi]),   # test data, not a tolerance
 ]
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tolerances import GRAD_FD_REL, TWIN_REL
+from tolerances import FORMULA_REL, GRAD_FD_REL, TINY, TWIN_REL, assert_close
 
 from refsnn import benchmarks, gradcheck, ide, problems, recipes
 
@@ -36,13 +36,13 @@ def naive_f(params, a, xbar, cfg):
 def naive_equilibrium(params, xbar, cfg, offset=0.0, a0=None):
     """Plain Picard iteration a <- f(a) + offset (a contraction) down to round-off.
 
-    Iterates until successive iterates differ by <= 1e-15, then 100 more times so
+    Iterates until successive iterates differ by <= FORMULA_REL, then 100 more times so
     that the error contracts to round-off level (iterates may then flicker by an ulp).
     """
     a = np.zeros((xbar.shape[0], params["Wo"].shape[1])) if a0 is None else a0.copy()
     for k in range(20000):
         a_new = naive_f(params, a, xbar, cfg) + offset
-        done = np.max(np.abs(a_new - a)) <= 1e-15
+        done = np.max(np.abs(a_new - a)) <= FORMULA_REL
         a = a_new
         if done:
             for _ in range(100):
@@ -112,7 +112,7 @@ def test_gradient_matches_fd_of_reference_objective(case):
     assert ide.kink_distance(case.params, case.x, case.cfg) > 1e3 * 1e-6
     loss, grads = ide.loss_and_grad(case.params, case.x, case.y, case.cfg)
     objective = ide.reference_objective(case.params, case.x, case.y, case.cfg)
-    assert objective(case.params) == pytest.approx(loss, rel=1e-12, abs=1e-14)
+    assert objective(case.params) == pytest.approx(loss, rel=TWIN_REL)
     rep = fd_against(objective, case.params, grads, GRAD_FD_REL)
     assert rep.passed, str(rep)
     assert {t.name for t in rep.tensors} == set(case.params)
@@ -231,7 +231,7 @@ def test_iterative_solvers_match_dense_to_their_tolerance(solver, hidden):
     assert np.all(Jn < 1)
     err = np.linalg.norm(beta - exact, axis=1)
     bound = cfg.tol * np.linalg.norm(g, axis=1) / (1 - Jn)
-    assert np.all(err <= bound * (1 + 1e-6) + 1e-14), (err, bound)
+    assert np.all(err <= bound * (1 + 1e-6) + FORMULA_REL * np.linalg.norm(exact, axis=1)), (err, bound)
     # and the dense solution does solve (I - J^T) beta = g
     resid = exact - np.einsum("bji,bj->bi", J, exact) - g
     assert np.max(np.abs(resid)) < 1e-13
@@ -256,7 +256,7 @@ def test_solver_trace_and_iterations_are_recorded():
 def test_iterations_are_the_stated_updates():
     """'fixed_point' is exactly beta_k = sum_{i<=k} (J^T)^i g (beta <- J^T beta + g from beta = g), and
     'code_iter' exactly beta <- (J^T beta + g)/2 from beta = g: three steps of each, against explicit J."""
-    cfg = ide.Config(T=15, tol=1e-300, max_iter=3)
+    cfg = ide.Config(T=15, tol=TINY, max_iter=3)            # a tolerance nothing reaches: exactly 3 steps
     params, x, a, g = _problem_at_a(cfg, 10)
     JT = np.transpose(ide.jacobian(params, a, x, cfg), (0, 2, 1))
     mv = lambda M, v: np.einsum("bij,bj->bi", M, v)  # noqa: E731
@@ -265,13 +265,13 @@ def test_iterations_are_the_stated_updates():
     expect = g.copy()
     for _ in range(3):
         expect = mv(JT, expect) + g
-    np.testing.assert_allclose(beta, expect, rtol=1e-13, atol=1e-15)
+    assert_close(beta, expect, FORMULA_REL)          # three products with J^T, in another order
     with pytest.warns(ide.ConvergenceWarning):
         beta, _ = ide.adjoint(params, a, x, g, replace(cfg, solver="code_iter"))
     expect = g.copy()
     for _ in range(3):
         expect = 0.5 * (mv(JT, expect) + g)
-    np.testing.assert_allclose(beta, expect, rtol=1e-13, atol=1e-15)
+    assert_close(beta, expect, FORMULA_REL)          # three products with J^T, in another order
 
 
 def test_sigma_prime_convention_at_the_kinks():
@@ -282,7 +282,7 @@ def test_sigma_prime_convention_at_the_kinks():
     """
     cfg = ide.Config(T=5, spectral_norm=None)
     W = np.zeros((4, 4))
-    p = {"F": np.zeros((4, 1)), "b": np.array([0.0, 2.0, -1e-300, 2.0 + 4e-16]), "W": W,
+    p = {"F": np.zeros((4, 1)), "b": np.array([0.0, 2.0, -1e-300, 2.0 + 4e-16]), "W": W,   # data, not a tolerance
          "Wo": np.zeros((2, 4)), "bo": np.zeros(2)}
     beta = np.ones((1, 4))
     grads = ide.vjp(p, np.zeros((1, 4)), np.zeros((1, 1)), beta, cfg)
@@ -325,10 +325,12 @@ def test_equilibrium_is_exact_and_unique():
     params, x, _ = problems.ide_problem(cfg, 8, hidden=(25,), n_in=10, batch=5, margin=0.0)
     a1, info = ide.solve_equilibrium(params, x, cfg)
     a2, _ = ide.solve_equilibrium(params, x, cfg, a0=np.ones_like(a1))
-    assert info.residual <= 1e-15
-    assert np.max(np.abs(ide.fixed_point_map(params, a1, x, cfg) - a1)) <= 1e-15
-    assert np.max(np.abs(a1 - a2)) <= 1e-14
-    assert np.max(np.abs(a1 - naive_equilibrium(params, x, cfg))) <= 1e-14
+    # f(a) sums ~35 products of order 1 (25 feedback + 10 input terms): its round-off is ~35 EPS, below
+    # FORMULA_REL; two solutions at that residual differ by at most residual / (1 - ||J||) < 10 residuals.
+    assert info.residual <= FORMULA_REL
+    assert np.max(np.abs(ide.fixed_point_map(params, a1, x, cfg) - a1)) <= FORMULA_REL
+    assert np.max(np.abs(a1 - a2)) <= 20 * FORMULA_REL
+    assert np.max(np.abs(a1 - naive_equilibrium(params, x, cfg))) <= 20 * FORMULA_REL
 
 
 # ---------------------------------------------------------------------------
@@ -451,9 +453,11 @@ def test_neuron_rule_by_hand(backend):
     """
     cfg = ide.Config(T=5, spectral_norm=None, backend=backend)
     p = _one_layer([[1.5]], [0.0], [[0.0]])
-    assert ide.simulate(p, np.ones((1, 1)), cfg)[0, 0] == pytest.approx(3 / 5, abs=1e-15)
+    # Exact equality by construction: every potential here (1.5, 0.25, ...) and the rate's weights
+    # (powers of 1/2) are exact binary fractions, so both sides are the same correctly rounded quotient.
+    assert ide.simulate(p, np.ones((1, 1)), cfg)[0, 0] == 3 / 5
     a = ide.simulate(p, np.ones((1, 1)), replace(cfg, leak=0.5))[0, 0]
-    assert a == pytest.approx((2 ** 3 + 2 ** 1) / 31, abs=1e-15)
+    assert a == (2 ** 3 + 2 ** 1) / 31
     p = _one_layer([[2.0], [0.0]], [0.0, 0.0], [[0.0, 0.0], [2.0, 0.0]])
     assert ide.simulate(p, np.ones((1, 1)), cfg)[0].tolist() == [1.0, 0.8]
 
@@ -497,10 +501,11 @@ def test_kernel_twin_and_naive_simulation_agree(leak, hidden, spikes):
     twin = ide.simulate_numpy(params, x, cfg)
     fast = ide.simulate(params, x, cfg, return_state=True)
     assert 0.05 < twin["a"].mean() < 0.95, "the test needs spikes"
-    assert np.array_equal(twin["a"], fast["a"])
+    assert np.array_equal(twin["a"], fast["a"])      # rates are spike counts over the same norm: equal spikes
+                                                     # (no potential within round-off of v_th) give equal rates
     for u1, u2 in zip(twin["u"], fast["u"]):
         assert np.max(np.abs(u1 - u2)) <= TWIN_REL * max(1.0, np.max(np.abs(u1)))
-    np.testing.assert_allclose(naive_simulate(params, x, cfg), twin["a"], rtol=0, atol=1e-15)
+    assert_close(naive_simulate(params, x, cfg), twin["a"], FORMULA_REL, scale=1.0)   # rates in [0, 1]
     # the uncompiled kernel (whatever NUMBA_DISABLE_JIT says)
     orig = ide._simulate_kernel
     try:
@@ -668,8 +673,10 @@ def test_batchnorm_running_statistics_and_predict():
     ide.loss_and_grad(params, x, y, cfg, info=info)
     assert all(np.array_equal(params[k], old[k]) for k in params), "loss_and_grad must not modify params"
     # Two ways of computing a mean and a variance of 6 numbers: round-off ~ 6 ulp of the values.
-    np.testing.assert_allclose(info["state"]["bn_mean"], 0.9 * old["bn_mean"] + 0.1 * P.mean(0), rtol=1e-13)
-    np.testing.assert_allclose(info["state"]["bn_var"], 0.9 * old["bn_var"] + 0.1 * P.var(0, ddof=1), rtol=1e-13)
+    assert_close(info["state"]["bn_mean"], 0.9 * old["bn_mean"] + 0.1 * P.mean(0), FORMULA_REL,
+                 scale=np.abs(P).max())
+    assert_close(info["state"]["bn_var"], 0.9 * old["bn_var"] + 0.1 * P.var(0, ddof=1), FORMULA_REL,
+                 scale=np.abs(P).max() ** 2)
     assert ide.state_keys(cfg) == ("bn_mean", "bn_var") and ide.state_keys(ide.Config()) == ()
     info_run = {}
     ide.loss_and_grad(params, x, y, replace(cfg, bn_mode="running"), info=info_run)

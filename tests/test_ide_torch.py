@@ -5,7 +5,7 @@ norm).  torch is a test-only dependency; these tests are skipped when it is not 
 """
 import numpy as np
 import pytest
-from tolerances import TORCH_REL, TWIN_REL
+from tolerances import TINY, TORCH_REL, TWIN_REL
 
 from refsnn import ide, problems
 
@@ -15,7 +15,7 @@ golds = pytest.importorskip("refsnn.torch_golds")
 
 def _rel(a, b):
     a, b = np.asarray(a, float), np.asarray(b, float)
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), 1e-300)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a), np.linalg.norm(b), TINY)
 
 
 def _agree(name, mine, theirs, scale):
