@@ -145,7 +145,8 @@ def check_spikes(name: str, x) -> np.ndarray:
     """An array whose every entry is 0 or 1 (spikes), returned unchanged."""
     arr = check_array(name, x)
     if arr.size and not np.all((arr == 0) | (arr == 1)):
-        raise ValueError(f"{name}: spikes must be 0 or 1, found other values (e.g. {arr[(arr != 0) & (arr != 1)].flat[0]!r})")
+        bad = arr[(arr != 0) & (arr != 1)].flat[0]
+        raise ValueError(f"{name}: spikes must be 0 or 1, found other values (e.g. {float(bad):g})")
     return arr
 
 

@@ -43,11 +43,11 @@ def _config_overrides(module, pairs) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise SystemExit(f"refsnn: --set expects field=value, got {pair!r}")
+            raise ValueError(f"--set: expects FIELD=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
         key = key.strip()
         if key not in names:
-            raise SystemExit(f"refsnn: --set {key}: not a field of {module.__name__}.Config "
+            raise ValueError(f"--set {key}: not a field of {module.__name__}.Config "
                              f"(fields: {', '.join(sorted(names))})")
         out[key] = _parse_value(value.strip())
     return out
@@ -73,8 +73,8 @@ def _cmd_train(args) -> int:
                              f"(available: {', '.join(presets) or 'none'})")
         config = replace(presets[args.preset], **(config or {}))
     try:
-        metrics = train(module, args.dataset, seed=args.seed, out=out, resume=args.resume, config=config,
-                        progress=not args.no_progress, **overrides)
+        metrics = train(module, args.dataset, seed=args.seed, out=out, resume=args.resume, restart=args.restart,
+                        config=config, progress=not args.no_progress, **overrides)
     except KeyboardInterrupt:
         return 130
     except TrainingDiverged as exc:
@@ -152,7 +152,7 @@ def _cmd_data(args) -> int:
             print(f"  {d}{'  (exists)' if d.is_dir() else ''}")
         return 0
     if args.name is None:
-        raise SystemExit(f"refsnn data {args.action}: give a dataset name ({', '.join(datasets.NAMES)})")
+        raise ValueError(f"name: refsnn data {args.action} needs a dataset name ({', '.join(datasets.NAMES)})")
     if args.action == "fetch":
         try:
             target = datasets.fetch(args.name, root=args.root, mirrors=args.mirror, progress=not args.no_progress,
@@ -160,6 +160,10 @@ def _cmd_data(args) -> int:
         except datasets.DownloadError as exc:
             print(f"refsnn: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("refsnn: interrupted; a partly downloaded file is kept as FILE.part and the next "
+                  "'refsnn data fetch' resumes it", file=sys.stderr)
+            return 130
         rows = datasets.verify(args.name, root=args.root)
         print(f"{args.name}: {'all files verified' if all(r[2] == 'ok' for r in rows) else 'see refsnn data verify'}"
               f" (downloads go to {target})")
@@ -181,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", help="run directory (default runs/ALGO-DATASET-seedS)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    t.add_argument("--restart", action="store_true",
+                   help="start over in --out; an existing checkpoint is kept as checkpoint.npz.bad")
     t.add_argument("--lr", type=float)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--optimizer", choices=["adam", "sgd"])
@@ -228,9 +234,13 @@ def main(argv=None) -> int:
     refsnn.keep_freed_memory()       # reuse freed arrays between steps (refsnn/_memory.py)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"refsnn: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:           # a user's mistake or the machine's state: one line
+        message = " ".join(str(exc).split()) if args.command != "data" else str(exc)
+        print(f"refsnn: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("refsnn: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

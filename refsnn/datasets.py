@@ -327,6 +327,18 @@ class DownloadError(OSError):
 # --------------------------------------------------------------------------------------------
 
 
+def _make_folder(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or raise a ValueError that names the argument it came from."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot create the download folder {path} ({exc.strerror or exc}); "
+                         f"choose a writable folder (--root DIR or $REFSNN_DATA)") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{what}: the download folder {path} is not writable; choose a writable folder "
+                         f"(--root DIR or $REFSNN_DATA)")
+
+
 def search_dirs(name: str, root=None) -> list:
     """Folders searched for the files of ``name``, in order (see the module docstring)."""
     key = _source_key(_canonical(name))
@@ -583,7 +595,7 @@ def download(res: Resource, urls, directory, *, progress: bool = True, offline=N
     urls = list(urls)
     if not urls:
         raise DownloadError(f"{res.filename}: no download address known")
-    directory.mkdir(parents=True, exist_ok=True)
+    _make_folder(directory, "directory")
     dest, part = directory / res.filename, directory / (res.filename + ".part")
     errors = []
     for url in urls:
@@ -632,6 +644,7 @@ def fetch(name: str, *, root=None, mirrors=None, offline=None, progress: bool = 
                 _require_valid(present[0], res, name)
                 log(f"{res.filename}: present and verified at {present[0]}")
                 continue
+        _make_folder(target, "root" if root is not None else "data_home()")     # an error that names the argument
         path = download(res, _urls(source, res, mirrors), target, progress=progress, offline=offline)
         log(f"{res.filename}: downloaded and verified into {path}")
     return target

@@ -11,14 +11,17 @@ algorithm contract").  This module checks that claim numerically:
        order 2:  g ~ [f(w+e) - f(w-e)] / (2e)                         error O(e^2)
        order 4:  g ~ [f(w-2e) - 8f(w-e) + 8f(w+e) - f(w+2e)] / (12e)  error O(e^4)
 
-2. :func:`compare` reports, per tensor, the relative error
+2. :func:`compare` reports, per tensor, the relative error of "mine" (the
+   gradient under test) against the "reference"
 
-   .. math::  \mathrm{rel} = \frac{\lVert g_{\rm analytic} - g_{\rm numeric}\rVert_2}
-                                   {\max(\lVert g_{\rm analytic}\rVert_2, \lVert g_{\rm numeric}\rVert_2, \mathrm{floor})}
+   .. math::  \mathrm{rel} = \frac{\lVert g_{\rm mine} - g_{\rm ref}\rVert_2}
+                                   {\max(\lVert g_{\rm mine}\rVert_2, \lVert g_{\rm ref}\rVert_2, 10^{-8} s)}
 
-   over the checked entries, the largest absolute difference and where it is.
-   A norm-wise error is used because entry-wise relative errors are
-   meaningless for entries that are zero up to round-off.
+   over the checked entries (``s`` the largest norm of any tensor compared),
+   the largest absolute difference and where it is.  A norm-wise error is used
+   because entry-wise relative errors are meaningless for entries that are zero
+   up to round-off; a reference that is exactly zero is judged by the absolute
+   error.  Mismatched key sets are an error, never a silent skip.
 
 3. :func:`check` does both for an algorithm module and a problem, and
    :func:`check_statistical` handles stochastic gradient estimators (SSNN-BP):
@@ -32,7 +35,7 @@ A :class:`Report` prints as a table (``print(report)``) and has ``.passed``.
 
 Using it on your own implementation: compute your gradient as a dict with the
 same keys and shapes as refsnn's parameters and call
-``compare(your_grads, refsnn_grads)`` or
+``compare(your_grads, refsnn_grads)`` (yours are "mine", refsnn's the "reference") or
 ``check_gradients(your_grads, refsnn_module.reference_objective(...), params)``.
 """
 
@@ -125,25 +128,43 @@ def numerical_gradient(f: Callable[[dict], float], params: dict, *, eps: float =
 
 @dataclass
 class TensorReport:
-    """The comparison for one parameter tensor."""
+    """The comparison of one tensor: "mine" (the gradient under test) against "reference".
+
+    ``rel_error`` is ``||mine - reference|| / max(||mine||, ||reference||, floor)``; when the reference
+    is exactly zero (``basis == "absolute"``) it is ``||mine|| / scale`` instead, the absolute error
+    relative to the largest tensor of the comparison, and the table shows the absolute error.
+    """
 
     name: str
     shape: tuple
     n_checked: int
     rel_error: float
     max_abs_error: float
-    norm_analytic: float
-    norm_numeric: float
+    norm_analytic: float        # ||mine|| over the checked entries
+    norm_numeric: float         # ||reference|| over the checked entries
     worst_index: tuple
     tol: float
     extra: dict = field(default_factory=dict)
     verdict: bool | None = None  # set by tests that are not a tolerance on rel_error (statistical)
+    basis: str = "relative"
+
+    @property
+    def norm_mine(self) -> float:
+        return self.norm_analytic
+
+    @property
+    def norm_reference(self) -> float:
+        return self.norm_numeric
 
     @property
     def passed(self) -> bool:
         if self.verdict is not None:
             return self.verdict
         return bool(self.rel_error <= self.tol)
+
+
+#: Relative errors in this band, with everything else equal, are what float32 arithmetic on one side leaves.
+FLOAT32_BAND = (1e-9, 1e-5)
 
 
 @dataclass
@@ -153,10 +174,11 @@ class Report:
     tensors: list
     title: str = ""
     kind: str = "exact"
+    notes: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(t.passed for t in self.tensors)
+        return bool(self.tensors) and all(t.passed for t in self.tensors)
 
     @property
     def max_rel_error(self) -> float:
@@ -180,44 +202,110 @@ class Report:
                             f"{e['max_abs_z']:>8.2f} {e['z_bound']:>8.2f} {e['T2_per_dof']:>8.3f} {e['dof']:>5} "
                             f"{band:>20}  {'yes' if t.passed else 'NO'}")
         else:
-            head = f"{'tensor':<8} {'shape':<12} {'checked':>7} {'rel.error':>10} {'max|diff|':>10} {'|analytic|':>11} {'|numeric|':>10} {'tol':>8}  ok"
-            rows = [f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {t.rel_error:>10.2e} {t.max_abs_error:>10.2e} "
-                    f"{t.norm_analytic:>11.3e} {t.norm_numeric:>10.3e} {t.tol:>8.0e}  {'yes' if t.passed else 'NO'}"
-                    for t in self.tensors]
+            head = (f"{'tensor':<8} {'shape':<12} {'checked':>7} {'rel.error':>10} {'max|diff|':>10} {'|mine|':>11} "
+                    f"{'|reference|':>11} {'tol':>8}  ok")
+            rows = []
+            for t in self.tensors:
+                err = f"{t.rel_error:>10.2e}" if t.basis == "relative" else f"{'abs ' + format(t.max_abs_error, '.1e'):>10}"
+                rows.append(f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {err} {t.max_abs_error:>10.2e} "
+                            f"{t.norm_analytic:>11.3e} {t.norm_numeric:>11.3e} {t.tol:>8.0e}  "
+                            f"{'yes' if t.passed else 'NO'}")
         lines = ([self.title] if self.title else []) + [head, "-" * len(head)] + rows
         lines.append(f"{'PASSED' if self.passed else 'FAILED'}: max relative error {self.max_rel_error:.2e}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
 
 
-def compare(analytic: dict, numeric: dict, *, tol: float = 1e-7, floor: float = 1e-12, title: str = "") -> Report:
-    """Compare two gradients tensor by tensor.
+def _float32_note(mine: dict, reports: list) -> list:
+    """Notes that say when a disagreement looks like float32 arithmetic rather than a different model."""
+    notes = []
+    low = [k for k, v in mine.items() if np.asarray(v).dtype == np.float32]
+    if low:
+        notes.append(f"mine holds float32 arrays ({', '.join(low)}): agreement is capped at ~1e-7 relative")
+    failing = [t for t in reports if not t.passed]
+    lo, hi = FLOAT32_BAND
+    if failing and all(lo <= t.rel_error <= hi for t in failing):
+        notes.append(f"every failing tensor is off by {min(t.rel_error for t in failing):.1e}.."
+                     f"{max(t.rel_error for t in failing):.1e}: the size float32 round-off leaves; look for a "
+                     f"float32 piece on one side (a parameter stored as float32, float32 spikes or constants) "
+                     f"before suspecting the model")
+    return notes
 
-    ``numeric`` values may be full arrays or ``(flat_indices, values)`` pairs
-    from :func:`numerical_gradient`; only those entries are compared.
+
+def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffers=(), floor_rel: float = 1e-8,
+            title: str = "") -> Report:
+    """Compare two gradients tensor by tensor: ``mine`` (under test) against ``reference``.
+
+    Parameters
+    ----------
+    mine, reference : dict of arrays
+        Gradients with the same keys.  ``reference`` values may also be ``(flat_indices, values)``
+        pairs from :func:`numerical_gradient`: then only those entries are compared.
+    tol : float
+        Largest accepted relative error per tensor.
+    keys : iterable of str, optional
+        Compare exactly these keys (each must be on both sides).  By default the two key sets, less
+        ``buffers``, must be equal: a key on one side only is an error, not a silent skip.
+    buffers : iterable of str
+        Keys that are state, not parameters (e.g. ``bn_mean``, ``bn_var``): ignored on both sides.
+    floor_rel : float
+        A tensor's error is relative to ``max(||mine||, ||reference||, floor_rel * scale)``, ``scale``
+        the largest norm of any tensor compared: round-off in a tensor that nearly vanishes is not a
+        "relative" failure.  A reference that is exactly zero is judged by the absolute error
+        ``||mine|| <= tol * scale`` and reported as such.
+
+    Raises ValueError when nothing would be compared or the key sets differ; the report's notes say
+    when the errors look like float32 arithmetic on one side.
     """
-    reports = []
-    for key, num in numeric.items():
-        if key not in analytic:
-            raise KeyError(f"analytic: no gradient for {key!r} (have {list(analytic)})")
-        a_full = np.asarray(analytic[key], dtype=np.float64)
+    buffers = set(buffers)
+    if keys is None:
+        mk = [k for k in mine if k not in buffers]
+        rk = [k for k in reference if k not in buffers]
+        missing, extra = [k for k in rk if k not in mine], [k for k in mk if k not in reference]
+        if missing or extra:
+            raise ValueError(f"mine, reference: the key sets differ (only in reference: {missing}; only in mine: "
+                             f"{extra}); pass keys=[...] to compare a subset, buffers=[...] for state")
+        keys = rk
+    else:
+        keys = [k for k in keys if k not in buffers]
+        absent = [k for k in keys if k not in mine or k not in reference]
+        if absent:
+            raise ValueError(f"keys: {absent} missing from mine or reference")
+    if not keys:
+        raise ValueError("mine, reference: nothing to compare (no keys left); a comparison of nothing cannot pass")
+    pairs = []
+    for key in keys:
+        a_full = np.asarray(mine[key])
+        if not np.issubdtype(a_full.dtype, np.number):
+            raise TypeError(f"mine[{key!r}]: expected a numeric array, got dtype {a_full.dtype}")
+        num = reference[key]
         if isinstance(num, tuple):
-            idx, n = num
+            idx, n = np.asarray(num[0]), np.asarray(num[1], dtype=np.float64)
         else:
             n_arr = np.asarray(num, dtype=np.float64)
             if n_arr.shape != a_full.shape:
-                raise ValueError(f"numeric[{key!r}]: shape {n_arr.shape} differs from analytic {a_full.shape}")
+                raise ValueError(f"reference[{key!r}]: shape {n_arr.shape} differs from mine's {a_full.shape}")
             idx, n = np.arange(a_full.size), n_arr.reshape(-1)
-        a = a_full.reshape(-1)[idx]
+        a = a_full.astype(np.float64).reshape(-1)[idx]
+        pairs.append((key, a_full.shape, idx, a, n))
+    scale = max((max(float(np.linalg.norm(a)), float(np.linalg.norm(n))) for _, _, _, a, n in pairs), default=0.0)
+    reports = []
+    for key, shape, idx, a, n in pairs:
         diff = np.abs(a - n)
         na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
-        rel = float(np.linalg.norm(a - n)) / max(na, nn, floor)
+        err = float(np.linalg.norm(a - n))
+        if nn == 0.0:
+            basis, rel = "absolute", err / scale if scale > 0 else 0.0
+        else:
+            basis, rel = "relative", err / max(na, nn, floor_rel * scale)
         worst = int(idx[np.argmax(diff)]) if diff.size else 0
-        reports.append(TensorReport(key, a_full.shape, int(idx.size), rel, float(diff.max(initial=0.0)),
-                                    na, nn, np.unravel_index(worst, a_full.shape) if a_full.size else (), tol))
-    return Report(reports, title=title)
+        reports.append(TensorReport(key, shape, int(idx.size), rel, float(diff.max(initial=0.0)), na, nn,
+                                    np.unravel_index(worst, shape) if int(np.prod(shape)) else (), tol,
+                                    basis=basis))
+    return Report(reports, title=title, notes=_float32_note({k: mine[k] for k in keys}, reports))
 
 
 def check_gradients(grads: dict, objective: Callable[[dict], float], params: dict, *, tol: float = 1e-7,
@@ -225,7 +313,7 @@ def check_gradients(grads: dict, objective: Callable[[dict], float], params: dic
                     title: str = "") -> Report:
     """Compare ``grads`` with central differences of ``objective`` at ``params``."""
     numeric = numerical_gradient(objective, params, eps=eps, order=order, max_entries=max_entries, seed=seed)
-    return compare(grads, numeric, tol=tol, title=title)
+    return compare(grads, numeric, tol=tol, keys=list(params), title=title)
 
 
 def check(module, params: dict, x, y, cfg, rng=None, *, tol: float = 1e-7, eps: float = 1e-6, order: int = 2,

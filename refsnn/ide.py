@@ -867,10 +867,10 @@ def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
     return _Lin(a, xbar, pre, h, dsig)
 
 
-def _check_a(a, net, B):
-    a = check_array("a", a, ndim=2).astype(np.float64, copy=False)
+def _check_a(a, net, B, name="a"):
+    a = check_array(name, a, ndim=2).astype(np.float64, copy=False)
     if a.shape != (B, net.sizes[-1]):
-        raise ValueError(f"a: expected the last layer's rates, shape ({B}, {net.sizes[-1]}), got {a.shape}")
+        raise ValueError(f"{name}: expected the last layer's rates, shape ({B}, {net.sizes[-1]}), got {a.shape}")
     return a
 
 
@@ -1024,9 +1024,9 @@ def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None
     net, x, cfg = _prepare(params, x, cfg)
     B = x.shape[-2]
     if offset is not None:
-        offset = _check_a(offset, net, B)
+        offset = _check_a(offset, net, B, "offset")
     if a0 is not None:
-        a0 = _check_a(a0, net, B)
+        a0 = _check_a(a0, net, B, "a0")
     return _solve_equilibrium(net, input_average(x, cfg), cfg, offset, a0)
 
 

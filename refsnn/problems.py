@@ -29,6 +29,7 @@ import numpy as np
 
 import refsnn
 from refsnn import ide, ssnn_bp, st_rsbp, stbp, surrogates
+from refsnn._checks import check_int
 from refsnn.gradcheck import Case
 
 __all__ = [
@@ -300,4 +301,4 @@ CASES = {"stbp": _stbp_cases, "st_rsbp": _st_rsbp_cases, "ide": _ide_cases, "ssn
 
 def gradcheck_cases(algo, seed: int = 0) -> list:
     """The :class:`refsnn.gradcheck.Case` list ``refsnn gradcheck algo`` runs (name or module)."""
-    return CASES[refsnn.algorithm_name(algo)](seed)
+    return CASES[refsnn.algorithm_name(algo)](check_int("seed", seed, minimum=0))

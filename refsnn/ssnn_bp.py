@@ -215,6 +215,7 @@ from refsnn._checks import (
     check_labels,
     check_layers,
     check_sizes,
+    check_spikes,
 )
 from refsnn._jit import njit
 
@@ -555,9 +556,14 @@ def _coincidence_kernel(port, e_plus, e_minus, c_plus, c_minus):
 
 
 def _check_streams(port, e_plus, e_minus):
-    port = np.asarray(port)
-    e_plus = np.asarray(e_plus)
-    e_minus = np.asarray(e_minus)
+    """Three spike arrays (bool, or numbers that are all 0 or 1) of shapes (R, n_in), (R, n_out), (R, n_out)."""
+    arrays = []
+    for name, s_ in (("port", port), ("e_plus", e_plus), ("e_minus", e_minus)):
+        arr = np.asarray(s_)
+        if arr.dtype != bool:
+            arr = check_spikes(name, arr)
+        arrays.append(arr)
+    port, e_plus, e_minus = arrays
     if port.ndim != 2 or e_plus.ndim != 2 or e_plus.shape != e_minus.shape or port.shape[0] != e_plus.shape[0]:
         raise ValueError(f"port, e_plus, e_minus: expected shapes (R, n_in), (R, n_out), (R, n_out), got "
                          f"{port.shape}, {e_plus.shape}, {e_minus.shape}")

@@ -783,8 +783,8 @@ def spsp_replay(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
     reset at each spike of ``i``.  O(T N_post N_pre); readable, not fast.
     Returns ``E`` of shape (N_post, N_pre).
     """
-    s_post = np.asarray(s_post, dtype=np.float64)
-    s_pre = np.asarray(s_pre, dtype=np.float64)
+    cfg = check_config(cfg, Config)
+    s_post, s_pre = _train_pair(s_post, s_pre)
     T, n_post = s_post.shape
     alpha_m, alpha_s = 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s
     p = np.zeros(s_pre.shape[1])                       # synaptic current of each presynaptic train
@@ -814,7 +814,8 @@ def spike_effect_numpy(S_post, cfg: Config = Config()) -> np.ndarray:
     ``mu``, vectorised over samples and neurons.  ``S_post`` is (T, B, N);
     returns (B, T, N), and ``e_{i|j} = sum_t U[b, t, i] s_j(t)``.
     """
-    S_post = np.asarray(S_post, dtype=np.float64)
+    cfg = check_config(cfg, Config)
+    S_post = _trains("S_post", S_post, 3)
     T, B, N = S_post.shape
     alpha_m, alpha_s = 1.0 - 1.0 / cfg.tau_m, 1.0 - 1.0 / cfg.tau_s
     r = np.ones((T + 1, B, N))                          # r(t) = 0 on the t_ref steps after a spike
@@ -886,7 +887,13 @@ def _spike_effect_kernel_serial(S_post, alpha_m, alpha_s, tau_s, t_ref):
 
 
 def spike_effect(S_post, cfg: Config = Config()) -> np.ndarray:
-    """``U`` (B, T, N) of :func:`spike_effect_numpy`, by ``cfg.backend``."""
+    """``U`` (B, T, N) of :func:`spike_effect_numpy`, by ``cfg.backend``; ``S_post`` (T, B, N) 0/1 trains."""
+    cfg = check_config(cfg, Config)
+    return _spike_effect(_trains("S_post", S_post, 3), cfg)
+
+
+def _spike_effect(S_post, cfg):
+    """:func:`spike_effect` without the argument checks (for trains the simulation made)."""
     S_post = np.ascontiguousarray(S_post, dtype=np.float64)
     if cfg.backend == "numpy":
         return spike_effect_numpy(S_post, cfg)
@@ -899,9 +906,35 @@ def spsp(s_post, s_pre, cfg: Config = Config()) -> np.ndarray:
 
     ``s_post`` (T, N_post), ``s_pre`` (T, N_pre); equals :func:`spsp_replay`.
     """
-    s_post = np.asarray(s_post, dtype=np.float64)
-    U = spike_effect(s_post[:, None, :], cfg)[0]
-    return _spsp_from_effect(U, np.asarray(s_pre, dtype=np.float64), cfg)
+    cfg = check_config(cfg, Config)
+    s_post, s_pre = _train_pair(s_post, s_pre)
+    return _spsp(s_post, s_pre, cfg)
+
+
+def _spsp(s_post, s_pre, cfg):
+    """:func:`spsp` without the argument checks."""
+    U = _spike_effect(s_post[:, None, :], cfg)[0]
+    return _spsp_from_effect(U, s_pre, cfg)
+
+
+def _trains(name: str, s, ndim: int) -> np.ndarray:
+    """0/1 spike trains with time first, ``ndim`` dimensions, at least one step, as float64."""
+    s = check_spikes(name, s)
+    if s.ndim != ndim:
+        shape = "(T, N)" if ndim == 2 else "(T, batch, N)"
+        raise ValueError(f"{name}: expected spike trains of shape {shape}, got shape {s.shape}")
+    if s.shape[0] < 1:
+        raise ValueError(f"{name}: need at least one time step, got shape {s.shape}")
+    return np.ascontiguousarray(s, dtype=np.float64)
+
+
+def _train_pair(s_post, s_pre):
+    """A postsynaptic and a presynaptic train of one sample, (T, N_post) and (T, N_pre), of equal length."""
+    s_post, s_pre = _trains("s_post", s_post, 2), _trains("s_pre", s_pre, 2)
+    if s_post.shape[0] != s_pre.shape[0]:
+        raise ValueError(f"s_post, s_pre: the trains must have the same number of steps, got {s_post.shape[0]} "
+                         f"and {s_pre.shape[0]}")
+    return s_post, s_pre
 
 
 def _spsp_from_effect(U, s_pre, cfg):
@@ -921,12 +954,29 @@ def effect_ratio(E, o_post, o_pre, kappa_zero: float = 0.5) -> np.ndarray:
     The mean contribution of one presynaptic spike: the code's
     ``de_{i|j}/do_j``.  ``E`` (N_post, N_pre), counts (N_post,), (N_pre,).
     """
+    E, o_post, o_pre = _effect_args(E, o_post, o_pre)
+    return _effect_ratio(E, o_post, o_pre, check_positive("kappa_zero", kappa_zero, allow_zero=True))
+
+
+def _effect_ratio(E, o_post, o_pre, kappa_zero):
+    """:func:`effect_ratio` without the argument checks."""
     o_post = np.asarray(o_post, dtype=np.float64)
     o_pre = np.asarray(o_pre, dtype=np.float64)
     K = E * (1.0 / np.where(o_pre > 0, o_pre, 1.0))[None, :]    # Eq. (kappa)
     K[o_post == 0, :] = kappa_zero                               # the zero-count rule
     K[:, o_pre == 0] = kappa_zero
     return K
+
+
+def _effect_args(E, o_post, o_pre):
+    """``E`` (N_post, N_pre) and non-negative counts of matching lengths, as float64."""
+    E = check_array("E", E, ndim=2, dtype=np.float64)
+    o_post = check_array("o_post", o_post, shape=(E.shape[0],), dtype=np.float64)
+    o_pre = check_array("o_pre", o_pre, shape=(E.shape[1],), dtype=np.float64)
+    for name, o in (("o_post", o_post), ("o_pre", o_pre)):
+        if o.size and o.min() < 0:
+            raise ValueError(f"{name}: spike counts must be >= 0, got min {o.min():g}")
+    return E, o_post, o_pre
 
 
 def _spike_time_marginal(n: int, L: int, gap: int) -> np.ndarray:
@@ -1108,6 +1158,13 @@ def postsynaptic_derivative(E, o_post, o_pre, cfg: Config, T: int) -> np.ndarray
 
     Zero where the postsynaptic count is zero (the code's rule).
     """
+    cfg = check_config(cfg, Config)
+    E, o_post, o_pre = _effect_args(E, o_post, o_pre)
+    return _postsynaptic_derivative(E, o_post, o_pre, cfg, check_int("T", T, minimum=2))
+
+
+def _postsynaptic_derivative(E, o_post, o_pre, cfg, T):
+    """:func:`postsynaptic_derivative` without the argument checks."""
     o_post = np.asarray(o_post, dtype=np.float64)
     if cfg.d_method == "ratio":
         D = E * (1.0 / np.where(o_post > 0, o_post, 1.0))[:, None]
@@ -1178,7 +1235,7 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
                 counts_lin[-1][b, y[b]] = fake.sum()
                 faked[b] = True
     idx = np.asarray(list(samples), dtype=np.int64)
-    U = [spike_effect(post_lin[k][:, idx, :], cfg) for k in range(M)]      # (len(idx), T, N_k)
+    U = [_spike_effect(post_lin[k][:, idx, :], cfg) for k in range(M)]     # (len(idx), T, N_k)
     pres = [x] + list(fwd.S[:-1])
     for n, b in enumerate(idx):
         lins = []
@@ -1187,20 +1244,20 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
             o_pre = pres[k][:, b, :].sum(axis=0)
             o, o_lin = fwd.counts[k][b], counts_lin[k][b]
             E = _spsp_from_effect(Ub, pres[k][:, b, :], cfg)                      # Eq. (S-PSP), adjoint form
-            K = effect_ratio(E, o_lin, o_pre, cfg.kappa_zero)                    # Eq. (kappa)
-            D = postsynaptic_derivative(E, o_lin, o_pre, cfg, T)                 # Eq. (d)
+            K = _effect_ratio(E, o_lin, o_pre, cfg.kappa_zero)                   # Eq. (kappa)
+            D = _postsynaptic_derivative(E, o_lin, o_pre, cfg, T)                # Eq. (d)
             a = np.einsum("ij,ij->i", layer.W, E)                               # Eq. (T-PSP)
             sum_wd = np.einsum("ij,ij->i", layer.W, D)
             Er = Kr = Dr = Mk = Kr_true = None
             if layer.Wr is not None:
                 Er = _spsp_from_effect(Ub, fwd.S[k][:, b, :], cfg)
-                Kr = effect_ratio(Er, o_lin, o, cfg.kappa_zero)
-                Dr = postsynaptic_derivative(Er, o_lin, o, cfg, T)
+                Kr = _effect_ratio(Er, o_lin, o, cfg.kappa_zero)
+                Dr = _postsynaptic_derivative(Er, o_lin, o, cfg, T)
                 a = a + np.einsum("ij,ij->i", layer.Wr, Er)
                 sum_wd = sum_wd + np.einsum("ij,ij->i", layer.Wr, Dr)
                 if layer.kind == "lateral":                                      # the code's lateral factor needs
-                    Et = spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if faked[b] else Er   # the true trains' kappa
-                    Kr_true = effect_ratio(Et, o, o, cfg.kappa_zero)
+                    Et = _spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if faked[b] else Er  # the true trains' kappa
+                    Kr_true = _effect_ratio(Et, o, o, cfg.kappa_zero)
             S = 1.0 - sum_wd / layer.nu                                          # Eq. (S)
             Sc = _clamp(S, cfg.s_min)
             if layer.Wr is not None:
@@ -1554,16 +1611,26 @@ def update_sample_weights(weights, y, correct, cfg: Config = Config()) -> np.nda
     weights (unchanged when ``cfg.boost`` is False).  ``refsnn.train`` calls
     this hook and passes ``sample_weight`` to :func:`loss_and_grad`.
     """
+    cfg = check_config(cfg, Config)
     w = check_array("weights", weights, ndim=1, dtype=np.float64)
+    if w.size and w.min() < 0:
+        raise ValueError(f"weights: sample weights must be >= 0, got min {w.min():g}")
     if not cfg.boost:
         return w
-    y = np.asarray(y, dtype=np.int64)
-    correct = np.asarray(correct, dtype=bool)
-    if y.shape != w.shape or correct.shape != w.shape:
-        raise ValueError(f"y, correct: expected shape {w.shape} like weights, got {y.shape} and {correct.shape}")
+    y = check_labels("y", y, np.iinfo(np.int64).max, batch=w.shape[0])
+    correct = np.asarray(correct)
+    if correct.shape != w.shape:
+        raise ValueError(f"correct: expected one outcome per sample, shape {w.shape}, got {correct.shape}")
+    if not (correct.dtype == bool or np.all((correct == 0) | (correct == 1))):
+        raise ValueError("correct: expected True/False (or 0/1) per sample")
+    correct = correct.astype(bool)
     new = w.copy()
     for c in np.unique(y):
         in_c = y == c
-        err = float(np.sum(w[in_c & ~correct])) / float(np.sum(w[in_c]))
+        total = float(np.sum(w[in_c]))
+        if total <= 0:
+            raise ValueError(f"weights: the samples of class {c} all have weight 0; boosting needs a positive "
+                             f"total per class")
+        err = float(np.sum(w[in_c & ~correct])) / total
         new[in_c & ~correct] *= math.exp(err / 20.0)
     return new

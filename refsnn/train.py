@@ -53,10 +53,11 @@ import numpy as np
 
 import refsnn
 from refsnn import datasets, optim, recipes
-from refsnn._checks import check_choice, check_int, check_positive
+from refsnn._checks import check_choice, check_in_range, check_int, check_positive
 from refsnn._jit import jit_status
 
-__all__ = ["Settings", "train", "lr_at", "versions", "load_checkpoint", "TrainingDiverged"]
+__all__ = ["Settings", "train", "lr_at", "versions", "load_checkpoint", "TrainingDiverged", "CheckpointError",
+           "RunFolderError"]
 
 # Keys of the random streams (see the module docstring).
 _INIT, _SHUFFLE, _BATCH, _EVAL = 0, 1, 2, 3
@@ -64,6 +65,14 @@ _INIT, _SHUFFLE, _BATCH, _EVAL = 0, 1, 2, 3
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint is kept."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read, or does not belong to this run; the file is left as it is."""
+
+
+class RunFolderError(OSError):
+    """The run folder cannot be created or written (the message says which and why); nothing half-written stays."""
 
 
 @dataclass
@@ -108,6 +117,10 @@ class Settings:
     def __post_init__(self):
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
         check_positive("lr", self.lr)
+        check_in_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        if self.optimizer != "sgd" and self.momentum != 0:
+            raise ValueError(f"momentum: applies to optimizer 'sgd' only (Adam has its own betas), got momentum="
+                             f"{self.momentum} with optimizer {self.optimizer!r}")
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_int("epochs", self.epochs, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
@@ -166,13 +179,40 @@ def _json_default(o):
 
 
 def _write_atomic(path: Path, write) -> None:
-    """Write through ``write(fileobj)`` into ``path.tmp``, flush to disk, then rename over ``path``."""
+    """Write through ``write(fileobj)`` into ``path.tmp``, flush to disk, then rename over ``path``.
+
+    If anything fails (a full disk, a folder made read-only meanwhile), the temporary file is removed, the
+    previous ``path`` is untouched, and :class:`RunFolderError` says what failed.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise RunFolderError(f"could not write {path}: {exc.strerror or exc}{kept}") from None
+
+
+def _prepare_run_folder(out: Path) -> None:
+    """Create ``out`` and prove that it is writable, before any epoch is trained."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"out: {out} is a file, not a folder; give --out a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".refsnn-write-test-{os.getpid()}"
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunFolderError(f"out: cannot write into {out} ({exc.strerror or exc}); give --out a writable "
+                             f"folder") from None
 
 
 def _save_checkpoint(path: Path, params: dict, opt, meta: dict, state: dict | None = None) -> None:
@@ -183,23 +223,85 @@ def _save_checkpoint(path: Path, params: dict, opt, meta: dict, state: dict | No
     _write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path) -> tuple:
-    """Read a checkpoint: ``(params, optimizer_state, meta)``."""
-    path = Path(path)
+_RESTART_HINT = "start over with --restart (the old file is kept as {name}.bad) or use another --out"
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """Every array of a checkpoint, read in full (so that a truncated or corrupted file fails here)."""
+    import zipfile
+    import zlib
+
     try:
         with np.load(path, allow_pickle=False) as z:
-            params = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("param/")}
-            opt_state = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("opt/")}
-            meta = json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"checkpoint {path}: cannot be read ({exc})") from None
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({why}); "
+                              + _RESTART_HINT.format(name=path.name)) from None
+
+
+def load_checkpoint(path) -> tuple:
+    """Read a checkpoint: ``(params, optimizer_state, meta)``.
+
+    Raises :class:`CheckpointError` (naming the file) when it is not a readable checkpoint: truncated,
+    corrupted, or missing its metadata, history or parameters.
+    """
+    path = Path(path)
+    arrays = _read_checkpoint(path)
+    params = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("param/")}
+    opt_state = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("opt/")}
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not a JSON object")
+        for key in ("history", "epochs_done"):
+            if key not in meta:
+                raise ValueError(f"metadata has no {key!r}")
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a refsnn checkpoint ({exc}); "
+                              + _RESTART_HINT.format(name=path.name)) from None
+    if not params:
+        raise CheckpointError(f"checkpoint {path} holds no parameters; " + _RESTART_HINT.format(name=path.name))
     return params, opt_state, meta
+
+
+def _checkpoint_params(path: Path, saved: dict, expected: dict) -> dict:
+    """The saved parameters, checked key by key and shape by shape against freshly initialised ones."""
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing or extra:
+        raise CheckpointError(f"checkpoint {path}: parameters {sorted(saved)} do not match this network's "
+                              f"{sorted(expected)} (missing {missing}, unexpected {extra}); "
+                              + _RESTART_HINT.format(name=path.name))
+    for k, v in expected.items():
+        if np.shape(saved[k]) != np.shape(v):
+            raise CheckpointError(f"checkpoint {path}: parameter {k!r} has shape {np.shape(saved[k])}, this network "
+                                  f"needs {np.shape(v)}; " + _RESTART_HINT.format(name=path.name))
+        if not np.all(np.isfinite(saved[k])):
+            raise CheckpointError(f"checkpoint {path}: parameter {k!r} holds NaN or infinite values; "
+                                  + _RESTART_HINT.format(name=path.name))
+    return {k: np.array(saved[k], dtype=np.asarray(v).dtype) for k, v in expected.items()}
 
 
 def _load_loop_state(path) -> dict:
     """The training loop's own arrays in a checkpoint (e.g. per-sample weights)."""
-    with np.load(Path(path), allow_pickle=False) as z:
-        return {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("state/")}
+    arrays = _read_checkpoint(Path(path))
+    return {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("state/")}
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename ``path`` to ``path.bad`` (or ``.bad.1``, ``.bad.2``, ... if taken); returns the new name."""
+    for k in range(1000):
+        target = path.with_name(path.name + (".bad" if k == 0 else f".bad.{k}"))
+        if not target.exists():
+            try:
+                os.replace(path, target)
+            except OSError as exc:
+                raise RunFolderError(f"restart: cannot rename {path} ({exc.strerror or exc})") from None
+            return target
+    raise RunFolderError(f"restart: {path.name}.bad .. .bad.999 all exist in {path.parent}; remove some")
 
 
 def _evaluate(module, params, cfg, F, y, batch_size, seed, epoch, tag) -> float:
@@ -216,8 +318,8 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: bool = False, config=None,
-          progress: bool = True, log=_say, **overrides) -> dict:
+def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: bool = False, restart: bool = False,
+          config=None, progress: bool = True, log=_say, **overrides) -> dict:
     """Train algorithm ``algo`` on ``dataset`` and return the metrics dict.
 
     Parameters
@@ -234,6 +336,10 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     resume : bool
         Continue from ``out/checkpoint.npz`` (it must come from the same
         algorithm, dataset, seed, config and settings; only ``epochs`` may differ).
+        An unreadable or foreign checkpoint raises :class:`CheckpointError` and is left as it is.
+    restart : bool
+        Start from scratch even if ``out/checkpoint.npz`` exists: the old file is
+        first renamed to ``checkpoint.npz.bad`` (never deleted).
     config : Config or dict, optional
         The algorithm's ``Config``, or a dict of fields to change in the recipe's.
     progress : bool
@@ -250,9 +356,11 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
         The contents of ``metrics.json``; the trained parameters are under the
         extra key ``"params"`` (not written to the JSON).
     """
-    module = refsnn.algorithm(algo) if isinstance(algo, str) else algo
-    algo_name = module.__name__.rsplit(".", 1)[-1]
+    algo_name = refsnn.algorithm_name(algo)
+    module = refsnn.algorithm(algo_name)
     seed = check_int("seed", seed, minimum=0)
+    if resume and restart:
+        raise ValueError("resume, restart: choose one (resume continues the checkpoint, restart starts over)")
     log = log or (lambda *_: None)
     cfg, recipe_settings = recipes.recipe(algo_name, dataset)
     if config is not None:
@@ -288,24 +396,38 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     reweight = getattr(module, "update_sample_weights", None)      # optional hook (module docstring)
     sample_w = np.ones(len(ytr)) if reweight is not None else None
 
+    if (resume or restart) and ckpt is None:
+        raise ValueError(f"{'resume' if resume else 'restart'}: needs an output directory (out=...)")
     if resume:
-        if ckpt is None:
-            raise ValueError("resume: needs an output directory (out=...) holding checkpoint.npz")
         if not ckpt.exists():
             raise FileNotFoundError(f"resume: no checkpoint at {ckpt}; start the run without resume first")
         saved_params, opt_state, meta = load_checkpoint(ckpt)
         mismatch = [k for k in meta_fixed if json.loads(json.dumps(meta_fixed[k], default=_json_default)) != meta.get(k)]
         if mismatch:
-            raise ValueError(f"resume: {ckpt} was written with different {', '.join(mismatch)}; "
-                             f"use another --out directory or the same settings")
-        params = {k: saved_params[k] for k in params}
-        opt.load_state_dict(opt_state)
+            raise CheckpointError(f"resume: {ckpt} was written with different {', '.join(mismatch)}; "
+                                  f"use another --out directory or the same settings")
+        params = _checkpoint_params(ckpt, saved_params, params)
+        try:
+            opt.load_state_dict(opt_state)
+            history, start_epoch = list(meta["history"]), check_int("epochs_done", meta["epochs_done"], minimum=0)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {ckpt}: its optimizer state or history is incomplete ({exc}); "
+                                  + _RESTART_HINT.format(name=ckpt.name)) from None
+        if len(history) != start_epoch:
+            raise CheckpointError(f"checkpoint {ckpt}: {len(history)} history entries for {start_epoch} epochs; "
+                                  + _RESTART_HINT.format(name=ckpt.name))
         if sample_w is not None:
-            sample_w = _load_loop_state(ckpt).get("sample_weight", sample_w)
-        history, start_epoch = meta["history"], meta["epochs_done"]
+            saved_w = _load_loop_state(ckpt).get("sample_weight", sample_w)
+            if np.shape(saved_w) != sample_w.shape:
+                raise CheckpointError(f"checkpoint {ckpt}: {np.size(saved_w)} sample weights for {sample_w.size} "
+                                      f"training samples; " + _RESTART_HINT.format(name=ckpt.name))
+            sample_w = np.asarray(saved_w, dtype=np.float64)
         log(f"resuming {algo_name} on {dataset} after epoch {start_epoch}")
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        _prepare_run_folder(out)                     # fail now, not after the first epoch
+        if restart and ckpt.exists():
+            kept = _set_aside(ckpt)
+            log(f"restarting: the old checkpoint is kept as {kept}")
 
     tqdm = None
     if progress:

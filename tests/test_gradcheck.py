@@ -1,6 +1,7 @@
 """The gradient checker itself: exact on polynomials, catches wrong gradients, statistical test calibrated."""
 import numpy as np
 import pytest
+from tolerances import FORMULA_REL
 
 from refsnn import gradcheck
 
@@ -114,3 +115,44 @@ def test_statistical_check_handles_deterministic_entries():
     assert gradcheck.check_statistical(lambda rng: {"w": np.array([1.0, 2.0])}, exact, n_samples=5, seed=0).passed
     assert not gradcheck.check_statistical(lambda rng: {"w": np.array([1.0, 2.1])}, exact, n_samples=5,
                                            seed=0).passed
+
+
+def test_compare_refuses_to_compare_nothing_or_mismatched_keys():
+    g = cubic_grad(P)
+    with pytest.raises(ValueError, match="nothing to compare"):
+        gradcheck.compare(g, {}, keys=[])
+    with pytest.raises(ValueError, match="key sets differ.*only in mine: \\['a'\\]"):
+        gradcheck.compare(g, {"b": g["b"]})
+    with pytest.raises(ValueError, match="key sets differ.*only in reference: \\['c'\\]"):
+        gradcheck.compare(g, {**g, "c": np.zeros(1)})
+    assert gradcheck.compare(g, {"b": g["b"]}, keys=["b"]).passed          # an explicit subset is fine
+    with pytest.raises(ValueError, match="keys: \\['c'\\] missing"):
+        gradcheck.compare(g, g, keys=["c"])
+    # buffers (state such as BatchNorm running statistics) are ignored on both sides, even if only on one
+    rep = gradcheck.compare({**g, "bn_mean": np.ones(2)}, g, buffers=["bn_mean"])
+    assert rep.passed and [t.name for t in rep.tensors] == ["a", "b"]
+
+
+def test_compare_judges_an_exactly_zero_reference_by_the_absolute_error():
+    """Round-off of 1.9e-17 against a reference of exactly 0 passes (it is 1e-17 of the largest tensor);
+    a real error there (1e-3 of the largest tensor) fails.  The old absolute floor of 1e-12 turned the first
+    into a 'relative error' of 1.9e-5."""
+    ref = {"W": np.array([[0.5, -1.0], [2.0, 0.1]]), "b": np.zeros(2)}
+    ok = gradcheck.compare({"W": ref["W"].copy(), "b": np.array([1.9e-17, 0.0])}, ref, tol=1e-6)   # not a tolerance
+    assert ok.passed and ok["b"].basis == "absolute" and ok["b"].rel_error < FORMULA_REL, str(ok)
+    bad = gradcheck.compare({"W": ref["W"].copy(), "b": np.array([2.3e-3, 0.0])}, ref, tol=1e-6)
+    assert not bad.passed and not bad["b"].passed and "abs" in str(bad)
+
+
+def test_compare_says_when_the_error_looks_like_float32():
+    ref = {"W": np.linspace(-1.0, 1.0, 12).reshape(3, 4) + 0.1}
+    mine32 = {"W": ref["W"].astype(np.float32)}
+    rep = gradcheck.compare(mine32, ref, tol=1e-10)
+    assert not rep.passed
+    assert any("float32" in n for n in rep.notes) and "note:" in str(rep)
+    # the same size of error from float64 arrays: still said (e.g. a float32 constant on the other side)
+    rep = gradcheck.compare({"W": ref["W"] * (1 + 3e-8)}, ref, tol=1e-10)
+    assert any("float32 round-off" in n for n in rep.notes)
+    # a model-sized error is not blamed on float32
+    rep = gradcheck.compare({"W": ref["W"] * 1.01}, ref, tol=1e-10)
+    assert not rep.passed and not rep.notes
