@@ -236,7 +236,7 @@ def _float32_note(mine: dict, reports: list) -> list:
 
 
 def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffers=(), floor_rel: float = 1e-8,
-            title: str = "") -> Report:
+            float32_hint: bool = True, title: str = "") -> Report:
     """Compare two gradients tensor by tensor: ``mine`` (under test) against ``reference``.
 
     Parameters
@@ -257,8 +257,11 @@ def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffer
         "relative" failure.  A reference that is exactly zero is judged by the absolute error
         ``||mine|| <= tol * scale`` and reported as such.
 
-    Raises ValueError when nothing would be compared or the key sets differ; the report's notes say
-    when the errors look like float32 arithmetic on one side.
+    float32_hint : bool
+        Add a note when the errors look like float32 arithmetic on one side (off for comparisons with
+        finite differences, whose own error can be of that size).
+
+    Raises ValueError when nothing would be compared or the key sets differ.
     """
     buffers = set(buffers)
     if keys is None:
@@ -305,7 +308,8 @@ def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffer
         reports.append(TensorReport(key, shape, int(idx.size), rel, float(diff.max(initial=0.0)), na, nn,
                                     np.unravel_index(worst, shape) if int(np.prod(shape)) else (), tol,
                                     basis=basis))
-    return Report(reports, title=title, notes=_float32_note({k: mine[k] for k in keys}, reports))
+    notes = _float32_note({k: mine[k] for k in keys}, reports) if float32_hint else []
+    return Report(reports, title=title, notes=notes)
 
 
 def check_gradients(grads: dict, objective: Callable[[dict], float], params: dict, *, tol: float = 1e-7,
@@ -313,7 +317,7 @@ def check_gradients(grads: dict, objective: Callable[[dict], float], params: dic
                     title: str = "") -> Report:
     """Compare ``grads`` with central differences of ``objective`` at ``params``."""
     numeric = numerical_gradient(objective, params, eps=eps, order=order, max_entries=max_entries, seed=seed)
-    return compare(grads, numeric, tol=tol, keys=list(params), title=title)
+    return compare(grads, numeric, tol=tol, keys=list(params), float32_hint=False, title=title)
 
 
 def check(module, params: dict, x, y, cfg, rng=None, *, tol: float = 1e-7, eps: float = 1e-6, order: int = 2,

@@ -37,6 +37,7 @@ __all__ = [
     "CONTRACTION_MARGIN",
     "search",
     "stbp_problem",
+    "STBP_FAMILY",
     "ide_problem",
     "ST_RSBP_SMALL",
     "st_rsbp_problem",
@@ -76,12 +77,15 @@ def stbp_problem(cfg, seed: int = 0, sizes=(6, 5, 4, 3), T: int = 5, batch: int 
     (``forward="smooth"``) network, so the same problem serves both checks.
     """
     spiking, smooth = replace(cfg, forward="spike"), replace(cfg, forward="smooth")
+    # with a scaled input (decay_input: kappa = 1 - lam) the weights are scaled up to keep the layers active
+    lam = np.mean(cfg.decay) if cfg.learn_decay == "none" else 0.3
+    gain = 2.5 / (1.0 - lam) if cfg.decay_input else 2.5
 
     def make(rng):
         params = stbp.init_params(sizes, replace(cfg, init="torch"), rng)
         for n in range(1, len(sizes)):
-            params[f"W{n}"] *= 2.5
-            params[f"b{n}"] += 0.3
+            params[f"W{n}"] *= gain
+            params[f"b{n}"] += 0.3 * gain / 2.5
         x = (rng.random((T, batch, sizes[0])) < 0.5).astype(float)
         y = rng.integers(0, sizes[-1], batch)
         _, o = stbp.forward_numpy(params, x, cfg)
@@ -93,11 +97,50 @@ def stbp_problem(cfg, seed: int = 0, sizes=(6, 5, 4, 3), T: int = 5, batch: int 
     return search(make, seed, tries=1000, what="stbp_problem")
 
 
+#: The neuron settings of the PyTorch SNN libraries (and a few more), as STBP configurations: each changes
+#: the model, so each gets its own gradient check.  Applied on top of v_th 0.5, decay 0.3, MSELoss.
+STBP_FAMILY = [
+    ("snnTorch Leaky: subtract, delayed, detached, atan",
+     dict(surrogate="atan", width=0.3, reset="subtract", reset_timing="delayed", detach_reset=True)),
+    ("snnTorch Leaky zero / Synaptic zero: zero, delayed, detached",
+     dict(surrogate="atan", width=0.3, reset="zero", reset_timing="delayed", detach_reset=True)),
+    ("snnTorch Leaky none", dict(surrogate="atan", width=0.3, reset="none")),
+    ("snnTorch reset_delay=False zero: immediate, attached", dict(surrogate="atan", width=0.3, reset="zero")),
+    ("snnTorch learn_beta + learn_threshold", dict(surrogate="atan", width=0.3, reset="subtract",
+                                                   reset_timing="delayed", detach_reset=True, learn_decay="clamp",
+                                                   learn_threshold=True)),
+    ("snnTorch Synaptic: current synapse, subtract delayed", dict(surrogate="fast_sigmoid", width=0.3,
+                                                                  reset="subtract", reset_timing="delayed",
+                                                                  detach_reset=True, synapse="current",
+                                                                  syn_decay=0.7)),
+    ("spikingjelly LIFNode: decay_input, hard reset, >=, sigmoid",
+     dict(surrogate="sigmoid", width=0.25, reset="zero", strict=False, decay_input=True)),
+    ("spikingjelly LIFNode soft reset", dict(surrogate="sigmoid", width=0.25, reset="subtract", strict=False,
+                                             decay_input=True)),
+    ("spikingjelly LIFNode v_reset -0.2, detached", dict(surrogate="atan", width=0.3, reset="v_reset", v_reset=-0.2,
+                                                         v_rest=-0.2, strict=False, decay_input=True,
+                                                         detach_reset=True)),
+    ("spikingjelly IFNode", dict(surrogate="sigmoid", width=0.25, decay=1.0, reset="zero", strict=False)),
+    ("spikingjelly ParametricLIFNode", dict(surrogate="sigmoid", width=0.25, reset="zero", strict=False,
+                                            decay_input=True, learn_decay="sigmoid")),
+    ("spikingjelly ParametricLIFNode, decay_input=False", dict(surrogate="sigmoid", width=0.25, reset="zero",
+                                                               strict=False, learn_decay="sigmoid")),
+    ("norse LIFCell: current synapse, input scaled, to v_reset", dict(surrogate="fast_sigmoid", width=1.0, decay=0.7,
+                                                                     reset="zero", decay_input=True,
+                                                                     synapse="current", syn_decay=0.8)),
+    ("norse LIFBoxCell with v_leak 0.1", dict(surrogate="fast_sigmoid", width=1.0, decay=0.7, reset="zero",
+                                              decay_input=True, v_rest=0.1)),
+    ("per-layer thresholds and decays", dict(v_th=(0.5, 0.6, 0.4), decay=(0.3, 0.2, 0.5))),
+    ("reset to v_reset 0.1, immediate, attached", dict(reset="v_reset", v_reset=0.1)),
+]
+
+
 def _stbp_cases(seed: int) -> list:
-    """Every surrogate x reset x detached/attached x loss, on one 6-5-4-3 net, T = 5, batch 4."""
+    """The paper's four surrogates x {exp, zero} reset x detached/attached x loss (32 cases), then every
+    setting of :data:`STBP_FAMILY`; one 6-5-4-3 net, T = 5, batch 4."""
     cases = []
-    for sur in surrogates.NAMES:
-        for reset in stbp.RESETS:
+    for sur in ("rect", "triangle", "sigmoid", "gauss"):
+        for reset in ("exp", "zero"):
             for detach in (False, True):
                 for loss in stbp.LOSSES:
                     cfg = stbp.Config(v_th=0.5, decay=0.3, surrogate=sur,
@@ -106,6 +149,14 @@ def _stbp_cases(seed: int) -> list:
                     params, x, y = stbp_problem(cfg, seed)
                     cases.append(Case(f"stbp {sur}/{reset}/{'detached' if detach else 'attached'}/{loss}",
                                       params, x, y, cfg, tol=1e-7))
+    base = stbp.Config(v_th=0.5, decay=0.3, loss="mse_mean")
+    for label, changes in STBP_FAMILY:
+        cfg = replace(base, **changes)
+        # A learned decay's gradient can be 1e-2 of the weights' (a 0-d sum of small terms): the 2nd-order
+        # stencil's absolute error (~1e-11 here) is then ~1e-7 of it, so use the 4th-order one.
+        learned = cfg.learn_decay != "none" or cfg.learn_threshold
+        cases.append(Case(f"stbp {label}", *stbp_problem(cfg, seed), cfg, tol=1e-7,
+                          order=4 if learned else 2, eps=1e-4 if learned else 1e-6))
     return cases
 
 

@@ -4,21 +4,43 @@ Wu, Deng, Li, Zhu, Shi, "Spatio-Temporal Backpropagation for Training
 High-Performance Spiking Neural Networks", Front. Neurosci. 12:331 (2018).
 The derivation is written out in ``docs/stbp.md``.
 
+STBP is backpropagation through time in a network of leaky integrate-and-fire
+(LIF) layers, with the spike's missing derivative replaced by a surrogate.  The
+paper's neuron is one member of a family that also holds the neurons the
+PyTorch SNN libraries run (snnTorch, spikingjelly, norse); refsnn implements
+the whole family exactly, so that any of those models can be checked here.
+
 The model
 ---------
-A fully connected network of iterative LIF layers ``n = 1..N``.  At every
-time step ``t`` (the paper's iterative LIF model)::
+A fully connected network of LIF layers ``n = 1..N``.  At every time step
+``t = 0..T-1``, layer ``n`` (all quantities of that layer; ``o^{t,0} = x[t]``
+is the encoded input)::
 
-    u^{t,n} = u^{t-1,n} * f(o^{t-1,n}) + W^n o^{t,n-1} + b^n      # Eq. (u): leak and reset in f
-    o^{t,n} = H(u^{t,n} - v_th)                                    # Eq. (o): spike on u > v_th (strict)
+    I^t = W o^{t,n-1} + b                                          # Eq. (I): synaptic input
+    j^t = alpha j^{t-1} + I^t    (synapse="current"; else j^t = I^t)   # Eq. (J): current-based synapse
+    v^t = lam r^{t-1} + kappa j^t + (1 - lam) v_rest               # Eq. (V): leak and charge
+    u^t = v^t                   (reset_timing="immediate")
+    u^t = R(v^t, o^{t-1})       (reset_timing="delayed", t >= 1)    # Eq. (u)
+    o^t = H(u^t - v_th)         (">" or ">=")                      # Eq. (o): fire
+    r^t = R(u^t, o^t)           (immediate);   r^t = u^t (delayed)  # Eq. (R): reset
 
-with ``u^{0,n} = 0, o^{0,n} = 0`` and ``o^{t,0} = x[t]`` the encoded input.
-``f`` folds leak and reset into one factor (``Config.reset``):
+with ``r^{-1} = v_rest`` and ``j^{-1} = 0``.  ``u`` is the potential compared
+with the threshold, ``r`` what is carried to the next step.  ``lam`` is
+``Config.decay``, ``kappa = 1 - lam`` with ``decay_input`` (spikingjelly's
+input scaling; also norse's ``dt / tau_mem``), else 1.  The reset ``R(u, o)``
+(``Config.reset``)::
 
-* ``"paper"``: ``f(o) = tau * exp(-o / tau)`` with ``tau = decay``
-  (``f(0) = tau`` is the leak, ``f(1) ~ 0`` the reset), ``f'(o) = -exp(-o/tau)``;
-* ``"code"``: the official code's linearisation ``f(o) = decay * (1 - o)``,
-  ``f'(o) = -decay``.
+    "exp"       R = u exp(-o / lam)       the paper: lam R = u tau exp(-o/tau), its f(o) = tau exp(-o/tau)
+    "zero"      R = u (1 - o)             the official code: mem * (1 - spike) * decay
+    "v_reset"   R = u (1 - o) + v_reset o
+    "subtract"  R = u - v_th o            "soft" reset
+    "none"      R = u
+
+``"paper"`` and ``"code"`` are accepted as the old names of ``"exp"`` and
+``"zero"``.  ``reset_timing="delayed"`` is snnTorch's ``reset_delay=True``:
+the spike of step ``t-1`` resets the potential after the charge of step ``t``,
+so a subtracted threshold is not decayed first.  ``v_th``, ``decay`` and the
+synapse's ``alpha`` may be one number for every layer or one per layer.
 
 The readout is the output layer's firing rate ``obar = (1/T) sum_t o^{t,N}``
 and the loss (``Config.loss``) is
@@ -31,27 +53,51 @@ The backward pass (the exact form)
 ----------------------------------
 ``H`` has no useful derivative, so ``dH/du`` is replaced by a surrogate
 ``h(u - v_th)`` (``refsnn.surrogates``).  Back-propagating through the
-unrolled graph (BPTT) gives, with ``delta = dL/do`` and ``eps = dL/du``::
+unrolled graph (BPTT) gives, with ``delta = dL/do``, ``eps = dL/du``,
+``g_v = dL/dv``, ``g_j = dL/dj`` and ``R_u, R_o`` the partial derivatives of
+the reset, from ``t = T-1`` down to 0 (terms with ``t + 1`` vanish at ``T-1``)::
 
-    delta^{t,N}  = (dL/dobar) / T                                   # Eq. (B1): readout
-    delta^{t,n}  = (W^{n+1})^T eps^{t,n+1}                          # Eq. (B2): spatial (SD) path
-    delta^{t,n} += eps^{t+1,n} * u^{t,n} * f'(o^{t,n})    (t < T)   # Eq. (B3): temporal path via the reset
-    eps^{t,n}    = delta^{t,n} * h(u^{t,n} - v_th)
-                 + eps^{t+1,n} * f(o^{t,n})               (t < T)   # Eq. (B4): temporal path via the leak
-    dL/dW^n = sum_t eps^{t,n} (o^{t,n-1})^T,  dL/db^n = sum_t eps^{t,n}   # Eq. (B5)
+    delta^{t,N}  = (dL/dobar) / T                                          # Eq. (B1): readout
+    delta^{t,n}  = (W^{n+1})^T g_j^{t,n+1}                                 # Eq. (B2): spatial path
+    delta^{t}   += lam g_v^{t+1} R_o(u^t, o^t)         (immediate)          # Eq. (B3): through the reset
+    delta^{t}   += eps^{t+1} R_o(v^{t+1}, o^t)         (delayed)
+    eps^{t}      = delta^t h(u^t - v_th) + lam g_v^{t+1} R_u(u^t, o^t)     (immediate)   # Eq. (B4)
+    eps^{t}      = delta^t h(u^t - v_th) + lam g_v^{t+1}                   (delayed)
+    g_v^{t}      = eps^t    (immediate);   eps^t R_u(v^t, o^{t-1})  (delayed, t >= 1)
+    g_j^{t}      = kappa g_v^t + alpha g_j^{t+1}                            # Eq. (B4j)
+    dL/dW^n = sum_t g_j^{t,n} (o^{t,n-1})^T,  dL/db^n = sum_t g_j^{t,n}     # Eq. (B5)
 
-``detach_reset=True`` drops Eq. (B3), as snnTorch does and spikingjelly's
-``detach_reset=True``.  The paper's printed temporal term uses
+For the paper's neuron (``exp``, immediate, no synapse, ``kappa = 1``) these are
+the familiar ``delta^t += eps^{t+1} u^t f'(o^t)`` and ``eps^t = delta^t h +
+eps^{t+1} f(o^t)``.  ``detach_reset=True`` drops Eq. (B3) (the reset's ``o`` is
+treated as a constant), as snnTorch (with its default ``reset_delay=True``) and
+spikingjelly's ``detach_reset=True`` do.  The paper's printed temporal term uses
 ``delta^{t+1}*h(u^{t+1})`` instead of ``eps^{t+1}``, which drops the
 ``u^{t+1} -> u^{t+2}`` path; refsnn implements the exact chain rule, which is
 what autograd (and so the official code) computes (``docs/stbp.md``).
+
+Learnable decay and threshold (``Config.learn_decay``, ``learn_threshold``)
+--------------------------------------------------------------------------
+A layer's decay and threshold can be parameters with their own keys, each a
+0-d array (one value for the layer) or one value per neuron:
+
+* ``beta{n}``  (``learn_decay="clamp"``, snnTorch's ``learn_beta``): ``lam = clamp(beta, 0, 1)``;
+* ``tau_w{n}`` (``learn_decay="sigmoid"``, spikingjelly's ``ParametricLIFNode.w``):
+  ``1/tau = sigmoid(tau_w)``, ``lam = 1 - 1/tau`` (and ``kappa = 1/tau`` with ``decay_input``);
+* ``thr{n}``   (``learn_threshold``, snnTorch's ``learn_threshold``): ``v_th``.
+
+Their gradients follow from the same recursion: ``dL/dv_th = -sum_t delta^t
+h(u^t - v_th)`` plus, for the subtract reset, ``-sum_t lam g_v^{t+1} o^t``
+(immediate) or ``-sum_t eps^t o^{t-1}`` (delayed); ``dL/dlam = sum_t g_v^t
+(r^{t-1} - v_rest - [decay_input] j^t)``; then the chain rule through the clamp
+(which passes the gradient on ``0 <= beta <= 1``, as PyTorch's) or the sigmoid.
 
 What the gradient is exactly the derivative of
 ----------------------------------------------
 ``reference_objective`` builds the *smoothed network anchored at the spikes*:
 the same forward pass, but every spike is replaced by
 
-    o^{t,n}(theta') = o0^{t,n} + P(u^{t,n}(theta') - v_th) - P(u0^{t,n} - v_th)
+    o^{t,n}(theta') = o0^{t,n} + P(u^{t,n}(theta') - v_th') - P(u0^{t,n} - v_th)
 
 where ``P`` is the primitive of the surrogate (``P' = h``) and ``u0, o0`` are
 the membrane potentials and spikes of the forward pass at ``params``.  At
@@ -61,9 +107,9 @@ derivative there is the surrogate gradient above.  This is the construction
 surrogate gradient.  With ``Config(forward="smooth")`` the network itself is
 the smoothed model (``o = P(u - v_th)`` everywhere) and
 ``reference_objective`` is that model unchanged.  With ``detach_reset`` the
-reset factor is frozen at ``f(o0)`` in both.  Finite differences of it must
-match ``loss_and_grad`` (``tests/test_stbp.py``); for "rect" and "triangle"
-keep every ``u - v_th`` away from the kinks of ``P`` (:func:`kink_distance`).
+reset sees the frozen spikes ``o0``.  Finite differences of it must match
+``loss_and_grad`` (``tests/test_stbp.py``); for surrogates with kinks keep
+every ``u - v_th`` away from them (:func:`kink_distance`).
 
 Two tiers
 ---------
@@ -74,20 +120,26 @@ layer ``n`` at step ``t`` needs only layer ``n-1`` at step ``t`` and its own
 step ``t-1``, all ``T`` steps of one layer can run before the next layer, so
 each layer's synaptic input is one matrix product over ``T*batch`` rows and
 only the element-wise time recursions (:func:`_lif_forward_kernel`,
-:func:`_lif_backward_kernel`) remain, as numba kernels.  Both tiers agree to
-float64 round-off (``tests/test_stbp.py``).
+:func:`_lif_backward_kernel`) remain, as numba kernels.  The reset ``R`` and
+its derivatives (:func:`reset_value`, :func:`reset_du`, :func:`reset_do`) are
+written once, for numbers (kernels) and arrays (twin) alike.  Both tiers agree
+to float64 round-off (``tests/test_stbp.py``).
 
 Notation differences from the paper
 -----------------------------------
-* The equation labels (u), (o), (L), (B1)-(B5) are refsnn's own.  The paper's body could
-  not be checked while writing this module, so its equation numbers are not quoted;
-  ``docs/stbp.md`` maps each label to the paper's and the official code's form.
+* The equation labels (I), (J), (V), (u), (o), (R), (L), (B1)-(B5) are refsnn's own.
+  The paper's body could not be checked while writing this module, so its equation
+  numbers are not quoted; ``docs/stbp.md`` maps each label to the paper's and the
+  official code's form.
 * Time runs ``t = 0..T-1`` in code (``1..T`` in the paper); the first step has
-  no carried potential (``u^{0} = 0``).
-* ``decay`` is the paper's ``tau`` (its "decay factor"); ``v_th`` is ``V_th``;
-  the surrogate width ``width`` is the paper's ``a_1..a_4``.
+  no carried potential (``r^{-1} = v_rest = 0`` for the paper).
+* ``decay`` is the paper's ``tau`` (its "decay factor"), ``lam`` here; ``v_th``
+  is ``V_th``; the surrogate width ``width`` is the paper's ``a_1..a_4``.  The
+  paper folds leak and reset into ``f(o) = tau exp(-o/tau)``; here ``f(o) =
+  lam R(1, o)``.
 * Weights are stored ``(n_out, n_in)``: ``W^n`` maps layer ``n-1`` to ``n``.
-  Parameter keys are ``W1, b1, ..., WN, bN``.
+  Parameter keys are ``W1, b1, ..., WN, bN`` (and ``beta{n}``, ``tau_w{n}``,
+  ``thr{n}`` when learned).
 * Arrays carry a batch axis: ``x[t, s, j]``, ``u[n][t, s, i]``.
 """
 
@@ -107,7 +159,6 @@ from refsnn._checks import (
     check_in_range,
     check_int,
     check_labels,
-    check_layers,
     check_positive,
     check_sizes,
     check_time_major,
@@ -127,14 +178,38 @@ __all__ = [
     "forward_numpy",
     "backward_numpy",
     "kink_distance",
-    "leak_reset",
-    "leak_reset_prime",
+    "reset_value",
+    "reset_du",
+    "reset_do",
     "spike_rule",
     "anchored_rule",
+    "param_keys",
+    "neuron_constants",
 ]
 
-RESETS = ("paper", "code")
+#: The reset mechanisms, and the old names of two of them.
+RESETS = ("exp", "zero", "v_reset", "subtract", "none")
+RESET_ALIASES = {"paper": "exp", "code": "zero"}
+RESET_CODES = {name: code for code, name in enumerate(RESETS)}
+TIMINGS = ("immediate", "delayed")
 LOSSES = ("mse_paper", "mse_mean")
+SYNAPSES = ("none", "current")
+LEARN_DECAY = ("none", "clamp", "sigmoid")
+
+
+def _per_layer(name: str, value, check):
+    """A number, or a tuple of numbers (one per layer), each passed through ``check(name, v)``."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) == 0:
+            raise ValueError(f"{name}: expected a number or a non-empty tuple of them (one per layer), got ()")
+        return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(value))
+    return check(name, value)
+
+
+def _bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -143,22 +218,52 @@ class Config:
 
     Parameters
     ----------
-    v_th : float
-        Firing threshold ``V_th`` (> 0).  A neuron spikes when ``u > v_th``.
-    decay : float
-        Leak factor ``tau`` in (0, 1]: the fraction of the membrane potential
-        carried to the next step when the neuron did not spike.
-    surrogate : {"rect", "triangle", "sigmoid", "gauss"}
-        The surrogate derivative ``h`` of the spike (h1..h4 of the paper).
+    v_th : float or tuple of float
+        Firing threshold ``V_th`` (> 0); one per layer if a tuple.
+    decay : float or tuple of float
+        Leak factor ``lam`` in (0, 1] (the paper's ``tau``): the fraction of the
+        reset potential carried to the next step; ``1`` is the IF neuron.
+    surrogate : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid"}
+        The surrogate derivative ``h`` of the spike (h1..h4 of the paper, and
+        the peers' defaults; ``refsnn.surrogates`` maps their parameters).
     width : float
         Its width ``a`` (> 0); the official code's window is rect, ``a = 1``.
-    reset : {"paper", "code"}
-        Leak/reset factor ``f(o)``: ``tau*exp(-o/tau)`` (paper) or
-        ``decay*(1-o)`` (official code).  Same values at o in {0,1} up to
-        ``tau*e^{-1/tau}``; different derivatives.
+    reset : {"exp", "zero", "v_reset", "subtract", "none"}
+        The reset ``R(u, o)`` (module docstring); ``"paper"`` and ``"code"``
+        are the old names of ``"exp"`` and ``"zero"``.
+    v_reset : float
+        The potential a ``"v_reset"`` reset sets (spikingjelly's ``v_reset``,
+        norse's ``v_reset``).
+    reset_timing : {"immediate", "delayed"}
+        ``"delayed"``: the spike of step ``t-1`` resets the potential after the
+        charge of step ``t`` (snnTorch's ``reset_delay=True``).
     detach_reset : bool
-        Drop the gradient path through the reset factor (Eq. (B3)).  The paper
-        and the official code keep it (False); snnTorch always detaches.
+        Drop the gradient path through the reset's spike (Eq. (B3)).  The paper,
+        the official code, spikingjelly and norse keep it (False); snnTorch with
+        ``reset_delay=True`` detaches it.
+    strict : bool
+        Spike when ``u > v_th`` (True: the paper, snnTorch, norse) or
+        ``u >= v_th`` (False: spikingjelly).
+    decay_input : bool
+        Scale the input by ``1 - lam`` (spikingjelly's ``decay_input=True``;
+        norse's ``dt / tau_mem``), so ``v = lam r + (1 - lam) j``.
+    v_rest : float
+        The potential the neuron starts at and leaks towards (norse's
+        ``v_leak``; spikingjelly's ``v_reset`` for a hard reset; 0 for the
+        paper and snnTorch).
+    synapse : {"none", "current"}
+        ``"current"``: a current-based synapse ``j = alpha j + I`` (snnTorch
+        ``Synaptic``, norse ``LIFCell``).
+    syn_decay : float or tuple of float
+        Its ``alpha`` in [0, 1] (snnTorch's ``alpha``; norse's ``1 - dt/tau_syn``).
+    learn_decay : {"none", "clamp", "sigmoid"}
+        Make each layer's decay a parameter: ``beta{n}`` with ``lam =
+        clamp(beta, 0, 1)`` (snnTorch ``learn_beta``) or ``tau_w{n}`` with
+        ``1 - lam = sigmoid(tau_w)`` (spikingjelly ``ParametricLIFNode``).
+        ``decay`` then only sets :func:`init_params`' starting value.
+    learn_threshold : bool
+        Make each layer's threshold a parameter ``thr{n}`` (snnTorch
+        ``learn_threshold``); ``v_th`` then only sets the starting value.
     loss : {"mse_paper", "mse_mean"}
         ``1/(2S) sum ||y - obar||^2`` (paper) or the mean over batch and
         classes (PyTorch ``MSELoss``, the official code).
@@ -183,12 +288,21 @@ class Config:
         The fast layer-major kernels or the readable step-major twin.
     """
 
-    v_th: float = 1.5
-    decay: float = 0.1
+    v_th: object = 1.5
+    decay: object = 0.1
     surrogate: str = "rect"
     width: float = 1.0
-    reset: str = "paper"
+    reset: str = "exp"
+    v_reset: float = 0.0
+    reset_timing: str = "immediate"
     detach_reset: bool = False
+    strict: bool = True
+    decay_input: bool = False
+    v_rest: float = 0.0
+    synapse: str = "none"
+    syn_decay: object = 0.0
+    learn_decay: str = "none"
+    learn_threshold: bool = False
     loss: str = "mse_paper"
     T: int = 30
     encoding: str = "bernoulli"
@@ -198,15 +312,26 @@ class Config:
     backend: str = "numba"
 
     def __post_init__(self):
-        object.__setattr__(self, "v_th", check_positive("v_th", self.v_th))
-        object.__setattr__(self, "decay", check_in_range("decay", self.decay, 0.0, 1.0, lo_open=True))
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("v_th", _per_layer("v_th", self.v_th, check_positive))
+        set_("decay", _per_layer("decay", self.decay,
+                                 lambda n, v: check_in_range(n, v, 0.0, 1.0, lo_open=True)))
         check_choice("surrogate", self.surrogate, surrogates.NAMES)
-        object.__setattr__(self, "width", check_positive("width", self.width))
-        check_choice("reset", self.reset, RESETS)
-        if not isinstance(self.detach_reset, (bool, np.bool_)):
-            raise TypeError(f"detach_reset: expected True or False, got {self.detach_reset!r}")
+        set_("width", check_positive("width", self.width))
+        set_("reset", RESET_ALIASES.get(self.reset, self.reset))
+        check_choice("reset", self.reset, RESETS + tuple(RESET_ALIASES))
+        set_("v_reset", check_in_range("v_reset", self.v_reset, -1e12, 1e12))
+        check_choice("reset_timing", self.reset_timing, TIMINGS)
+        for name in ("detach_reset", "strict", "decay_input", "learn_threshold"):
+            set_(name, _bool(name, getattr(self, name)))
+        set_("v_rest", check_in_range("v_rest", self.v_rest, -1e12, 1e12))
+        check_choice("synapse", self.synapse, SYNAPSES)
+        set_("syn_decay", _per_layer("syn_decay", self.syn_decay, lambda n, v: check_in_range(n, v, 0.0, 1.0)))
+        check_choice("learn_decay", self.learn_decay, LEARN_DECAY)
+        if self.learn_decay != "none" and self.reset == "exp":
+            raise ValueError("learn_decay: the 'exp' reset divides by the decay; learn it with another reset")
         check_choice("loss", self.loss, LOSSES)
-        object.__setattr__(self, "T", check_int("T", self.T, minimum=1))
+        set_("T", check_int("T", self.T, minimum=1))
         check_choice("encoding", self.encoding, ("bernoulli", "direct"))
         check_choice("forward", self.forward, ("spike", "smooth"))
         check_choice("init", self.init, ("paper", "torch"))
@@ -214,19 +339,43 @@ class Config:
         check_choice("backend", self.backend, ("numba", "numpy"))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k in ("v_th", "decay", "syn_decay"):
+            if isinstance(d[k], tuple):
+                d[k] = list(d[k])
+        return d
 
 
-#: The two reference settings.  ``paper``: the MNIST row of the
-#: paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values), its
-#: f, loss and init.  ``code``: the official PyTorch code (thresh 0.5, decay
-#: 0.2, T 20, rect window lens 0.5 = width 1, MSELoss, reset not detached,
-#: PyTorch default init, Bernoulli input).
+#: Reference settings.
+#:
+#: * ``paper``: the MNIST row of the paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values), its
+#:   exp reset, loss and init, Bernoulli input.
+#: * ``code``: the official code's neuron (``spiking_model.py``, the conv MNIST net's, also used for
+#:   refsnn's MLP recipes): thresh 0.5, decay 0.2, T 20, rect window lens 0.5 (width 1),
+#:   ``mem * decay * (1 - spike)`` (the zero reset, not detached), MSELoss, PyTorch default init,
+#:   Bernoulli input.
+#: * ``code_fc``: the official FC MNIST file (``code_mnist/mnist_model.py``, 784-512-10): thresh 0.3,
+#:   decay 0.5, T 8, the same window and reset, analog ("direct") input.
+#: * ``snntorch``: snnTorch's ``Leaky(beta=0.9)`` with its defaults (subtract reset, delayed and
+#:   detached, ATan surrogate alpha 2 = width 1/pi, threshold 1, ``>``).
+#: * ``spikingjelly``: spikingjelly's ``LIFNode()`` defaults (tau 2 = decay 0.5, decay_input, threshold
+#:   1, hard reset to 0 not detached, ``>=``, Sigmoid surrogate alpha 4 = width 1/4).
+#: * ``norse``: norse's ``LIFCell()`` defaults (dt 1e-3, tau_mem_inv 100, tau_syn_inv 200: decay 0.9
+#:   with the input scaled by 0.1, a current synapse with alpha 0.8, threshold 1, reset to 0 not
+#:   detached, ``>``, SuperSpike = fast_sigmoid of width 1).
 PRESETS = {
-    "paper": Config(v_th=1.5, decay=0.1, surrogate="rect", width=1.0, reset="paper", detach_reset=False,
+    "paper": Config(v_th=1.5, decay=0.1, surrogate="rect", width=1.0, reset="exp", detach_reset=False,
                     loss="mse_paper", T=30, encoding="bernoulli", init="paper"),
-    "code": Config(v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="code", detach_reset=False,
+    "code": Config(v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="zero", detach_reset=False,
                    loss="mse_mean", T=20, encoding="bernoulli", init="torch"),
+    "code_fc": Config(v_th=0.3, decay=0.5, surrogate="rect", width=1.0, reset="zero", detach_reset=False,
+                      loss="mse_mean", T=8, encoding="direct", init="torch"),
+    "snntorch": Config(v_th=1.0, decay=0.9, surrogate="atan", width=1.0 / math.pi, reset="subtract",
+                       reset_timing="delayed", detach_reset=True, loss="mse_mean", T=25, init="torch"),
+    "spikingjelly": Config(v_th=1.0, decay=0.5, surrogate="sigmoid", width=0.25, reset="zero", strict=False,
+                           decay_input=True, loss="mse_mean", T=8, init="torch"),
+    "norse": Config(v_th=1.0, decay=0.9, surrogate="fast_sigmoid", width=1.0, reset="zero", decay_input=True,
+                    synapse="current", syn_decay=0.8, loss="mse_mean", T=25, init="torch"),
 }
 
 
@@ -234,15 +383,42 @@ PRESETS = {
 # Parameters and argument checks
 # ---------------------------------------------------------------------------
 
+def param_keys(n_layers: int, cfg: Config = Config()) -> list:
+    """The parameter names of an ``n_layers``-layer network under ``cfg``, in order."""
+    cfg = check_config(cfg, Config)
+    keys = []
+    for n in range(1, n_layers + 1):
+        keys += [f"W{n}", f"b{n}"]
+        if cfg.learn_decay == "clamp":
+            keys.append(f"beta{n}")
+        elif cfg.learn_decay == "sigmoid":
+            keys.append(f"tau_w{n}")
+        if cfg.learn_threshold:
+            keys.append(f"thr{n}")
+    return keys
+
+
+def _layer_value(name: str, value, n: int, N: int):
+    """Layer ``n``'s (0-based) entry of a per-layer Config field."""
+    if isinstance(value, tuple):
+        if len(value) != N:
+            raise ValueError(f"{name}: {len(value)} values given for {N} layers; give one per layer or one number")
+        return value[n]
+    return value
+
+
 def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
-    """Initial weights for a fully connected net ``sizes = [n_in, h1, ..., n_out]``.
+    """Initial parameters for a fully connected net ``sizes = [n_in, h1, ..., n_out]``.
 
     Returns ``{"W1": (h1, n_in), "b1": (h1,), ..., "WN": (n_out, h_{N-1}), "bN": (n_out,)}``
-    in float64, initialised as ``cfg.init`` says.
+    in float64, initialised as ``cfg.init`` says, and with ``learn_decay`` /
+    ``learn_threshold`` the 0-d ``beta{n}`` / ``tau_w{n}`` / ``thr{n}`` set
+    from ``cfg.decay`` and ``cfg.v_th``.
     """
     cfg = check_config(cfg, Config)
     sizes = check_sizes(sizes)
     rng = as_generator(rng)
+    N = len(sizes) - 1
     params = {}
     for n, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
         if cfg.init == "paper":
@@ -254,12 +430,98 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
             W = rng.uniform(-bound, bound, (n_out, n_in))
             b = rng.uniform(-bound, bound, n_out)
         params[f"W{n}"], params[f"b{n}"] = W, b
+        lam = _layer_value("decay", cfg.decay, n - 1, N)
+        if cfg.learn_decay == "clamp":
+            params[f"beta{n}"] = np.array(lam)
+        elif cfg.learn_decay == "sigmoid":
+            params[f"tau_w{n}"] = np.array(math.log((1.0 - lam) / lam) if lam < 1 else -math.inf)
+        if cfg.learn_threshold:
+            params[f"thr{n}"] = np.array(float(_layer_value("v_th", cfg.v_th, n - 1, N)))
     return params
 
 
-def _layers(params, name="params"):
-    """``(Ws, bs)`` of ``{W1, b1, ..., WN, bN}``, names and shapes checked."""
-    return check_layers(params, name)
+@dataclass
+class _Layer:
+    """One layer as the equations see it: weights and the neuron's constants, one per neuron."""
+
+    W: np.ndarray
+    b: np.ndarray
+    lam: np.ndarray         # (H,) decay
+    kap: np.ndarray         # (H,) input scale kappa
+    c: np.ndarray           # (H,) (1 - lam) v_rest
+    thr: np.ndarray         # (H,) threshold
+    alpha: np.ndarray       # (H,) synapse decay
+    decay_key: str | None = None     # "beta{n}" / "tau_w{n}" when the decay is learned ...
+    decay_raw: np.ndarray | None = None   # ... and its value (0-d or (H,))
+    thr_key: str | None = None       # "thr{n}" when the threshold is learned ...
+    thr_raw: np.ndarray | None = None     # ... and its value
+
+
+def _float_param(name, value, H):
+    arr = check_array(name, value, dtype=np.float64)
+    if arr.shape not in ((), (H,)):
+        raise ValueError(f"{name}: expected a 0-d array (one value for the layer) or shape ({H},), got {arr.shape}")
+    return arr
+
+
+def _network(params, cfg: Config, name: str = "params") -> list:
+    """Validate ``params`` against ``cfg`` and resolve every layer's constants (:class:`_Layer`)."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
+    N = sum(1 for k in params if k[:1] == "W" and k[1:].isdigit())
+    want = param_keys(max(N, 1), cfg)
+    if N < 1 or sorted(params) != sorted(want):
+        missing = [k for k in want if k not in params]
+        extra = [k for k in params if k not in want]
+        raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}")
+    layers = []
+    for n in range(1, N + 1):
+        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2)
+        b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1)
+        H = W.shape[0]
+        if b.shape[0] != H:
+            raise ValueError(f"{name}['b{n}']: expected shape ({H},) to match W{n} {W.shape}, got {b.shape}")
+        if n > 1 and W.shape[1] != layers[-1].W.shape[0]:
+            raise ValueError(f"{name}['W{n}']: expected {layers[-1].W.shape[0]} inputs (the size of layer {n - 1}), "
+                             f"got shape {W.shape}")
+        decay_key = decay_raw = thr_key = thr_raw = None
+        if cfg.learn_decay == "clamp":
+            decay_key = f"beta{n}"
+            decay_raw = _float_param(f"{name}['{decay_key}']", params[decay_key], H)
+            lam = np.clip(decay_raw, 0.0, 1.0)
+        elif cfg.learn_decay == "sigmoid":
+            decay_key = f"tau_w{n}"
+            decay_raw = _float_param(f"{name}['{decay_key}']", params[decay_key], H)
+            lam = 1.0 - _sigmoid(decay_raw)
+        else:
+            lam = np.asarray(float(_layer_value("decay", cfg.decay, n - 1, N)))
+        if cfg.learn_threshold:
+            thr_key = f"thr{n}"
+            thr = thr_raw = _float_param(f"{name}['{thr_key}']", params[thr_key], H)
+        else:
+            thr = np.asarray(float(_layer_value("v_th", cfg.v_th, n - 1, N)))
+        alpha = float(_layer_value("syn_decay", cfg.syn_decay, n - 1, N))
+        lam = np.broadcast_to(lam, (H,)).astype(np.float64)
+        kap = 1.0 - lam if cfg.decay_input else np.ones(H)
+        layers.append(_Layer(W, b, lam, kap, (1.0 - lam) * cfg.v_rest, np.broadcast_to(thr, (H,)).astype(np.float64),
+                             np.full(H, alpha), decay_key, decay_raw, thr_key, thr_raw))
+    return layers
+
+
+def _sigmoid(w):
+    """The logistic function, computed as ``1/(1 + exp(-w))`` (torch.sigmoid's value)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(w, dtype=np.float64)))
+
+
+def neuron_constants(params, cfg: Config = Config()) -> list:
+    """Per layer, the neuron's effective constants ``{"decay", "input_scale", "threshold", "syn_decay"}``.
+
+    Each is an array with one value per neuron, after the clamp or sigmoid of a
+    learned decay: what the equations use.
+    """
+    cfg = check_config(cfg, Config)
+    return [{"decay": L.lam.copy(), "input_scale": L.kap.copy(), "threshold": L.thr.copy(),
+             "syn_decay": L.alpha.copy()} for L in _network(params, cfg)]
 
 
 def _check_x(x, n_in: int) -> np.ndarray:
@@ -268,66 +530,126 @@ def _check_x(x, n_in: int) -> np.ndarray:
     return x
 
 
+def _cast(layers, dt):
+    """The layers with every array in dtype ``dt``."""
+    return [replace(L, W=L.W.astype(dt, copy=False), b=L.b.astype(dt, copy=False), lam=L.lam.astype(dt),
+                    kap=L.kap.astype(dt), c=L.c.astype(dt), thr=L.thr.astype(dt), alpha=L.alpha.astype(dt))
+            for L in layers]
+
+
 def _prepare(params, x, cfg):
     cfg = check_config(cfg, Config)
-    Ws, bs = _layers(params)
-    x = _check_x(x, Ws[0].shape[1])
+    layers = _network(params, cfg)
+    x = _check_x(x, layers[0].W.shape[1])
     dt = np.dtype(cfg.dtype)
-    return [W.astype(dt, copy=False) for W in Ws], [b.astype(dt, copy=False) for b in bs], x.astype(dt, copy=False), cfg
+    return _cast(layers, dt), x.astype(dt, copy=False), cfg
 
 
 # ---------------------------------------------------------------------------
-# The neuron's pieces: leak/reset factor f and its derivative, the firing rules
+# The neuron's pieces: the reset R and its derivatives, the firing rules
 # ---------------------------------------------------------------------------
-# f and f' are written once, with operations that work on a number (inside the
-# numba kernels) and on an array (in the readable twin) alike.
+# R, R_u and R_o are written once, with operations that work on numbers (inside the numba kernels) and
+# on arrays (in the readable twin) alike.  ``kind`` is RESET_CODES[cfg.reset].  Constants are integers
+# (``1 - o``, ``0 * u``) so that every branch keeps the dtype of ``u`` (float32 stays float32).
 
 @njit
-def leak_reset(o, decay, paper_reset):
-    """``f(o)`` of Eq. (u): ``tau*exp(-o/tau)`` (paper, ``tau = decay``) or ``decay*(1-o)`` (code)."""
-    if paper_reset:
-        return decay * np.exp(-o / decay)
-    return decay * (1.0 - o)
+def reset_value(u, o, kind, lam, thr, v_reset):
+    """``R(u, o)``, the potential after the reset (Eq. (R)); ``lam`` is used by ``"exp"``, ``thr`` by ``"subtract"``."""
+    if kind == 0:                               # exp: the paper's u tau exp(-o/tau) = lam R
+        return u * np.exp(-o / lam)
+    if kind == 1:                               # zero
+        return u * (1 - o)
+    if kind == 2:                               # to v_reset
+        return u * (1 - o) + v_reset * o
+    if kind == 3:                               # subtract the threshold
+        return u - thr * o
+    return u + 0 * o                            # none
 
 
 @njit
-def leak_reset_prime(o, decay, paper_reset):
-    """``f'(o)``, used by Eq. (B3): ``-exp(-o/tau)`` (paper) or the constant ``-decay`` (code)."""
-    if paper_reset:
-        return -np.exp(-o / decay)
-    return 0.0 * o - decay
+def reset_du(u, o, kind, lam):
+    """``dR/du``, used by Eq. (B4)."""
+    if kind == 0:
+        return np.exp(-o / lam) + 0 * u
+    if kind == 1 or kind == 2:
+        return (1 - o) + 0 * u
+    return 1 + 0 * (u + o)
+
+
+@njit
+def reset_do(u, o, kind, lam, thr, v_reset):
+    """``dR/do``, the reset path of Eq. (B3)."""
+    if kind == 0:
+        return -(u / lam) * np.exp(-o / lam)
+    if kind == 1:
+        return -u + 0 * o
+    if kind == 2:
+        return v_reset - u + 0 * o
+    if kind == 3:
+        return -thr + 0 * (u + o)
+    return 0 * (u + o)
 
 
 def spike_rule(cfg: Config):
-    """The firing rule of the network ``cfg`` describes: ``fire(n, t, u) -> o^{t,n}``.
+    """The firing rule of the network ``cfg`` describes: ``fire(n, t, z) -> o^{t,n}``, ``z = u - v_th``.
 
-    ``forward="spike"``: Eq. (o), ``H(u - v_th)`` with a strict ``>``.
-    ``forward="smooth"``: ``P(u - v_th)``, the surrogate's primitive.
+    ``forward="spike"``: Eq. (o), ``H(z)`` with ``>`` (``strict``) or ``>=``.
+    ``forward="smooth"``: ``P(z)``, the surrogate's primitive.
     """
     if cfg.forward == "smooth":
-        return lambda n, t, u: surrogates.primitive(u - cfg.v_th, cfg.surrogate, cfg.width)
-    return lambda n, t, u: (u > cfg.v_th).astype(u.dtype)                         # Eq. (o)
+        return lambda n, t, z: surrogates.primitive(z, cfg.surrogate, cfg.width)
+    if cfg.strict:
+        return lambda n, t, z: (z > 0).astype(z.dtype)                            # Eq. (o)
+    return lambda n, t, z: (z >= 0).astype(z.dtype)
 
 
-def anchored_rule(cfg: Config, u0, o0):
-    """The firing rule of :func:`reference_objective`'s network, anchored at a forward pass ``(u0, o0)``.
+def anchored_rule(cfg: Config, u0, o0, thr0):
+    """The firing rule of :func:`reference_objective`'s network, anchored at a forward pass.
 
-    ``o^{t,n} = o0 + P(u - v_th) - P(u0 - v_th)``: equal to the spikes ``o0``
-    at ``u = u0``, with derivative ``h(u - v_th)``.  For ``forward="smooth"``
-    the network is smooth already and the rule is :func:`spike_rule`'s.
+    ``o^{t,n} = o0 + P(z) - P(z0)``, ``z0 = u0 - thr0`` from the pass at
+    ``params``: equal to the spikes ``o0`` at ``z = z0``, with derivative
+    ``h(z)``.  For ``forward="smooth"`` the network is smooth already and the
+    rule is :func:`spike_rule`'s.
     """
     if cfg.forward == "smooth":
         return spike_rule(cfg)
 
-    def P(v):
-        return surrogates.primitive(v - cfg.v_th, cfg.surrogate, cfg.width)
+    def P(z):
+        return surrogates.primitive(z, cfg.surrogate, cfg.width)
 
-    return lambda n, t, u: o0[n][t] + P(u) - P(u0[n][t])
+    return lambda n, t, z: o0[n][t] + P(z) - P(u0[n][t] - thr0[n])
 
 
 # ---------------------------------------------------------------------------
 # Readable twin: step-major loops that follow the equations line by line
 # ---------------------------------------------------------------------------
+
+def _run_numpy(layers, x, cfg, fire, reset_spikes):
+    """Eq. (I)-(R) step by step, layer by layer; returns per layer ``u, o, v, j`` (each (T, batch, n))."""
+    kind = RESET_CODES[cfg.reset]
+    delayed = cfg.reset_timing == "delayed"
+    v_reset = x.dtype.type(cfg.v_reset)
+    T, B = x.shape[:2]
+    out = {key: [np.zeros((T, B, L.W.shape[0]), x.dtype) for L in layers] for key in ("u", "o", "v", "j")}
+    u, o, v, j = out["u"], out["o"], out["v"], out["j"]
+    r = [np.broadcast_to(np.asarray(cfg.v_rest, x.dtype), (B, L.W.shape[0])) for L in layers]   # r^{-1} = v_rest
+    o_reset = o if reset_spikes is None else reset_spikes              # the spikes the reset sees
+    for t in range(T):
+        a = x[t]                                                        # o^{t,0}
+        for n, L in enumerate(layers):
+            I = a @ L.W.T + L.b                                         # Eq. (I)
+            j[n][t] = L.alpha * j[n][t - 1] + I if (cfg.synapse == "current" and t > 0) else I   # Eq. (J)
+            v[n][t] = L.lam * r[n] + L.kap * j[n][t] + L.c              # Eq. (V)
+            if delayed and t > 0:
+                u[n][t] = reset_value(v[n][t], o_reset[n][t - 1], kind, L.lam, L.thr, v_reset)   # Eq. (u)
+            else:
+                u[n][t] = v[n][t]
+            o[n][t] = fire(n, t, u[n][t] - L.thr)                       # Eq. (o), or its smoothed stand-in
+            r[n] = u[n][t] if delayed else reset_value(u[n][t], o_reset[n][t], kind, L.lam, L.thr,
+                                                       v_reset)     # Eq. (R)
+            a = o[n][t]
+    return u, o, v, j
+
 
 def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
     """Simulate the network, looping over time, then layers (the paper's order).
@@ -335,43 +657,26 @@ def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
     Parameters
     ----------
     params : dict
-        ``W1, b1, ..., WN, bN``.
+        ``W1, b1, ..., WN, bN`` (and learned neuron parameters, :func:`param_keys`).
     x : ndarray, shape (T, batch, n_in)
         Input spikes or currents, ``o^{t,0}``.
     cfg : Config
     fire : callable, optional
-        ``fire(n, t, u) -> o^{t,n}``, the firing rule of layer ``n`` at step
-        ``t`` (0-based); default :func:`spike_rule` of ``cfg``.
-        :func:`reference_objective` passes :func:`anchored_rule`.
+        ``fire(n, t, z) -> o^{t,n}`` with ``z = u - v_th``, the firing rule of
+        layer ``n`` at step ``t`` (0-based); default :func:`spike_rule` of
+        ``cfg``.  :func:`reference_objective` passes :func:`anchored_rule`.
     reset_spikes : list of (T, batch, n_layer) arrays, optional
-        Spikes to take the reset factor ``f(o^{t-1,n})`` from instead of the
-        network's own (a detached reset: :func:`reference_objective` freezes it
-        at the forward pass's spikes when ``cfg.detach_reset``).
+        Spikes for the reset to see instead of the network's own (a detached
+        reset: :func:`reference_objective` freezes it at the forward pass's
+        spikes when ``cfg.detach_reset``).
 
     Returns
     -------
     u, o : list of ndarray, each (T, batch, n_layer)
-        Membrane potentials (before reset, the value compared with
-        ``v_th``) and spikes of every layer.
+        Membrane potentials (the value compared with ``v_th``) and spikes of every layer.
     """
-    Ws, bs, x, cfg = _prepare(params, x, cfg)
-    fire = spike_rule(cfg) if fire is None else fire
-    paper = cfg.reset == "paper"
-    T, B = x.shape[:2]
-    N = len(Ws)
-    u = [np.zeros((T, B, W.shape[0]), x.dtype) for W in Ws]
-    o = [np.zeros_like(un) for un in u]
-    for t in range(T):
-        a = x[t]                                                    # o^{t,0}
-        for n in range(N):
-            if t > 0:
-                o_prev = (o if reset_spikes is None else reset_spikes)[n][t - 1]
-                carry = u[n][t - 1] * leak_reset(o_prev, cfg.decay, paper)   # u^{t-1,n} f(o^{t-1,n})
-            else:
-                carry = 0.0                                         # u^{0,n} = 0
-            u[n][t] = carry + (a @ Ws[n].T + bs[n])                 # Eq. (u)
-            o[n][t] = fire(n, t, u[n][t])                           # Eq. (o), or its smoothed stand-in
-            a = o[n][t]
+    layers, x, cfg = _prepare(params, x, cfg)
+    u, o, _, _ = _run_numpy(layers, x, cfg, spike_rule(cfg) if fire is None else fire, reset_spikes)
     return u, o
 
 
@@ -390,37 +695,116 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
     Returns
     -------
     grads : dict
-        ``dL/dW^n`` and ``dL/db^n`` for every layer.
+        The gradient of every parameter (:func:`param_keys`).
     g_x : ndarray, shape (T, batch, n_in)
         ``dL/dx``, the gradient with respect to the input.
     """
-    Ws, bs, x, cfg = _prepare(params, x, cfg)
-    paper = cfg.reset == "paper"
-    T = x.shape[0]
-    N = len(Ws)
-    h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
-    gW = [np.zeros_like(W) for W in Ws]
-    gb = [np.zeros_like(b) for b in bs]
+    layers, x, cfg = _prepare(params, x, cfg)
+    kind = RESET_CODES[cfg.reset]
+    v_reset = x.dtype.type(cfg.v_reset)
+    delayed, detach = cfg.reset_timing == "delayed", cfg.detach_reset
+    T, N = x.shape[0], len(layers)
+    _, _, v, j = _charges(layers, x, o, u, cfg)                        # what the forward pass charged
+    h = lambda z: surrogates.h(z, cfg.surrogate, cfg.width)           # noqa: E731
+    gW = [np.zeros_like(L.W) for L in layers]
+    gb = [np.zeros_like(L.b) for L in layers]
+    glam = [np.zeros_like(L.lam) for L in layers]
+    gthr = [np.zeros_like(L.thr) for L in layers]
     g_x = np.zeros_like(x)
-    eps_next = [None] * N                                           # eps^{t+1,n}
+    nxt = [None] * N                                                   # (eps, g_v, g_j) of step t+1
     for t in reversed(range(T)):
-        delta = g_obar / T                                          # Eq. (B1)
+        delta = g_obar / T                                             # Eq. (B1)
         for n in reversed(range(N)):
-            a = x[t] if n == 0 else o[n - 1][t]                     # o^{t,n-1}
-            if t < T - 1 and not cfg.detach_reset:
-                delta = delta + eps_next[n] * u[n][t] * leak_reset_prime(o[n][t], cfg.decay, paper)   # Eq. (B3)
-            eps = delta * h(u[n][t])                                # Eq. (B4), spatial part
+            L = layers[n]
+            a = x[t] if n == 0 else o[n - 1][t]                        # o^{t,n-1}
+            ut, ot = u[n][t], o[n][t]
+            eps_r = 0.0
             if t < T - 1:
-                eps = eps + eps_next[n] * leak_reset(o[n][t], cfg.decay, paper)                       # Eq. (B4), temporal
-            gW[n] += eps.T @ a                                      # Eq. (B5)
-            gb[n] += eps.sum(axis=0)
-            delta = eps @ Ws[n]                                     # Eq. (B2): dL/do^{t,n-1}
-            eps_next[n] = eps
+                eps_next, gv_next, gj_next = nxt[n]
+                g_r = L.lam * gv_next                                  # dL/dr^t, through the charge of t+1
+                if delayed:
+                    if not detach:
+                        delta = delta + eps_next * reset_do(v[n][t + 1], ot, kind, L.lam, L.thr, v_reset)  # (B3)
+                    eps_r = g_r
+                else:
+                    if not detach:
+                        delta = delta + g_r * reset_do(ut, ot, kind, L.lam, L.thr, v_reset)   # Eq. (B3)
+                    eps_r = g_r * reset_du(ut, ot, kind, L.lam)
+                    if kind == 3:
+                        gthr[n] -= (g_r * ot).sum(axis=0)              # dR/dv_th = -o of the subtract reset
+            fire_part = delta * h(ut - L.thr)
+            eps = fire_part + eps_r                                    # Eq. (B4)
+            gthr[n] -= fire_part.sum(axis=0)                           # do/dv_th = -h
+            if delayed and t > 0:
+                gv = eps * reset_du(v[n][t], o[n][t - 1], kind, L.lam)
+                if kind == 3:
+                    gthr[n] -= (eps * o[n][t - 1]).sum(axis=0)
+            else:
+                gv = eps
+            gj = L.kap * gv
+            if cfg.synapse == "current" and t < T - 1:
+                gj = gj + L.alpha * nxt[n][2]                          # Eq. (B4j)
+            r_prev = cfg.v_rest if t == 0 else (u[n][t - 1] if delayed else reset_value(
+                u[n][t - 1], o[n][t - 1], kind, L.lam, L.thr, v_reset))
+            glam[n] += (gv * (r_prev - cfg.v_rest - (j[n][t] if cfg.decay_input else 0.0))).sum(axis=0)   # dv/dlam
+            gW[n] += gj.T @ a                                          # Eq. (B5)
+            gb[n] += gj.sum(axis=0)
+            delta = gj @ L.W                                           # Eq. (B2): dL/do^{t,n-1}
+            nxt[n] = (eps, gv, gj)
         g_x[t] = delta
+    return _collect(layers, cfg, gW, gb, glam, gthr), g_x
+
+
+def _charges(layers, x, o, u, cfg):
+    """``(u, o, v, j)`` with ``j`` and ``v`` recomputed from the spikes: the inputs each layer charged with."""
+    kind = RESET_CODES[cfg.reset]
+    v_reset = x.dtype.type(cfg.v_reset)
+    T = x.shape[0]
+    v, j = [], []
+    for n, L in enumerate(layers):
+        a = x if n == 0 else o[n - 1]
+        I = a @ L.W.T + L.b
+        jn = I.copy()
+        if cfg.synapse == "current":
+            for t in range(1, T):
+                jn[t] = L.alpha * jn[t - 1] + I[t]                     # Eq. (J)
+        vn = np.empty_like(u[n])
+        for t in range(T):
+            if t == 0:
+                r_prev = cfg.v_rest
+            elif cfg.reset_timing == "delayed":
+                r_prev = u[n][t - 1]
+            else:
+                r_prev = reset_value(u[n][t - 1], o[n][t - 1], kind, L.lam, L.thr, v_reset)
+            vn[t] = L.lam * r_prev + L.kap * jn[t] + L.c               # Eq. (V)
+        v.append(vn)
+        j.append(jn)
+    return u, o, v, j
+
+
+def _collect(layers, cfg, gW, gb, glam, gthr) -> dict:
+    """The gradient dict: weights and biases, then the chain rule to the learned neuron parameters."""
     grads = {}
-    for n in range(N):
-        grads[f"W{n + 1}"], grads[f"b{n + 1}"] = gW[n], gb[n]
-    return grads, g_x
+    for n, L in enumerate(layers, start=1):
+        grads[f"W{n}"], grads[f"b{n}"] = gW[n - 1], gb[n - 1]
+        if L.decay_key is not None:
+            g = glam[n - 1]
+            if cfg.learn_decay == "clamp":                             # lam = clamp(beta, 0, 1)
+                inside = (L.decay_raw >= 0.0) & (L.decay_raw <= 1.0)
+                g = np.broadcast_to(g, (L.W.shape[0],)) * np.broadcast_to(inside, (L.W.shape[0],))
+            else:                                                      # lam = 1 - sigmoid(w)
+                q = _sigmoid(L.decay_raw)
+                g = -g * np.broadcast_to(q * (1.0 - q), (L.W.shape[0],))
+            grads[L.decay_key] = _reduce(g, L.decay_raw)
+        if L.thr_key is not None:
+            grads[L.thr_key] = _reduce(gthr[n - 1], L.thr_raw)
+    return grads
+
+
+def _reduce(g, like):
+    """A per-neuron gradient summed to the parameter's shape (0-d: one value for the layer)."""
+    like = np.asarray(like)
+    return np.asarray(g.sum()) if like.shape == () else np.asarray(g)
 
 
 # ---------------------------------------------------------------------------
@@ -428,95 +812,165 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
 # ---------------------------------------------------------------------------
 
 @njit
-def _lif_forward_kernel(I, v_th, decay, paper_reset, smooth, kind, width):
-    """All ``T`` steps of one layer: ``u[t] = u[t-1] f(o[t-1]) + I[t]``, ``o[t] = H(u[t] - v_th)``.
+def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_reset, delayed, strict, smooth,
+                        sur, width, v_out, j_out):
+    """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
-    ``I`` (T, B, H) is the layer's synaptic input ``W o^{t,n-1} + b`` for all steps.
-    Same arithmetic, in the same order, as :func:`forward_numpy`.
+    The same arithmetic, in the same order, as :func:`forward_numpy`.  ``lam, kap, c, thr, alpha`` hold
+    one value per neuron.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when they have ``T`` rows
+    (the backward pass needs them for a delayed reset and a learned decay); pass (1, 1, 1) arrays
+    otherwise.  Returns ``u, o``.
     """
     T, B, H = I.shape
     u = np.empty_like(I)
     o = np.empty_like(I)
-    for s in range(B):               # the innermost loop walks contiguous memory
+    keep_v = v_out.shape[0] == T
+    keep_j = j_out.shape[0] == T
+    jprev = np.zeros(H, I.dtype)
+    for s in range(B):                   # the innermost loop walks contiguous memory
         for t in range(T):
             for i in range(H):
+                jt = I[t, s, i]
+                if synapse and t > 0:
+                    jt = alpha[i] * jprev[i] + jt                                       # Eq. (J)
+                jprev[i] = jt
                 if t == 0:
-                    ut = 0.0 + I[0, s, i]
+                    r = v_rest                                                          # r^{-1} = v_rest
+                elif delayed:
+                    r = u[t - 1, s, i]
                 else:
-                    ut = u[t - 1, s, i] * leak_reset(o[t - 1, s, i], decay, paper_reset) + I[t, s, i]   # Eq. (u)
-                u[t, s, i] = ut
+                    r = reset_value(u[t - 1, s, i], o[t - 1, s, i], kind, lam[i], thr[i], v_reset)   # Eq. (R)
+                vt = lam[i] * r + kap[i] * jt + c[i]                                    # Eq. (V)
+                ut = reset_value(vt, o[t - 1, s, i], kind, lam[i], thr[i], v_reset) if delayed and t > 0 else vt
+                u[t, s, i] = ut                                                         # Eq. (u)
+                z = ut - thr[i]
                 if smooth:
-                    o[t, s, i] = surrogates.primitive_scalar(kind, width, ut - v_th)
+                    o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
+                elif strict:
+                    o[t, s, i] = 1.0 * (z > 0.0)                                        # Eq. (o), branch-free
                 else:
-                    o[t, s, i] = 1.0 * (ut > v_th)   # Eq. (o), branch-free H(u - v_th), strict '>'
+                    o[t, s, i] = 1.0 * (z >= 0.0)
+                if keep_v:
+                    v_out[t, s, i] = vt
+                if keep_j:
+                    j_out[t, s, i] = jt
     return u, o
 
 
 @njit
-def _lif_backward_kernel(g, u, o, v_th, decay, paper_reset, detach, kind, width):
-    """Reverse time recursion of one layer: ``eps = dL/du`` from ``g = dL/do`` (spatial part).
+def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, kind, v_reset, delayed, detach,
+                         decay_input, sur, width, glam, gthr):
+    """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
-    Eq. (B3)-(B4) for all steps, in the same order as :func:`backward_numpy`.
+    The same order as :func:`backward_numpy`.  Accumulates the per-neuron ``dL/dlam`` into ``glam`` and
+    ``dL/dv_th`` into ``gthr`` (both (H,)); ``v`` and ``j`` are the forward kernel's (used for a delayed
+    reset and for ``glam``).
     """
     T, B, H = u.shape
-    eps = np.empty_like(u)
+    gI = np.empty_like(u)
+    eps_n = np.zeros(H, u.dtype)         # eps, g_v, g_j of step t+1 for the sample being swept
+    gv_n = np.zeros(H, u.dtype)
+    gj_n = np.zeros(H, u.dtype)
     for s in range(B):
         for t in range(T - 1, -1, -1):
             for i in range(H):
                 ut = u[t, s, i]
                 ot = o[t, s, i]
                 d = g[t, s, i]
+                e_r = 0.0
                 if t < T - 1:
-                    e_next = eps[t + 1, s, i]                                   # eps^{t+1}
-                    if not detach:
-                        d = d + e_next * ut * leak_reset_prime(ot, decay, paper_reset)    # Eq. (B3)
-                e = d * surrogates.h_scalar(kind, width, ut - v_th)            # Eq. (B4), spatial part
-                if t < T - 1:
-                    e = e + e_next * leak_reset(ot, decay, paper_reset)        # Eq. (B4), temporal part
-                eps[t, s, i] = e
-    return eps
+                    g_r = lam[i] * gv_n[i]                                              # dL/dr^t
+                    if delayed:
+                        if not detach:
+                            d = d + eps_n[i] * reset_do(v[t + 1, s, i], ot, kind, lam[i], thr[i], v_reset)  # (B3)
+                        e_r = g_r
+                    else:
+                        if not detach:
+                            d = d + g_r * reset_do(ut, ot, kind, lam[i], thr[i], v_reset)            # Eq. (B3)
+                        e_r = g_r * reset_du(ut, ot, kind, lam[i])
+                        if kind == 3:
+                            gthr[i] -= g_r * ot
+                fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
+                e = fire + e_r                                                          # Eq. (B4)
+                gthr[i] -= fire
+                if delayed and t > 0:
+                    gv = e * reset_du(v[t, s, i], o[t - 1, s, i], kind, lam[i])
+                    if kind == 3:
+                        gthr[i] -= e * o[t - 1, s, i]
+                else:
+                    gv = e
+                gj = kap[i] * gv
+                if synapse and t < T - 1:
+                    gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
+                gI[t, s, i] = gj
+                if t == 0:
+                    r_prev = v_rest
+                elif delayed:
+                    r_prev = u[t - 1, s, i]
+                else:
+                    r_prev = reset_value(u[t - 1, s, i], o[t - 1, s, i], kind, lam[i], thr[i], v_reset)
+                dv = r_prev - v_rest
+                if decay_input:
+                    dv = dv - j[t, s, i]
+                glam[i] += gv * dv
+                eps_n[i] = e
+                gv_n[i] = gv
+                gj_n[i] = gj
+    return gI
 
 
-def _kernel_args(cfg):
-    return (cfg.v_th, cfg.decay, cfg.reset == "paper")
+def _kernel_constants(cfg, dt):
+    """The scalar arguments the kernels share, typed like the arrays."""
+    return (dt.type(cfg.v_rest), cfg.synapse == "current", RESET_CODES[cfg.reset], dt.type(cfg.v_reset),
+            cfg.reset_timing == "delayed")
 
 
-def _forward_fast(Ws, bs, x, cfg):
+def _forward_fast(layers, x, cfg, keep=False):
+    """Layer-major forward; with ``keep`` also each layer's ``v`` and ``j`` (for the backward pass)."""
     T, B = x.shape[:2]
-    u, o = [], []
+    dt = x.dtype
+    v_rest, synapse, kind, v_reset, delayed = _kernel_constants(cfg, dt)
+    sur = surrogates.KIND_CODES[cfg.surrogate]
+    dummy = np.zeros((1, 1, 1), dt)
+    u, o, vs, js = [], [], [], []
     a = x
-    kind = surrogates.KIND_CODES[cfg.surrogate]
-    for W, b in zip(Ws, bs):
-        I = (a.reshape(T * B, -1) @ W.T).reshape(T, B, -1) + b      # W o^{t,n-1} + b, every t at once
-        un, on = _lif_forward_kernel(I, *_kernel_args(cfg), cfg.forward == "smooth", kind, cfg.width)
+    for L in layers:
+        H = L.W.shape[0]
+        I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H) + L.b      # Eq. (I), every t at once
+        v_out = np.empty((T, B, H), dt) if keep and delayed else dummy
+        j_out = np.empty((T, B, H), dt) if keep and (cfg.decay_input and L.decay_key is not None) else dummy
+        un, on = _lif_forward_kernel(I, L.lam, L.kap, L.c, L.thr, L.alpha, v_rest, synapse, kind, v_reset, delayed,
+                                     cfg.strict, cfg.forward == "smooth", sur, dt.type(cfg.width), v_out, j_out)
         u.append(un)
         o.append(on)
+        vs.append(v_out)
+        js.append(j_out)
         a = on
-    return u, o
+    return u, o, vs, js
 
 
-def _backward_fast(Ws, x, u, o, g_obar, cfg, input_grad=False):
+def _backward_fast(layers, x, u, o, vs, js, g_obar, cfg, input_grad=False):
     """Layer-major Eq. (B1)-(B5); ``dL/dx`` (one more matrix product) only when ``input_grad``."""
     T, B = x.shape[:2]
-    N = len(Ws)
-    kind = surrogates.KIND_CODES[cfg.surrogate]
-    grads = {}
-    g = np.broadcast_to(g_obar / T, (T,) + g_obar.shape)             # Eq. (B1) at every t
+    dt = x.dtype
+    v_rest, synapse, kind, v_reset, delayed = _kernel_constants(cfg, dt)
+    sur = surrogates.KIND_CODES[cfg.surrogate]
+    N = len(layers)
+    gW, gb, glam, gthr = [None] * N, [None] * N, [None] * N, [None] * N
+    g = np.broadcast_to((g_obar / T).astype(dt), (T,) + g_obar.shape)   # Eq. (B1) at every t
     for n in reversed(range(N)):
-        eps = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], *_kernel_args(cfg),
-                                   cfg.detach_reset, kind, cfg.width)
+        L = layers[n]
+        H = L.W.shape[0]
+        glam[n], gthr[n] = np.zeros(H, dt), np.zeros(H, dt)
+        gI = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], vs[n], js[n], L.lam, L.kap, L.thr, L.alpha,
+                                  v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset, cfg.decay_input, sur,
+                                  dt.type(cfg.width), glam[n], gthr[n])
         a = x if n == 0 else o[n - 1]
-        e2 = eps.reshape(T * B, -1)
-        grads[f"W{n + 1}"] = e2.T @ a.reshape(T * B, -1)             # Eq. (B5), summed over t and batch
-        grads[f"b{n + 1}"] = e2.sum(axis=0)
-        g = (e2 @ Ws[n]).reshape(T, B, -1) if n > 0 or input_grad else None   # Eq. (B2)
-    return dict(sorted(grads.items(), key=lambda kv: (int(kv[0][1:]), kv[0][0] == "b"))), g
-
-
-def _forward(Ws, bs, x, cfg, params):
-    if cfg.backend == "numpy":
-        return forward_numpy(params, x, cfg)
-    return _forward_fast(Ws, bs, x, cfg)
+        e2 = gI.reshape(T * B, H)
+        gW[n] = e2.T @ a.reshape(T * B, -1)                              # Eq. (B5), summed over t and batch
+        gb[n] = e2.sum(axis=0)
+        g = (e2 @ L.W).reshape(T, B, -1) if n > 0 or input_grad else None   # Eq. (B2)
+    return _collect(layers, cfg, gW, gb, glam, gthr), g
 
 
 # ---------------------------------------------------------------------------
@@ -538,13 +992,29 @@ def _loss(obar, y, cfg):
 # The algorithm contract
 # ---------------------------------------------------------------------------
 
+def _gradients(params, x, y, cfg, input_grad=False):
+    layers, xx, cfg = _prepare(params, x, cfg)
+    y = check_labels("y", y, layers[-1].W.shape[0], batch=xx.shape[1])
+    if cfg.backend == "numpy":
+        u, o = forward_numpy(params, xx, cfg)
+        loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
+        grads, gx = backward_numpy(params, xx, u, o, g_obar, cfg)
+    else:
+        u, o, vs, js = _forward_fast(layers, xx, cfg, keep=True)
+        loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
+        grads, gx = _backward_fast(layers, xx, u, o, vs, js, g_obar, cfg, input_grad=input_grad)
+    return loss, grads, gx, o
+
+
 def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
     """Loss of the network on ``(x, y)`` and its STBP gradient.
 
     Parameters
     ----------
     params : dict
-        ``W1, b1, ..., WN, bN``, ``Wn`` of shape ``(n_out, n_in)``.
+        ``W1, b1, ..., WN, bN``, ``Wn`` of shape ``(n_out, n_in)``, and the
+        learned neuron parameters ``beta{n}`` / ``tau_w{n}`` / ``thr{n}`` when
+        ``cfg`` asks for them (:func:`param_keys`).
     x : ndarray, shape (T, batch, n_in)
         Input spikes or currents (see :func:`encode`).
     y : ndarray of int, shape (batch,)
@@ -565,14 +1035,7 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
         Same keys and shapes as ``params``: the exact gradient of
         :func:`reference_objective` at ``params`` (Eq. (B1)-(B5)).
     """
-    Ws, bs, xx, cfg = _prepare(params, x, cfg)
-    y = check_labels("y", y, Ws[-1].shape[0], batch=xx.shape[1])
-    u, o = _forward(Ws, bs, xx, cfg, params)
-    loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
-    if cfg.backend == "numpy":
-        grads, _ = backward_numpy(params, x, u, o, g_obar, cfg)
-    else:
-        grads, _ = _backward_fast(Ws, xx, u, o, g_obar, cfg)
+    loss, grads, _, o = _gradients(params, x, y, cfg)
     if info is not None:
         info["counts"] = [on.sum(axis=0) for on in o]
         info["pred"] = np.argmax(info["counts"][-1], axis=1)
@@ -581,13 +1044,7 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
 
 def input_gradient(params, x, y, cfg: Config = Config()):
     """``dL/dx``, shape ``(T, batch, n_in)``: the surrogate gradient with respect to the input."""
-    Ws, bs, xx, cfg = _prepare(params, x, cfg)
-    y = check_labels("y", y, Ws[-1].shape[0], batch=xx.shape[1])
-    u, o = _forward(Ws, bs, xx, cfg, params)
-    _, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
-    if cfg.backend == "numpy":
-        return backward_numpy(params, x, u, o, g_obar, cfg)[1]
-    return _backward_fast(Ws, xx, u, o, g_obar, cfg, input_grad=True)[1]
+    return _gradients(params, x, y, cfg, input_grad=True)[2]
 
 
 def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
@@ -595,18 +1052,18 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
 
     Runs the forward pass at ``params`` once (float64, readable tier) to record
     the anchor ``(u0, o0)``, and returns ``objective(p)``: the loss of the
-    network in which every spike is ``o0 + P(u - v_th) - P(u0 - v_th)``
+    network in which every spike is ``o0 + P(u - v_th) - P(u0 - v_th0)``
     (``P`` the surrogate's primitive), or ``P(u - v_th)`` when
-    ``cfg.forward == "smooth"``; with ``detach_reset`` the reset factor is
-    frozen at ``f(o0)``.  ``objective(params)`` equals the network's loss.
+    ``cfg.forward == "smooth"``; with ``detach_reset`` the reset sees the
+    frozen spikes ``o0``.  ``objective(params)`` equals the network's loss.
     Always computed in float64.
     """
     cfg = replace(check_config(cfg, Config), dtype="float64", backend="numpy")
-    Ws, _ = _layers(params)
-    x = _check_x(x, Ws[0].shape[1]).astype(np.float64)
-    y = check_labels("y", y, Ws[-1].shape[0], batch=x.shape[1])
+    layers = _network(params, cfg)
+    x = _check_x(x, layers[0].W.shape[1]).astype(np.float64)
+    y = check_labels("y", y, layers[-1].W.shape[0], batch=x.shape[1])
     u0, o0 = forward_numpy(params, x, cfg)                      # the anchor: the forward pass at params
-    fire = anchored_rule(cfg, u0, o0)
+    fire = anchored_rule(cfg, u0, o0, [L.thr for L in layers])
     reset_spikes = o0 if cfg.detach_reset else None             # a detached reset sees the anchor's spikes
 
     def objective(p) -> float:
@@ -627,18 +1084,22 @@ def kink_distance(params, x, cfg: Config = Config()) -> float:
     ks = surrogates.kinks(cfg.surrogate, cfg.width)
     if not ks:
         return math.inf
+    layers = _network(params, cfg)
     u, _ = forward_numpy(params, x, cfg)
     d = math.inf
-    for un in u:
+    for un, L in zip(u, layers):
         for k in ks:
-            d = min(d, float(np.min(np.abs(un - cfg.v_th - k))))
+            d = min(d, float(np.min(np.abs(un - L.thr - k))))
     return d
 
 
 def simulate(params, x, cfg: Config = Config()):
     """Run the network and return ``(u, o)``: per-layer membrane potentials and spikes, each (T, batch, n)."""
-    Ws, bs, xx, cfg = _prepare(params, x, cfg)
-    return _forward(Ws, bs, xx, cfg, params)
+    layers, xx, cfg = _prepare(params, x, cfg)
+    if cfg.backend == "numpy":
+        return forward_numpy(params, xx, cfg)
+    u, o, _, _ = _forward_fast(layers, xx, cfg)
+    return u, o
 
 
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:

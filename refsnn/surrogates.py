@@ -8,18 +8,37 @@ a width parameter ``a`` and tends to the Dirac delta as ``a -> 0``.
 
 With :math:`x = u - V_{th}`:
 
-=========  ==========================================================  ============================================================
-name       surrogate :math:`h_k(x)`                                     primitive :math:`P_k(x) = \int_{-\infty}^x h_k`
-=========  ==========================================================  ============================================================
-rect       :math:`\frac{1}{a}\,1[|x| < a/2]`                            :math:`\mathrm{clip}(x/a + 1/2, 0, 1)`
-triangle   :math:`\max(0, \frac{\sqrt a}{2} - \frac{a}{4}|x|)`          :math:`\frac12 + \frac{\sqrt a}{2}x - \frac a8 x|x|` on :math:`|x| < 2/\sqrt a`, else 0 or 1
-sigmoid    :math:`\frac1a \sigma(x/a)(1-\sigma(x/a))`                   :math:`\sigma(x/a)`
-gauss      :math:`\frac{1}{\sqrt{2\pi a}} e^{-x^2/(2a)}`                :math:`\Phi(x/\sqrt a) = \frac12\,\mathrm{erfc}(-x/\sqrt{2a})`
-=========  ==========================================================  ============================================================
+============  ==========================================================  ============================================================
+name          surrogate :math:`h_k(x)`                                     primitive :math:`P_k(x) = \int_{-\infty}^x h_k`
+============  ==========================================================  ============================================================
+rect          :math:`\frac{1}{a}\,1[|x| < a/2]`                            :math:`\mathrm{clip}(x/a + 1/2, 0, 1)`
+triangle      :math:`\max(0, \frac{\sqrt a}{2} - \frac{a}{4}|x|)`          :math:`\frac12 + \frac{\sqrt a}{2}x - \frac a8 x|x|` on :math:`|x| < 2/\sqrt a`, else 0 or 1
+sigmoid       :math:`\frac1a \sigma(x/a)(1-\sigma(x/a))`                   :math:`\sigma(x/a)`
+gauss         :math:`\frac{1}{\sqrt{2\pi a}} e^{-x^2/(2a)}`                :math:`\Phi(x/\sqrt a) = \frac12\,\mathrm{erfc}(-x/\sqrt{2a})`
+atan          :math:`\frac{a}{\pi (a^2 + x^2)}`                            :math:`\frac12 + \frac1\pi \arctan(x/a)`
+fast_sigmoid  :math:`\frac{1}{(1 + |x|/a)^2}`  (area :math:`2a`, peak 1)     :math:`a + \frac{a x}{a + |x|}` (from 0 to :math:`2a`)
+============  ==========================================================  ============================================================
 
-The paper uses :math:`a_1 = a_2 = a_3 = a_4 = 1` (its Table 1).  The official
-code's window ``|u - thresh| < lens`` with height 1 and ``lens = 0.5`` is
-exactly ``rect`` with ``a = 1``.  For ``gauss`` the width ``a`` is the variance.
+The first four are h1..h4 of the STBP paper, which uses :math:`a_1 = a_2 = a_3 = a_4 = 1`
+(its Table 1).  The last two are the default surrogates of the PyTorch SNN
+libraries.  What the width ``a`` means, and how each library's parameter maps to it:
+
+============  =====================================  ==========================================================
+name          ``a`` is                               a peer's surrogate as refsnn's
+============  =====================================  ==========================================================
+rect          the window's width (height ``1/a``)    the official STBP code's ``|u - thresh| < lens``, height 1: ``a = 2 lens`` (``lens = 0.5``: ``a = 1``)
+triangle      the paper's ``a_2``                    (the paper's h2)
+sigmoid       a temperature: ``1/slope``             snnTorch ``sigmoid(slope=k)``, spikingjelly ``Sigmoid(alpha=k)``: ``a = 1/k``
+gauss         the variance                           (the paper's h4)
+atan          the scale of the Cauchy bump           snnTorch ``atan(alpha)``, spikingjelly ``ATan(alpha)``: ``a = 2 / (pi alpha)``
+fast_sigmoid  the half-width at a quarter of peak    snnTorch ``fast_sigmoid(slope=k)``: ``a = 1/k``; norse ``method="super"``: ``a = 1`` (norse ignores its ``alpha``)
+============  =====================================  ==========================================================
+
+spikingjelly's ``SuperSpike(alpha)`` is ``alpha / (|x| + 1)^2``: an amplitude, not a width (``alpha``
+times ``fast_sigmoid`` with ``a = 1``); it is not one of refsnn's surrogates.  snnTorch's own
+surrogates compute in float32 (they return float32 spikes and round the incoming gradient to
+float32), so a stock snnTorch model agrees with refsnn only to float32 round-off, ~1e-7; the same
+formulas in float64 agree to float64 round-off.
 
 The *primitives* define the smoothed network of ``refsnn.stbp``: replacing
 :math:`H` by :math:`P_k` turns the surrogate gradient into an exact gradient,
@@ -54,11 +73,12 @@ __all__ = [
     "h",
     "primitive",
     "kinks",
+    "area",
     "h_scalar",
     "primitive_scalar",
 ]
 
-NAMES = ("rect", "triangle", "sigmoid", "gauss")
+NAMES = ("rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid")
 KIND_CODES = {name: code for code, name in enumerate(NAMES)}
 
 
@@ -123,10 +143,18 @@ def h(x, name: str = "rect", a: float = 1.0):
     elif kind == 2:  # h3, derivative of the logistic sigmoid of x/a
         e = np.exp(-np.abs(x) / a)
         out = e / (1.0 + e) ** 2 / a
-    else:  # h4, Gaussian with variance a; beyond 40 standard deviations exp() is 0 anyway,
+    elif kind == 3:  # h4, Gaussian with variance a; beyond 40 standard deviations exp() is 0 anyway,
         # and clipping there keeps x*x from overflowing
         xc = np.clip(x, -40 * math.sqrt(a), 40 * math.sqrt(a))
         out = np.exp(-(xc * xc) / (2 * a)) / math.sqrt(2 * math.pi * a)
+    elif kind == 4:  # atan: a Cauchy bump of scale a; z*z overflows to inf only where h is 0 anyway
+        with np.errstate(over="ignore"):
+            z = x / a
+            out = (1.0 / (math.pi * a)) / (1.0 + z * z)
+    else:  # fast sigmoid: peak 1 at x = 0 (the same: an overflow to inf gives exactly h = 0)
+        with np.errstate(over="ignore"):
+            z = 1.0 + np.abs(x) / a
+            out = 1.0 / (z * z)
     return np.asarray(out, dtype=dt)
 
 
@@ -146,9 +174,22 @@ def primitive(x, name: str = "rect", a: float = 1.0):
         out = np.where(x <= -c, 0.0, np.where(x >= c, 1.0, inner))
     elif kind == 2:
         out = _sigmoid(x / a)
-    else:
+    elif kind == 3:
         out = 0.5 * erfc(-x / math.sqrt(2 * a))
+    elif kind == 4:
+        with np.errstate(over="ignore"):
+            out = 0.5 + np.arctan(x / a) / math.pi
+    else:  # a + a x / (a + |x|), written so that x = +-inf gives 0 and 2a, not inf / inf
+        with np.errstate(over="ignore"):
+            out = a + a * np.sign(x) * (1.0 - a / (a + np.abs(x)))
     return np.asarray(out, dtype=dt)
+
+
+def area(name: str, a: float = 1.0) -> float:
+    """``P(inf) - P(-inf)``, the integral of ``h``: 1 for every surrogate but ``fast_sigmoid`` (``2a``)."""
+    kind = _check_name(name)
+    a = _check_width(a)
+    return 2.0 * a if kind == 5 else 1.0
 
 
 def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
@@ -164,6 +205,8 @@ def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
     if kind == 1:
         c = 2.0 / math.sqrt(a)
         return (-c, 0.0, c)
+    if kind == 5:          # |x| in h: P is C^1 but P'' jumps at 0
+        return (0.0,)
     return ()
 
 
@@ -183,7 +226,13 @@ def h_scalar(kind, a, x):
     if kind == 2:
         e = math.exp(-abs(x) / a)
         return e / ((1.0 + e) * (1.0 + e)) / a
-    return math.exp(-(x * x) / (2 * a)) / math.sqrt(2 * math.pi * a)
+    if kind == 3:
+        return math.exp(-(x * x) / (2 * a)) / math.sqrt(2 * math.pi * a)
+    if kind == 4:
+        z = x / a
+        return (1.0 / (math.pi * a)) / (1.0 + z * z)
+    z = 1.0 + abs(x) / a
+    return 1.0 / (z * z)
 
 
 @njit
@@ -203,7 +252,12 @@ def primitive_scalar(kind, a, x):
         z = x / a
         e = math.exp(-abs(z))
         return 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
-    return 0.5 * math.erfc(-x / math.sqrt(2 * a))
+    if kind == 3:
+        return 0.5 * math.erfc(-x / math.sqrt(2 * a))
+    if kind == 4:
+        return 0.5 + math.atan(x / a) / math.pi
+    sign = 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+    return a + a * sign * (1.0 - a / (a + abs(x)))
 
 
 @dataclass(frozen=True)

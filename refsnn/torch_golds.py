@@ -29,12 +29,21 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["surrogate_torch", "stbp_loss", "stbp_gradient", "tensors", "ide_fixed_point_map", "ide_gradient_ift",
+__all__ = ["surrogate_torch", "stbp_loss", "stbp_family_loss", "stbp_gradient", "tensors", "ide_fixed_point_map", "ide_gradient_ift",
            "ide_gradient_unrolled", "st_rsbp_frozen_gradient", "ssnn_bp_ann_gradient"]
 
 
 def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
-    """h1..h4 of Wu et al. (2018) in torch, from the formulas (not from refsnn.surrogates)."""
+    """h1..h4 of Wu et al. (2018), and the peers' atan and fast sigmoid, in torch from the formulas.
+
+    atan is written as snnTorch and spikingjelly write it, with ``alpha = 2 / (pi a)``; fast_sigmoid as
+    snnTorch's ``1 / (slope |x| + 1)^2`` with ``slope = 1 / a``.  Not from refsnn.surrogates.
+    """
+    if name == "atan":
+        alpha = 2.0 / (math.pi * a)
+        return (alpha / 2) / (1 + (math.pi / 2 * alpha * x) ** 2)
+    if name == "fast_sigmoid":
+        return 1.0 / ((1.0 / a) * x.abs() + 1.0) ** 2
     if name == "rect":
         return (x.abs() < a / 2).to(x.dtype) / a
     if name == "triangle":
@@ -48,18 +57,18 @@ def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
 
 
 class _Spike(torch.autograd.Function):
-    """Forward: Heaviside with a strict '>' (the official ``ActFun``). Backward: the surrogate."""
+    """Forward: Heaviside, strict '>' (the official ``ActFun``) or '>='. Backward: the surrogate."""
 
     @staticmethod
-    def forward(ctx, x, name, a):
+    def forward(ctx, x, name, a, strict=True):
         ctx.save_for_backward(x)
         ctx.name, ctx.a = name, a
-        return (x > 0).to(x.dtype)
+        return (x > 0).to(x.dtype) if strict else (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * surrogate_torch(x, ctx.name, ctx.a), None, None
+        return grad * surrogate_torch(x, ctx.name, ctx.a), None, None, None
 
 
 def stbp_loss(Ws, bs, x, y, *, v_th, decay, surrogate="rect", width=1.0, reset="code", detach_reset=False,
@@ -81,7 +90,7 @@ def stbp_loss(Ws, bs, x, y, *, v_th, decay, surrogate="rect", width=1.0, reset="
                 m = current
             else:
                 s = spike[n].detach() if detach_reset else spike[n]
-                factor = decay * torch.exp(-s / decay) if reset == "paper" else decay * (1.0 - s)
+                factor = decay * torch.exp(-s / decay) if reset in ("paper", "exp") else decay * (1.0 - s)
                 m = mem[n] * factor + current
             spike[n] = _Spike.apply(m - v_th, surrogate, width)
             mem[n] = m
@@ -98,6 +107,75 @@ def stbp_loss(Ws, bs, x, y, *, v_th, decay, surrogate="rect", width=1.0, reset="
 # Shared helpers
 # ---------------------------------------------------------------------------
 
+def _layer_value(value, n):
+    return value[n] if isinstance(value, (tuple, list)) else value
+
+
+def stbp_family_loss(tp: dict, x, y, cfg):
+    """The loss of an STBP network of refsnn's whole neuron family, written in torch from the equations.
+
+    ``tp`` holds torch tensors under refsnn's keys (``W1, b1, ...`` and ``beta{n}`` / ``tau_w{n}`` /
+    ``thr{n}`` when ``cfg`` learns them), ``cfg`` is a ``refsnn.stbp.Config``.  One step of layer ``n``::
+
+        I = W o_prev + b;  j = alpha j + I (current synapse);  v = lam r + kappa j + (1 - lam) v_rest
+        u = v, or the delayed reset R(v, o of the last step);  o = H(u - v_th);  r = R(u, o) (immediate) or u
+
+    The reset sees ``o.detach()`` when ``cfg.detach_reset``; torch's clamp and sigmoid give the chain rule
+    of a learned decay.  Autograd of this is the STBP gradient.
+    """
+    T = x.shape[0]
+    N = sum(1 for k in tp if k[:1] == "W" and k[1:].isdigit())
+    delayed = cfg.reset_timing == "delayed"
+
+    def reset(u, o, lam, thr):
+        if cfg.detach_reset:
+            o = o.detach()
+        if cfg.reset == "exp":
+            return u * torch.exp(-o / lam)
+        if cfg.reset == "zero":
+            return u * (1 - o)
+        if cfg.reset == "v_reset":
+            return u * (1 - o) + cfg.v_reset * o
+        if cfg.reset == "subtract":
+            return u - thr * o
+        return u
+
+    consts = []
+    for n in range(1, N + 1):
+        if cfg.learn_decay == "clamp":
+            lam = torch.clamp(tp[f"beta{n}"], 0.0, 1.0)
+        elif cfg.learn_decay == "sigmoid":
+            lam = 1 - torch.sigmoid(tp[f"tau_w{n}"])
+        else:
+            lam = torch.tensor(float(_layer_value(cfg.decay, n - 1)), dtype=x.dtype)
+        kap = 1 - lam if cfg.decay_input else 1.0
+        thr = tp[f"thr{n}"] if cfg.learn_threshold else float(_layer_value(cfg.v_th, n - 1))
+        consts.append((lam, kap, thr, float(_layer_value(cfg.syn_decay, n - 1))))
+    r = [None] * N
+    j = [None] * N
+    o_prev = [None] * N
+    out_sum = 0.0
+    for t in range(T):
+        a = x[t]
+        for n in range(N):
+            lam, kap, thr, alpha = consts[n]
+            I = a @ tp[f"W{n + 1}"].T + tp[f"b{n + 1}"]
+            j[n] = alpha * j[n] + I if (cfg.synapse == "current" and t > 0) else I
+            r_prev = r[n] if t > 0 else cfg.v_rest
+            v = lam * r_prev + kap * j[n] + (1 - lam) * cfg.v_rest
+            u = reset(v, o_prev[n], lam, thr) if (delayed and t > 0) else v
+            o = _Spike.apply(u - thr, cfg.surrogate, cfg.width, cfg.strict)
+            r[n] = u if delayed else reset(u, o, lam, thr)
+            o_prev[n] = o
+            a = o
+        out_sum = out_sum + a
+    obar = out_sum / T
+    target = torch.nn.functional.one_hot(torch.as_tensor(y), obar.shape[1]).to(obar.dtype)
+    if cfg.loss == "mse_paper":
+        return 0.5 * ((obar - target) ** 2).sum() / obar.shape[0]
+    return torch.nn.functional.mse_loss(obar, target)
+
+
 def tensors(params: dict, requires_grad: bool = True) -> dict:
     """float64 leaf tensors of a refsnn parameter dict (same keys, same values)."""
     return {k: torch.tensor(np.asarray(v, dtype=np.float64), requires_grad=requires_grad) for k, v in params.items()}
@@ -109,13 +187,10 @@ def _grads(tp: dict, params: dict) -> dict:
 
 
 def stbp_gradient(params, x, y, cfg) -> tuple:
-    """``(loss, grads)`` of :func:`stbp_loss` for refsnn's STBP ``params`` and ``Config``, by autograd (float64)."""
+    """``(loss, grads)`` of :func:`stbp_family_loss` for refsnn's STBP ``params`` and ``Config``, by autograd
+    (float64)."""
     tp = tensors(params)
-    N = len(params) // 2
-    loss = stbp_loss([tp[f"W{n}"] for n in range(1, N + 1)], [tp[f"b{n}"] for n in range(1, N + 1)],
-                     torch.tensor(np.asarray(x, dtype=np.float64)), y, v_th=cfg.v_th, decay=cfg.decay,
-                     surrogate=cfg.surrogate, width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset,
-                     loss=cfg.loss)
+    loss = stbp_family_loss(tp, torch.tensor(np.asarray(x, dtype=np.float64)), y, cfg)
     loss.backward()
     return float(loss.item()), _grads(tp, params)
 

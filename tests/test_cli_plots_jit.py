@@ -106,7 +106,7 @@ def test_membrane_surrogates_residuals_and_learning_curves():
     ax = plots.membrane(u[0], v_th=case.cfg.v_th, spikes=o[0], neurons=[0, 1])
     assert ax.get_ylabel().startswith("membrane") and len(ax.get_lines()) >= 3
     ax = plots.surrogate_curves(width=1.0)
-    assert len(ax.get_lines()) == 4
+    assert len(ax.get_lines()) == len(surrogates.NAMES)
     ax = plots.surrogate_curves(["sigmoid"], width=0.5, primitive=True)
     assert ax.get_ylabel().startswith("P")
     ax = plots.residuals(np.array([1.0, 0.1, 0.01]), label="fixed point")

@@ -22,14 +22,15 @@ def rel(a, b):
 
 
 # ---------------------------------------------------------------------------
-# The contract: FD of reference_objective == loss_and_grad, all 32 variants
+# The contract: FD of reference_objective == loss_and_grad, every variant (refsnn.problems)
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradient_matches_fd_of_reference_objective(case):
     """Spiking network: FD of the anchored smoothed network equals the STBP gradient (<= 1e-7)."""
     assert stbp.kink_distance(case.params, case.x, case.cfg) > 1e-3
-    report = gradcheck.check(stbp, case.params, case.x, case.y, case.cfg, tol=GRAD_FD_REL, title=case.label)
+    report = gradcheck.check(stbp, case.params, case.x, case.y, case.cfg, tol=GRAD_FD_REL, eps=case.eps,
+                             order=case.order, title=case.label)
     assert report.passed, str(report)
     assert len(report.tensors) == len(case.params)
 
@@ -39,7 +40,8 @@ def test_smooth_network_gradient_matches_fd(case):
     """forward='smooth'): the same backward is the exact gradient of the plain smoothed network."""
     cfg = replace(case.cfg, forward="smooth")
     assert stbp.kink_distance(case.params, case.x, cfg) > 1e-3
-    report = gradcheck.check(stbp, case.params, case.x, case.y, cfg, tol=GRAD_FD_REL, title=case.label)
+    report = gradcheck.check(stbp, case.params, case.x, case.y, cfg, tol=GRAD_FD_REL, eps=case.eps,
+                             order=case.order, title=case.label)
     assert report.passed, str(report)
 
 
@@ -59,13 +61,16 @@ def test_fd_check_detects_the_papers_literal_temporal_term():
     Read literally, it drops the u^{t+1} -> u^{t+2} path (docs/stbp.md).  We re-implement that variant here
     and show the FD check rejects it.
     """
-    case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "code"
+    case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "zero"
                 and not c.cfg.detach_reset and c.cfg.loss == "mse_paper")
     cfg, params, x, y = case.cfg, case.params, case.x, case.y
     u, o = stbp.forward_numpy(params, x, cfg)
     _, g_obar = stbp._loss(o[-1].mean(axis=0), y, cfg)
     T, N = x.shape[0], len(params) // 2
     h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
+    kind, lam = stbp.RESET_CODES[cfg.reset], cfg.decay
+    f = lambda o: lam * stbp.reset_du(0.0, o, kind, lam)                          # noqa: E731  f(o) = decay (1 - o)
+    u_fp = lambda u, o: lam * stbp.reset_do(u, o, kind, lam, cfg.v_th, 0.0)      # noqa: E731  u f'(o)
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     eps_next, delta_next = [None] * N, [None] * N
     for t in reversed(range(T)):
@@ -73,8 +78,8 @@ def test_fd_check_detects_the_papers_literal_temporal_term():
         for n in reversed(range(N)):
             a = x[t] if n == 0 else o[n - 1][t]
             if t < T - 1:  # the literal temporal term uses delta^{t+1} * h(u^{t+1})
-                delta = delta + delta_next[n] * h(u[n][t + 1]) * u[n][t] * stbp.leak_reset_prime(o[n][t], cfg.decay, cfg.reset == "paper")
-            eps = delta * h(u[n][t]) + (eps_next[n] * stbp.leak_reset(o[n][t], cfg.decay, cfg.reset == "paper") if t < T - 1 else 0)
+                delta = delta + delta_next[n] * h(u[n][t + 1]) * u_fp(u[n][t], o[n][t])
+            eps = delta * h(u[n][t]) + (eps_next[n] * f(o[n][t]) if t < T - 1 else 0)
             grads[f"W{n + 1}"] += eps.T @ a
             grads[f"b{n + 1}"] += eps.sum(0)
             delta_next[n] = delta
@@ -99,24 +104,21 @@ def test_detached_and_attached_gradients_differ():
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_matches_torch_autograd(case):
+    """Every case, every parameter tensor (learned decays and thresholds included) and dL/dx, against
+    autograd of refsnn.torch_golds.stbp_family_loss (the equations written again in torch)."""
     torch = pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")
-    from refsnn.torch_golds import stbp_loss
+    from refsnn import torch_golds
 
-    cfg = case.cfg
-    N = len(case.params) // 2
-    Ws = [torch.tensor(case.params[f"W{n}"], dtype=torch.float64, requires_grad=True) for n in range(1, N + 1)]
-    bs = [torch.tensor(case.params[f"b{n}"], dtype=torch.float64, requires_grad=True) for n in range(1, N + 1)]
+    tp = torch_golds.tensors(case.params)
     xt = torch.tensor(case.x, dtype=torch.float64, requires_grad=True)
-    L = stbp_loss(Ws, bs, xt, case.y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate, width=cfg.width,
-                  reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss)
+    L = torch_golds.stbp_family_loss(tp, xt, case.y, case.cfg)
     L.backward()
     for backend in ("numba", "numpy"):
-        c = replace(cfg, backend=backend)
+        c = replace(case.cfg, backend=backend)
         loss, grads = stbp.loss_and_grad(case.params, case.x, case.y, c)
         assert loss == pytest.approx(L.item(), rel=FORMULA_REL)   # the same spikes: an MSE of a few rates
-        for n in range(1, N + 1):
-            assert rel(grads[f"W{n}"], Ws[n - 1].grad.numpy()) <= TORCH_REL, (backend, f"W{n}")
-            assert rel(grads[f"b{n}"], bs[n - 1].grad.numpy()) <= TORCH_REL, (backend, f"b{n}")
+        for k in case.params:
+            assert rel(grads[k], tp[k].grad.numpy()) <= TORCH_REL, (backend, k)
         gx = stbp.input_gradient(case.params, case.x, case.y, c)
         assert rel(gx, xt.grad.numpy()) <= TORCH_REL, (backend, "x")
 
@@ -165,23 +167,37 @@ def test_fast_tier_equals_readable_twin(case, forward):
 
 
 def test_kernels_compiled_equal_plain_python():
-    """Each kernel gives identical results compiled and as its pure-Python function (py_func)."""
+    """Each kernel gives the same results compiled and as its pure-Python function (py_func), for every
+    reset, timing, synapse, threshold comparison and surrogate."""
     rng = np.random.default_rng(1)
-    I = rng.normal(0.4, 0.6, (6, 3, 5))
-    g = rng.normal(0, 1, (6, 3, 5))
-    for paper_reset in (False, True):
-        for smooth in (False, True):
-            for kind in range(4):
-                args = (0.5, 0.3, paper_reset, smooth, kind, 0.8)
-                u1, o1 = stbp._lif_forward_kernel(I, *args)
-                u2, o2 = stbp._lif_forward_kernel.py_func(I, *args)
-                assert_close(u1, u2, FORMULA_REL)          # 6 steps of one neuron's recursion
-                np.testing.assert_array_equal(o1 > 0.5, o2 > 0.5)
-                for detach in (False, True):
-                    bargs = (0.5, 0.3, paper_reset, detach, kind, 0.8)
-                    e1 = stbp._lif_backward_kernel(g, u1, o1, *bargs)
-                    e2 = stbp._lif_backward_kernel.py_func(g, u1, o1, *bargs)
-                    assert_close(e1, e2, FORMULA_REL)
+    T, B, H = 6, 3, 5
+    I = rng.normal(0.4, 0.6, (T, B, H))
+    g = rng.normal(0, 1, (T, B, H))
+    lam, kap, c = np.full(H, 0.3), np.full(H, 0.7), np.full(H, 0.02)
+    thr, alpha = np.linspace(0.4, 0.6, H), np.full(H, 0.5)
+    for kind in range(len(stbp.RESETS)):
+        for delayed in (False, True):
+            for synapse in (False, True):
+                for sur in range(len(surrogates.NAMES)):
+                    strict, smooth = bool(sur % 2), sur == 3
+                    outs = []
+                    for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
+                        v, j = np.empty((T, B, H)), np.empty((T, B, H))
+                        u, o = fn(I, lam, kap, c, thr, alpha, 0.1, synapse, kind, -0.2, delayed, strict, smooth,
+                                  sur, 0.8, v, j)
+                        outs.append((u, o, v, j))
+                    for a, b in zip(outs[0], outs[1]):
+                        assert_close(a, b, FORMULA_REL)            # 6 steps of one neuron's recursion
+                    u, o, v, j = outs[0]
+                    for detach in (False, True):
+                        res = []
+                        for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
+                            glam, gthr = np.zeros(H), np.zeros(H)
+                            gI = fn(g, u, o, v, j, lam, kap, thr, alpha, 0.1, synapse, kind, -0.2, delayed, detach,
+                                    True, sur, 0.8, glam, gthr)
+                            res.append((gI, glam, gthr))
+                        for a, b in zip(res[0], res[1]):
+                            assert_close(a, b, FORMULA_REL)
 
 
 _SUBPROCESS = r"""
@@ -236,7 +252,7 @@ def test_float32_close_to_float64():
 
 def test_spikes_use_a_strict_threshold_and_reset():
     """u exactly at v_th does not fire; after a spike the code reset zeroes the carried potential."""
-    cfg = stbp.Config(v_th=1.0, decay=0.5, reset="code")
+    cfg = stbp.Config(v_th=1.0, decay=0.5, reset="zero")
     params = {"W1": np.array([[1.0]]), "b1": np.array([0.0])}
     x = np.array([1.0, 0.6, 0.6, 0.0])[:, None, None]
     u, o = stbp.simulate(params, x, cfg)
@@ -251,9 +267,12 @@ def test_spikes_use_a_strict_threshold_and_reset():
 def test_presets_follow_the_paper_and_the_code():
     code = stbp.PRESETS["code"]
     assert (code.v_th, code.decay, code.T, code.surrogate, code.width) == (0.5, 0.2, 20, "rect", 1.0)
-    assert (code.reset, code.loss, code.detach_reset, code.encoding) == ("code", "mse_mean", False, "bernoulli")
+    assert (code.reset, code.loss, code.detach_reset, code.encoding) == ("zero", "mse_mean", False, "bernoulli")
     paper = stbp.PRESETS["paper"]
-    assert (paper.v_th, paper.decay, paper.T, paper.reset, paper.loss) == (1.5, 0.1, 30, "paper", "mse_paper")
+    assert (paper.v_th, paper.decay, paper.T, paper.reset, paper.loss) == (1.5, 0.1, 30, "exp", "mse_paper")
+    fc = stbp.PRESETS["code_fc"]          # code_mnist/mnist_model.py: thresh 0.3, decay 0.5, T 8, analog input
+    assert (fc.v_th, fc.decay, fc.T, fc.encoding, fc.reset, fc.width) == (0.3, 0.5, 8, "direct", "zero", 1.0)
+    assert stbp.Config(reset="paper").reset == "exp" and stbp.Config(reset="code").reset == "zero"   # old names
 
 
 def test_losses_relate_as_the_code_and_the_paper_say():
@@ -374,4 +393,4 @@ def test_gradcheck_cli_passes_and_prints_a_table(capsys):
 
     assert main(["gradcheck", "stbp"]) == 0
     out = capsys.readouterr().out
-    assert "32 passed, 0 failed" in out and "rect/paper/attached/mse_paper" in out
+    assert f"{len(CASES)} passed, 0 failed" in out and "rect/exp/attached/mse_paper" in out and "norse" in out

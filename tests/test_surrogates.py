@@ -13,13 +13,14 @@ WIDTHS = [0.05, 0.3, 1.0, 4.0]
 
 @pytest.mark.parametrize("name", surrogates.NAMES)
 @pytest.mark.parametrize("a", WIDTHS)
-def test_unit_area(name, a):
-    """Each h integrates to 1 (Wu et al. 2018: the curves approximate the Dirac delta)."""
-    breaks = [k for k in surrogates.kinks(name, a)]
-    lim = 60 * max(a, math.sqrt(a), 1.0)
-    area, err = integrate.quad(lambda v: float(surrogates.h(v, name, a)), -lim, lim, points=breaks or None,
-                               limit=500)
-    assert area == pytest.approx(1.0, abs=1e-7)
+def test_area(name, a):
+    """Each h integrates to surrogates.area: 1 for the paper's four and atan (they approximate the Dirac
+    delta), 2a for fast_sigmoid (peak 1, as snnTorch and norse define it).  Heavy tails: integrate to inf."""
+    f = lambda v: float(surrogates.h(v, name, a))  # noqa: E731
+    cuts = sorted(set(surrogates.kinks(name, a)) | {0.0})
+    pieces = [(-np.inf, cuts[0])] + list(zip(cuts[:-1], cuts[1:])) + [(cuts[-1], np.inf)]
+    total = sum(integrate.quad(f, lo, hi, limit=500)[0] for lo, hi in pieces)
+    assert total == pytest.approx(surrogates.area(name, a), rel=1e-7)
 
 
 @pytest.mark.parametrize("name", surrogates.NAMES)
@@ -46,10 +47,11 @@ def test_stable_over_a_wide_range(name, a):
         pv = surrogates.primitive(xx, name, a)
         assert np.all(np.isfinite(hv)) and np.all(np.isfinite(pv))
         assert hv.dtype == dtype and pv.dtype == dtype
-        assert np.all(hv >= 0) and np.all((pv >= 0) & (pv <= 1))
-        assert np.all(np.diff(pv.astype(np.float64)) >= -1e-7)  # monotone
-    assert surrogates.primitive(-np.inf, name, a) == 0.0 and surrogates.primitive(np.inf, name, a) == 1.0
-    assert surrogates.primitive(0.0, name, a) == pytest.approx(0.5)
+        top = surrogates.area(name, a)
+        assert np.all(hv >= 0) and np.all((pv >= 0) & (pv <= top))
+        assert np.all(np.diff(pv.astype(np.float64)) >= -1e-7 * top)  # monotone
+    assert surrogates.primitive(-np.inf, name, a) == 0.0 and surrogates.primitive(np.inf, name, a) == top
+    assert surrogates.primitive(0.0, name, a) == pytest.approx(top / 2)
 
 
 def test_known_values():
@@ -58,6 +60,10 @@ def test_known_values():
     assert surrogates.h(0.0, "sigmoid", 0.5) == pytest.approx(0.5)
     assert surrogates.h(0.0, "gauss", 1.0) == pytest.approx(1 / math.sqrt(2 * math.pi))
     assert surrogates.primitive(0.25, "rect", 1.0) == pytest.approx(0.75)
+    # the peers' defaults: snnTorch atan(alpha=2) peaks at alpha/2 = 1; norse's SuperSpike at 1
+    assert surrogates.h(0.0, "atan", 2 / (math.pi * 2.0)) == pytest.approx(1.0)
+    assert surrogates.h(1.0, "fast_sigmoid", 1.0) == pytest.approx(0.25)
+    assert surrogates.h(0.1, "fast_sigmoid", 1 / 25) == pytest.approx(1 / (25 * 0.1 + 1) ** 2)
 
 
 @pytest.mark.parametrize("name", surrogates.NAMES)
@@ -76,7 +82,7 @@ def test_scalar_forms_equal_array_forms(name):
 
 def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="surrogate"):
-        surrogates.h(0.0, "atan")
+        surrogates.h(0.0, "relu")
     with pytest.raises(ValueError, match="width"):
         surrogates.primitive(0.0, "rect", 0.0)
     with pytest.raises(TypeError, match="width"):
