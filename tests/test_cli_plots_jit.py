@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refsnn import gradcheck, plots, problems, stbp
+from refsnn import gradcheck, plots, problems, stbp, surrogates
 from refsnn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
