@@ -1,0 +1,580 @@
+"""Peer adapters: a PyTorch SNN model (snnTorch, spikingjelly, norse, the official STBP code) as a refsnn STBP net.
+
+::
+
+    from refsnn import peers
+    adapted = peers.from_torch(model)            # model: nn.Sequential of nn.Linear and neuron modules
+    loss, grads = adapted.loss_and_grad(x, y)    # refsnn's STBP gradient of the same model, float64
+    report = peers.check(model, x, y)            # ... against the peer's own autograd, tensor by tensor
+
+``from_torch`` reads the model once: each ``nn.Linear`` becomes ``W{n}, b{n}`` (the peer's values,
+same layout ``(n_out, n_in)``), each neuron module a layer of :class:`refsnn.stbp.Config` with
+exactly the peer's neuron (reset, timing, detach, threshold comparison, input scaling, synapse,
+surrogate), and learned neuron parameters become ``beta{n}`` / ``tau_w{n}`` / ``thr{n}``.
+``Adapted.mapping`` says which peer parameter each refsnn key is, so the peer's ``.grad`` compare
+tensor for tensor with refsnn's gradient, with no rescaling (``Adapted.peer_grads``).  What refsnn
+cannot express raises :class:`NotExpressible`, naming the module, the attribute and its value.
+Values the peer stores in float32 (snnTorch's ``beta`` and ``threshold`` given as Python floats,
+norse's parameters) are used exactly as stored and reported in ``Adapted.notes``: they are the
+usual reason for a ~1e-8 "mismatch".
+
+Supported (``docs/verify.md`` has the mapping table):
+
+============================================  ===================================================
+peer module                                   refsnn STBP neuron
+============================================  ===================================================
+snnTorch ``Leaky`` (subtract, zero, none;     ``reset`` as named; ``reset_delay=True``: subtract
+``reset_delay``; ``learn_beta``,              delayed and detached, zero = immediate detached;
+``learn_threshold``)                          ``False``: immediate, attached (zero and none only)
+snnTorch ``Synaptic``                         current synapse ``alpha``; resets as ``Leaky``'s,
+                                              but zero with ``reset_delay`` zeroes the next step
+spikingjelly ``LIFNode``, ``IFNode``,         ``decay = 1 - 1/tau``, ``decay_input``, ``>=``, hard
+``ParametricLIFNode``                         reset to ``v_reset`` (soft if None), ``detach_reset``
+norse ``LIFCell``, ``LIF``, ``LIFBoxCell``    ``decay = 1 - dt tau_mem_inv``, input scaled,
+                                              synapse ``1 - dt tau_syn_inv``, reset to ``v_reset``
+:func:`official_stbp_neuron`                  the official STBP code's ``mem_update``
+============================================  ===================================================
+
+Surrogates: snnTorch ``atan``, ``fast_sigmoid``, ``sigmoid`` (and the float64 versions
+:func:`snntorch_surrogate` makes); spikingjelly ``Sigmoid``, ``ATan``; norse ``"super"``.  Stock
+snnTorch surrogates return float32 spikes and round the incoming gradient to float32, so a stock
+snnTorch model agrees with refsnn to float32 round-off (~1e-7); :func:`snntorch_surrogate` is the
+same formula keeping the input's dtype, and agrees to float64 round-off.
+
+torch and the peer libraries are imported only when a function here needs them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from refsnn import gradcheck, stbp
+
+__all__ = ["NotExpressible", "Adapted", "from_torch", "check", "run", "snntorch_surrogate", "official_stbp_neuron"]
+
+
+class NotExpressible(ValueError):
+    """A peer model uses something refsnn's STBP cannot express (the message names module, attribute, value)."""
+
+
+@dataclass
+class Adapted:
+    """A peer model as refsnn sees it.
+
+    Attributes
+    ----------
+    algorithm : module
+        ``refsnn.stbp``.
+    params : dict
+        float64 copies of the peer's tensors under refsnn's keys.
+    cfg : refsnn.stbp.Config
+        The peer's neuron (``loss="mse_mean"``, PyTorch's ``MSELoss`` of the output rate).
+    mapping : dict
+        refsnn key -> the peer's parameter name (``model.named_parameters()``), or None for a value
+        refsnn needs that the peer does not train (e.g. a zero bias of ``nn.Linear(bias=False)``).
+    notes : list of str
+        What the adapter noticed: float32 values used as stored, float32 spikes.
+    kinds : list of str
+        The peer family of each layer ("snntorch", "spikingjelly", "norse", "official").
+    """
+
+    algorithm: object
+    params: dict
+    cfg: object
+    mapping: dict
+    notes: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)
+
+    def loss_and_grad(self, x, y, loss: str = "mse_mean"):
+        """refsnn's STBP loss and gradient of the adapted model on ``x`` (T, batch, n_in), labels ``y``."""
+        return stbp.loss_and_grad(self.params, np.asarray(x, dtype=np.float64), y, replace(self.cfg, loss=loss))
+
+    def peer_grads(self, model) -> dict:
+        """The peer's ``.grad`` of every mapped parameter, as float64 arrays under refsnn's keys."""
+        named = dict(model.named_parameters())
+        out = {}
+        for key, name in self.mapping.items():
+            if name is None:
+                continue
+            g = named[name].grad
+            out[key] = np.zeros(np.shape(self.params[key])) if g is None else g.detach().cpu().double().numpy().copy()
+        return out
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional
+        raise ImportError("refsnn.peers needs PyTorch: pip install torch (the CPU build)") from None
+    return torch
+
+
+def _value(name, t):
+    """A tensor (or number) as float64 NumPy, and whether it was stored in float32."""
+    torch = _torch()
+    if torch.is_tensor(t):
+        return t.detach().cpu().double().numpy().copy(), t.dtype == torch.float32
+    return np.asarray(float(t)), False
+
+
+def _scalar(module_label, attr, t):
+    """A fixed per-layer constant; ``low`` is True when it is (or is the float32 rounding of) a float32 value."""
+    v, low = _value(attr, t)
+    if v.size != 1:
+        raise NotExpressible(f"{module_label}: {attr} has shape {tuple(v.shape)}; refsnn takes one value per layer "
+                             f"for a fixed {attr} (make it learnable for one per neuron)")
+    v = float(v.reshape(()))
+    rounded = float(np.float32(v)) == v and repr(float(np.float32(v))) != str(np.float32(v))   # e.g. float32(0.9)
+    return v, low or rounded
+
+
+# ---------------------------------------------------------------------------
+# Surrogates
+# ---------------------------------------------------------------------------
+
+def snntorch_surrogate(name: str = "atan", width: float = 1.0 / math.pi):
+    """A snnTorch ``spike_grad`` that keeps the input's dtype: forward ``(x > 0)``, backward refsnn's surrogate.
+
+    ``snntorch_surrogate("atan", 2 / (pi * alpha))`` is snnTorch's ``atan(alpha)`` in float64,
+    ``snntorch_surrogate("fast_sigmoid", 1 / slope)`` its ``fast_sigmoid(slope)``; any refsnn
+    surrogate name works.  The adapter recognises it.
+    """
+    torch = _torch()
+    from refsnn import surrogates
+
+    surrogates.get(name, width)
+
+    class _Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x > 0).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            h = surrogates.h(x.detach().cpu().numpy(), name, width)
+            return grad * torch.as_tensor(h, dtype=x.dtype, device=x.device)
+
+    def spike_grad(x):
+        return _Spike.apply(x)
+
+    spike_grad.refsnn_surrogate = (name, float(width))
+    return spike_grad
+
+
+def _snntorch_surrogate(label, fn, notes):
+    """refsnn's (name, width) of a snnTorch ``spike_grad``."""
+    if hasattr(fn, "refsnn_surrogate"):
+        return fn.refsnn_surrogate
+    qual = getattr(fn, "__qualname__", "")
+    free = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ()))) \
+        if hasattr(fn, "__code__") else {}
+    if qual.startswith("atan."):
+        out = ("atan", 2.0 / (math.pi * float(free["alpha"])))
+    elif qual.startswith("fast_sigmoid."):
+        out = ("fast_sigmoid", 1.0 / float(free["slope"]))
+    elif qual.startswith("sigmoid."):
+        out = ("sigmoid", 1.0 / float(free["slope"]))
+    else:
+        raise NotExpressible(f"{label}: spike_grad {qual or fn!r} has no refsnn counterpart (supported: snnTorch's "
+                             f"atan, fast_sigmoid, sigmoid, or refsnn.peers.snntorch_surrogate)")
+    notes.append(f"{label}: snnTorch's stock {qual.split('.')[0]} surrogate returns float32 spikes and rounds the "
+                 f"incoming gradient to float32: expect agreement to ~1e-7, not 1e-12 (use "
+                 f"refsnn.peers.snntorch_surrogate({out[0]!r}, {out[1]!r}) for a float64 model)")
+    return out
+
+
+def _spikingjelly_surrogate(label, sg):
+    cls = type(sg).__name__
+    alpha = getattr(sg, "alpha", None)
+    if cls == "Sigmoid":
+        return "sigmoid", 1.0 / float(alpha)
+    if cls == "ATan":
+        return "atan", 2.0 / (math.pi * float(alpha))
+    raise NotExpressible(f"{label}: surrogate_function {cls}(alpha={alpha}) has no refsnn counterpart "
+                         f"(supported: Sigmoid, ATan)")
+
+
+# ---------------------------------------------------------------------------
+# Neurons
+# ---------------------------------------------------------------------------
+
+def _snntorch_neuron(label, m, notes, prefix):
+    name = type(m).__name__
+    for attr in ("inhibition", "state_quant"):
+        if getattr(m, attr, False):
+            raise NotExpressible(f"{label}: {attr}={getattr(m, attr)!r} cannot be expressed")
+    gsf, _ = _value("graded_spikes_factor", m.graded_spikes_factor)
+    if np.any(gsf != 1.0):
+        raise NotExpressible(f"{label}: graded_spikes_factor={gsf.tolist()} cannot be expressed (refsnn spikes are 0/1)")
+    if "graded_spikes_factor" in dict(m.named_parameters()):
+        raise NotExpressible(f"{label}: learn_graded_spikes_factor=True cannot be expressed")
+    if m.graded_spikes_factor.dim() == 0 and not hasattr(m.spike_grad, "refsnn_surrogate"):
+        notes.append(f"{label}: its spikes are float32 (a stock surrogate's float32 spike times a 0-d "
+                     f"graded_spikes_factor stays float32; a float64 model needs graded_spikes_factor="
+                     f"torch.ones(1, dtype=torch.float64))")
+    reset = m.reset_mechanism
+    delay = bool(getattr(m, "reset_delay", True))
+    s = {}
+    if reset == "subtract":
+        if not delay:
+            raise NotExpressible(f"{label}: reset_mechanism='subtract' with reset_delay=False cannot be expressed "
+                                 f"(snnTorch subtracts again when the reset potential stays above threshold)")
+        s.update(reset="subtract", reset_timing="delayed", detach_reset=True)
+    elif reset == "zero":
+        if name == "Synaptic" and delay:
+            s.update(reset="zero", reset_timing="delayed", detach_reset=True)     # zeroes the next step entirely
+        else:
+            s.update(reset="zero", reset_timing="immediate", detach_reset=delay)
+    else:
+        s.update(reset="none", reset_timing="immediate", detach_reset=False)
+    s.update(strict=True, decay_input=False, v_rest=0.0)
+    s["surrogate"], s["width"] = _snntorch_surrogate(label, m.spike_grad, notes)
+    layer = {}
+    learned = dict(m.named_parameters())
+    if "beta" in learned:
+        s["learn_decay"] = "clamp"
+        layer["beta"] = (f"{prefix}beta", _value("beta", m.beta)[0])
+    else:
+        layer["decay"], low = _scalar(label, "beta", m.beta)
+        if low:
+            notes.append(f"{label}: beta holds a float32 value ({layer['decay']!r}, snnTorch stores a Python float "
+                         f"as float32): refsnn uses it exactly; typing {np.float32(layer['decay'])} into a Config "
+                         f"by hand would leave a ~1e-8 difference")
+    if "threshold" in learned:
+        s["learn_threshold"] = True
+        layer["thr"] = (f"{prefix}threshold", _value("threshold", m.threshold)[0])
+    else:
+        layer["v_th"], low = _scalar(label, "threshold", m.threshold)
+        if low:
+            notes.append(f"{label}: threshold holds a float32 value ({layer['v_th']!r}): refsnn uses it exactly")
+    if name == "Synaptic":
+        if "alpha" in learned:
+            raise NotExpressible(f"{label}: learn_alpha=True cannot be expressed (the synapse's decay is fixed)")
+        alpha, low = _scalar(label, "alpha", m.alpha)
+        layer["syn_decay"] = min(max(alpha, 0.0), 1.0)                           # snnTorch clamps it
+        s["synapse"] = "current"
+        if low:
+            notes.append(f"{label}: alpha is stored in float32: {alpha!r} is used exactly")
+    else:
+        s["synapse"] = "none"
+    if "decay" in layer:
+        layer["decay"] = min(max(layer["decay"], 0.0), 1.0)                      # beta.clamp(0, 1)
+        if layer["decay"] == 0.0:
+            raise NotExpressible(f"{label}: beta={layer['decay']} (no memory at all) cannot be expressed: "
+                                 f"refsnn's decay lies in (0, 1]")
+    return s, layer
+
+
+def _spikingjelly_neuron(label, m, notes, prefix):
+    name = type(m).__name__
+    s = {"strict": False, "synapse": "none"}
+    vr = m.v_reset
+    if vr is None:
+        s.update(reset="subtract", v_rest=0.0)
+    elif float(vr) == 0.0:
+        s.update(reset="zero", v_rest=0.0)
+    else:
+        s.update(reset="v_reset", v_reset=float(vr), v_rest=float(vr))
+    s.update(reset_timing="immediate", detach_reset=bool(m.detach_reset))
+    s["surrogate"], s["width"] = _spikingjelly_surrogate(label, m.surrogate_function)
+    layer = {"v_th": float(m.v_threshold)}
+    if name == "IFNode":
+        s["decay_input"] = False
+        layer["decay"] = 1.0
+    elif name == "LIFNode":
+        s["decay_input"] = bool(m.decay_input)
+        layer["decay"] = 1.0 - 1.0 / float(m.tau)
+    elif name == "ParametricLIFNode":
+        s["decay_input"] = bool(m.decay_input)
+        s["learn_decay"] = "sigmoid"
+        w, low = _value("w", m.w)
+        layer["tau_w"] = (f"{prefix}w", w)
+        if low:
+            notes.append(f"{label}: w is a float32 parameter ({float(w)!r}): refsnn uses it exactly, but the "
+                         f"model's own float32 arithmetic caps agreement at ~1e-7 unless it is converted with .double()")
+    else:  # pragma: no cover - guarded by the caller
+        raise NotExpressible(f"{label}: {name} is not a supported spikingjelly neuron")
+    return s, layer
+
+
+def _norse_neuron(label, m, notes, prefix):
+    torch = _torch()
+    name = type(m).__name__
+    p, dt = m.p, float(m.dt)
+    method = p.method
+    if method != "super":
+        raise NotExpressible(f"{label}: p.method={method!r} has no refsnn counterpart (supported: 'super')")
+    low = [f for f in p._fields if torch.is_tensor(getattr(p, f)) and getattr(p, f).dtype == torch.float32]
+    a = dt * p.tau_mem_inv                                                  # norse's own product, in its dtype
+    a_val = float(a)
+    s = {"strict": True, "surrogate": "fast_sigmoid", "width": 1.0, "decay_input": True,
+         "reset_timing": "immediate", "detach_reset": False}
+    v_leak, v_th, v_reset = float(p.v_leak), float(p.v_th), float(p.v_reset)
+    s["v_rest"] = v_leak
+    if v_reset == 0.0:
+        s["reset"] = "zero"
+    else:
+        s.update(reset="v_reset", v_reset=v_reset)
+    layer = {"decay": 1.0 - a_val, "v_th": v_th}
+    if name in ("LIFCell", "LIF"):
+        s["synapse"] = "current"
+        layer["syn_decay"] = 1.0 - float(dt * p.tau_syn_inv)
+    else:
+        s["synapse"] = "none"
+    if low:
+        notes.append(f"{label}: norse's parameters {low} are float32 tensors (dt * tau_mem_inv = {a_val!r}): "
+                     f"refsnn uses these values exactly; pass float64 tensors for a float64 model")
+    return s, layer
+
+
+def _kind(m) -> str | None:
+    mod = type(m).__module__
+    if getattr(m, "refsnn_official_stbp", False):
+        return "official"
+    if mod.startswith("snntorch") and type(m).__name__ in ("Leaky", "Synaptic"):
+        return "snntorch"
+    if mod.startswith("spikingjelly") and type(m).__name__ in ("LIFNode", "IFNode", "ParametricLIFNode"):
+        return "spikingjelly"
+    if mod.startswith("norse") and type(m).__name__ in ("LIFCell", "LIF", "LIFBoxCell"):
+        return "norse"
+    return None
+
+
+def _official_neuron(label, m, notes, prefix):
+    s = {"reset": "zero", "reset_timing": "immediate", "detach_reset": False, "strict": True, "decay_input": False,
+         "v_rest": 0.0, "synapse": "none", "surrogate": "rect", "width": 2.0 * m.lens}
+    return s, {"decay": float(m.decay), "v_th": float(m.thresh)}
+
+
+_NEURONS = {"snntorch": _snntorch_neuron, "spikingjelly": _spikingjelly_neuron, "norse": _norse_neuron,
+            "official": _official_neuron}
+_PER_LAYER = ("decay", "v_th", "syn_decay")
+
+
+def _modules(model):
+    """The model's layers in order: the children of an ``nn.Sequential`` (nested ones flattened)."""
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module (an nn.Sequential of layers), got {type(model).__name__}")
+    out = []
+
+    def walk(m, prefix):
+        children = list(m.named_children())
+        if isinstance(m, torch.nn.Sequential):
+            for name, c in children:
+                walk(c, f"{prefix}{name}.")
+        else:
+            out.append((prefix[:-1], m))
+
+    walk(model, "")
+    return out
+
+
+def from_torch(model) -> Adapted:
+    """Read a PyTorch SNN (``nn.Linear`` and neuron modules in an ``nn.Sequential``) as a refsnn STBP network.
+
+    Returns an :class:`Adapted`: ``params`` (float64 copies of the peer's tensors), ``cfg`` (the
+    peer's neuron as :class:`refsnn.stbp.Config`, MSELoss), ``mapping`` (refsnn key -> peer parameter
+    name) and ``notes``.  ``nn.Flatten`` and ``nn.Identity`` are passed over (give refsnn the input
+    already flattened).  Raises :class:`NotExpressible` for anything refsnn's STBP cannot express.
+    """
+    torch = _torch()
+    mods = _modules(model)
+    params, mapping, notes, kinds, layers = {}, {}, [], [], []
+    settings = None
+    pending = None          # the Linear waiting for its neuron
+    for path, m in mods:
+        label = f"module {path or '(root)'} ({type(m).__name__})"
+        if isinstance(m, (torch.nn.Flatten, torch.nn.Identity)):
+            if pending is not None or layers:
+                raise NotExpressible(f"{label}: a {type(m).__name__} between layers cannot be expressed (only "
+                                     f"before the first layer)")
+            continue
+        if isinstance(m, torch.nn.Linear):
+            if pending is not None:
+                raise NotExpressible(f"{label}: two nn.Linear in a row (refsnn needs a neuron after each)")
+            pending = (path, m)
+            continue
+        kind = _kind(m)
+        if kind is None:
+            raise NotExpressible(f"{label}: not a supported layer (nn.Linear and the neurons of snnTorch, "
+                                 f"spikingjelly, norse or refsnn.peers.official_stbp_neuron)")
+        if pending is None:
+            raise NotExpressible(f"{label}: a neuron must follow an nn.Linear")
+        lpath, lin = pending
+        pending = None
+        n = len(layers) + 1
+        W, low_w = _value("weight", lin.weight)
+        params[f"W{n}"], mapping[f"W{n}"] = W, f"{lpath}.weight"
+        if lin.bias is not None:
+            b, low_b = _value("bias", lin.bias)
+            params[f"b{n}"], mapping[f"b{n}"] = b, f"{lpath}.bias"
+        else:
+            params[f"b{n}"], mapping[f"b{n}"], low_b = np.zeros(W.shape[0]), None, False
+        if low_w or low_b:
+            notes.append(f"module {lpath} (Linear): float32 weights; refsnn uses their values, the peer's own "
+                         f"arithmetic in float32 caps agreement at ~1e-7")
+        s, layer = _NEURONS[kind](label, m, notes, f"{path}.")
+        if settings is None:
+            settings = s
+        else:
+            for k, v in s.items():
+                if k in ("learn_decay", "learn_threshold") or settings.get(k) == v:
+                    continue
+                raise NotExpressible(f"{label}: {k}={v!r} differs from the first layer's {settings.get(k)!r}; "
+                                     f"refsnn takes one neuron type for the whole network")
+        for key, (pname, value) in ((k, layer[k]) for k in ("beta", "tau_w", "thr") if k in layer):
+            refkey = {"beta": "beta", "tau_w": "tau_w", "thr": "thr"}[key] + str(n)
+            params[refkey], mapping[refkey] = value, pname
+        kinds.append(kind)
+        layers.append(layer)
+    if pending is not None:
+        raise NotExpressible(f"module {pending[0]} (Linear): the last nn.Linear has no neuron after it (refsnn's "
+                             f"STBP output layer spikes)")
+    if not layers:
+        raise NotExpressible("model: no nn.Linear + neuron layer found")
+    learn_decay = "none"
+    for k, layer in enumerate(layers):
+        if ("beta" in layer or "tau_w" in layer) != ("beta" in layers[0] or "tau_w" in layers[0]) or \
+                ("thr" in layer) != ("thr" in layers[0]):
+            raise NotExpressible(f"layer {k + 1}: learns its decay/threshold where the first layer does not (or "
+                                 f"the other way round); refsnn learns them in every layer or in none")
+    if "beta" in layers[0]:
+        learn_decay = "clamp"
+    elif "tau_w" in layers[0]:
+        learn_decay = "sigmoid"
+    per_layer = {}
+    for key in _PER_LAYER:
+        vals = [layer.get(key, 0.0 if key == "syn_decay" else None) for layer in layers]
+        if key == "decay" and learn_decay != "none":
+            vals = [0.5] * len(layers)                       # unused: the params hold the decay
+        if key == "v_th" and "thr" in layers[0]:
+            vals = [1.0] * len(layers)
+        per_layer[key] = vals[0] if all(v == vals[0] for v in vals) else tuple(vals)
+    settings = {k: v for k, v in settings.items() if k not in ("learn_decay", "learn_threshold")}
+    cfg = stbp.Config(**settings, **per_layer, learn_decay=learn_decay, learn_threshold="thr" in layers[0],
+                      loss="mse_mean", init="torch", T=1)
+    stbp.neuron_constants(params, cfg)                       # every key and shape as refsnn expects
+    return Adapted(stbp, params, cfg, mapping, notes, kinds)
+
+
+# ---------------------------------------------------------------------------
+# Running a peer model, and the whole check
+# ---------------------------------------------------------------------------
+
+def run(model, x, kinds=None):
+    """Output spikes ``(T, batch, n_out)`` of a peer model on ``x`` (a torch tensor, (T, batch, n_in)).
+
+    Resets the model's state first (snnTorch ``utils.reset``, spikingjelly ``functional.reset_net``,
+    a fresh norse state), then drives it as its library expects: one call per step, or one call on
+    the whole sequence for spikingjelly's ``step_mode='m'`` and norse's ``LIF``.
+    """
+    torch = _torch()
+    mods = [m for _, m in _modules(model)]
+    kinds = kinds or {_kind(m) for m in mods} - {None}
+    if "snntorch" in kinds:
+        import snntorch.utils
+
+        snntorch.utils.reset(model)
+    if "spikingjelly" in kinds:
+        from spikingjelly.activation_based import functional
+
+        functional.reset_net(model)
+    for m in mods:
+        if getattr(m, "refsnn_official_stbp", False):
+            m.reset()
+    if "spikingjelly" in kinds and all(getattr(m, "step_mode", "m") == "m" for m in mods if _kind(m)):
+        return model(x)
+    if "norse" in kinds and any(type(m).__name__ == "LIF" for m in mods):
+        return model(x)[0]
+    outs, state = [], None
+    stateful = "norse" in kinds and type(model).__name__ == "SequentialState"
+    states = [None] * len(mods)
+    for t in range(x.shape[0]):
+        if stateful:                                   # norse's container threads the states itself
+            o, state = model(x[t], state)
+        elif "norse" in kinds:                         # a plain nn.Sequential: thread them here
+            o = x[t]
+            for k, m in enumerate(mods):
+                if _kind(m) == "norse":
+                    o, states[k] = m(o, states[k])
+                else:
+                    o = m(o)
+        else:
+            o = model(x[t])
+        outs.append(o[0] if isinstance(o, tuple) else o)
+    return torch.stack(outs)
+
+
+def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradcheck.Report:
+    """The peer's autograd gradient of the MSE of its output rate against refsnn's, tensor by tensor.
+
+    ``x`` (T, batch, n_in) and ``y`` (batch,) may be NumPy arrays or tensors; the peer sees ``x`` in
+    the dtype of its first layer's weight.  Returns a :class:`refsnn.gradcheck.Report` (mine = the
+    peer, reference = refsnn) whose notes include the adapter's.
+    """
+    torch = _torch()
+    adapted = from_torch(model)
+    dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
+    xt = torch.as_tensor(np.asarray(x), dtype=dtype)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    model.zero_grad()
+    out = run(model, xt, set(adapted.kinds))
+    obar = out.mean(dim=0)
+    target = torch.nn.functional.one_hot(yt, obar.shape[1]).to(obar.dtype)
+    L = torch.nn.functional.mse_loss(obar, target) if loss == "mse_mean" else 0.5 * ((obar - target) ** 2).sum() / len(yt)
+    L.backward()
+    mine = adapted.peer_grads(model)
+    ref_loss, ref = adapted.loss_and_grad(np.asarray(x, dtype=np.float64), np.asarray(y), loss=loss)
+    report = gradcheck.compare(mine, {k: ref[k] for k in mine}, tol=tol,
+                               title=f"{type(model).__name__} ({'/'.join(sorted(set(adapted.kinds)))}) vs refsnn: "
+                                     f"loss {float(L):.12g} vs {ref_loss:.12g}")
+    report.notes = adapted.notes + report.notes
+    report.extra = {"peer_loss": float(L), "refsnn_loss": ref_loss, "adapted": adapted}
+    return report
+
+
+def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 0.5):
+    """A PyTorch port of the official STBP code's neuron (``mem_update``) as a module for ``nn.Sequential``.
+
+    Per step: ``mem = mem * decay * (1 - spike) + x``; ``spike = (mem - thresh > 0)`` with the window
+    surrogate ``|mem - thresh| < lens`` (height 1).  Call it once per step (``run`` does, after
+    ``reset()``).  ``from_torch`` reads it as ``stbp.PRESETS["code"]``'s neuron.
+    """
+    torch = _torch()
+
+    class _ActFun(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u > 0).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return grad * (u.abs() < lens).to(u.dtype)
+
+    class OfficialSTBPNeuron(torch.nn.Module):
+        refsnn_official_stbp = True
+
+        def __init__(self):
+            super().__init__()
+            self.thresh, self.decay, self.lens = float(thresh), float(decay), float(lens)
+            self.reset()
+
+        def reset(self):
+            self.mem = self.spike = None
+
+        def forward(self, x):
+            if self.mem is None:
+                self.mem, self.spike = torch.zeros_like(x), torch.zeros_like(x)
+            self.mem = self.mem * self.decay * (1.0 - self.spike) + x
+            self.spike = _ActFun.apply(self.mem - self.thresh)
+            return self.spike
+
+    return OfficialSTBPNeuron()
