@@ -41,6 +41,13 @@ def available_algorithms() -> list:
     return [name for name, mod in ALGORITHMS.items() if importlib.util.find_spec(mod) is not None]
 
 
+def verify(algo, case, cfg=None, *, tol: float = 1e-9):
+    """Check another implementation's gradient in a case file against refsnn's (:func:`refsnn.verification.verify`)."""
+    from refsnn.verification import verify as _verify
+
+    return _verify(algo, case, cfg, tol=tol)
+
+
 def algorithm_name(algo) -> str:
     """The registry name ("stbp", ...) of an algorithm given by name (any case, "-" for "_") or by its module."""
     if not isinstance(algo, str):

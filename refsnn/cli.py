@@ -5,13 +5,16 @@
     refsnn train ALGO [--dataset digits] [--epochs N] [--seed S] [--out DIR] [--resume]
                       [--lr LR] [--batch-size B] [--hidden 128 64] [--preset NAME] [--set field=value ...]
     refsnn gradcheck ALGO [--seed S] [--verbose]
+    refsnn verify ALGO CASE.npz [--preset P | --config cfg.json] [--set field=value ...] [--tol T]
+    refsnn golden write DIR | check [DIR]
     refsnn bench ALGO [--quick]
     refsnn info
     refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | verify NAME   [--root DIR]
 
 ``--set`` changes a field of the algorithm's ``Config`` (``--set T=10
 --set surrogate=sigmoid``).  ``gradcheck`` exits with status 1 when any
-tensor fails.
+tensor fails; ``verify`` with 0 (your gradient agrees with refsnn's), 1
+(it does not; the diagnosis says where it goes wrong) or 2 (bad input).
 """
 
 from __future__ import annotations
@@ -113,6 +116,66 @@ def _cmd_gradcheck(args) -> int:
     return 1 if failed else 0
 
 
+def _verify_config(module, args):
+    """The Config for ``refsnn verify``: --preset or --config, then --set; None means "the case's own"."""
+    base = None
+    if args.preset is not None and args.config is not None:
+        raise ValueError("--preset, --config: give one of them")
+    if args.preset is not None:
+        presets = getattr(module, "PRESETS", {})
+        if args.preset not in presets:
+            raise ValueError(f"--preset: {args.algo} has no preset {args.preset!r} (available: {', '.join(presets)})")
+        base = presets[args.preset].to_dict()
+    elif args.config is not None:
+        try:
+            base = json.loads(open(args.config).read())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config: {args.config} is not JSON ({exc})") from None
+        if not isinstance(base, dict):
+            raise ValueError(f"--config: {args.config} must hold a JSON object of Config fields")
+    overrides = _config_overrides(module, args.set)
+    if overrides:
+        base = {**(base or {}), **overrides}
+    return base
+
+
+def _cmd_verify(args) -> int:
+    from refsnn import verification
+
+    module = refsnn.algorithm(args.algo)
+    case = verification.read_case(args.case)
+    cfg = _verify_config(module, args)
+    if cfg is None and case["config"] is None:
+        print(f"note: {args.case} holds no config and none was given: using {module.__name__}.Config() "
+              f"defaults (pass --preset or --config)")
+    if cfg is not None and case["config"] is not None:
+        cfg = {**case["config"], **cfg}
+    verdict = verification.verify(module, case, cfg, tol=args.tol)
+    print(verdict)
+    return verdict.exit_code
+
+
+def _cmd_golden(args) -> int:
+    import tempfile
+
+    from refsnn import verification
+
+    if args.action == "write":
+        if args.dir is None:
+            raise ValueError("DIR: refsnn golden write needs a folder to write into")
+        path = verification.golden_write(args.dir)
+        print(f"wrote {len(json.loads(path.read_text())['cases'])} golden cases and {path}")
+        return 0
+    shipped = args.dir or verification.golden_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        verification.golden_write(tmp)
+        diffs = verification.golden_compare(shipped, tmp)
+    for d in diffs:
+        print(d)
+    print(f"golden vectors in {shipped}: {'regenerate identically (to 1e-12)' if not diffs else 'DIFFER'}")
+    return 1 if diffs else 0
+
+
 def _cmd_bench(args) -> int:
     from refsnn.benchmarks import bench
 
@@ -203,6 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--verbose", "-v", action="store_true", help="print every per-tensor table")
     g.set_defaults(func=_cmd_gradcheck)
+
+    v = sub.add_parser("verify", help="check another implementation's gradient (a case .npz) against refsnn",
+                       description="Compare the gradient in CASE.npz (keys x, y, param/<key>, grad/<key>, optionally "
+                                   "loss, spikes/<n>, a, config) with refsnn's; exit 0 agree, 1 disagree, 2 bad "
+                                   "input.  The format is described in docs/verify.md.")
+    v.add_argument("algo")
+    v.add_argument("case", help="the .npz case file")
+    v.add_argument("--preset", help="configure refsnn with one of the algorithm's presets")
+    v.add_argument("--config", help="a JSON file of Config fields")
+    v.add_argument("--set", action="append", metavar="FIELD=VALUE", help="change a Config field (repeatable)")
+    v.add_argument("--tol", type=float, default=1e-9, help="largest relative error per tensor (default 1e-9)")
+    v.set_defaults(func=_cmd_verify)
+
+    gd = sub.add_parser("golden", help="the golden vectors: write them, or check that they regenerate")
+    gd.add_argument("action", choices=["write", "check"])
+    gd.add_argument("dir", nargs="?", help="folder (write: required; check: default the shipped set)")
+    gd.set_defaults(func=_cmd_golden)
 
     b = sub.add_parser("bench", help="time an algorithm's training step")
     b.add_argument("algo")

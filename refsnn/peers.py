@@ -53,7 +53,8 @@ import numpy as np
 
 from refsnn import gradcheck, stbp
 
-__all__ = ["NotExpressible", "Adapted", "from_torch", "check", "run", "snntorch_surrogate", "official_stbp_neuron"]
+__all__ = ["NotExpressible", "Adapted", "from_torch", "check", "run", "export_case", "snntorch_surrogate",
+           "official_stbp_neuron"]
 
 
 class NotExpressible(ValueError):
@@ -537,6 +538,40 @@ def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradche
     report.notes = adapted.notes + report.notes
     report.extra = {"peer_loss": float(L), "refsnn_loss": ref_loss, "adapted": adapted}
     return report
+
+
+def export_case(model, x, y, path, *, loss: str = "mse_mean", adapted=None):
+    """Run a peer model with its own autograd and write a ``refsnn verify`` case file of it.
+
+    The file holds ``x``, ``y``, the parameters and gradients under refsnn's keys (``adapted``'s mapping,
+    default :func:`from_torch`), the loss and every layer's spikes: what a researcher hands to
+    ``refsnn verify stbp CASE.npz --preset ...`` (no ``config``: that is refsnn's side of the check).
+    """
+    torch = _torch()
+    from refsnn import verification
+
+    adapted = adapted or from_torch(model)
+    dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
+    xt = torch.as_tensor(np.asarray(x), dtype=dtype)
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    model.zero_grad()
+    out = run(model, xt, set(adapted.kinds))
+    obar = out.mean(dim=0)
+    target = torch.nn.functional.one_hot(yt, obar.shape[1]).to(obar.dtype)
+    L = torch.nn.functional.mse_loss(obar, target) if loss == "mse_mean" else 0.5 * ((obar - target) ** 2).sum() / len(yt)
+    L.backward()
+    mods = _modules(model)
+    spikes, n = {}, 0
+    with torch.no_grad():
+        for k, (_, m) in enumerate(mods):
+            if _kind(m) is not None:
+                n += 1
+                spikes[n] = run(torch.nn.Sequential(*[mm for _, mm in mods[:k + 1]]), xt,
+                                set(adapted.kinds)).double().numpy()
+    named = dict(model.named_parameters())
+    params = {key: (named[name].detach().double().numpy() if name else adapted.params[key])
+              for key, name in adapted.mapping.items()}
+    return verification.write_case(path, x, y, params, adapted.peer_grads(model), loss=L.item(), spikes=spikes)
 
 
 def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 0.5):
