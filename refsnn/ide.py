@@ -76,21 +76,32 @@ Writing ``pre_1 = W a + F xbar + b``, ``h_l = sigma(pre_l / v_th)`` and
     J^T beta = delta_1 W                                                    # the same chain
 
 ``sigma'(z) = 1`` for ``0 <= z <= 1`` and ``0`` outside (PyTorch's ``clamp``
-backward, no surrogate).  Step 2 is solved by ``Config.solver``:
+backward, no surrogate).  With dropout (Eq. (DO)) each current's mask
+multiplies the ``delta`` that reaches its weight: ``dL/dW = (m_W delta_1)^T a``,
+``dL/dF = (m_F delta_1)^T xbar``, ``delta_{l-1} = ((m_l delta_l) F^l) *
+sigma'(...) / v_th``, ``J^T beta = (m_W delta_1) W``.  Step 2 is solved by
+``Config.solver``:
 
 * ``"dense"``: build ``J`` per sample and ``numpy.linalg.solve`` (the exact answer);
 * ``"fixed_point"``: ``beta <- J^T beta + dL/da`` from ``beta = dL/da``, a
   contraction when ``||J|| < 1``;
 * ``"broyden"``: Broyden's ("good") method on ``R(beta) = J^T beta + dL/da - beta``
   with the inverse-Jacobian estimate ``H = -I + sum u_i v_i^T`` (the official
-  code's solver; unit step, no line search, the lowest-residual iterate is returned);
+  code's solver; unit step, no line search, the lowest-residual iterate is
+  returned; its stopping rule and first step differ from the code's, see the
+  notation note);
 * ``"code_iter"`` (ablation, **biased**): the official code's ``'iter'``
   solver, ``beta <- (beta + R(beta)) / 2 = (J^T beta + dL/da) / 2``.  Its
   fixed point is ``(2I - J^T)^{-1} dL/da``, not the adjoint; it
   is there to reproduce and measure that bias (``tests/test_ide.py``).
 
+The iterative solvers stop as soon as every sample reaches ``Config.tol``.
+With ``Config.early_stop = False``, ``"fixed_point"`` and ``"code_iter"``
+instead run exactly ``max_iter`` iterations whatever the residual, as the
+official ``'iter'`` solver always runs its ``threshold`` (30) iterations
+(the official Broyden does stop at its tolerance: see the notation note).
 Each returns a :class:`SolverInfo` (residual trace, iterations).  A solver
-that stops above its tolerance warns (:class:`ConvergenceWarning`) and says
+that ends above its tolerance warns (:class:`ConvergenceWarning`) and says
 by how much and why (the contraction bound).
 
 ``Config.linearize_at`` chooses the point ``a`` of steps 2-3:
@@ -126,18 +137,72 @@ Spectral-norm re-parameterisation
 -------------------------------------------
 With ``Config.spectral_norm = c`` the feedback weight is::
 
-    W = clamp(g, -c, c) * W_raw / sigma_max(W_raw)                          # Eq. (SN)
+    W = clamp(g, -c, c) * W_raw / sigma                                     # Eq. (SN)
 
-so ``||W||_2 = |clamp(g, -c, c)| <= c`` and, for ``c < v_th`` in a one-layer
-block, ``f`` is a contraction.  Parameter naming: ``params["W"]`` then holds
-``W_raw`` and ``params["g"]`` the scalar gain (a 0-d array); both are ordinary
-trainable keys and get exact gradients::
+Parameter naming: ``params["W"]`` then holds ``W_raw`` and ``params["g"]``
+the scalar gain (a 0-d array); both are ordinary trainable keys.  With
+``spectral_norm=None`` there is no ``g`` and ``params["W"]`` is the feedback
+weight itself.  ``Config.sn_method`` says what ``sigma`` is:
 
-    dL/dg     = <G, W_raw> / sigma_max * 1[-c <= g <= c]
-    dL/dW_raw = s/sigma_max * (G - <G, W_raw>/sigma_max * u1 v1^T)    (s = clamp(g), G = dL/dW)
+* ``"exact"`` (default): ``sigma = sigma_max(W_raw)``, the largest singular
+  value (a symmetric eigen-solve), ``u1, v1`` its singular vectors.  A pure
+  function of the parameters: ``||W||_2 = |clamp(g, -c, c)| <= c`` exactly,
+  and for ``c < v_th`` in a one-layer block ``f`` is a contraction.
+* ``"power"`` (the official code's ``WeightSpectralNorm``,
+  ``modules/optimizations.py``): one power-iteration step from two persistent
+  unit vectors, the state ``params["sn_u"]`` (n_1) and ``params["sn_v"]``
+  (n_N), and the estimate at the *updated* vectors::
 
-with ``u1, v1`` the top singular vectors.  With ``spectral_norm=None`` there
-is no ``g`` and ``params["W"]`` is the feedback weight itself.
+      v1 = normalize(W_raw^T sn_u),   u1 = normalize(W_raw v1)              # Eq. (PI)
+      sigma = u1^T W_raw v1                                                 # Eq. (PI)
+
+  with ``normalize(z) = z / max(||z||, 1e-12)`` (``torch.nn.functional.normalize``;
+  the old ``sn_v`` is not read, the step starts from ``sn_u``, as torch's).
+  ``sigma <= sigma_max``, so ``||W||_2`` may exceed ``|clamp(g)|`` until the
+  vectors have converged.  :func:`loss_and_grad` never writes ``sn_u, sn_v``:
+  it returns ``u1, v1`` in ``info["state"]``, the training loop writes them
+  back after the optimizer step (no optimizer touches them, :func:`state_keys`),
+  so each training step advances the iteration by one step, as each forward
+  of the code does.
+
+Either way the gradient holds ``u1, v1`` constant (for the exact method that
+*is* the derivative, ``d sigma_max / dW_raw = u1 v1^T``; for the power method
+it is what torch differentiates: the code runs the step under ``no_grad`` and
+differentiates ``u1^T W_raw v1`` in ``W_raw`` only)::
+
+    dL/dg     = <G, W_raw> / sigma * 1[-c <= g <= c]
+    dL/dW_raw = s/sigma * (G - <G, W_raw>/sigma * u1 v1^T)    (s = clamp(g), G = dL/dW)
+
+and ``dL/dsn_u = dL/dsn_v = 0``.  :func:`reference_objective` freezes ``u1,
+v1`` at their values at ``params`` (as it freezes ``r0``): it is the function
+with exactly these derivatives.
+
+Dropout (``Config.dropout``)
+--------------------------------------
+As the official code's ``VariationalHidDropout2d`` (``modules/optimizations.py``,
+with ``spatial=False`` in every ``SNNFC`` of ``modules/snn_modules.py``): with
+``p = Config.dropout``, one mask per sample and unit, ``m = Bernoulli(1 - p) /
+(1 - p)``, is drawn for the batch and shared by every time step and by ``f``
+(the simulation, ``J``, the adjoint and the VJP all see the same mask).  It
+multiplies the *output current* of each synaptic layer; the input layer
+(after BatchNorm) and the feedback layer own separate masks, as the code's
+``network_x`` and ``network_s`` do::
+
+    v^1_t = lam u^1_{t-1} + m_W * (W s^N_{t-1}) + m_F * I                   # Eq. (DO)
+    v^l_t = lam u^l_{t-1} + m_l * (F^l s^{l-1}_t + b^l)      (l >= 2)       # Eq. (DO)
+    f_1(a) = sigma((m_W * (W a) + m_F * (F xbar + b)) / v_th),   f_l likewise
+
+The masks are a dict ``{"F": m_F, "W": m_W, "F2": m_2, ...}``, each (batch,
+n_l) (:func:`dropout_keys`).  :func:`loss_and_grad` draws them from its
+``rng`` (:func:`dropout_mask`: ``rng.random((batch, n_l)) < 1 - p`` for "F",
+"W", "F2", ... in that order, divided by ``1 - p``) or takes them as
+``dropout_mask=``, and returns them in ``info["dropout_mask"]``.
+:func:`reference_objective` given the same ``rng`` (an int seed) or the same
+``dropout_mask`` is the objective of the same masked network.
+:func:`predict` never drops (the code's eval mode); neither do the other
+functions unless they are given ``dropout_mask=``.  A unit whose every input
+is dropped has ``pre = 0`` for all parameters: it sits at the kink ``z = 0``
+but never moves off it, so :func:`kink_distance` leaves it out.
 
 BatchNorm on the input layer (``Config.batchnorm``)
 -----------------------------------------------------------
@@ -157,7 +222,7 @@ affine for a given batch, so it folds into an effective ``F, b``
 (:func:`_fold_bn`); the same map scales every step's current for spike
 input, with the statistics of ``F xbar`` (as the code).  Its backward,
 including through the batch statistics, is exact (finite differences pass
-in both modes).  BN inside multi-layer blocks and dropout are not implemented.
+in both modes).  BN inside multi-layer blocks is not implemented.
 
 Notation differences from the paper and the code
 ------------------------------------------------
@@ -168,18 +233,44 @@ Notation differences from the paper and the code
 * ``F, b`` are the code's ``network_x`` (FC + bias), ``W`` its ``network_s``,
   ``F2, b2, ...`` the internal ``s_1, s_2, ...`` of the multi-layer block,
   ``Wo, bo`` the ``classifier``.  Weights are stored ``(n_out, n_in)``.
-* ``sigma_max`` is the exact largest singular value (a symmetric
-  eigen-solve), not the code's one power-iteration step with persistent
-  ``u, v`` buffers: a pure function of the parameters, whose bound
-  ``||W||_2 <= c`` holds exactly.
+  ``g, sn_u, sn_v`` are the code's ``weight_g, weight_u, weight_v`` of
+  ``network_s.fc``; the dropout masks ``"F"``, ``"W"`` are the ``drop.mask``
+  of ``network_x`` and ``network_s``.
+* ``sigma`` is by default the exact largest singular value (a pure function
+  of the parameters, whose bound ``||W||_2 <= c`` holds exactly), not the
+  code's one power-iteration step with persistent buffers; that is
+  ``sn_method="power"`` (:data:`PRESETS` ``"code"``).  With it,
+  :func:`init_params` follows the code's construction: ``sn_u, sn_v`` drawn
+  ``N(0, 1)`` and normalised, then advanced by one step (the code's
+  ``setattr(..., compute_weight(...))`` at construction), and ``g`` the
+  estimate of 10 power steps from another random start
+  (``compute_spectral_norm``).  The code also advances ``u, v`` at every
+  *evaluation* forward (its ``_reset`` runs in eval mode too);
+  :func:`predict` uses the same one step from the stored vectors but cannot
+  write them back, so refsnn's vectors do not move during evaluation.
+* The official ``'iter'`` solver always runs exactly ``threshold`` (30)
+  iterations: ``solver="code_iter", early_stop=False``.  The official
+  Broyden (``modules/broyden.py``, ``broyden``) stops when the norm of the
+  residual over the *whole batch* falls below the absolute
+  ``eps = 2e-10 sqrt(batch n_N)`` or after ``threshold`` steps, silently, and
+  returns the iterate of lowest whole-batch residual; its first step is
+  ``beta_1 = -R(0) = -dL/da`` (``update = -gx``, although its ``H_0 = -I``),
+  and it keeps at most 27 rank-one updates (a ring buffer).  refsnn's
+  ``"broyden"`` uses a per-sample relative tolerance, freezes converged
+  samples, returns each sample's best iterate, steps ``-H_0 R(0) = +dL/da``
+  first and keeps every update.  Both converge to the same ``beta``; with a
+  budget of 30 steps on a large block, both stop at an approximation and the
+  two approximations differ.
 * The multi-layer code evaluates ``J`` at ``f(a[T])`` while taking ``sigma'``
   of ``df/dtheta`` at ``a[T]``; refsnn evaluates both at
   ``a[T]``, which is what makes Eq. (AN) exact.  In a multi-layer block the
   inner layers are linearised along the chain ``f_1(a), f_2(f_1(a)), ...``,
   not at their own simulated rates.
-* Dropout (the code's p = 0.2) and BatchNorm on the internal ``F^l`` of a
-  multi-layer block are not implemented.  The code's BN also updates its
-  running statistics twice per step; refsnn once.
+* BatchNorm on the internal ``F^l`` of a multi-layer block is not
+  implemented.  The code's BN updates its running statistics twice per
+  training step (in the simulation and again in ``equivalent_func``: its
+  ``save_bn_statistics`` keeps a reference, not a copy, so the restore is a
+  no-op); refsnn once.
 """
 
 from __future__ import annotations
@@ -228,9 +319,14 @@ __all__ = [
     "linear_fraction",
     "input_average",
     "state_keys",
+    "dropout_keys",
+    "dropout_mask",
 ]
 
 SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
+SN_METHODS = ("exact", "power")
+SN_KEYS = ("sn_u", "sn_v")
+SN_EPS = 1e-12                       # torch.nn.functional.normalize's eps, as the code's power step
 BN_KEYS = ("bn_gamma", "bn_beta", "bn_mean", "bn_var")
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5      # PyTorch's BatchNorm1d defaults
 LINEARIZE = ("simulated", "fixed_point")
@@ -260,7 +356,8 @@ class Config:
         Most iterations of the iterative adjoint solvers (the code: 30).
     tol : float
         They stop when every sample's ``||(I - J^T) beta - dL/da|| <= tol * ||dL/da||``
-        (for ``"code_iter"``: the residual of its own fixed-point equation).
+        (for ``"code_iter"``: the residual of its own fixed-point equation),
+        unless ``early_stop`` is False; a solver that ends above it warns.
     linearize_at : {"simulated", "fixed_point"}
         Where loss, ``J`` and ``sigma'`` are evaluated: the simulated ``a[T]``
         (paper and code) or the exact equilibrium ``a*`` (the exact gradient
@@ -279,8 +376,9 @@ class Config:
         running statistics ``bn_mean, bn_var``.
     bn_mode : {"batch", "running"}
         What :func:`loss_and_grad` normalises with: the batch's statistics
-        (training; it then also updates ``bn_mean``/``bn_var`` in place) or the
-        running ones (eval mode).  :func:`predict` always uses the running ones.
+        (training; it then also returns the next ``bn_mean``/``bn_var`` in
+        ``info["state"]``) or the running ones (eval mode).  :func:`predict`
+        always uses the running ones.
     encoding : {"direct", "bernoulli"}
         What :func:`encode` makes of features in [0, 1]: the (normalised)
         analog values, shape (batch, n_in) (the paper, all static datasets),
@@ -290,6 +388,21 @@ class Config:
         uses MNIST's (0.1307, 0.3081) for MNIST and Fashion-MNIST).
     backend : {"numba", "numpy"}
         The event-driven numba kernel or the readable NumPy twin for the simulation.
+    dropout : float
+        ``p`` in [0, 1) of the variational dropout Eq. (DO) (the code's F400:
+        0.2): one mask per sample and unit for the batch, on the input,
+        feedback and internal currents, shared by all time steps and by ``f``.
+        :func:`loss_and_grad` draws it from ``rng`` or takes ``dropout_mask=``;
+        :func:`predict` never drops.  0 (default): no dropout.
+    sn_method : {"exact", "power"}
+        ``sigma`` of Eq. (SN): the exact ``sigma_max(W_raw)`` (default), or
+        the code's one power-iteration step from the state vectors
+        ``params["sn_u"], params["sn_v"]`` (Eq. (PI); needs ``spectral_norm``).
+    early_stop : bool
+        True (default): the iterative adjoint solvers stop at ``tol``.  False:
+        ``"fixed_point"`` and ``"code_iter"`` run exactly ``max_iter``
+        iterations whatever the residual (the official ``'iter'`` solver:
+        always 30).  Not for ``"broyden"`` or ``"dense"``.
     """
 
     T: int = 30
@@ -307,6 +420,9 @@ class Config:
     encoding: str = "direct"
     normalize: tuple | None = None
     backend: str = "numba"
+    dropout: float = 0.0
+    sn_method: str = "exact"
+    early_stop: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "T", check_int("T", self.T, minimum=1))
@@ -331,6 +447,17 @@ class Config:
             std = check_positive("normalize[1]", self.normalize[1])
             object.__setattr__(self, "normalize", (mean, std))
         check_choice("backend", self.backend, ("numba", "numpy"))
+        object.__setattr__(self, "dropout", check_in_range("dropout", self.dropout, 0.0, 1.0, hi_open=True))
+        check_choice("sn_method", self.sn_method, SN_METHODS)
+        if self.sn_method == "power" and self.spectral_norm is None:
+            raise ValueError("sn_method: 'power' estimates sigma of the spectral-norm re-parameterisation; "
+                             "it needs Config.spectral_norm (e.g. 1.0), got None")
+        if not isinstance(self.early_stop, (bool, np.bool_)):
+            raise TypeError(f"early_stop: expected True or False, got {self.early_stop!r}")
+        object.__setattr__(self, "early_stop", bool(self.early_stop))
+        if not self.early_stop and self.solver not in ("fixed_point", "code_iter"):
+            raise ValueError(f"early_stop: False (run exactly max_iter iterations) applies to the solvers "
+                             f"'fixed_point' and 'code_iter', got solver {self.solver!r}")
 
     @property
     def is_if(self) -> bool:
@@ -370,13 +497,23 @@ class SolverInfo:
 
 #: Reference settings.  ``paper``: the official Fashion-MNIST "400 (F400)" net
 #: (T 5, v_th 2, IF, spectral norm 1, BatchNorm on the input, Broyden with 30
-#: iterations, inputs normalised with (0.1307, 0.3081)); ``paper_lif``: the same
-#: with the code's LIF leak 0.95.  (The code's dropout 0.2 is not implemented.)
+#: iterations, inputs normalised with (0.1307, 0.3081)), with refsnn's exact
+#: spectral norm and no dropout; ``paper_lif``: the same with the code's LIF leak
+#: 0.95.  ``code``: the F400 net as the official code trains it
+#: (``fashionmnist_fc.py``, ``models/snn_ide_fc.py``): ``paper`` plus dropout 0.2
+#: (Eq. (DO)) and the power-iteration spectral norm (Eq. (PI)); ``code_lif``: the
+#: same with leak 0.95 (the script's default ``--leaky``).  The code's Broyden has
+#: its own stopping rule (module docstring); its ``'iter'`` solver is
+#: ``replace(PRESETS["code"], solver="code_iter", early_stop=False)``.
 PRESETS = {
     "paper": Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
                     batchnorm=True, normalize=(0.1307, 0.3081)),
     "paper_lif": Config(T=5, v_th=2.0, leak=0.95, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
                         batchnorm=True, normalize=(0.1307, 0.3081)),
+    "code": Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                   batchnorm=True, normalize=(0.1307, 0.3081), dropout=0.2, sn_method="power"),
+    "code_lif": Config(T=5, v_th=2.0, leak=0.95, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                       batchnorm=True, normalize=(0.1307, 0.3081), dropout=0.2, sn_method="power"),
 }
 
 
@@ -395,9 +532,10 @@ class _Net:
     W: np.ndarray       # effective feedback weight (n_1, n_N)
     Wo: np.ndarray
     bo: np.ndarray
-    sn: tuple | None    # (W_raw, g, s, sigma_max, u1, v1) when spectral-normed
+    sn: tuple | None    # (W_raw, g, s, sigma, u1, v1) when spectral-normed (sigma, u1, v1: exact or Eq. (PI))
     bn: tuple | None = None     # (gamma, beta, running mean, running var) with Config.batchnorm
     fold: dict | None = None    # set by _fold_bn: F, b above are then the folded (effective) ones
+    drop: dict | None = None    # dropout masks {"F", "W", "F2", ...} of Eq. (DO), each (B, n_l); None: no dropout
 
     @property
     def N(self) -> int:
@@ -418,6 +556,8 @@ def param_keys(n_layers: int, cfg: Config) -> list:
     keys.append("W")
     if cfg.spectral_norm is not None:
         keys.append("g")
+    if cfg.sn_method == "power":
+        keys += list(SN_KEYS)
     return keys + ["Wo", "bo"]
 
 
@@ -440,7 +580,20 @@ def _top_singular(W):
     return sigma, u1, v1
 
 
-def _unpack(params, cfg: Config, name: str = "params") -> _Net:
+def _normalize(z):
+    """``z / max(||z||, 1e-12)``: ``torch.nn.functional.normalize``, as the code's power step."""
+    return z / max(float(np.linalg.norm(z)), SN_EPS)
+
+
+def _power_step(Wr, u):
+    """One power-iteration step from ``u`` and the estimate at the updated vectors: ``(sigma, u1, v1)`` (Eq. (PI))."""
+    v1 = _normalize(Wr.T @ u)                                          # Eq. (PI)
+    u1 = _normalize(Wr @ v1)                                           # Eq. (PI)
+    return float(u1 @ (Wr @ v1)), u1, v1                               # Eq. (PI): sigma = u1^T W_raw v1
+
+
+def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
+    """Validated parameters; ``sn_vectors = (u1, v1)`` fixes the power method's vectors (no step is taken)."""
     if not isinstance(params, dict):
         raise TypeError(f"{name}: expected a dict of arrays, got {type(params).__name__}")
     N = 1
@@ -459,6 +612,11 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
             hint = " (Config.batchnorm is set: params need bn_gamma, bn_beta, bn_mean, bn_var)"
         elif not cfg.batchnorm and "bn_gamma" in extra:
             hint = " (params carry BatchNorm parameters but Config.batchnorm is False)"
+        elif cfg.sn_method == "power" and ("sn_u" in missing or "sn_v" in missing):
+            hint = (" (Config.sn_method is 'power': params need the power-iteration state sn_u (n_1,) and "
+                    "sn_v (n_N,), e.g. from init_params)")
+        elif cfg.sn_method != "power" and ("sn_u" in extra or "sn_v" in extra):
+            hint = " (params carry power-iteration vectors sn_u/sn_v but Config.sn_method is not 'power')"
         raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}{hint}")
     F = _float_array(f"{name}['F']", params["F"], 2)
     b = _float_array(f"{name}['b']", params["b"], 1)
@@ -496,9 +654,27 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
         g = float(g.reshape(()))
         c = cfg.spectral_norm
         s = min(max(g, -c), c)
-        sigma, u1, v1 = _top_singular(Wr)
-        if sigma <= 0:
-            raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
+        if cfg.sn_method == "power":
+            su = _float_array(f"{name}['sn_u']", params["sn_u"], 1)
+            sv = _float_array(f"{name}['sn_v']", params["sn_v"], 1)
+            if su.shape != (n1,):
+                raise ValueError(f"{name}['sn_u']: the power-iteration vector of W's rows must have shape ({n1},), "
+                                 f"got {su.shape}")
+            if sv.shape != (nN,):
+                raise ValueError(f"{name}['sn_v']: the power-iteration vector of W's columns must have shape "
+                                 f"({nN},), got {sv.shape}")
+            if sn_vectors is None:
+                sigma, u1, v1 = _power_step(Wr, su)                      # Eq. (PI): one step from sn_u
+            else:
+                u1, v1 = sn_vectors
+                sigma = float(u1 @ (Wr @ v1))                            # Eq. (PI), vectors held fixed
+            if not sigma > 0:
+                raise ValueError(f"{name}['sn_u']: the power-iteration estimate u1^T W v1 is {sigma:g}, not > 0 "
+                                 f"(sn_u all zeros or orthogonal to the range of W, or W all zeros)")
+        else:
+            sigma, u1, v1 = _top_singular(Wr)
+            if sigma <= 0:
+                raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
         W = (s / sigma) * Wr                                             # Eq. (SN)
         sn = (Wr, g, s, sigma, u1, v1)
     else:
@@ -514,7 +690,11 @@ def _unpack(params, cfg: Config, name: str = "params") -> _Net:
 
 
 def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
-    """The effective feedback weight ``W`` (Eq. (SN) applied when ``cfg.spectral_norm`` is set)."""
+    """The effective feedback weight ``W`` (Eq. (SN) applied when ``cfg.spectral_norm`` is set).
+
+    With ``sn_method="power"``: ``sigma`` from one step of Eq. (PI) from the stored ``sn_u`` (the weight
+    the next :func:`loss_and_grad` uses).
+    """
     return _unpack(params, check_config(cfg, Config)).W
 
 
@@ -535,6 +715,14 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     ``nn.Linear`` default ``U(-1/sqrt(n_N), 1/sqrt(n_N))``.  With
     ``cfg.spectral_norm`` the gain ``g`` starts at ``sigma_max(W)`` (so the
     effective ``W`` is the raw one, clipped to norm ``c``).
+
+    With ``cfg.sn_method = "power"``, as the code's ``WeightSpectralNorm.apply``
+    (after every draw above, so the other tensors are the same as with
+    ``"exact"``): ``sn_u ~ N(0, I_{n_1})``, ``sn_v ~ N(0, I_{n_N})``,
+    normalised; ``g`` is the estimate ``u^T W v`` of 10 power steps from a
+    second random pair (``compute_spectral_norm``); then ``sn_u, sn_v`` take
+    one power step (Eq. (PI)), as the code's first ``compute_weight`` at
+    construction does.
     """
     cfg = check_config(cfg, Config)
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
@@ -562,7 +750,18 @@ def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
     bound = 1.0 / math.sqrt(hidden[-1])
     params["Wo"] = rng.uniform(-bound, bound, (sizes[-1], hidden[-1]))
     params["bo"] = rng.uniform(-bound, bound, sizes[-1])
-    return params
+    if cfg.sn_method == "power":
+        Wr = params["W"]
+        u = _normalize(rng.normal(size=hidden[0]))                      # the buffers weight_u, weight_v
+        v = _normalize(rng.normal(size=hidden[-1]))
+        u10, v10 = _normalize(rng.normal(size=hidden[0])), _normalize(rng.normal(size=hidden[-1]))
+        for _ in range(10):                                             # compute_spectral_norm(W, iterations=10)
+            v10 = _normalize(Wr.T @ u10)
+            u10 = _normalize(Wr @ v10)
+        params["g"] = np.array(float(u10 @ (Wr @ v10)))
+        _, u, v = _power_step(Wr, u)                                    # Eq. (PI): the step at construction
+        params["sn_u"], params["sn_v"] = u, v
+    return {k: params[k] for k in param_keys(len(hidden), cfg)}
 
 
 # ---------------------------------------------------------------------------
@@ -669,20 +868,97 @@ def _bn_backward(net: _Net, gF, gb) -> dict:
     return out
 
 
-def _prepare(params, x, cfg, bn_mode=None):
+def _prepare(params, x, cfg, bn_mode=None, dropout_mask=None):
     cfg = check_config(cfg, Config)
     net = _unpack(params, cfg)
     x = _check_x(x, net.F.shape[1], cfg)
     if net.bn is not None:
         net = _fold_bn(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
+    if dropout_mask is not None:
+        net = replace(net, drop=_check_mask(dropout_mask, net, x.shape[-2], cfg))
     return net, x, cfg
+
+
+# ---------------------------------------------------------------------------
+# Dropout masks (Eq. (DO))
+# ---------------------------------------------------------------------------
+
+def dropout_keys(n_layers: int) -> list:
+    """The keys of a dropout mask for an ``n_layers``-layer block: ``["F", "W", "F2", ..., "FN"]``.
+
+    ``"F"`` masks the input current (after BatchNorm), ``"W"`` the feedback
+    current, ``"F{l}"`` the current ``F^l h + b^l`` into layer ``l`` (Eq. (DO)).
+    """
+    n_layers = check_int("n_layers", n_layers, minimum=1)
+    return ["F", "W"] + [f"F{l}" for l in range(2, n_layers + 1)]
+
+
+def _mask_sizes(net: _Net) -> dict:
+    sizes = net.sizes
+    return {"F": sizes[0], "W": sizes[0], **{f"F{l}": sizes[l - 1] for l in range(2, net.N + 1)}}
+
+
+def _draw_mask(net: _Net, B: int, cfg: Config, rng) -> dict:
+    """Fresh masks ``Bernoulli(1 - p) / (1 - p)``, (B, n_l) each, drawn in the order of :func:`dropout_keys`."""
+    p = cfg.dropout
+    return {k: (rng.random((B, n)) < 1.0 - p) / (1.0 - p) for k, n in _mask_sizes(net).items()}   # Eq. (DO)
+
+
+def _check_mask(mask, net: _Net, B: int, cfg: Config) -> dict:
+    if cfg.dropout == 0.0:
+        raise ValueError("dropout_mask: given, but Config.dropout is 0 (no dropout); set Config.dropout or "
+                         "leave dropout_mask out")
+    if not isinstance(mask, dict):
+        raise TypeError(f"dropout_mask: expected a dict of arrays with keys {dropout_keys(net.N)}, "
+                        f"got {type(mask).__name__}")
+    sizes = _mask_sizes(net)
+    if sorted(mask) != sorted(sizes):
+        missing = [k for k in sizes if k not in mask]
+        extra = [k for k in mask if k not in sizes]
+        raise ValueError(f"dropout_mask: expected keys {list(sizes)} (a {net.N}-layer block); missing {missing}, "
+                         f"unexpected {extra}")
+    out = {}
+    for k, n in sizes.items():
+        m = check_array(f"dropout_mask[{k!r}]", mask[k], shape=(B, n), dtype=np.float64)
+        if m.size and m.min() < 0:
+            raise ValueError(f"dropout_mask[{k!r}]: a keep mask must be >= 0 (0 or 1/(1 - p)), got min {m.min():g}")
+        out[k] = m
+    return out
+
+
+def _dropout(net: _Net, x, cfg: Config, rng, dropout_mask) -> dict | None:
+    """The masks of a training step: ``dropout_mask`` if given (checked), else drawn from ``rng``; None if p = 0."""
+    if cfg.dropout == 0.0 and dropout_mask is None:
+        return None
+    if dropout_mask is not None:
+        return _check_mask(dropout_mask, net, x.shape[-2], cfg)
+    if rng is None:
+        raise ValueError(f"rng: Config.dropout = {cfg.dropout} draws a dropout mask; pass an int seed or a "
+                         f"numpy.random.Generator, or the mask itself as dropout_mask=")
+    return _draw_mask(net, x.shape[-2], cfg, as_generator(rng))
+
+
+def dropout_mask(params, x, cfg: Config = Config(), rng=None) -> dict:
+    """The dropout masks :func:`loss_and_grad` draws from ``rng`` for this batch (Eq. (DO)).
+
+    Returns ``{"F": m_F, "W": m_W, "F2": m_2, ...}`` (:func:`dropout_keys`),
+    each (batch, n_l) with entries ``0`` or ``1 / (1 - p)``: ``rng.random((batch,
+    n_l)) < 1 - p`` per key, in that order.  The same int seed (or a generator
+    in the same state) gives the same masks as ``loss_and_grad(..., rng=rng)``.
+    """
+    cfg = check_config(cfg, Config)
+    if cfg.dropout == 0.0:
+        raise ValueError("cfg: Config.dropout is 0, so there is no dropout mask to draw")
+    net = _unpack(params, cfg)
+    x = _check_x(x, net.F.shape[1], cfg)
+    return _dropout(net, x, cfg, rng, None)
 
 
 # ---------------------------------------------------------------------------
 # Step 1: the spiking simulation (readable twin and numba kernel)
 # ---------------------------------------------------------------------------
 
-def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, _net=None):
+def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, dropout_mask=None, _net=None):
     """Simulate the feedback block with Eq. (N1)-(N4), step by step, layer by layer (the readable twin).
 
     Parameters
@@ -695,6 +971,8 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, _
     record : bool
         Also return the last layer's rate ``a[t]`` and spikes ``s^N_t`` at
         every step (for plots; this is the only history ever kept).
+    dropout_mask : dict, optional
+        Dropout masks (Eq. (DO), :func:`dropout_keys`); none by default.
 
     Returns
     -------
@@ -704,24 +982,36 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, _
         ``"rates"``: list of each layer's (weighted) average rate; with
         ``record``, ``"a_t"`` and ``"s_t"`` of shape (T, batch, n_N).
     """
-    net, x, cfg = (_net, x, cfg) if _net is not None else _prepare(params, x, cfg)
+    net, x, cfg = (_net, x, cfg) if _net is not None else _prepare(params, x, cfg, dropout_mask=dropout_mask)
     T, lam, vth, N = cfg.T, cfg.leak, cfg.v_th, net.N
+    m = net.drop
     static = x.ndim == 2
     B = x.shape[-2]
     if static:
         I = x @ net.F.T + net.b                                        # I = F x + b, computed once
+        if m is not None:
+            I = m["F"] * I                                             # Eq. (DO): the same mask at every step
     u = [np.zeros((B, n)) for n in net.sizes]                          # u_0 = 0
     s = [np.zeros((B, n)) for n in net.sizes]                          # s_0 = 0
     acc = [np.zeros((B, n)) for n in net.sizes]
     a_t, s_t = [], []
     norm = 0.0
     for t in range(T):
-        It = I if static else x[t] @ net.F.T + net.b
+        if static:
+            It = I
+        else:
+            It = x[t] @ net.F.T + net.b
+            if m is not None:
+                It = m["F"] * It                                       # Eq. (DO)
         for l in range(N):
-            if l == 0:
+            if l == 0 and m is None:
                 v = lam * u[0] + s[N - 1] @ net.W.T + It               # Eq. (N1): s^N from step t-1
-            else:
+            elif l == 0:
+                v = lam * u[0] + m["W"] * (s[N - 1] @ net.W.T) + It    # Eq. (DO) in Eq. (N1)
+            elif m is None:
                 v = lam * u[l] + s[l - 1] @ net.Fs[l - 1].T + net.bs[l - 1]   # Eq. (N2): s^{l-1} from step t
+            else:
+                v = lam * u[l] + m[f"F{l + 1}"] * (s[l - 1] @ net.Fs[l - 1].T + net.bs[l - 1])  # Eq. (DO) in (N2)
             s[l] = (v >= vth).astype(np.float64)                       # Eq. (N3)
             u[l] = v - vth * s[l]                                      # Eq. (N4)
             acc[l] = lam * acc[l] + s[l]                               # Eq. (R), numerator
@@ -736,15 +1026,18 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, _
 
 
 @njit(parallel=True)
-def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak):
+def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, masked, mx, ms):
     """All ``T`` steps of Eq. (N1)-(N4), event-driven: each spike adds one row of a transposed weight.
 
-    ``I`` (B, n_1): the static current ``F x + b`` (used when ``static``);
-    ``x`` (T, B, n_in), ``FT = F^T``, ``b``: spike input otherwise.
-    ``Ms = (W^T, F2^T, ..., FN^T)``, ``cs = (unused, b2, ..., bN)``.
+    ``I`` (B, n_1): the static current ``F x + b`` (used when ``static``;
+    already masked); ``x`` (T, B, n_in), ``FT = F^T``, ``b``: spike input
+    otherwise.  ``Ms = (W^T, F2^T, ..., FN^T)``, ``cs = (unused, b2, ..., bN)``.
     ``us, ss`` (per layer, (B, n_l)) hold ``u`` and ``s`` (zeros on entry,
     the state after step ``T`` on exit); ``acc`` (B, n_N) receives
-    ``sum_t lam^(T-t) s^N_t``.  Nothing is allocated: memory is independent of ``T``.
+    ``sum_t lam^(T-t) s^N_t``.  With ``masked`` (Eq. (DO)), ``mx`` (B, n_1)
+    scales the spike input's current and ``ms[l]`` (B, n_l) every term of
+    layer ``l``'s synaptic current (``ms[0]``: the feedback).  Nothing is
+    allocated: memory is independent of ``T``.
     """
     B = acc.shape[0]
     N = len(Ms)
@@ -753,12 +1046,21 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak):
             for l in range(N):
                 u = us[l]
                 n = u.shape[1]
+                m = ms[l]
                 for i in range(n):
                     u[bb, i] = leak * u[bb, i]
                 if l == 0:
                     if static:
                         for i in range(n):
                             u[bb, i] += I[bb, i]
+                    elif masked:
+                        for i in range(n):
+                            u[bb, i] += mx[bb, i] * b[i]
+                        for j in range(x.shape[2]):
+                            xj = x[t, bb, j]
+                            if xj != 0.0:
+                                for i in range(n):
+                                    u[bb, i] += mx[bb, i] * (xj * FT[j, i])    # Eq. (DO)
                     else:
                         for i in range(n):
                             u[bb, i] += b[i]
@@ -770,14 +1072,22 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak):
                     src = ss[N - 1]                      # s^N_{t-1}: layer N not yet updated at step t
                 else:
                     c = cs[l]
-                    for i in range(n):
-                        u[bb, i] += c[i]
+                    if masked:
+                        for i in range(n):
+                            u[bb, i] += m[bb, i] * c[i]                        # Eq. (DO)
+                    else:
+                        for i in range(n):
+                            u[bb, i] += c[i]
                     src = ss[l - 1]                      # s^{l-1}_t
                 M = Ms[l]
                 for j in range(src.shape[1]):
                     if src[bb, j] != 0.0:
-                        for i in range(n):
-                            u[bb, i] += M[j, i]
+                        if masked:
+                            for i in range(n):
+                                u[bb, i] += m[bb, i] * M[j, i]                 # Eq. (DO)
+                        else:
+                            for i in range(n):
+                                u[bb, i] += M[j, i]
                 s = ss[l]
                 for i in range(n):
                     if u[bb, i] >= v_th:
@@ -793,8 +1103,12 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak):
 def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     B = x.shape[-2]
     static = x.ndim == 2
+    m = net.drop
     if static:
-        I = np.ascontiguousarray(x @ net.F.T + net.b)
+        I = x @ net.F.T + net.b
+        if m is not None:
+            I = m["F"] * I                                             # Eq. (DO)
+        I = np.ascontiguousarray(I)
         xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
     else:
         I = np.zeros((1, 1))
@@ -804,7 +1118,13 @@ def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     us = tuple(np.zeros((B, n)) for n in net.sizes)
     ss = tuple(np.zeros((B, n)) for n in net.sizes)
     acc = np.zeros((B, net.sizes[-1]))
-    _simulate_kernel(I, xs, FT, np.ascontiguousarray(net.b), static, Ms, cs, us, ss, acc, cfg.T, cfg.v_th, cfg.leak)
+    if m is None:
+        mx, ms = np.zeros((1, 1)), tuple(np.zeros((1, 1)) for _ in net.sizes)     # unused
+    else:
+        mx = np.ascontiguousarray(m["F"])
+        ms = tuple(np.ascontiguousarray(m[k]) for k in dropout_keys(net.N)[1:])
+    _simulate_kernel(I, xs, FT, np.ascontiguousarray(net.b), static, Ms, cs, us, ss, acc, cfg.T, cfg.v_th, cfg.leak,
+                     m is not None, mx, ms)
     norm = _rate_norm(cfg.T, cfg.leak)
     return {"a": acc / norm, "u": list(us), "s": list(ss)}
 
@@ -815,14 +1135,15 @@ def _simulate(net, x, cfg) -> np.ndarray:
     return _simulate_fast(net, x, cfg)["a"]
 
 
-def simulate(params, x, cfg: Config = Config(), *, return_state: bool = False):
+def simulate(params, x, cfg: Config = Config(), *, return_state: bool = False, dropout_mask=None):
     """Run the spiking network for ``cfg.T`` steps; return the last layer's rate ``a[T]``, (batch, n_N).
 
     Uses ``cfg.backend`` (numba kernel or NumPy twin).  With ``return_state``
     returns the dict of :func:`simulate_numpy` (``a``, per-layer ``u`` and
-    ``s`` after step T) instead.
+    ``s`` after step T) instead.  ``dropout_mask``: the masks of Eq. (DO)
+    (none by default).
     """
-    net, x, cfg = _prepare(params, x, cfg)
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     if cfg.backend == "numpy":
         out = simulate_numpy(None, x, cfg, _net=net)
     else:
@@ -856,10 +1177,16 @@ class _Lin:
 
 def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
     pre, h, dsig = [], [], []
-    p = a @ net.W.T + xbar @ net.F.T + net.b                           # Eq. (FP), layer 1
+    m = net.drop
+    if m is None:
+        p = a @ net.W.T + xbar @ net.F.T + net.b                       # Eq. (FP), layer 1
+    else:
+        p = m["W"] * (a @ net.W.T) + m["F"] * (xbar @ net.F.T + net.b)     # Eq. (DO) in Eq. (FP), layer 1
     for l in range(net.N):
         if l > 0:
             p = h[-1] @ net.Fs[l - 1].T + net.bs[l - 1]                # Eq. (FP), layer l >= 2
+            if m is not None:
+                p = m[f"F{l + 1}"] * p                                 # Eq. (DO)
         z = p / v_th
         pre.append(p)
         h.append(_sigma(z))
@@ -874,11 +1201,16 @@ def _check_a(a, net, B, name="a"):
     return a
 
 
-def fixed_point_map(params, a, x, cfg: Config = Config()) -> np.ndarray:
-    """``f(a) = f_N o ... o f_1(a)`` of Eq. (FP), shape (batch, n_N)."""
-    net, x, cfg = _prepare(params, x, cfg)
+def fixed_point_map(params, a, x, cfg: Config = Config(), *, dropout_mask=None) -> np.ndarray:
+    """``f(a) = f_N o ... o f_1(a)`` of Eq. (FP) (with the masks of Eq. (DO) if given), shape (batch, n_N)."""
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     a = _check_a(a, net, x.shape[-2])
     return _apply_f(net, a, input_average(x, cfg), cfg.v_th).h[-1]
+
+
+def _masked(net: _Net, key: str, d):
+    """``d`` times the dropout mask of the current ``key`` ("F", "W", "F2", ...), or ``d`` without dropout."""
+    return d if net.drop is None else net.drop[key] * d                # Eq. (DO), backward
 
 
 def _deltas(net: _Net, lin: _Lin, beta, v_th) -> list:
@@ -889,66 +1221,73 @@ def _deltas(net: _Net, lin: _Lin, beta, v_th) -> list:
         d = d * lin.dsig[l] / v_th
         out[l] = d
         if l > 0:
-            d = d @ net.Fs[l - 1]
+            d = _masked(net, f"F{l + 1}", d) @ net.Fs[l - 1]
     return out
 
 
 def _JT(net, lin, beta, v_th):
     """``J^T beta`` at the linearisation point (batched)."""
-    return _deltas(net, lin, beta, v_th)[0] @ net.W
+    return _masked(net, "W", _deltas(net, lin, beta, v_th)[0]) @ net.W
 
 
 def _jacobian(net, lin, v_th):
     """``J = df/da`` per sample, (B, n_N, n_N)."""
-    M = lin.dsig[0][:, :, None] * net.W[None] / v_th
+    M = _masked(net, "W", lin.dsig[0])[:, :, None] * net.W[None] / v_th
     for l in range(1, net.N):
-        M = lin.dsig[l][:, :, None] * np.einsum("ij,bjk->bik", net.Fs[l - 1], M) / v_th
+        M = _masked(net, f"F{l + 1}", lin.dsig[l])[:, :, None] * np.einsum("ij,bjk->bik", net.Fs[l - 1], M) / v_th
     return M
 
 
-def jacobian(params, a, x, cfg: Config = Config()) -> np.ndarray:
-    """``J = df/da`` at ``a`` for every sample, shape (batch, n_N, n_N)."""
-    net, x, cfg = _prepare(params, x, cfg)
+def jacobian(params, a, x, cfg: Config = Config(), *, dropout_mask=None) -> np.ndarray:
+    """``J = df/da`` at ``a`` for every sample, shape (batch, n_N, n_N) (with the masks of Eq. (DO) if given)."""
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     a = _check_a(a, net, x.shape[-2])
     return _jacobian(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), cfg.v_th)
 
 
-def jacobian_T_vec(params, a, x, beta, cfg: Config = Config()) -> np.ndarray:
+def jacobian_T_vec(params, a, x, beta, cfg: Config = Config(), *, dropout_mask=None) -> np.ndarray:
     """``J^T beta`` at ``a`` (batched; one backward pass through f, no matrix built)."""
-    net, x, cfg = _prepare(params, x, cfg)
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     a = _check_a(a, net, x.shape[-2])
     beta = check_array("beta", beta, shape=a.shape).astype(np.float64)
     return _JT(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), beta, cfg.v_th)
 
 
-def kink_distance(params, x, cfg: Config = Config()) -> float:
+def kink_distance(params, x, cfg: Config = Config(), *, dropout_mask=None) -> float:
     """Smallest ``min(|z|, |z - 1|)``, ``z = pre/v_th``, over every unit, layer and sample at the linearisation point.
 
     The linearisation point is ``a[T]`` (``"simulated"``) or ``a*``
     (``"fixed_point"``).  Central differences of :func:`reference_objective`
     are exact only if no perturbation moves a ``z`` across 0 or 1, i.e. if
-    this is much larger than ``eps`` times the sensitivity of ``z``.
+    this is much larger than ``eps`` times the sensitivity of ``z``.  With
+    ``dropout_mask``, units whose every input current is dropped are left
+    out: their ``pre`` is 0 for all parameters and never crosses the kink.
     """
-    lin = _linearisation(params, x, cfg)
-    return float(min(np.min(np.minimum(np.abs(p / cfg.v_th), np.abs(p / cfg.v_th - 1.0))) for p in lin.pre))
+    net, lin = _linearisation(params, x, cfg, dropout_mask)
+    dist = [np.minimum(np.abs(p / cfg.v_th), np.abs(p / cfg.v_th - 1.0)) for p in lin.pre]
+    if net.drop is not None:
+        m = net.drop
+        live = [(m["F"] != 0) | (m["W"] != 0)] + [m[f"F{l}"] != 0 for l in range(2, net.N + 1)]
+        dist = [d[ok] for d, ok in zip(dist, live)]
+    return float(min(np.min(d, initial=np.inf) for d in dist))
 
 
-def linear_fraction(params, x, cfg: Config = Config()) -> float:
+def linear_fraction(params, x, cfg: Config = Config(), *, dropout_mask=None) -> float:
     """Fraction of units on the linear piece of ``sigma`` (``0 <= z <= 1``) at the linearisation point.
 
     Averaged over layers (each layer's own fraction over units and samples).
     Only those units pass gradient: ``sigma'`` is 0 elsewhere.
     """
-    lin = _linearisation(params, x, cfg)
+    _, lin = _linearisation(params, x, cfg, dropout_mask)
     return float(np.mean([np.mean(d) for d in lin.dsig]))
 
 
-def _linearisation(params, x, cfg) -> "_Lin":
-    """f applied once at the linearisation point ``a[T]`` or ``a*`` (see ``Config.linearize_at``)."""
-    net, x, cfg = _prepare(params, x, cfg)
+def _linearisation(params, x, cfg, dropout_mask=None) -> tuple:
+    """``(net, f applied once at the linearisation point a[T] or a*)`` (see ``Config.linearize_at``)."""
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     xbar = input_average(x, cfg)
     a = _linearisation_point(net, x, xbar, cfg)[0]
-    return _apply_f(net, a, xbar, cfg.v_th)
+    return net, _apply_f(net, a, xbar, cfg.v_th)
 
 
 def _regions(lin: _Lin, v_th) -> bytes:
@@ -1007,7 +1346,7 @@ def _solve_equilibrium(net, xbar, cfg, offset, a0):
     return a, info
 
 
-def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None):
+def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None, dropout_mask=None):
     """The exact fixed point ``a* = f(a*)`` of Eq. (FP) (or of ``a = f(a) + offset``, Eq. (AN)).
 
     Iterates ``a <- f(a) + offset`` (a contraction when
@@ -1019,9 +1358,10 @@ def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None
     ``a_A = (I - J_AA)^{-1} (...)``, so the result is exact to round-off.
 
     Returns ``(a, SolverInfo)``; warns (:class:`ConvergenceWarning`) when the
-    final ``max|f(a) + offset - a|`` exceeds ``cfg.eq_tol``.
+    final ``max|f(a) + offset - a|`` exceeds ``cfg.eq_tol``.  ``dropout_mask``:
+    the masks of Eq. (DO) (none by default).
     """
-    net, x, cfg = _prepare(params, x, cfg)
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     B = x.shape[-2]
     if offset is not None:
         offset = _check_a(offset, net, B, "offset")
@@ -1054,7 +1394,7 @@ def _adjoint_fixed_point(net, lin, g, cfg, gnorm, trace):
     for k in range(cfg.max_iter):
         R = _JT(net, lin, beta, cfg.v_th) + g - beta                   # residual of Eq. (A)
         trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
-        if trace[-1] <= cfg.tol or not math.isfinite(trace[-1]):
+        if (cfg.early_stop and trace[-1] <= cfg.tol) or not math.isfinite(trace[-1]):
             return beta, k + 1
         beta = beta + R                                                # beta <- J^T beta + g
     R = _JT(net, lin, beta, cfg.v_th) + g - beta
@@ -1063,13 +1403,16 @@ def _adjoint_fixed_point(net, lin, g, cfg, gnorm, trace):
 
 
 def _adjoint_code_iter(net, lin, g, cfg, gnorm, trace):
-    """The official code's ``'iter'`` solver: beta <- (beta + R(beta)) / 2, from beta = g (biased)."""
+    """The official code's ``'iter'`` solver: beta <- (beta + R(beta)) / 2, from beta = g (biased).
+
+    The code always runs exactly ``threshold`` iterations (``early_stop=False``).
+    """
     beta = g.copy()
     for k in range(cfg.max_iter):
         Rc = _JT(net, lin, beta, cfg.v_th) + g - beta                  # the code's g(beta) = (J^T - I) beta + g, Eq. (A)
         own = Rc - beta                                                # residual of (2I - J^T) beta = g
         trace.append(float(np.max(_rel_res(own, gnorm), initial=0.0)))
-        if trace[-1] <= cfg.tol or not math.isfinite(trace[-1]):
+        if (cfg.early_stop and trace[-1] <= cfg.tol) or not math.isfinite(trace[-1]):
             return beta, k + 1
         beta = 0.5 * (beta + Rc)
     Rc = _JT(net, lin, beta, cfg.v_th) + g - beta
@@ -1131,6 +1474,8 @@ def _bound(net, cfg):
     bound = np.linalg.norm(net.W, 2)
     for Fl in net.Fs:
         bound *= np.linalg.norm(Fl, 2)
+    if net.drop is not None:                                           # ||diag(m) M|| <= max|m| ||M||
+        bound *= float(np.prod([np.max(net.drop[k], initial=0.0) for k in dropout_keys(net.N)[1:]]))
     return float(bound / cfg.v_th ** net.N)
 
 
@@ -1164,7 +1509,7 @@ def _adjoint(net, lin, g, cfg) -> tuple:
     return beta, info
 
 
-def adjoint(params, a, x, g, cfg: Config = Config()):
+def adjoint(params, a, x, g, cfg: Config = Config(), *, dropout_mask=None):
     """Step 2: solve ``(I - J^T) beta = g`` at ``a`` with ``cfg.solver`` (Eq. (A)).
 
     Parameters
@@ -1183,7 +1528,7 @@ def adjoint(params, a, x, g, cfg: Config = Config()):
         itself (for ``"code_iter"`` it stays large: that solver solves
         ``(2I - J^T) beta = g``).
     """
-    net, x, cfg = _prepare(params, x, cfg)
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     a = _check_a(a, net, x.shape[-2])
     g = check_array("g", g, shape=a.shape).astype(np.float64)
     return _adjoint(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), g, cfg)
@@ -1195,31 +1540,36 @@ def adjoint(params, a, x, g, cfg: Config = Config()):
 
 def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
     deltas = _deltas(net, lin, beta, cfg.v_th)                         # Eq. (G)
-    grads = {"F": deltas[0].T @ lin.xbar, "b": deltas[0].sum(axis=0)}
+    dF = _masked(net, "F", deltas[0])                                  # dL/d(F xbar + b), Eq. (DO)
+    grads = {"F": dF.T @ lin.xbar, "b": dF.sum(axis=0)}
     for l in range(2, net.N + 1):
-        grads[f"F{l}"] = deltas[l - 1].T @ lin.h[l - 2]
-        grads[f"b{l}"] = deltas[l - 1].sum(axis=0)
+        dl = _masked(net, f"F{l}", deltas[l - 1])
+        grads[f"F{l}"] = dl.T @ lin.h[l - 2]
+        grads[f"b{l}"] = dl.sum(axis=0)
     if net.fold is not None:
         grads.update(_bn_backward(net, grads["F"], grads["b"]))
-    GW = deltas[0].T @ lin.a                                           # dL/dW (effective)
+    GW = _masked(net, "W", deltas[0]).T @ lin.a                        # dL/dW (effective)
     if net.sn is None:
         grads["W"] = GW
     else:
         Wr, g, s, sigma, u1, v1 = net.sn
         c = cfg.spectral_norm
         inner = float(np.sum(GW * Wr))
-        grads["W"] = (s / sigma) * (GW - (inner / sigma) * np.outer(u1, v1))   # Eq. (SN), chain rule
+        grads["W"] = (s / sigma) * (GW - (inner / sigma) * np.outer(u1, v1))   # Eq. (SN), chain rule, u1, v1 fixed
         grads["g"] = np.array(inner / sigma if -c <= g <= c else 0.0)
+        if cfg.sn_method == "power":                                   # state: held constant, as torch does
+            grads["sn_u"], grads["sn_v"] = np.zeros(Wr.shape[0]), np.zeros(Wr.shape[1])
     return grads
 
 
-def vjp(params, a, x, beta, cfg: Config = Config()) -> dict:
+def vjp(params, a, x, beta, cfg: Config = Config(), *, dropout_mask=None) -> dict:
     """Step 3: ``beta^T df/dtheta`` at ``a`` for every parameter inside ``f`` (Eq. (G)).
 
     Returns gradients for ``F, b, F2, b2, ..., W`` (and ``g``), with
-    ``W``/``g`` through Eq. (SN) when ``cfg.spectral_norm`` is set.
+    ``W``/``g`` through Eq. (SN) when ``cfg.spectral_norm`` is set (and zeros
+    for the state ``sn_u, sn_v`` with ``sn_method="power"``).
     """
-    net, x, cfg = _prepare(params, x, cfg)
+    net, x, cfg = _prepare(params, x, cfg, dropout_mask=dropout_mask)
     a = _check_a(a, net, x.shape[-2])
     beta = check_array("beta", beta, shape=a.shape).astype(np.float64)
     return _vjp(net, _apply_f(net, a, input_average(x, cfg), cfg.v_th), beta, cfg)
@@ -1266,27 +1616,33 @@ def _linearisation_point(net, x, xbar, cfg):
     return _solve_equilibrium(net, xbar, cfg, None, None)
 
 
-def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
+def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None, dropout_mask=None):
     """Loss and IDE gradient: simulate, solve the adjoint, one VJP.
 
     Parameters
     ----------
     params : dict
-        ``F, b, [F2, b2, ...], W, [g], Wo, bo`` (see :func:`init_params`).
+        ``F, b, [F2, b2, ...], W, [g], [sn_u, sn_v], Wo, bo`` (see :func:`init_params`).
     x : ndarray, (batch, n_in) or (T, batch, n_in)
         Static (direct) input or spikes.
     y : ndarray of int, (batch,)
     cfg : Config
-    rng : ignored
-        The gradient is deterministic; the argument exists for the common contract.
+    rng : int seed or numpy.random.Generator, optional
+        Draws the dropout masks when ``cfg.dropout > 0`` and no
+        ``dropout_mask`` is given (:func:`dropout_mask`); otherwise unused.
     info : dict, optional
         If given, filled with diagnostics: ``"a"`` (the linearisation point),
         ``"beta"`` (the adjoint), ``"adjoint"`` (:class:`SolverInfo`),
         ``"equilibrium"`` (SolverInfo or None), ``"snn_residual"``
         (``max|f(a) - a|`` at ``a``), ``"pred"`` (the classes the readout at
-        ``a`` predicts) and ``"state"``: with BatchNorm in batch mode, the
-        updated running statistics ``{"bn_mean": ..., "bn_var": ...}`` (else
-        empty).  ``params`` itself is never modified.
+        ``a`` predicts), ``"dropout_mask"`` (the masks used, or None) and
+        ``"state"``: the next values of the buffers of :func:`state_keys`:
+        with BatchNorm in batch mode the running statistics ``bn_mean,
+        bn_var``, with ``sn_method="power"`` the stepped vectors ``sn_u,
+        sn_v`` (Eq. (PI)); else empty.  ``params`` itself is never modified.
+    dropout_mask : dict, optional
+        The masks of Eq. (DO) (:func:`dropout_keys`; e.g. ``info["dropout_mask"]``
+        of an earlier call), used instead of drawing them from ``rng``.
 
     Returns
     -------
@@ -1294,10 +1650,12 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
         Mean cross-entropy of the readout at ``a[T]`` (``"simulated"``) or ``a*``.
     grads : dict
         Same keys and shapes as ``params``: the exact gradient of
-        :func:`reference_objective` at ``params``.
+        :func:`reference_objective` at ``params`` (zeros for the state ``sn_u, sn_v``).
     """
     net, x, cfg = _prepare(params, x, cfg)
     y = check_labels("y", y, net.Wo.shape[0], batch=x.shape[-2])
+    mask = _dropout(net, x, cfg, rng, dropout_mask)
+    net = replace(net, drop=mask)
     xbar = input_average(x, cfg)
     a, eq_info = _linearisation_point(net, x, xbar, cfg)                # step 1
     loss, dlogits, grads_out = _readout(net, a, y)
@@ -1310,8 +1668,17 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
     if info is not None:
         info.update(a=a, beta=beta, adjoint=adj_info, equilibrium=eq_info,
                     snn_residual=float(np.max(np.abs(lin.h[-1] - a), initial=0.0)),
-                    pred=np.argmax(a @ net.Wo.T + net.bo, axis=1), state=_running_statistics(net, params, x))
+                    pred=np.argmax(a @ net.Wo.T + net.bo, axis=1), dropout_mask=mask,
+                    state=_next_state(net, params, x, cfg))
     return loss, grads
+
+
+def _next_state(net: _Net, params, x, cfg: Config) -> dict:
+    """The buffers' next values after this step: BN running statistics (batch mode) and the power-iteration vectors."""
+    state = _running_statistics(net, params, x)
+    if cfg.sn_method == "power":
+        state["sn_u"], state["sn_v"] = net.sn[4].copy(), net.sn[5].copy()      # Eq. (PI): u1, v1
+    return state
 
 
 def _running_statistics(net: _Net, params, x) -> dict:
@@ -1329,7 +1696,7 @@ def _running_statistics(net: _Net, params, x) -> dict:
             "bn_var": (1 - m) * np.asarray(params["bn_var"], np.float64) + m * net.fold["var"] * B / max(B - 1, 1)}
 
 
-def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
+def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, dropout_mask=None):
     """The smooth function whose exact gradient at ``params`` is :func:`loss_and_grad`'s.
 
     ``objective(p) = L_p(a~(p))`` where ``a~(p)`` solves
@@ -1337,7 +1704,11 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     residual ``r0 = a0 - f_params(a0)`` of the simulation
     ``a0 = a[T](params)`` (``"simulated"``, Eq. (AN)) or ``r0 = 0``
     (``"fixed_point"``: ``L(a*(p))``).  ``objective(params)`` equals the loss
-    :func:`loss_and_grad` returns.
+    :func:`loss_and_grad` returns.  Frozen as well: the dropout masks (drawn
+    from ``rng`` exactly as :func:`loss_and_grad` draws them, or
+    ``dropout_mask``) and, with ``sn_method="power"``, the stepped vectors
+    ``u1, v1`` of Eq. (PI) at ``params`` (so ``sigma(p) = u1^T W_raw(p) v1``,
+    and ``p["sn_u"], p["sn_v"]`` do not enter).
 
     The returned function has an attribute ``regions``: a set that collects,
     at every evaluation, which piece of ``sigma`` every unit sits on.  If it
@@ -1347,6 +1718,9 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     cfg = replace(check_config(cfg, Config), backend="numpy")
     net0, x, _ = _prepare(params, x, cfg)
     y = check_labels("y", y, net0.Wo.shape[0], batch=x.shape[-2])
+    mask = _dropout(net0, x, cfg, rng, dropout_mask)
+    net0 = replace(net0, drop=mask)
+    sn_vectors = (net0.sn[4], net0.sn[5]) if cfg.sn_method == "power" else None
     xbar = input_average(x, cfg)
     if cfg.linearize_at == "simulated":
         a0 = simulate_numpy(None, x, cfg, _net=net0)["a"]
@@ -1357,7 +1731,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     regions = set()
 
     def objective(p) -> float:
-        net = _unpack(p, cfg)
+        net = replace(_unpack(p, cfg, sn_vectors=sn_vectors), drop=mask)
         if net.bn is not None:
             net = _fold_bn(net, xbar, cfg.bn_mode)
         a, _ = _solve_equilibrium(net, xbar, cfg, r0, a0)
@@ -1371,7 +1745,10 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:
     """Predicted class per sample: argmax of the readout of the *simulated* ``a[T]`` (never of ``a*``).
 
-    With ``cfg.batchnorm`` the running statistics are used (eval mode).
+    Eval mode: with ``cfg.batchnorm`` the running statistics are used, nothing
+    is dropped (whatever ``cfg.dropout``), and with ``sn_method="power"`` the
+    feedback uses one power step from the stored ``sn_u`` (the code's eval
+    forward also takes it), which is not written back.
     """
     net, x, cfg = _prepare(params, x, cfg, bn_mode="running")
     a = _simulate(net, x, cfg)
@@ -1401,10 +1778,14 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 def state_keys(cfg: Config = Config()) -> tuple:
-    """Keys of ``params`` that are state, not parameters: the BatchNorm running statistics.
+    """Keys of ``params`` that are state, not parameters: the BatchNorm running statistics ``bn_mean,
+    bn_var`` (with ``cfg.batchnorm``) and the power-iteration vectors ``sn_u, sn_v`` (with
+    ``cfg.sn_method = "power"``).
 
     No optimizer may update them.  :func:`loss_and_grad` leaves them alone and
-    puts their new values (PyTorch's update rule) in ``info["state"]``; the
-    training loop writes those into ``params`` after each step.
+    puts their new values (PyTorch's update rule for BN, one step of Eq. (PI)
+    for ``sn_u, sn_v``) in ``info["state"]``; the training loop writes those
+    into ``params`` after each step.
     """
-    return ("bn_mean", "bn_var") if check_config(cfg, Config).batchnorm else ()
+    cfg = check_config(cfg, Config)
+    return (("bn_mean", "bn_var") if cfg.batchnorm else ()) + (SN_KEYS if cfg.sn_method == "power" else ())

@@ -165,9 +165,21 @@ def _stbp_cases(seed: int) -> list:
 # ---------------------------------------------------------------------------
 
 def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int = 3, batch: int = 4,
-                spikes: bool = False, margin: float = KINK_MARGIN, max_bound: float = CONTRACTION_MARGIN):
+                spikes: bool = False, margin: float = KINK_MARGIN, max_bound: float = CONTRACTION_MARGIN,
+                dropout_rng=None):
     """A random IDE problem: many units on the linear piece of sigma, none within ``margin`` of a kink,
-    ``contraction_bound < max_bound``, and the spectral-norm gain strictly inside ``(-c, c)``."""
+    ``contraction_bound < max_bound``, and the spectral-norm gain strictly inside ``(-c, c)``.
+
+    With ``cfg.dropout > 0`` the margins hold under the masks that ``loss_and_grad(..., rng=dropout_rng)``
+    draws (``dropout_rng`` an int seed, default ``seed``: pass the same to the algorithm), and the
+    contraction bound is scaled by the largest mask entries.  With ``cfg.sn_method = "power"`` the
+    power-iteration state is the one :func:`refsnn.ide.init_params` makes (two steps from a random
+    start by the first training step, far from converged: the test tells the power estimate from the
+    exact one).
+    """
+    if cfg.dropout > 0 and dropout_rng is None:
+        dropout_rng = seed
+
     def make(rng):
         params = ide.init_params([n_in, *hidden, n_classes], cfg, rng)
         params["b"] = params["b"] + rng.uniform(0.5, 1.5, hidden[0])
@@ -189,9 +201,12 @@ def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int =
         else:
             x = rng.uniform(0.0, 1.0, (batch, n_in))
         y = rng.integers(0, n_classes, batch)
-        if ide.contraction_bound(params, cfg) >= max_bound:
+        mask = ide.dropout_mask(params, x, cfg, dropout_rng) if cfg.dropout > 0 else None
+        scale = 1.0 / (1.0 - cfg.dropout) ** len(hidden)          # ||diag(m) M|| <= max(m) ||M|| per layer
+        if ide.contraction_bound(params, cfg) * scale >= max_bound:
             return None
-        if ide.linear_fraction(params, x, cfg) > 0.6 and ide.kink_distance(params, x, cfg) > margin:
+        if (ide.linear_fraction(params, x, cfg, dropout_mask=mask) > 0.6
+                and ide.kink_distance(params, x, cfg, dropout_mask=mask) > margin):
             return params, x, y
         return None
 
@@ -200,7 +215,9 @@ def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int =
 
 def _ide_cases(seed: int) -> list:
     """Both linearisation points, every solver, IF and LIF, one- to three-layer blocks, with and without
-    spectral norm, static and spike input, BatchNorm with batch and with running statistics."""
+    spectral norm (exact and power iteration), static and spike input, BatchNorm with batch and with running
+    statistics, dropout (masks drawn from the case's ``rng``), and the official code's F400 setting
+    (``ide.PRESETS["code"]``: BatchNorm, dropout 0.2, power iteration, T = 5)."""
     C = ide.Config
     specs = [
         ("default: IF, simulated, broyden, spectral norm", C(T=20), {}),
@@ -221,8 +238,21 @@ def _ide_cases(seed: int) -> list:
          C(T=20, leak=0.9, batchnorm=True, bn_mode="running", linearize_at="fixed_point", solver="dense"), {}),
         ("BatchNorm (batch statistics), spike input, 2 layers", C(T=20, batchnorm=True),
          {"spikes": True, "hidden": (6, 5)}),
+        ("dropout 0.2, IF, simulated, broyden, spectral norm", C(T=20, dropout=0.2), {}),
+        ("dropout 0.3, 2 layers, LIF 0.9, fixed point, dense, raw W",
+         C(T=20, leak=0.9, dropout=0.3, linearize_at="fixed_point", solver="dense", spectral_norm=None),
+         {"hidden": (6, 5)}),
+        ("dropout 0.2, spike input, BatchNorm (batch statistics)", C(T=20, dropout=0.2, batchnorm=True),
+         {"spikes": True}),
+        ("power-iteration spectral norm, IF, simulated, broyden", C(T=20, sn_method="power"), {}),
+        ("power-iteration spectral norm, 2 layers, LIF 0.9, fixed point, dense",
+         C(T=20, leak=0.9, sn_method="power", linearize_at="fixed_point", solver="dense"), {"hidden": (6, 5)}),
+        ("the code's F400 setting (PRESETS['code']: BN, dropout 0.2, power iteration, T = 5)",
+         ide.PRESETS["code"], {}),
+        ("the code's F400 setting, LIF 0.95 (PRESETS['code_lif'])", ide.PRESETS["code_lif"], {}),
     ]
-    return [Case(f"ide {label}", *ide_problem(cfg, seed, **kw), cfg, tol=1e-7) for label, cfg, kw in specs]
+    return [Case(f"ide {label}", *ide_problem(cfg, seed, **kw), cfg, rng=seed if cfg.dropout > 0 else None,
+                 tol=1e-7) for label, cfg, kw in specs]
 
 
 # ---------------------------------------------------------------------------

@@ -28,6 +28,10 @@ _SP, _SX, _SY = problems.stbp_problem(_STBP, 0)
 _IDE = ide.Config(T=10)
 _IP, _IX, _IY = problems.ide_problem(_IDE, 0)
 _IA = ide.simulate(_IP, _IX, _IDE)
+_IPOW = replace(_IDE, sn_method="power")                                   # power-iteration spectral norm
+_IPP = {**_IP, "sn_u": np.full(6, 6 ** -0.5), "sn_v": np.full(6, 6 ** -0.5)}
+_IDROP = replace(_IDE, dropout=0.2)
+_IM = ide.dropout_mask(_IP, _IX, _IDROP, 0)                                 # {"F": (4, 6), "W": (4, 6)}
 _SR = problems.ST_RSBP_SMALL
 _RP, _RX, _RY = problems.st_rsbp_problem("8-6-R6-4", _SR, 0)
 _SSP, _SSX, _SSY = problems.ssnn_bp_problem(0)
@@ -96,6 +100,44 @@ API_CASES = [
     ("ide vjp beta NaN", lambda: ide.vjp(_IP, _IA, _IX, _nan(_IA), _IDE), ValueError, "beta"),
     ("ide encode outside [0,1]", lambda: ide.encode(np.full((2, 5), -0.1), _IDE), ValueError, "features"),
     ("ide x NaN", lambda: ide.predict(_IP, _nan(_IX), _IDE), ValueError, "x.*NaN"),
+    ("ide Config(dropout=1)", lambda: ide.Config(dropout=1.0), ValueError, "dropout"),
+    ("ide Config(dropout=-0.2)", lambda: ide.Config(dropout=-0.2), ValueError, "dropout"),
+    ("ide Config(dropout=None)", lambda: ide.Config(dropout=None), TypeError, "dropout"),
+    ("ide Config(sn_method='svd')", lambda: ide.Config(sn_method="svd"), ValueError, "sn_method"),
+    ("ide Config(sn_method='power') without spectral_norm", lambda: ide.Config(sn_method="power", spectral_norm=None),
+     ValueError, "sn_method"),
+    ("ide Config(early_stop=0)", lambda: ide.Config(early_stop=0), TypeError, "early_stop"),
+    ("ide Config(early_stop=False) with broyden", lambda: ide.Config(early_stop=False), ValueError, "early_stop"),
+    ("ide power without sn_u", lambda: ide.loss_and_grad({k: v for k, v in _IPP.items() if k != "sn_u"}, _IX, _IY,
+                                                         _IPOW), ValueError, "params.*sn_u"),
+    ("ide power without sn_u, sn_v", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IPOW), ValueError,
+     "sn_method is 'power'"),
+    ("ide sn_u wrong shape", lambda: ide.loss_and_grad(_with(_IPP, sn_u=np.ones(5)), _IX, _IY, _IPOW), ValueError,
+     r"params\['sn_u'\]"),
+    ("ide sn_v wrong shape", lambda: ide.loss_and_grad(_with(_IPP, sn_v=np.ones((6, 1))), _IX, _IY, _IPOW),
+     ValueError, r"params\['sn_v'\]"),
+    ("ide sn_u all zeros", lambda: ide.loss_and_grad(_with(_IPP, sn_u=np.zeros(6)), _IX, _IY, _IPOW), ValueError,
+     r"params\['sn_u'\]"),
+    ("ide sn_u NaN", lambda: ide.predict(_with(_IPP, sn_u=_nan(np.ones(6))), _IX, _IPOW), ValueError, "sn_u.*NaN"),
+    ("ide sn_u with exact method", lambda: ide.loss_and_grad(_IPP, _IX, _IY, _IDE), ValueError, "sn_u"),
+    ("ide dropout without rng", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDROP), ValueError, "rng"),
+    ("ide dropout rng of a wrong type", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDROP, rng="seed"), TypeError,
+     "rng"),
+    ("ide dropout_mask not a dict", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDROP, dropout_mask=_IM["F"]),
+     TypeError, "dropout_mask"),
+    ("ide dropout_mask missing W", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDROP, dropout_mask={"F": _IM["F"]}),
+     ValueError, r"dropout_mask.*missing \['W'\]"),
+    ("ide dropout_mask wrong shape", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDROP,
+                                                               dropout_mask=_with(_IM, W=_IM["W"][:3])),
+     ValueError, r"dropout_mask\['W'\]"),
+    ("ide dropout_mask negative", lambda: ide.reference_objective(_IP, _IX, _IY, _IDROP,
+                                                                  dropout_mask=_with(_IM, F=-_IM["F"])),
+     ValueError, r"dropout_mask\['F'\]"),
+    ("ide dropout_mask NaN", lambda: ide.simulate(_IP, _IX, _IDROP, dropout_mask=_with(_IM, F=_nan(_IM["F"]))),
+     ValueError, r"dropout_mask\['F'\].*NaN"),
+    ("ide dropout_mask without dropout", lambda: ide.loss_and_grad(_IP, _IX, _IY, _IDE, dropout_mask=_IM),
+     ValueError, "dropout_mask.*Config.dropout is 0"),
+    ("ide dropout_mask() without dropout", lambda: ide.dropout_mask(_IP, _IX, _IDE, 0), ValueError, "dropout"),
     # --- ST-RSBP
     ("st_rsbp parse_arch('784-R-10')", lambda: st_rsbp.parse_arch("784-R-10"), ValueError, r"sizes\[1\]"),
     ("st_rsbp parse_arch('R784-10')", lambda: st_rsbp.parse_arch("R784-10"), ValueError, "sizes"),

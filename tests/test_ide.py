@@ -103,22 +103,27 @@ def test_gradient_matches_fd_of_reference_objective(case):
     """loss_and_grad == central differences of reference_objective, every tensor, <= GRAD_FD_REL.
 
     Covers both linearisation points, every solver, IF and LIF, 1-3 layers,
-    spectral norm on and off, static and spike input (refsnn.problems.gradcheck_cases).
+    spectral norm off, exact and by power iteration, static and spike input,
+    BatchNorm, dropout (the masks drawn from the case's rng, the same seed for
+    both calls) and the official code's F400 setting (refsnn.problems.gradcheck_cases).
     Kinks: the case was drawn with every z = pre/v_th at least 1e-3 from 0 and
     1 (asserted below; eps = 1e-6 moves z by ~1e-6); and `objective.regions`
     proves that all 4*(#entries) evaluations lay on the same linear piece of
     sigma for every unit, i.e. the finite differences are of one smooth function.
     """
-    assert ide.kink_distance(case.params, case.x, case.cfg) > 1e3 * 1e-6
-    loss, grads = ide.loss_and_grad(case.params, case.x, case.y, case.cfg)
-    objective = ide.reference_objective(case.params, case.x, case.y, case.cfg)
+    mask = ide.dropout_mask(case.params, case.x, case.cfg, case.rng) if case.cfg.dropout else None
+    assert ide.kink_distance(case.params, case.x, case.cfg, dropout_mask=mask) > 1e3 * 1e-6
+    loss, grads = ide.loss_and_grad(case.params, case.x, case.y, case.cfg, rng=case.rng)
+    objective = ide.reference_objective(case.params, case.x, case.y, case.cfg, rng=case.rng)
     assert objective(case.params) == pytest.approx(loss, rel=TWIN_REL)
     rep = fd_against(objective, case.params, grads, GRAD_FD_REL)
     assert rep.passed, str(rep)
     assert {t.name for t in rep.tensors} == set(case.params)
     assert len(objective.regions) == 1, "an FD evaluation crossed a kink of sigma"
-    # batch-statistics BN: b cancels and the running statistics are not used, exactly (both sides 0.0)
+    # batch-statistics BN: b cancels and the running statistics are not used, exactly (both sides 0.0);
+    # the power iteration's vectors are state held constant (torch's no_grad step): exactly 0 both sides
     exact_zero = {"b", "bn_mean", "bn_var"} if case.cfg.batchnorm and case.cfg.bn_mode == "batch" else set()
+    exact_zero |= set(ide.state_keys(case.cfg)) - {"bn_mean", "bn_var"}
     for t in rep.tensors:
         if t.name in exact_zero:
             assert t.norm_numeric == 0.0 and t.norm_analytic == 0.0, t.name
@@ -382,6 +387,14 @@ def test_no_warning_when_converged():
     ({"normalize": (0.1,)}, ValueError, "normalize"),
     ({"normalize": (0.1, -1.0)}, ValueError, "normalize"),
     ({"encoding": "poisson"}, ValueError, "encoding"),
+    ({"dropout": 1.0}, ValueError, "dropout"),
+    ({"dropout": -0.1}, ValueError, "dropout"),
+    ({"dropout": "0.2"}, TypeError, "dropout"),
+    ({"sn_method": "svd"}, ValueError, "sn_method"),
+    ({"sn_method": "power", "spectral_norm": None}, ValueError, "sn_method.*spectral_norm"),
+    ({"early_stop": "no"}, TypeError, "early_stop"),
+    ({"early_stop": False}, ValueError, "early_stop.*'broyden'"),
+    ({"early_stop": False, "solver": "dense"}, ValueError, "early_stop"),
 ])
 def test_config_rejects_bad_values(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -707,3 +720,243 @@ def test_init_params_shapes_and_seed():
     assert math.isclose(recipes.recipe("ide", "fashion-mnist")[0].T, 5)
     assert recipes.recipe("ide", "fashion-mnist")[0] == ide.PRESETS["paper"]
     assert replace(ide.PRESETS["paper"], leak=0.95) == ide.PRESETS["paper_lif"]
+
+
+# ---------------------------------------------------------------------------
+# The official code's training setting: dropout, power-iteration spectral norm, fixed iteration counts
+# ---------------------------------------------------------------------------
+
+def test_defaults_and_presets():
+    """The new options default to the paper-correct behaviour; "paper" is unchanged; "code" is "paper" plus
+    the code's dropout 0.2 and power-iteration spectral norm."""
+    d = ide.Config()
+    assert (d.dropout, d.sn_method, d.early_stop) == (0.0, "exact", True)
+    assert ide.PRESETS["paper"] == ide.Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10,
+                                              spectral_norm=1.0, batchnorm=True, normalize=(0.1307, 0.3081))
+    code = ide.PRESETS["code"]
+    assert replace(code, dropout=0.0, sn_method="exact") == ide.PRESETS["paper"]
+    assert replace(code, leak=0.95) == ide.PRESETS["code_lif"]
+    assert (code.dropout, code.sn_method, code.solver, code.max_iter, code.T, code.v_th) == \
+        (0.2, "power", "broyden", 30, 5, 2.0)
+    assert ide.state_keys(code) == ("bn_mean", "bn_var", "sn_u", "sn_v")
+    assert ide.state_keys(ide.Config(sn_method="power")) == ("sn_u", "sn_v")
+
+
+def _dropout_problem(cfg, seed=31, **kw):
+    params, x, y = problems.ide_problem(cfg, seed, dropout_rng=seed, **kw)
+    return params, x, y, ide.dropout_mask(params, x, cfg, seed)
+
+
+def test_dropout_mask_is_drawn_reproducibly_and_reported():
+    """The masks: keys F, W, F2, ...; shape (batch, n_l); entries 0 or 1/(1-p); drawn only from the rng (same
+    seed, same masks), reported in info["dropout_mask"]; passing them back as dropout_mask= gives the same
+    numbers bit for bit, and reference_objective sees the same masks."""
+    cfg = ide.Config(T=10, dropout=0.2)
+    params, x, y, mask = _dropout_problem(cfg, hidden=(6, 5))
+    assert list(mask) == ide.dropout_keys(2) == ["F", "W", "F2"]
+    assert mask["F"].shape == mask["W"].shape == (4, 6) and mask["F2"].shape == (4, 5)
+    for m in mask.values():
+        assert set(np.unique(m)) <= {0.0, 1.0 / (1.0 - 0.2)}
+    again = ide.dropout_mask(params, x, cfg, np.random.default_rng(31))      # a Generator in the same state
+    assert all(np.array_equal(mask[k], again[k]) for k in mask)
+    info = {}
+    loss, grads = ide.loss_and_grad(params, x, y, cfg, rng=31, info=info)
+    assert all(np.array_equal(info["dropout_mask"][k], mask[k]) for k in mask)
+    loss2, grads2 = ide.loss_and_grad(params, x, y, cfg, dropout_mask=info["dropout_mask"])
+    assert loss2 == loss and all(np.array_equal(grads[k], grads2[k]) for k in grads)
+    obj = ide.reference_objective(params, x, y, cfg, dropout_mask=mask)
+    assert obj(params) == ide.reference_objective(params, x, y, cfg, rng=31)(params)
+    assert obj(params) == pytest.approx(loss, rel=TWIN_REL)
+    other = ide.loss_and_grad(params, x, y, cfg, rng=32)[0]
+    assert other != loss, "another seed draws other masks"
+    assert ide.loss_and_grad(params, x, y, replace(cfg, dropout=0.0))[0] != loss
+    with pytest.raises(ValueError, match="rng: Config.dropout = 0.2"):
+        ide.loss_and_grad(params, x, y, cfg)
+    # The keep rate is 1 - p: 80000 Bernoulli draws, standard deviation sqrt(p (1 - p) / n) = 0.0014.
+    big = ide.dropout_mask(ide.init_params([3, 400, 2], cfg, 0), np.zeros((100, 3)), cfg, 5)
+    keep = np.mean(np.concatenate([m.ravel() for m in big.values()]) > 0)
+    assert abs(keep - 0.8) < 6 * math.sqrt(0.2 * 0.8 / 80000)
+
+
+def test_predict_never_drops():
+    """Eval mode: predict's classes do not depend on Config.dropout (the code's VariationalHidDropout2d is the
+    identity when not training), and it needs no rng."""
+    cfg = ide.Config(T=10, dropout=0.5)
+    params, x, y, mask = _dropout_problem(cfg)
+    np.testing.assert_array_equal(ide.predict(params, x, cfg), ide.predict(params, x, replace(cfg, dropout=0.0)))
+    a = ide.simulate(params, x, cfg)
+    assert not np.array_equal(a, ide.simulate(params, x, cfg, dropout_mask=mask)), "the masks must matter here"
+
+
+@pytest.mark.parametrize("hidden,spikes", [((6,), False), ((6,), True), ((6, 5), False), ((5, 6, 4), True)])
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_dropout_is_the_network_with_scaled_rows(hidden, spikes, backend):
+    """Eq. (DO) stated independently: sample b of the masked network is the unmasked network whose rows are
+    scaled by that sample's masks, F -> diag(m_F) F, b -> m_F b, W -> diag(m_W) W, F^l -> diag(m_l) F^l,
+    b^l -> m_l b^l (same mask at every step).  Its rates come from the scalar-loop simulation above and its
+    f from naive_f; the masked simulation (kernel and twin) and fixed_point_map must agree."""
+    cfg = ide.Config(T=12, leak=0.9, dropout=0.3, spectral_norm=None, backend=backend)
+    params, x, y, mask = _dropout_problem(cfg, 33, hidden=hidden, spikes=spikes)
+    a = ide.simulate(params, x, cfg, dropout_mask=mask)
+    plain = replace(cfg, dropout=0.0)
+    xbar = ide.input_average(x, cfg)
+    fa = ide.fixed_point_map(params, a, x, cfg, dropout_mask=mask)
+    for b in range(x.shape[-2]):
+        pb = dict(params, F=mask["F"][b][:, None] * params["F"], b=mask["F"][b] * params["b"],
+                  W=mask["W"][b][:, None] * params["W"])
+        for l in range(2, len(hidden) + 1):
+            pb[f"F{l}"] = mask[f"F{l}"][b][:, None] * params[f"F{l}"]
+            pb[f"b{l}"] = mask[f"F{l}"][b] * params[f"b{l}"]
+        xb = x[b:b + 1] if x.ndim == 2 else x[:, b:b + 1]
+        # Same spikes (no potential within round-off of v_th): rates are the same sums of lam^(T-t) over the
+        # same norm, up to the order of a few roundings.
+        assert_close(a[b:b + 1], naive_simulate(pb, xb, plain), FORMULA_REL, scale=1.0)
+        # f: a sum of ~10 products of order 1, rounded in another order.
+        assert_close(fa[b:b + 1], naive_f(pb, a[b:b + 1], xbar[b:b + 1], plain), FORMULA_REL, scale=1.0)
+    assert 0.05 < a.mean() < 0.95, "the test needs spikes"
+
+
+@pytest.mark.parametrize("hidden,spikes", [((7,), False), ((7,), True), ((6, 5), True)])
+def test_kernel_and_twin_agree_with_dropout(hidden, spikes):
+    """With masks, the numba kernel (compiled and as plain Python) and the NumPy twin give the same spikes,
+    so the same rates, and u to round-off (the kernel scales every term, the twin the sum)."""
+    cfg = ide.Config(T=12, dropout=0.25)
+    rng = np.random.default_rng(17)
+    params = ide.init_params([5, *hidden, 3], cfg, rng)
+    params["b"] = params["b"] + 1.2
+    for l in range(2, len(hidden) + 1):
+        params[f"F{l}"] = params[f"F{l}"] * 1.5
+        params[f"b{l}"] = params[f"b{l}"] + 1.0
+    params["g"] = np.array(0.9)
+    x = (rng.random((12, 4, 5)) < 0.5).astype(float) if spikes else rng.uniform(0, 1, (4, 5))
+    mask = ide.dropout_mask(params, x, cfg, 3)
+    twin = ide.simulate_numpy(params, x, cfg, dropout_mask=mask)
+    fast = ide.simulate(params, x, cfg, return_state=True, dropout_mask=mask)
+    assert 0.05 < twin["a"].mean() < 0.95, "the test needs spikes"
+    assert np.array_equal(twin["a"], fast["a"])
+    for u1, u2 in zip(twin["u"], fast["u"]):
+        assert np.max(np.abs(u1 - u2)) <= TWIN_REL * max(1.0, np.max(np.abs(u1)))
+    orig = ide._simulate_kernel
+    try:
+        ide._simulate_kernel = orig.py_func
+        slow = ide.simulate(params, x, cfg, return_state=True, dropout_mask=mask)
+    finally:
+        ide._simulate_kernel = orig
+    assert np.array_equal(slow["a"], twin["a"])
+
+
+def _power_step(W, u):
+    """One step of torch.nn.utils.spectral_norm's power iteration, written from its definition."""
+    v = W.T @ u
+    v = v / max(np.linalg.norm(v), 1e-12)
+    u = W @ v
+    u = u / max(np.linalg.norm(u), 1e-12)
+    return u, v, float(u @ W @ v)
+
+
+def test_power_iteration_weight_and_state():
+    """sn_method="power": W = clamp(g) W_raw / (u1^T W_raw v1) with (u1, v1) one power step from the stored
+    sn_u (Eq. (PI)); loss_and_grad returns u1, v1 in info["state"] and leaves params alone; the stored sn_v
+    is never read; the gradient is not the exact method's (the estimate is far from converged here); and
+    writing the state back step after step converges sigma to sigma_max, ||W||_2 to |clamp(g)|."""
+    cfg = ide.Config(T=10, sn_method="power")
+    params, x, y = problems.ide_problem(cfg, 2)
+    old = {k: v.copy() for k, v in params.items()}
+    u1, v1, sigma = _power_step(params["W"], params["sn_u"])
+    s = float(np.clip(params["g"], -1.0, 1.0))
+    assert_close(ide.feedback_weight(params, cfg), s * params["W"] / sigma, FORMULA_REL)
+    info = {}
+    loss, grads = ide.loss_and_grad(params, x, y, cfg, info=info)
+    assert all(np.array_equal(params[k], old[k]) for k in params), "loss_and_grad must not modify params"
+    assert set(info["state"]) == {"sn_u", "sn_v"}
+    assert_close(info["state"]["sn_u"], u1, FORMULA_REL)
+    assert_close(info["state"]["sn_v"], v1, FORMULA_REL)
+    assert np.all(grads["sn_u"] == 0) and np.all(grads["sn_v"] == 0)
+    flipped = dict(params, sn_v=-params["sn_v"])
+    assert ide.loss_and_grad(flipped, x, y, cfg)[0] == loss
+    exact = replace(cfg, sn_method="exact")
+    g_exact = ide.loss_and_grad({k: v for k, v in params.items() if not k.startswith("sn_")}, x, y, exact)[1]
+    assert np.linalg.norm(grads["W"] - g_exact["W"]) > 1e-3 * np.linalg.norm(g_exact["W"])
+    sigma_max = np.linalg.norm(params["W"], 2)
+    assert sigma < sigma_max * (1 - 1e-3), "the stored vectors are far from converged"
+    p = dict(params)
+    for _ in range(60):                    # the gap sigma_2/sigma_1 = 0.82 here: 60 steps shrink 0.82^120 ~ 1e-10
+        info = {}
+        ide.loss_and_grad(p, x, y, cfg, info=info)
+        p.update(info["state"])
+    # the error of sigma decays like (sigma_2/sigma_1)^(2k): at round-off after 60 steps
+    assert abs(np.linalg.norm(ide.feedback_weight(p, cfg), 2) - s) <= TWIN_REL * s
+    np.testing.assert_array_equal(ide.predict(params, x, cfg),
+                                  np.argmax(ide.simulate(params, x, cfg) @ params["Wo"].T + params["bo"], axis=1))
+    assert all(np.array_equal(params[k], old[k]) for k in params), "predict must not modify params"
+
+
+def test_init_params_with_power_iteration():
+    """init_params with sn_method="power": deterministic; every other tensor as with "exact" (the new draws
+    come last); sn_u, sn_v unit vectors; g the 10-step estimate, at most sigma_max."""
+    cfg = ide.Config(sn_method="power")
+    p = ide.init_params([8, 6, 5, 3], cfg, 4)
+    q = ide.init_params([8, 6, 5, 3], cfg, 4)
+    assert list(p) == ["F", "b", "F2", "b2", "W", "g", "sn_u", "sn_v", "Wo", "bo"]
+    assert all(np.array_equal(p[k], q[k]) for k in p)
+    e = ide.init_params([8, 6, 5, 3], ide.Config(), 4)
+    assert all(np.array_equal(p[k], e[k]) for k in e if k != "g")
+    assert p["sn_u"].shape == (6,) and p["sn_v"].shape == (5,)
+    assert np.linalg.norm(p["sn_u"]) == pytest.approx(1.0, rel=FORMULA_REL)
+    assert np.linalg.norm(p["sn_v"]) == pytest.approx(1.0, rel=FORMULA_REL)
+    assert 0.5 * float(e["g"]) < float(p["g"]) <= float(e["g"]) * (1 + FORMULA_REL)
+
+
+@pytest.mark.parametrize("solver", ["code_iter", "fixed_point"])
+def test_early_stop_false_runs_exactly_max_iter(solver):
+    """early_stop=False: the solver runs all max_iter iterations even after reaching tol (the official 'iter'
+    solver always runs threshold = 30), and the result is the 30-fold update; the default stops early."""
+    cfg = ide.Config(T=15, solver=solver, tol=1e-3, max_iter=30)
+    params, x, a, g = _problem_at_a(cfg, 10)
+    _, early = ide.adjoint(params, a, x, g, cfg)
+    assert early.converged and early.iterations < 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # the residual ends below tol: no warning
+        beta, info = ide.adjoint(params, a, x, g, replace(cfg, early_stop=False))
+    assert info.iterations == 31 and len(info.residuals) == 31     # 30 updates, 31 products with J^T
+    JT = np.transpose(ide.jacobian(params, a, x, cfg), (0, 2, 1))
+    expect = g.copy()
+    for _ in range(30):
+        step = np.einsum("bij,bj->bi", JT, expect) + g
+        expect = 0.5 * step if solver == "code_iter" else step
+    assert_close(beta, expect, TWIN_REL)       # 30 products with J^T in another order: sums of ~10^3 terms
+    with pytest.warns(ide.ConvergenceWarning):
+        ide.adjoint(params, a, x, g, replace(cfg, early_stop=False, tol=TINY))
+
+
+def test_two_training_steps_carry_the_power_iteration_state(monkeypatch):
+    """Through refsnn.train (the code preset: BN, dropout, power iteration) two SGD steps (momentum, weight
+    decay): step 2 starts from exactly the sn_u, sn_v, bn_mean, bn_var that step 1 returned in
+    info["state"]; each returned sn_u, sn_v is one power step from that step's own sn_u and W (so the
+    optimizer never touched them); W itself moves; the run ends with step 2's state."""
+    from refsnn.train import train
+
+    calls = []
+    original = ide.loss_and_grad
+
+    def spy(params, x, y, cfg, rng=None, *, info=None, **kw):
+        seen = {k: np.array(params[k], copy=True) for k in ("W", "sn_u", "sn_v", "bn_mean", "bn_var")}
+        out = original(params, x, y, cfg, rng=rng, info=info, **kw)
+        calls.append((seen, {k: np.array(v, copy=True) for k, v in info["state"].items()}))
+        return out
+
+    monkeypatch.setattr(ide, "loss_and_grad", spy)
+    m = train("ide", "digits", seed=0, progress=False, log=None, epochs=1, batch_size=16, limit_train=32,
+              limit_test=16, hidden=[12], optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+              config=replace(ide.PRESETS["code"], backend="numpy"))
+    assert len(calls) == 2
+    (seen1, state1), (seen2, state2) = calls
+    for k in ("sn_u", "sn_v", "bn_mean", "bn_var"):
+        assert np.array_equal(seen2[k], state1[k]), k           # written back as returned, untouched
+        assert np.array_equal(m["params"][k], state2[k]), k
+    for seen, state in calls:
+        u, v, _ = _power_step(seen["W"], seen["sn_u"])
+        assert_close(state["sn_u"], u, FORMULA_REL)
+        assert_close(state["sn_v"], v, FORMULA_REL)
+    assert not np.array_equal(seen1["W"], seen2["W"]), "the optimizer moves W"
+    assert not np.array_equal(seen1["sn_u"], seen2["sn_u"]), "the state moves"
