@@ -407,7 +407,8 @@ def _golden_arrays(name, cfg, params, x, y):
     elif name == "ide":
         a = info["a"]
         extra["adjoint"] = info["beta"]
-        _, g_iter = module.loss_and_grad(params, x, y, replace(cfg, solver="code_iter", max_iter=30, tol=1e-14))
+        _, g_iter = module.loss_and_grad(params, x, y, replace(cfg, solver="code_iter", max_iter=30,
+                                                               early_stop=False))   # the official 'iter': 30 steps
         extra.update({f"grad_code_iter/{k}": v for k, v in g_iter.items()})
         exact = replace(cfg, linearize_at="fixed_point", solver="dense")
         _, g_fp = module.loss_and_grad(params, x, y, exact)
