@@ -534,9 +534,9 @@ def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradche
     ref_loss, ref = adapted.loss_and_grad(np.asarray(x, dtype=np.float64), np.asarray(y), loss=loss)
     report = gradcheck.compare(mine, {k: ref[k] for k in mine}, tol=tol,
                                title=f"{type(model).__name__} ({'/'.join(sorted(set(adapted.kinds)))}) vs refsnn: "
-                                     f"loss {float(L):.12g} vs {ref_loss:.12g}")
+                                     f"loss {L.item():.12g} vs {ref_loss:.12g}")
     report.notes = adapted.notes + report.notes
-    report.extra = {"peer_loss": float(L), "refsnn_loss": ref_loss, "adapted": adapted}
+    report.extra = {"peer_loss": L.item(), "refsnn_loss": ref_loss, "adapted": adapted}
     return report
 
 
