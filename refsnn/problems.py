@@ -38,6 +38,7 @@ __all__ = [
     "search",
     "stbp_problem",
     "STBP_FAMILY",
+    "STBP_CONV",
     "ide_problem",
     "ST_RSBP_SMALL",
     "st_rsbp_problem",
@@ -75,14 +76,18 @@ def stbp_problem(cfg, seed: int = 0, sizes=(6, 5, 4, 3), T: int = 5, batch: int 
     Weights from PyTorch's default init times 2.5, biases + 0.3, Bernoulli(0.5)
     input.  The margin holds for the spiking and for the smoothed
     (``forward="smooth"``) network, so the same problem serves both checks.
+    With ``cfg.arch`` the architecture gives the sizes (``sizes`` is ignored).
     """
+    if cfg.arch is not None:
+        input_shape, specs = stbp.parse_arch(cfg.arch)
+        sizes = (int(np.prod(input_shape)), *(sp.n_out for sp in specs))
     spiking, smooth = replace(cfg, forward="spike"), replace(cfg, forward="smooth")
     # with a scaled input (decay_input: kappa = 1 - lam) the weights are scaled up to keep the layers active
     lam = np.mean(cfg.decay) if cfg.learn_decay == "none" else 0.3
     gain = 2.5 / (1.0 - lam) if cfg.decay_input else 2.5
 
     def make(rng):
-        params = stbp.init_params(sizes, replace(cfg, init="torch"), rng)
+        params = stbp.init_params(None if cfg.arch else sizes, replace(cfg, init="torch"), rng)
         for n in range(1, len(sizes)):
             params[f"W{n}"] *= gain
             params[f"b{n}"] += 0.3 * gain / 2.5
@@ -95,6 +100,19 @@ def stbp_problem(cfg, seed: int = 0, sizes=(6, 5, 4, 3), T: int = 5, batch: int 
         return None
 
     return search(make, seed, tries=1000, what="stbp_problem")
+
+
+#: Convolutional STBP nets, one per synaptic operation (with the official code's neuron and the snnTorch
+#: one): a convolution, padding and stride, average and max pooling of spikes, a dense layer on flattened
+#: maps, and pooling the input itself.
+STBP_CONV = [
+    ("conv 3x3 + dense", "6x6x2-3c3-4", {}),
+    ("conv padded, avg pool", "6x6x2-3c3p1-ap2-4", {}),
+    ("conv stride 2, max pool", "7x7x1-2c3s2p1-mp2-3", {}),
+    ("avg-pooled input, conv", "8x8x1-ap2-2c3-5", {}),
+    ("two convs, max pool between, snnTorch neuron", "6x6x1-2c3p1-mp2-3c2-4",
+     dict(surrogate="atan", width=0.3, reset="subtract", reset_timing="delayed", detach_reset=True)),
+]
 
 
 #: The neuron settings of the PyTorch SNN libraries (and a few more), as STBP configurations: each changes
@@ -157,6 +175,9 @@ def _stbp_cases(seed: int) -> list:
         learned = cfg.learn_decay != "none" or cfg.learn_threshold
         cases.append(Case(f"stbp {label}", *stbp_problem(cfg, seed), cfg, tol=1e-7,
                           order=4 if learned else 2, eps=1e-4 if learned else 1e-6))
+    for label, arch, changes in STBP_CONV:
+        cfg = replace(base, arch=arch, **changes)
+        cases.append(Case(f"stbp {label} ({arch})", *stbp_problem(cfg, seed, T=4, batch=3), cfg, tol=1e-7))
     return cases
 
 

@@ -77,7 +77,7 @@ spikingjelly's ``detach_reset=True`` do.  The paper's printed temporal term uses
 what autograd (and so the official code) computes (``docs/stbp.md``).
 
 Learnable decay and threshold (``Config.learn_decay``, ``learn_threshold``)
---------------------------------------------------------------------------
+---------------------------------------------------------------------------
 A layer's decay and threshold can be parameters with their own keys, each a
 0-d array (one value for the layer) or one value per neuron:
 
@@ -146,6 +146,7 @@ Notation differences from the paper
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -212,6 +213,124 @@ def _bool(name, value):
     return bool(value)
 
 
+# ---------------------------------------------------------------------------
+# Architecture: fully connected, or convolutional in the papers' notation
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One spiking layer of an architecture: its synaptic operation and what it sees.
+
+    ``op`` is ``"dense"`` or ``"conv"``; ``below_shape`` the shape of what the layer receives (the
+    network's input or the neurons of the layer below: ``(C, H, W)`` or ``(n,)``); ``pool`` the
+    pooling ``("avg" | "max", k)`` applied to it before the operation, or None; ``in_shape`` what the
+    operation sees after that pooling (``(n,)`` for a dense layer: the maps flattened in ``(C, H, W)``
+    order), ``out_shape`` the layer's neurons ``(C, H, W)`` or ``(n,)``; ``kernel``, ``stride``,
+    ``pad`` of a convolution.
+    """
+
+    op: str
+    below_shape: tuple
+    in_shape: tuple
+    out_shape: tuple
+    pool: tuple | None = None
+    kernel: int = 0
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def pooled_shape(self) -> tuple:
+        """``(C, H // k, W // k)``: the pooling's output, before a dense layer flattens it."""
+        C, H, W = self.below_shape
+        k = self.pool[1]
+        return (C, H // k, W // k)
+
+    @property
+    def weight_shape(self) -> tuple:
+        if self.op == "conv":
+            return (self.out_shape[0], self.in_shape[0], self.kernel, self.kernel)   # PyTorch's (c_out, c_in, k, k)
+        return (self.n_out, self.n_in)
+
+
+_CONV = re.compile(r"(\d+)c(\d+)((?:[sp]\d+)*)")
+
+
+def parse_arch(arch) -> tuple:
+    """Read an architecture string: ``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` -> ``(input_shape, [LayerSpec])``.
+
+    Tokens, separated by ``-`` (case-insensitive): the input ``HxWxC`` (first), a convolution
+    ``{c_out}c{k}`` with optional ``s{stride}`` and ``p{padding}`` (default stride 1, padding 0, as
+    PyTorch's ``nn.Conv2d``), a pooling ``ap{k}`` (average) or ``mp{k}`` (max) of the spikes below
+    (window and stride ``k``, the remainder dropped, as PyTorch), and a fully connected layer ``{n}``;
+    the last token is the output layer.  A dense layer after convolutions sees their spikes flattened
+    in ``(C, H, W)`` order (PyTorch's ``view``).  Every convolution and dense layer is a spiking layer.
+    """
+    if not isinstance(arch, str):
+        raise TypeError(f"arch: expected a string like '28x28x1-32c3p1-ap2-128-10', got {type(arch).__name__}")
+    tokens = [t.strip().lower() for t in arch.split("-")]
+    if len(tokens) < 2 or any(not t for t in tokens):
+        raise ValueError(f"arch: expected tokens separated by '-', like '28x28x1-32c3p1-ap2-128-10', got {arch!r}")
+    dims = tokens[0].split("x")
+    if len(dims) == 3 and all(d.isdigit() and int(d) > 0 for d in dims):
+        shape = (int(dims[2]), int(dims[0]), int(dims[1]))               # HxWxC -> (C, H, W)
+    elif len(dims) == 1 and dims[0].isdigit() and int(dims[0]) > 0:
+        shape = (int(dims[0]),)
+    else:
+        raise ValueError(f"arch: the first token must be the input, HxWxC (like 28x28x1) or a size, got {tokens[0]!r}")
+    input_shape, layers, pool, below = shape, [], None, shape
+    for t in tokens[1:]:
+        m = _CONV.fullmatch(t)
+        if t[:2] in ("ap", "mp") and t[2:].isdigit():
+            k = int(t[2:])
+            if len(shape) != 3 or pool is not None or k < 1:
+                raise ValueError(f"arch: {t!r} pools a (C, H, W) map of spikes; it must follow the input or a "
+                                 f"convolution, once, with k >= 1")
+            if shape[1] // k < 1 or shape[2] // k < 1:
+                raise ValueError(f"arch: {t!r} does not fit the {shape[1]}x{shape[2]} map it pools")
+            pool = ("avg" if t[0] == "a" else "max", k)
+            shape = (shape[0], shape[1] // k, shape[2] // k)
+        elif m:
+            if len(shape) != 3:
+                raise ValueError(f"arch: the convolution {t!r} needs a (C, H, W) input, not a vector")
+            c_out, k = int(m.group(1)), int(m.group(2))
+            opts = dict(re.findall(r"([sp])(\d+)", m.group(3)))
+            stride, pad = int(opts.get("s", 1)), int(opts.get("p", 0))
+            H = (shape[1] + 2 * pad - k) // stride + 1
+            W = (shape[2] + 2 * pad - k) // stride + 1
+            if c_out < 1 or k < 1 or stride < 1 or H < 1 or W < 1:
+                raise ValueError(f"arch: the convolution {t!r} does not fit its {shape[1]}x{shape[2]} input")
+            layers.append(LayerSpec("conv", below, shape, (c_out, H, W), pool, k, stride, pad))
+            shape, pool, below = (c_out, H, W), None, (c_out, H, W)
+        elif t.isdigit() and int(t) > 0:
+            layers.append(LayerSpec("dense", below, (int(np.prod(shape)),), (int(t),), pool))
+            shape, pool, below = (int(t),), None, (int(t),)
+        else:
+            raise ValueError(f"arch: unknown token {t!r} (expected HxWxC, {{c}}c{{k}}[s{{s}}][p{{p}}], ap{{k}}, "
+                             f"mp{{k}} or a layer size)")
+    if pool is not None:
+        raise ValueError(f"arch: a pooling ends the architecture {arch!r}; the last token must be the output layer")
+    if not layers:
+        raise ValueError(f"arch: {arch!r} has no layer after the input")
+    if layers[-1].op != "dense":
+        raise ValueError(f"arch: the last token of {arch!r} must be the output layer's size (a dense readout)")
+    return input_shape, layers
+
+
+def _specs(cfg, sizes=None):
+    """The layer specs: from ``cfg.arch``, or a fully connected net ``sizes = [n_in, ..., n_out]``."""
+    if cfg.arch is not None:
+        return parse_arch(cfg.arch)[1]
+    return [LayerSpec("dense", (a,), (a,), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings of an STBP network.  Every field is validated on construction.
@@ -220,6 +339,10 @@ class Config:
     ----------
     v_th : float or tuple of float
         Firing threshold ``V_th`` (> 0); one per layer if a tuple.
+    arch : str or None
+        A convolutional architecture in the papers' notation, e.g.
+        ``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` (:func:`parse_arch`); None for a
+        fully connected net, whose sizes come from the parameters.
     decay : float or tuple of float
         Leak factor ``lam`` in (0, 1] (the paper's ``tau``): the fraction of the
         reset potential carried to the next step; ``1`` is the IF neuron.
@@ -290,6 +413,7 @@ class Config:
 
     v_th: object = 1.5
     decay: object = 0.1
+    arch: object = None
     surrogate: str = "rect"
     width: float = 1.0
     reset: str = "exp"
@@ -313,6 +437,8 @@ class Config:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        if self.arch is not None:
+            parse_arch(self.arch)                   # a clean error for a malformed architecture
         set_("v_th", _per_layer("v_th", self.v_th, check_positive))
         set_("decay", _per_layer("decay", self.decay,
                                  lambda n, v: check_in_range(n, v, 0.0, 1.0, lo_open=True)))
@@ -354,6 +480,10 @@ class Config:
 #:   refsnn's MLP recipes): thresh 0.5, decay 0.2, T 20, rect window lens 0.5 (width 1),
 #:   ``mem * decay * (1 - spike)`` (the zero reset, not detached), MSELoss, PyTorch default init,
 #:   Bernoulli input.
+#: * ``code_conv``: ``code`` with the official code's convolutional net, ``28x28x1-32c3p1-ap2-32c3p1-ap2-128-10``
+#:   (average pooling of spikes, no neuron after a pooling).
+#: * ``paper_cnn``: ``paper`` with the paper's MNIST CNN ``28x28-15C5-P2-40C5-P2-300-10``; the paper does not
+#:   say which pooling, average is assumed (as in the code).
 #: * ``code_fc``: the official FC MNIST file (``code_mnist/mnist_model.py``, 784-512-10): thresh 0.3,
 #:   decay 0.5, T 8, the same window and reset, analog ("direct") input.
 #: * ``snntorch``: snnTorch's ``Leaky(beta=0.9)`` with its defaults (subtract reset, delayed and
@@ -368,6 +498,12 @@ PRESETS = {
                     loss="mse_paper", T=30, encoding="bernoulli", init="paper"),
     "code": Config(v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="zero", detach_reset=False,
                    loss="mse_mean", T=20, encoding="bernoulli", init="torch"),
+    "code_conv": Config(v_th=0.5, decay=0.2, surrogate="rect", width=1.0, reset="zero", detach_reset=False,
+                        loss="mse_mean", T=20, encoding="bernoulli", init="torch",
+                        arch="28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"),
+    "paper_cnn": Config(v_th=1.5, decay=0.1, surrogate="rect", width=1.0, reset="exp", detach_reset=False,
+                        loss="mse_paper", T=30, encoding="bernoulli", init="paper",
+                        arch="28x28x1-15c5-ap2-40c5-ap2-300-10"),
     "code_fc": Config(v_th=0.3, decay=0.5, surrogate="rect", width=1.0, reset="zero", detach_reset=False,
                       loss="mse_mean", T=8, encoding="direct", init="torch"),
     "snntorch": Config(v_th=1.0, decay=0.9, surrogate="atan", width=1.0 / math.pi, reset="subtract",
@@ -377,6 +513,179 @@ PRESETS = {
     "norse": Config(v_th=1.0, decay=0.9, surrogate="fast_sigmoid", width=1.0, reset="zero", decay_input=True,
                     synapse="current", syn_decay=0.8, loss="mse_mean", T=25, init="torch"),
 }
+
+
+# ---------------------------------------------------------------------------
+# Synaptic operations: dense, convolution, pooling -- and their transposes
+# ---------------------------------------------------------------------------
+# ``a`` has one row per sample (and step): (R, n_in) flat; a convolution sees it as (R, C, H, W).
+# The readable twin writes the convolution as the sum it is (an einsum over each output's patch); the
+# fast tier as one BLAS product over every patch of every row ("im2col").
+
+def _patches(a, k, stride, pad):
+    """Every ``k x k`` patch of the padded maps ``a`` (R, C, H, W): a view (R, C, Ho, Wo, k, k)."""
+    ap = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else a
+    view = np.lib.stride_tricks.sliding_window_view(ap, (k, k), axis=(2, 3))
+    return view[:, :, ::stride, ::stride]
+
+
+def pool_forward(a, kind, k, select=None):
+    """Pooling of (R, C, H, W) maps with window and stride ``k`` (the remainder dropped): ``(out, argmax)``.
+
+    ``"avg"``: the window's mean (Eq. (P)).  ``"max"``: its largest entry; ``argmax`` (R, C, Ho, Wo)
+    is the index of the first largest entry in row-major window order, as PyTorch's CPU kernel picks
+    it, or ``select`` when given (the entry to take, whatever the values: a frozen choice).
+    """
+    R, C, H, W = a.shape
+    Ho, Wo = H // k, W // k
+    win = a[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k).transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho, Wo, k * k)
+    if kind == "avg":
+        return win.mean(axis=-1), None                                      # Eq. (P)
+    idx = np.argmax(win, axis=-1) if select is None else select
+    return np.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx     # Eq. (P), max
+
+
+def pool_backward(g, shape, kind, k, argmax=None):
+    """The transpose of :func:`pool_forward`: ``g`` (R, C, Ho, Wo) back onto the (R, C, H, W) input.
+
+    Average pooling spreads ``g / k^2`` over each window; max pooling sends ``g`` to the selected
+    entry (the sub-gradient PyTorch uses: ties go to the first largest entry).
+    """
+    R, C, H, W = shape
+    Ho, Wo = g.shape[2], g.shape[3]
+    if kind == "avg":
+        win = np.repeat(g[..., None], k * k, axis=-1) / (k * k)
+    else:
+        win = np.zeros((R, C, Ho, Wo, k * k), g.dtype)
+        np.put_along_axis(win, argmax[..., None], g[..., None], axis=-1)
+    out = np.zeros(shape, g.dtype)
+    out[:, :, :Ho * k, :Wo * k] = win.reshape(R, C, Ho, Wo, k, k).transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho * k, Wo * k)
+    return out
+
+
+def _synapse(L, a, fast, select=None):
+    """``I = W * pool(a) + b`` of layer ``L`` for rows ``a`` (R, n_in of the layer below): Eq. (I), (C), (P).
+
+    Returns ``(I (R, n_out), pooled input (R, ...), argmax of a max pooling or None)``; ``select``
+    imposes the max pooling's choice (the anchored network of :func:`reference_objective`).
+    """
+    R = a.shape[0]
+    sp = L.spec
+    argmax = None
+    if sp.pool is not None:
+        a, argmax = pool_forward(a.reshape(R, *sp.below_shape), *sp.pool, select=select)
+    if sp.op == "dense":
+        ain = a.reshape(R, -1)
+        return ain @ L.W.T + L.b, ain, argmax                               # Eq. (I)
+    ain = a.reshape(R, *sp.in_shape)
+    if not fast:
+        P = _patches(ain, sp.kernel, sp.stride, sp.pad)                     # (R, C, Ho, Wo, k, k)
+        I = np.einsum("rcyxij,ocij->royx", P, L.W)                          # Eq. (C): the sum over each patch
+        return (I + L.b[None, :, None, None]).reshape(R, -1), ain, argmax
+    I = conv2d_fast(ain, L.W, sp.stride, sp.pad)
+    I += L.b[None, :, None, None]
+    return I.reshape(R, -1), ain, argmax
+
+
+# The fast tier's convolution: im2col a block of rows at a time into one reused buffer, then one BLAS
+# product per block.  The buffer stays small (``_BLOCK`` elements) so that it stays in cache and no large
+# temporary is allocated per call; the weight gradient uses the same blocks, and the input gradient is
+# itself a convolution (of the dilated, padded output gradient with the flipped, transposed kernel).
+
+_BLOCK = 1 << 20    # elements of one im2col block (8 MB in float64)
+
+
+def _row_blocks(R, per_row):
+    """Slices of ``range(R)`` with at most ``_BLOCK`` im2col elements each (``per_row`` per row)."""
+    step = max(1, _BLOCK // max(per_row, 1))
+    return [slice(i, min(i + step, R)) for i in range(0, R, step)]
+
+
+def _im2col_blocks(a, k, stride, pad):
+    """Yield ``(rows, cols)``: for each block of rows of ``a`` (R, C, H, W), its im2col matrix
+    (n Ho Wo, C k k), one row per output position (valid until the next block)."""
+    R, C = a.shape[:2]
+    P = _patches(a, k, stride, pad)                                   # a view (R, C, Ho, Wo, k, k)
+    Ho, Wo = P.shape[2], P.shape[3]
+    rows = _row_blocks(R, Ho * Wo * C * k * k)
+    buf = np.empty((rows[0].stop - rows[0].start, Ho, Wo, C, k, k), a.dtype)
+    for r in rows:
+        n = r.stop - r.start
+        np.copyto(buf[:n], P[r].transpose(0, 2, 3, 1, 4, 5))
+        yield r, buf[:n].reshape(n * Ho * Wo, C * k * k)
+
+
+def conv2d_fast(a, W, stride=1, pad=0):
+    """Cross-correlation of maps ``a`` (R, C, H, W) with kernels ``W`` (O, C, k, k), as ``torch.conv2d``
+    (no bias): (R, O, Ho, Wo), by im2col and BLAS."""
+    O, C, k, _ = W.shape
+    R, _, H, Wd = a.shape
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (Wd + 2 * pad - k) // stride + 1
+    Wm = W.reshape(O, -1).T                                           # (C k k, O)
+    out = np.empty((R, O, Ho, Wo), a.dtype)
+    for r, cols in _im2col_blocks(a, k, stride, pad):
+        out[r] = (cols @ Wm).reshape(-1, Ho, Wo, O).transpose(0, 3, 1, 2)
+    return out
+
+
+def conv2d_weight_grad_fast(a, g, k, stride=1, pad=0):
+    """``dL/dW`` (O, C, k, k) of :func:`conv2d_fast` for the output gradient ``g`` (R, O, Ho, Wo)."""
+    O, C = g.shape[1], a.shape[1]
+    gW = np.zeros((O, C * k * k), g.dtype)
+    for r, cols in _im2col_blocks(a, k, stride, pad):
+        gW += g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols       # rows of cols: (sample, y, x), as here
+    return gW.reshape(O, C, k, k)
+
+
+def conv2d_input_grad_fast(g, W, in_hw, stride=1, pad=0):
+    """``dL/da`` (R, C, H, W) of :func:`conv2d_fast`: the transposed convolution of ``g`` (R, O, Ho, Wo),
+    computed as a stride-1 convolution of ``g`` dilated by the stride and padded by ``k - 1 - pad``
+    (plus the rows the forward stride skipped) with the kernel flipped and its channels swapped."""
+    R, O, Ho, Wo = g.shape
+    k = W.shape[2]
+    H, Wd = in_hw
+    q = k - 1 - pad
+    if q < 0:                                                         # padding wider than the kernel
+        gd = conv2d_input_grad_fast(g, W, (H + 2 * pad, Wd + 2 * pad), stride, 0)
+        return gd[:, :, pad:pad + H, pad:pad + Wd]
+    extra_h, extra_w = (H + 2 * pad - k) % stride, (Wd + 2 * pad - k) % stride
+    gd = np.zeros((R, O, (Ho - 1) * stride + 1 + 2 * q + extra_h, (Wo - 1) * stride + 1 + 2 * q + extra_w), g.dtype)
+    gd[:, :, q:q + (Ho - 1) * stride + 1:stride, q:q + (Wo - 1) * stride + 1:stride] = g
+    return conv2d_fast(gd, np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), 1, 0)
+
+
+def _synapse_backward(L, gI, ain, argmax, fast, need_input=True):
+    """Transpose of :func:`_synapse`: ``gI = dL/dI`` (R, n_out) -> ``(dL/dW, dL/db, dL/d(input below) or None)``."""
+    R = gI.shape[0]
+    sp = L.spec
+    if sp.op == "dense":
+        gW, gb = gI.T @ ain, gI.sum(axis=0)                                 # Eq. (B5)
+        ga = gI @ L.W if need_input else None                               # Eq. (B2)
+    else:
+        g4 = gI.reshape(R, *sp.out_shape)
+        O, Ho, Wo = sp.out_shape
+        C, H, W = sp.in_shape
+        k, s, p = sp.kernel, sp.stride, sp.pad
+        gb = g4.sum(axis=(0, 2, 3))
+        ga = None
+        if fast:
+            gW = conv2d_weight_grad_fast(ain, g4, k, s, p)
+            if need_input:
+                ga = conv2d_input_grad_fast(g4, L.W, (H, W), s, p)
+        else:
+            gW = np.einsum("royx,rcyxij->ocij", g4, _patches(ain, k, s, p))  # Eq. (B5) for a convolution
+            if need_input:                                                  # Eq. (B2): each kernel offset in turn
+                gpad = np.zeros((R, C, H + 2 * p, W + 2 * p), gI.dtype)
+                for i in range(k):
+                    for j in range(k):
+                        gpad[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s] += \
+                            np.einsum("royx,oc->rcyx", g4, L.W[:, :, i, j])
+                ga = gpad[:, :, p:p + H, p:p + W]
+    if ga is not None:
+        if sp.pool is not None:
+            ga = pool_backward(ga.reshape(R, *sp.pooled_shape), (R, *sp.below_shape), *sp.pool, argmax)
+        ga = ga.reshape(R, -1)
+    return gW, gb, ga
 
 
 # ---------------------------------------------------------------------------
@@ -407,28 +716,40 @@ def _layer_value(name: str, value, n: int, N: int):
     return value
 
 
-def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
-    """Initial parameters for a fully connected net ``sizes = [n_in, h1, ..., n_out]``.
+def init_params(sizes=None, cfg: Config = Config(), rng=0) -> dict:
+    """Initial parameters for a fully connected net ``sizes = [n_in, h1, ..., n_out]``, or for ``cfg.arch``.
 
     Returns ``{"W1": (h1, n_in), "b1": (h1,), ..., "WN": (n_out, h_{N-1}), "bN": (n_out,)}``
-    in float64, initialised as ``cfg.init`` says, and with ``learn_decay`` /
-    ``learn_threshold`` the 0-d ``beta{n}`` / ``tau_w{n}`` / ``thr{n}`` set
-    from ``cfg.decay`` and ``cfg.v_th``.
+    in float64 (a convolution's ``Wn`` is PyTorch's ``(c_out, c_in, k, k)``, its ``bn`` one per
+    output channel), initialised as ``cfg.init`` says, and with ``learn_decay`` /
+    ``learn_threshold`` the 0-d ``beta{n}`` / ``tau_w{n}`` / ``thr{n}`` set from ``cfg.decay``
+    and ``cfg.v_th``.  With ``cfg.arch`` the architecture fixes the sizes; ``sizes`` may then be
+    None, or ``[n_in, ..., n_out]`` whose first and last entries must agree with it.
     """
     cfg = check_config(cfg, Config)
-    sizes = check_sizes(sizes)
     rng = as_generator(rng)
-    N = len(sizes) - 1
+    if cfg.arch is not None:
+        input_shape, specs = parse_arch(cfg.arch)
+        if sizes is not None:
+            sizes = check_sizes(sizes)
+            if (sizes[0], sizes[-1]) != (int(np.prod(input_shape)), specs[-1].n_out):
+                raise ValueError(f"sizes: {sizes} do not match cfg.arch {cfg.arch!r} (input "
+                                 f"{int(np.prod(input_shape))}, output {specs[-1].n_out})")
+    else:
+        specs = _specs(cfg, check_sizes(sizes))
+    N = len(specs)
     params = {}
-    for n, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+    for n, sp in enumerate(specs, start=1):
+        fan_in = int(np.prod(sp.weight_shape[1:]))          # c_in k k for a convolution, n_in for a dense layer
         if cfg.init == "paper":
-            W = rng.uniform(-1.0, 1.0, (n_out, n_in))
-            W /= np.sqrt((W ** 2).sum(axis=1, keepdims=True))  # each row to unit norm
-            b = np.zeros(n_out)
+            W = rng.uniform(-1.0, 1.0, (sp.weight_shape[0], fan_in))
+            W /= np.sqrt((W ** 2).sum(axis=1, keepdims=True))  # each row (each filter) to unit norm
+            W = W.reshape(sp.weight_shape)
+            b = np.zeros(sp.weight_shape[0])
         else:
-            bound = 1.0 / math.sqrt(n_in)
-            W = rng.uniform(-bound, bound, (n_out, n_in))
-            b = rng.uniform(-bound, bound, n_out)
+            bound = 1.0 / math.sqrt(fan_in)                 # PyTorch's default for Linear and Conv2d
+            W = rng.uniform(-bound, bound, sp.weight_shape)
+            b = rng.uniform(-bound, bound, sp.weight_shape[0])
         params[f"W{n}"], params[f"b{n}"] = W, b
         lam = _layer_value("decay", cfg.decay, n - 1, N)
         if cfg.learn_decay == "clamp":
@@ -446,6 +767,7 @@ class _Layer:
 
     W: np.ndarray
     b: np.ndarray
+    spec: LayerSpec         # its synaptic operation (dense or convolution, pooling) and shapes
     lam: np.ndarray         # (H,) decay
     kap: np.ndarray         # (H,) input scale kappa
     c: np.ndarray           # (H,) (1 - lam) v_rest
@@ -455,6 +777,11 @@ class _Layer:
     decay_raw: np.ndarray | None = None   # ... and its value (0-d or (H,))
     thr_key: str | None = None       # "thr{n}" when the threshold is learned ...
     thr_raw: np.ndarray | None = None     # ... and its value
+
+    @property
+    def n(self) -> int:
+        """The number of neurons ``H`` (a convolution's ``C * H * W``, flattened)."""
+        return self.spec.n_out
 
 
 def _float_param(name, value, H):
@@ -474,16 +801,27 @@ def _network(params, cfg: Config, name: str = "params") -> list:
         missing = [k for k in want if k not in params]
         extra = [k for k in params if k not in want]
         raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}")
+    specs = parse_arch(cfg.arch)[1] if cfg.arch is not None else None
+    if specs is not None and N != len(specs):
+        raise ValueError(f"{name}: cfg.arch {cfg.arch!r} has {len(specs)} layers, the parameters {N} (W1..W{N})")
     layers = []
     for n in range(1, N + 1):
-        W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2)
+        if specs is not None:
+            sp = specs[n - 1]
+            W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=len(sp.weight_shape))
+            if W.shape != sp.weight_shape:
+                raise ValueError(f"{name}['W{n}']: expected shape {sp.weight_shape} for layer {n} of cfg.arch "
+                                 f"{cfg.arch!r}, got {W.shape}")
+        else:
+            W = check_array(f"{name}['W{n}']", params[f"W{n}"], ndim=2)
+            if n > 1 and W.shape[1] != layers[-1].n:
+                raise ValueError(f"{name}['W{n}']: expected {layers[-1].n} inputs (the size of layer {n - 1}), "
+                                 f"got shape {W.shape}")
+            sp = LayerSpec("dense", (W.shape[1],), (W.shape[1],), (W.shape[0],))
         b = check_array(f"{name}['b{n}']", params[f"b{n}"], ndim=1)
-        H = W.shape[0]
-        if b.shape[0] != H:
-            raise ValueError(f"{name}['b{n}']: expected shape ({H},) to match W{n} {W.shape}, got {b.shape}")
-        if n > 1 and W.shape[1] != layers[-1].W.shape[0]:
-            raise ValueError(f"{name}['W{n}']: expected {layers[-1].W.shape[0]} inputs (the size of layer {n - 1}), "
-                             f"got shape {W.shape}")
+        if b.shape[0] != W.shape[0]:
+            raise ValueError(f"{name}['b{n}']: expected shape ({W.shape[0]},) to match W{n} {W.shape}, got {b.shape}")
+        H = sp.n_out
         decay_key = decay_raw = thr_key = thr_raw = None
         if cfg.learn_decay == "clamp":
             decay_key = f"beta{n}"
@@ -503,7 +841,7 @@ def _network(params, cfg: Config, name: str = "params") -> list:
         alpha = float(_layer_value("syn_decay", cfg.syn_decay, n - 1, N))
         lam = np.broadcast_to(lam, (H,)).astype(np.float64)
         kap = 1.0 - lam if cfg.decay_input else np.ones(H)
-        layers.append(_Layer(W, b, lam, kap, (1.0 - lam) * cfg.v_rest, np.broadcast_to(thr, (H,)).astype(np.float64),
+        layers.append(_Layer(W, b, sp, lam, kap, (1.0 - lam) * cfg.v_rest, np.broadcast_to(thr, (H,)).astype(np.float64),
                              np.full(H, alpha), decay_key, decay_raw, thr_key, thr_raw))
     return layers
 
@@ -524,9 +862,18 @@ def neuron_constants(params, cfg: Config = Config()) -> list:
              "syn_decay": L.alpha.copy()} for L in _network(params, cfg)]
 
 
-def _check_x(x, n_in: int) -> np.ndarray:
+def _check_x(x, layers) -> np.ndarray:
+    """``x`` as (T, batch, n_in); a convolutional net also takes (T, batch, C, H, W) maps."""
     x = check_array("x", x)
-    check_time_major("x", x, n_in, layer="W1 has shape (h1, {n_in})")
+    first = layers[0].spec
+    if len(first.below_shape) == 3 and x.ndim == 5:
+        if x.shape[2:] != first.below_shape:
+            raise ValueError(f"x: expected maps of shape (T, batch, C, H, W) = (T, batch, "
+                             f"{', '.join(map(str, first.below_shape))}) for cfg.arch, got {x.shape}")
+        x = x.reshape(x.shape[0], x.shape[1], -1)
+    n_in = int(np.prod(first.below_shape))
+    check_time_major("x", x, n_in, layer="W1 has shape (h1, {n_in})" if first.op == "dense" and
+                     len(first.below_shape) == 1 else "the input of cfg.arch, flattened in (C, H, W) order")
     return x
 
 
@@ -540,7 +887,7 @@ def _cast(layers, dt):
 def _prepare(params, x, cfg):
     cfg = check_config(cfg, Config)
     layers = _network(params, cfg)
-    x = _check_x(x, layers[0].W.shape[1])
+    x = _check_x(x, layers)
     dt = np.dtype(cfg.dtype)
     return _cast(layers, dt), x.astype(dt, copy=False), cfg
 
@@ -624,20 +971,25 @@ def anchored_rule(cfg: Config, u0, o0, thr0):
 # Readable twin: step-major loops that follow the equations line by line
 # ---------------------------------------------------------------------------
 
-def _run_numpy(layers, x, cfg, fire, reset_spikes):
-    """Eq. (I)-(R) step by step, layer by layer; returns per layer ``u, o, v, j`` (each (T, batch, n))."""
+def _run_numpy(layers, x, cfg, fire, reset_spikes, pool_select=None):
+    """Eq. (I)-(R) step by step, layer by layer; returns per layer ``u, o, v, j`` (each (T, batch, n)).
+
+    Also returns ``sel``: per layer and step, the entries a max pooling took (None for other layers),
+    which ``pool_select`` (the same structure) imposes instead.
+    """
     kind = RESET_CODES[cfg.reset]
     delayed = cfg.reset_timing == "delayed"
     v_reset = x.dtype.type(cfg.v_reset)
     T, B = x.shape[:2]
-    out = {key: [np.zeros((T, B, L.W.shape[0]), x.dtype) for L in layers] for key in ("u", "o", "v", "j")}
+    out = {key: [np.zeros((T, B, L.n), x.dtype) for L in layers] for key in ("u", "o", "v", "j")}
     u, o, v, j = out["u"], out["o"], out["v"], out["j"]
-    r = [np.broadcast_to(np.asarray(cfg.v_rest, x.dtype), (B, L.W.shape[0])) for L in layers]   # r^{-1} = v_rest
+    r = [np.broadcast_to(np.asarray(cfg.v_rest, x.dtype), (B, L.n)) for L in layers]   # r^{-1} = v_rest
     o_reset = o if reset_spikes is None else reset_spikes              # the spikes the reset sees
+    sel = [[None] * T for _ in layers]
     for t in range(T):
         a = x[t]                                                        # o^{t,0}
         for n, L in enumerate(layers):
-            I = a @ L.W.T + L.b                                         # Eq. (I)
+            I, _, sel[n][t] = _synapse(L, a, False, None if pool_select is None else pool_select[n][t])  # Eq. (I)
             j[n][t] = L.alpha * j[n][t - 1] + I if (cfg.synapse == "current" and t > 0) else I   # Eq. (J)
             v[n][t] = L.lam * r[n] + L.kap * j[n][t] + L.c              # Eq. (V)
             if delayed and t > 0:
@@ -648,10 +1000,10 @@ def _run_numpy(layers, x, cfg, fire, reset_spikes):
             r[n] = u[n][t] if delayed else reset_value(u[n][t], o_reset[n][t], kind, L.lam, L.thr,
                                                        v_reset)     # Eq. (R)
             a = o[n][t]
-    return u, o, v, j
+    return u, o, v, j, sel
 
 
-def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
+def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None, pool_select=None):
     """Simulate the network, looping over time, then layers (the paper's order).
 
     Parameters
@@ -669,6 +1021,9 @@ def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
         Spikes for the reset to see instead of the network's own (a detached
         reset: :func:`reference_objective` freezes it at the forward pass's
         spikes when ``cfg.detach_reset``).
+    pool_select : list, optional
+        Per layer and step, the entries each max pooling takes (a frozen choice:
+        :func:`reference_objective` freezes it at the forward pass's).
 
     Returns
     -------
@@ -676,7 +1031,7 @@ def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None):
         Membrane potentials (the value compared with ``v_th``) and spikes of every layer.
     """
     layers, x, cfg = _prepare(params, x, cfg)
-    u, o, _, _ = _run_numpy(layers, x, cfg, spike_rule(cfg) if fire is None else fire, reset_spikes)
+    u, o, _, _, _ = _run_numpy(layers, x, cfg, spike_rule(cfg) if fire is None else fire, reset_spikes, pool_select)
     return u, o
 
 
@@ -717,6 +1072,7 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
         for n in reversed(range(N)):
             L = layers[n]
             a = x[t] if n == 0 else o[n - 1][t]                        # o^{t,n-1}
+            _, ain, argmax = _synapse(L, a, False)                     # what the synapse saw (pooled) and chose
             ut, ot = u[n][t], o[n][t]
             eps_r = 0.0
             if t < T - 1:
@@ -747,9 +1103,9 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
             r_prev = cfg.v_rest if t == 0 else (u[n][t - 1] if delayed else reset_value(
                 u[n][t - 1], o[n][t - 1], kind, L.lam, L.thr, v_reset))
             glam[n] += (gv * (r_prev - cfg.v_rest - (j[n][t] if cfg.decay_input else 0.0))).sum(axis=0)   # dv/dlam
-            gW[n] += gj.T @ a                                          # Eq. (B5)
-            gb[n] += gj.sum(axis=0)
-            delta = gj @ L.W                                           # Eq. (B2): dL/do^{t,n-1}
+            gWt, gbt, delta = _synapse_backward(L, gj, ain, argmax, False)   # Eq. (B5), and (B2): dL/do^{t,n-1}
+            gW[n] += gWt
+            gb[n] += gbt
             nxt[n] = (eps, gv, gj)
         g_x[t] = delta
     return _collect(layers, cfg, gW, gb, glam, gthr), g_x
@@ -763,7 +1119,7 @@ def _charges(layers, x, o, u, cfg):
     v, j = [], []
     for n, L in enumerate(layers):
         a = x if n == 0 else o[n - 1]
-        I = a @ L.W.T + L.b
+        I = _synapse(L, a.reshape(T * a.shape[1], -1), False)[0].reshape(T, a.shape[1], L.n)   # Eq. (I)
         jn = I.copy()
         if cfg.synapse == "current":
             for t in range(1, T):
@@ -791,10 +1147,10 @@ def _collect(layers, cfg, gW, gb, glam, gthr) -> dict:
             g = glam[n - 1]
             if cfg.learn_decay == "clamp":                             # lam = clamp(beta, 0, 1)
                 inside = (L.decay_raw >= 0.0) & (L.decay_raw <= 1.0)
-                g = np.broadcast_to(g, (L.W.shape[0],)) * np.broadcast_to(inside, (L.W.shape[0],))
+                g = np.broadcast_to(g, (L.n,)) * np.broadcast_to(inside, (L.n,))
             else:                                                      # lam = 1 - sigmoid(w)
                 q = _sigmoid(L.decay_raw)
-                g = -g * np.broadcast_to(q * (1.0 - q), (L.W.shape[0],))
+                g = -g * np.broadcast_to(q * (1.0 - q), (L.n,))
             grads[L.decay_key] = _reduce(g, L.decay_raw)
         if L.thr_key is not None:
             grads[L.thr_key] = _reduce(gthr[n - 1], L.thr_raw)
@@ -926,17 +1282,24 @@ def _kernel_constants(cfg, dt):
 
 
 def _forward_fast(layers, x, cfg, keep=False):
-    """Layer-major forward; with ``keep`` also each layer's ``v`` and ``j`` (for the backward pass)."""
+    """Layer-major forward; with ``keep`` also each layer's ``v`` and ``j`` and what its synapse saw
+    (``ins``: the pooled input and a max pooling's choice), for the backward pass."""
     T, B = x.shape[:2]
     dt = x.dtype
     v_rest, synapse, kind, v_reset, delayed = _kernel_constants(cfg, dt)
     sur = surrogates.KIND_CODES[cfg.surrogate]
     dummy = np.zeros((1, 1, 1), dt)
-    u, o, vs, js = [], [], [], []
+    u, o, vs, js, ins = [], [], [], [], []
     a = x
     for L in layers:
-        H = L.W.shape[0]
-        I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H) + L.b      # Eq. (I), every t at once
+        H = L.n
+        if L.spec.op == "dense" and L.spec.pool is None:
+            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H) + L.b  # Eq. (I), every t at once
+            ins.append((a.reshape(T * B, -1), None))
+        else:
+            I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
+            I = I.reshape(T, B, H)
+            ins.append((ain, argmax) if keep else None)
         v_out = np.empty((T, B, H), dt) if keep and delayed else dummy
         j_out = np.empty((T, B, H), dt) if keep and (cfg.decay_input and L.decay_key is not None) else dummy
         un, on = _lif_forward_kernel(I, L.lam, L.kap, L.c, L.thr, L.alpha, v_rest, synapse, kind, v_reset, delayed,
@@ -946,10 +1309,10 @@ def _forward_fast(layers, x, cfg, keep=False):
         vs.append(v_out)
         js.append(j_out)
         a = on
-    return u, o, vs, js
+    return u, o, vs, js, ins
 
 
-def _backward_fast(layers, x, u, o, vs, js, g_obar, cfg, input_grad=False):
+def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
     """Layer-major Eq. (B1)-(B5); ``dL/dx`` (one more matrix product) only when ``input_grad``."""
     T, B = x.shape[:2]
     dt = x.dtype
@@ -960,16 +1323,21 @@ def _backward_fast(layers, x, u, o, vs, js, g_obar, cfg, input_grad=False):
     g = np.broadcast_to((g_obar / T).astype(dt), (T,) + g_obar.shape)   # Eq. (B1) at every t
     for n in reversed(range(N)):
         L = layers[n]
-        H = L.W.shape[0]
+        H = L.n
         glam[n], gthr[n] = np.zeros(H, dt), np.zeros(H, dt)
         gI = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], vs[n], js[n], L.lam, L.kap, L.thr, L.alpha,
                                   v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset, cfg.decay_input, sur,
                                   dt.type(cfg.width), glam[n], gthr[n])
-        a = x if n == 0 else o[n - 1]
         e2 = gI.reshape(T * B, H)
-        gW[n] = e2.T @ a.reshape(T * B, -1)                              # Eq. (B5), summed over t and batch
-        gb[n] = e2.sum(axis=0)
-        g = (e2 @ L.W).reshape(T, B, -1) if n > 0 or input_grad else None   # Eq. (B2)
+        ain, argmax = ins[n]
+        need = n > 0 or input_grad
+        if L.spec.op == "dense" and L.spec.pool is None:
+            gW[n] = e2.T @ ain                                          # Eq. (B5), summed over t and batch
+            gb[n] = e2.sum(axis=0)
+            g = (e2 @ L.W).reshape(T, B, -1) if need else None          # Eq. (B2)
+        else:
+            gW[n], gb[n], g = _synapse_backward(L, e2, ain, argmax, True, need)   # Eq. (B5), (B2)
+            g = g.reshape(T, B, -1) if need else None
     return _collect(layers, cfg, gW, gb, glam, gthr), g
 
 
@@ -994,15 +1362,15 @@ def _loss(obar, y, cfg):
 
 def _gradients(params, x, y, cfg, input_grad=False):
     layers, xx, cfg = _prepare(params, x, cfg)
-    y = check_labels("y", y, layers[-1].W.shape[0], batch=xx.shape[1])
+    y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])
     if cfg.backend == "numpy":
         u, o = forward_numpy(params, xx, cfg)
         loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
         grads, gx = backward_numpy(params, xx, u, o, g_obar, cfg)
     else:
-        u, o, vs, js = _forward_fast(layers, xx, cfg, keep=True)
+        u, o, vs, js, ins = _forward_fast(layers, xx, cfg, keep=True)
         loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
-        grads, gx = _backward_fast(layers, xx, u, o, vs, js, g_obar, cfg, input_grad=input_grad)
+        grads, gx = _backward_fast(layers, xx, u, o, vs, js, ins, g_obar, cfg, input_grad=input_grad)
     return loss, grads, gx, o
 
 
@@ -1043,8 +1411,9 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
 
 
 def input_gradient(params, x, y, cfg: Config = Config()):
-    """``dL/dx``, shape ``(T, batch, n_in)``: the surrogate gradient with respect to the input."""
-    return _gradients(params, x, y, cfg, input_grad=True)[2]
+    """``dL/dx``, the shape of ``x``: the surrogate gradient with respect to the input."""
+    g = _gradients(params, x, y, cfg, input_grad=True)[2]
+    return g.reshape(np.shape(x))
 
 
 def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
@@ -1055,19 +1424,20 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     network in which every spike is ``o0 + P(u - v_th) - P(u0 - v_th0)``
     (``P`` the surrogate's primitive), or ``P(u - v_th)`` when
     ``cfg.forward == "smooth"``; with ``detach_reset`` the reset sees the
-    frozen spikes ``o0``.  ``objective(params)`` equals the network's loss.
-    Always computed in float64.
+    frozen spikes ``o0``, and a max pooling keeps the choice it made at
+    ``params`` (its sub-gradient, as PyTorch's).  ``objective(params)`` equals
+    the network's loss.  Always computed in float64.
     """
     cfg = replace(check_config(cfg, Config), dtype="float64", backend="numpy")
     layers = _network(params, cfg)
-    x = _check_x(x, layers[0].W.shape[1]).astype(np.float64)
-    y = check_labels("y", y, layers[-1].W.shape[0], batch=x.shape[1])
-    u0, o0 = forward_numpy(params, x, cfg)                      # the anchor: the forward pass at params
+    x = _check_x(x, layers).astype(np.float64)
+    y = check_labels("y", y, layers[-1].n, batch=x.shape[1])
+    u0, o0, _, _, sel0 = _run_numpy(layers, x, cfg, spike_rule(cfg), None)   # the anchor: the pass at params
     fire = anchored_rule(cfg, u0, o0, [L.thr for L in layers])
     reset_spikes = o0 if cfg.detach_reset else None             # a detached reset sees the anchor's spikes
 
     def objective(p) -> float:
-        _, o = forward_numpy(p, x, cfg, fire=fire, reset_spikes=reset_spikes)
+        _, o = forward_numpy(p, x, cfg, fire=fire, reset_spikes=reset_spikes, pool_select=sel0)
         return _loss(o[-1].mean(axis=0), y, cfg)[0]
 
     return objective
@@ -1098,7 +1468,7 @@ def simulate(params, x, cfg: Config = Config()):
     layers, xx, cfg = _prepare(params, x, cfg)
     if cfg.backend == "numpy":
         return forward_numpy(params, xx, cfg)
-    u, o, _, _ = _forward_fast(layers, xx, cfg)
+    u, o, _, _, _ = _forward_fast(layers, xx, cfg)
     return u, o
 
 

@@ -121,9 +121,11 @@ def stbp_family_loss(tp: dict, x, y, cfg):
         u = v, or the delayed reset R(v, o of the last step);  o = H(u - v_th);  r = R(u, o) (immediate) or u
 
     The reset sees ``o.detach()`` when ``cfg.detach_reset``; torch's clamp and sigmoid give the chain rule
-    of a learned decay.  Autograd of this is the STBP gradient.
+    of a learned decay.  With ``cfg.arch`` the synaptic input ``I`` is torch's ``conv2d``, ``avg_pool2d``,
+    ``max_pool2d`` and a flatten (:func:`_torch_synapses`).  Autograd of this is the STBP gradient.
     """
     T = x.shape[0]
+    synapse = _torch_synapses(tp, cfg, x.shape[1])
     N = sum(1 for k in tp if k[:1] == "W" and k[1:].isdigit())
     delayed = cfg.reset_timing == "delayed"
 
@@ -159,7 +161,7 @@ def stbp_family_loss(tp: dict, x, y, cfg):
         a = x[t]
         for n in range(N):
             lam, kap, thr, alpha = consts[n]
-            I = a @ tp[f"W{n + 1}"].T + tp[f"b{n + 1}"]
+            I = synapse[n](a)
             j[n] = alpha * j[n] + I if (cfg.synapse == "current" and t > 0) else I
             r_prev = r[n] if t > 0 else cfg.v_rest
             v = lam * r_prev + kap * j[n] + (1 - lam) * cfg.v_rest
@@ -174,6 +176,32 @@ def stbp_family_loss(tp: dict, x, y, cfg):
     if cfg.loss == "mse_paper":
         return 0.5 * ((obar - target) ** 2).sum() / obar.shape[0]
     return torch.nn.functional.mse_loss(obar, target)
+
+
+def _torch_synapses(tp: dict, cfg, batch: int) -> list:
+    """Per layer, ``a (batch, n_below) -> I (batch, n_layer)``: ``a @ W.T + b``, or for ``cfg.arch`` torch's own
+    pooling and ``conv2d`` on the maps (only the layer list comes from refsnn's parser; the operations,
+    their output sizes and the flatten order are torch's)."""
+    import torch.nn.functional as F
+
+    N = sum(1 for k in tp if k[:1] == "W" and k[1:].isdigit())
+    if cfg.arch is None:
+        return [lambda a, W=tp[f"W{n}"], b=tp[f"b{n}"]: a @ W.T + b for n in range(1, N + 1)]
+    from refsnn.stbp import parse_arch
+    _, specs = parse_arch(cfg.arch)
+
+    def layer(sp, W, b):
+        def I(a):
+            if len(sp.below_shape) == 3:
+                a = a.reshape(batch, *sp.below_shape)
+            if sp.pool is not None:
+                a = (F.avg_pool2d if sp.pool[0] == "avg" else F.max_pool2d)(a, sp.pool[1])
+            if sp.op == "conv":
+                return F.conv2d(a, W, b, stride=sp.stride, padding=sp.pad).reshape(batch, -1)
+            return a.reshape(batch, -1) @ W.T + b
+        return I
+
+    return [layer(sp, tp[f"W{n}"], tp[f"b{n}"]) for n, sp in enumerate(specs, start=1)]
 
 
 def tensors(params: dict, requires_grad: bool = True) -> dict:
