@@ -3,12 +3,14 @@
 ::
 
     from refsnn import peers
-    adapted = peers.from_torch(model)            # model: nn.Sequential of nn.Linear and neuron modules
+    adapted = peers.from_torch(model)            # model: nn.Sequential of layers and neuron modules
     loss, grads = adapted.loss_and_grad(x, y)    # refsnn's STBP gradient of the same model, float64
     report = peers.check(model, x, y)            # ... against the peer's own autograd, tensor by tensor
 
-``from_torch`` reads the model once: each ``nn.Linear`` becomes ``W{n}, b{n}`` (the peer's values,
-same layout ``(n_out, n_in)``), each neuron module a layer of :class:`refsnn.stbp.Config` with
+``from_torch`` reads the model once: each ``nn.Linear`` or ``nn.Conv2d`` becomes ``W{n}, b{n}`` (the
+peer's values, same layout: ``(n_out, n_in)``, ``(c_out, c_in, k, k)``), poolings of spikes
+(``nn.AvgPool2d``, ``nn.MaxPool2d``) and ``nn.Flatten`` become tokens of ``Config.arch`` (pass
+``input_shape=(C, H, W)`` for a conv model), each neuron module a layer of :class:`refsnn.stbp.Config` with
 exactly the peer's neuron (reset, timing, detach, threshold comparison, input scaling, synapse,
 surrogate), and learned neuron parameters become ``beta{n}`` / ``tau_w{n}`` / ``thr{n}``.
 ``Adapted.mapping`` says which peer parameter each refsnn key is, so the peer's ``.grad`` compare
@@ -376,37 +378,113 @@ def _modules(model):
     return out
 
 
-def from_torch(model) -> Adapted:
-    """Read a PyTorch SNN (``nn.Linear`` and neuron modules in an ``nn.Sequential``) as a refsnn STBP network.
+def _pair(label, attr, v):
+    """A square ``int`` from an int or an ``(a, a)`` pair (torch stores both)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2 or v[0] != v[1]:
+            raise NotExpressible(f"{label}: {attr}={tuple(v)} is not square; refsnn's convolutions and poolings are")
+        v = v[0]
+    return int(v)
+
+
+def _conv_token(label, m, shape):
+    """The architecture token of an ``nn.Conv2d`` on maps ``shape`` (C, H, W), or NotExpressible."""
+    if shape is None or len(shape) != 3:
+        raise NotExpressible(f"{label}: a convolution needs (C, H, W) maps; pass input_shape=(C, H, W) to "
+                             f"from_torch" if shape is None else f"{label}: a convolution after a dense layer")
+    if m.in_channels != shape[0]:
+        raise NotExpressible(f"{label}: in_channels={m.in_channels}, but the maps below have {shape[0]} channels")
+    k, s, p = (_pair(label, a, getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+    if _pair(label, "dilation", m.dilation) != 1 or m.groups != 1 or m.padding_mode != "zeros":
+        raise NotExpressible(f"{label}: dilation={m.dilation}, groups={m.groups}, padding_mode={m.padding_mode!r}; "
+                             f"refsnn's convolution has dilation 1, groups 1 and zero padding")
+    H, W = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
+    return f"{m.out_channels}c{k}s{s}p{p}", (m.out_channels, H, W)
+
+
+def _pool_token(label, m, shape, torch):
+    """The architecture token of an ``nn.AvgPool2d`` / ``nn.MaxPool2d`` on maps ``shape``, or NotExpressible."""
+    if shape is None or len(shape) != 3:
+        raise NotExpressible(f"{label}: pooling needs (C, H, W) maps (pass input_shape=(C, H, W) to from_torch)")
+    k = _pair(label, "kernel_size", m.kernel_size)
+    stride = k if m.stride in (None, ()) else _pair(label, "stride", m.stride)
+    avg = isinstance(m, torch.nn.AvgPool2d)
+    if stride != k or _pair(label, "padding", m.padding) != 0 or m.ceil_mode or \
+            (avg and m.divisor_override is not None) or (not avg and _pair(label, "dilation", m.dilation) != 1):
+        raise NotExpressible(f"{label}: refsnn pools non-overlapping k x k windows (stride = kernel, no padding, "
+                             f"floor mode{', no divisor_override' if avg else ', dilation 1'})")
+    return f"{'ap' if avg else 'mp'}{k}", (shape[0], shape[1] // k, shape[2] // k)
+
+
+def from_torch(model, input_shape=None) -> Adapted:
+    """Read a PyTorch SNN (an ``nn.Sequential`` of layers and neuron modules) as a refsnn STBP network.
+
+    Layers: ``nn.Linear``, ``nn.Conv2d`` (square kernel, stride and padding), ``nn.AvgPool2d`` and
+    ``nn.MaxPool2d`` of the spikes below (non-overlapping windows), ``nn.Flatten`` before a Linear,
+    ``nn.Identity``; a neuron after each Linear and Conv2d.  A model with convolutions needs
+    ``input_shape = (C, H, W)`` of one sample; ``cfg.arch`` then describes it.
 
     Returns an :class:`Adapted`: ``params`` (float64 copies of the peer's tensors), ``cfg`` (the
     peer's neuron as :class:`refsnn.stbp.Config`, MSELoss), ``mapping`` (refsnn key -> peer parameter
-    name) and ``notes``.  ``nn.Flatten`` and ``nn.Identity`` are passed over (give refsnn the input
-    already flattened).  Raises :class:`NotExpressible` for anything refsnn's STBP cannot express.
+    name) and ``notes``.  Raises :class:`NotExpressible` for anything refsnn's STBP cannot express.
     """
     torch = _torch()
     mods = _modules(model)
     params, mapping, notes, kinds, layers = {}, {}, [], [], []
     settings = None
-    pending = None          # the Linear waiting for its neuron
+    pending = None          # the Linear or Conv2d waiting for its neuron
+    shape = None
+    if input_shape is not None:
+        shape = tuple(int(d) for d in np.atleast_1d(input_shape))
+        if len(shape) not in (1, 3) or min(shape) < 1:
+            raise ValueError(f"input_shape: expected (C, H, W) or (n,) of one sample, got {input_shape!r}")
+    tokens = [] if shape is None else ["x".join(map(str, (shape[1], shape[2], shape[0]))) if len(shape) == 3
+                                       else str(shape[0])]
+    spatial = False         # a convolution or pooling seen: the net needs cfg.arch
     for path, m in mods:
         label = f"module {path or '(root)'} ({type(m).__name__})"
-        if isinstance(m, (torch.nn.Flatten, torch.nn.Identity)):
-            if pending is not None or layers:
-                raise NotExpressible(f"{label}: a {type(m).__name__} between layers cannot be expressed (only "
-                                     f"before the first layer)")
+        if isinstance(m, torch.nn.Identity):
             continue
-        if isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Flatten):
             if pending is not None:
-                raise NotExpressible(f"{label}: two nn.Linear in a row (refsnn needs a neuron after each)")
+                raise NotExpressible(f"{label}: a Flatten between a layer and its neuron cannot be expressed")
+            if (m.start_dim, m.end_dim) != (1, -1):
+                raise NotExpressible(f"{label}: start_dim={m.start_dim}, end_dim={m.end_dim}; refsnn flattens "
+                                     f"each sample (start_dim=1, end_dim=-1)")
+            if shape is not None and len(shape) == 3:
+                shape = (int(np.prod(shape)),)
+            continue
+        if isinstance(m, (torch.nn.AvgPool2d, torch.nn.MaxPool2d)):
+            if pending is not None:
+                raise NotExpressible(f"{label}: pooling between a layer and its neuron (of currents, not spikes) "
+                                     f"cannot be expressed; refsnn pools the spikes of the layer below")
+            if tokens and tokens[-1][:2] in ("ap", "mp"):
+                raise NotExpressible(f"{label}: two poolings in a row")
+            token, shape = _pool_token(label, m, shape, torch)
+            tokens.append(token)
+            spatial = True
+            continue
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            if pending is not None:
+                raise NotExpressible(f"{label}: two layers in a row (refsnn needs a neuron after each)")
+            if isinstance(m, torch.nn.Conv2d):
+                token, shape = _conv_token(label, m, shape)
+                spatial = True
+            else:
+                if shape is not None and int(np.prod(shape)) != m.in_features:
+                    raise NotExpressible(f"{label}: in_features={m.in_features}, but the layer below gives "
+                                         f"{int(np.prod(shape))} values")
+                token, shape = str(m.out_features), (m.out_features,)
+            tokens.append(token)
             pending = (path, m)
             continue
         kind = _kind(m)
         if kind is None:
-            raise NotExpressible(f"{label}: not a supported layer (nn.Linear and the neurons of snnTorch, "
-                                 f"spikingjelly, norse or refsnn.peers.official_stbp_neuron)")
+            raise NotExpressible(f"{label}: not a supported layer (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, "
+                                 f"nn.Flatten and the neurons of snnTorch, spikingjelly, norse or "
+                                 f"refsnn.peers.official_stbp_neuron)")
         if pending is None:
-            raise NotExpressible(f"{label}: a neuron must follow an nn.Linear")
+            raise NotExpressible(f"{label}: a neuron must follow an nn.Linear or nn.Conv2d")
         lpath, lin = pending
         pending = None
         n = len(layers) + 1
@@ -418,7 +496,7 @@ def from_torch(model) -> Adapted:
         else:
             params[f"b{n}"], mapping[f"b{n}"], low_b = np.zeros(W.shape[0]), None, False
         if low_w or low_b:
-            notes.append(f"module {lpath} (Linear): float32 weights; refsnn uses their values, the peer's own "
+            notes.append(f"module {lpath} ({type(lin).__name__}): float32 weights; refsnn uses their values, the peer's own "
                          f"arithmetic in float32 caps agreement at ~1e-7")
         s, layer = _NEURONS[kind](label, m, notes, f"{path}.")
         if settings is None:
@@ -435,8 +513,8 @@ def from_torch(model) -> Adapted:
         kinds.append(kind)
         layers.append(layer)
     if pending is not None:
-        raise NotExpressible(f"module {pending[0]} (Linear): the last nn.Linear has no neuron after it (refsnn's "
-                             f"STBP output layer spikes)")
+        raise NotExpressible(f"module {pending[0]} ({type(pending[1]).__name__}): the last layer has no neuron after "
+                             f"it (refsnn's STBP output layer spikes)")
     if not layers:
         raise NotExpressible("model: no nn.Linear + neuron layer found")
     learn_decay = "none"
@@ -458,8 +536,10 @@ def from_torch(model) -> Adapted:
             vals = [1.0] * len(layers)
         per_layer[key] = vals[0] if all(v == vals[0] for v in vals) else tuple(vals)
     settings = {k: v for k, v in settings.items() if k not in ("learn_decay", "learn_threshold")}
+    if spatial and not tokens[-1].isdigit():
+        raise NotExpressible("model: refsnn's STBP output layer is dense (an nn.Linear and its neuron)")
     cfg = stbp.Config(**settings, **per_layer, learn_decay=learn_decay, learn_threshold="thr" in layers[0],
-                      loss="mse_mean", init="torch", T=1)
+                      loss="mse_mean", init="torch", T=1, arch="-".join(tokens) if spatial else None)
     stbp.neuron_constants(params, cfg)                       # every key and shape as refsnn expects
     return Adapted(stbp, params, cfg, mapping, notes, kinds)
 
@@ -512,15 +592,22 @@ def run(model, x, kinds=None):
     return torch.stack(outs)
 
 
+def _sample_shape(x):
+    """``(C, H, W)`` of one sample of a (T, batch, C, H, W) input, else None."""
+    shape = tuple(np.shape(x))
+    return shape[2:] if len(shape) == 5 else None
+
+
 def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradcheck.Report:
     """The peer's autograd gradient of the MSE of its output rate against refsnn's, tensor by tensor.
 
-    ``x`` (T, batch, n_in) and ``y`` (batch,) may be NumPy arrays or tensors; the peer sees ``x`` in
-    the dtype of its first layer's weight.  Returns a :class:`refsnn.gradcheck.Report` (mine = the
-    peer, reference = refsnn) whose notes include the adapter's.
+    ``x`` (T, batch, n_in), or (T, batch, C, H, W) for a convolutional model, and ``y`` (batch,) may be
+    NumPy arrays or tensors; the peer sees ``x`` in the dtype of its first layer's weight.  Returns a
+    :class:`refsnn.gradcheck.Report` (mine = the peer, reference = refsnn) whose notes include the
+    adapter's.
     """
     torch = _torch()
-    adapted = from_torch(model)
+    adapted = from_torch(model, input_shape=_sample_shape(x))
     dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
@@ -550,7 +637,7 @@ def export_case(model, x, y, path, *, loss: str = "mse_mean", adapted=None):
     torch = _torch()
     from refsnn import verification
 
-    adapted = adapted or from_torch(model)
+    adapted = adapted or from_torch(model, input_shape=_sample_shape(x))
     dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)

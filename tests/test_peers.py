@@ -212,3 +212,82 @@ def test_what_refsnn_cannot_express_raises_one_error_naming_it():
         peers.from_torch(_stack(_sj_node("LIFNode", surrogate="PiecewiseQuadratic"), _sj_node("LIFNode"), 1.0))
     with pytest.raises(TypeError, match="model"):
         peers.from_torch("not a model")
+
+
+# ---------------------------------------------------------------------------
+# Convolutional peer models: Conv2d, AvgPool2d / MaxPool2d of spikes, Flatten, Linear
+# ---------------------------------------------------------------------------
+
+XC = (np.random.default_rng(1).random((8, 3, 2, 8, 8)) < 0.5).astype(float)    # (T, batch, C, H, W)
+YC = np.random.default_rng(2).integers(0, 3, 3)
+
+
+def _conv_stack(neuron, pool, gain, layer=torch.nn):
+    """8x8x2-4c3p1-{pool}2-3c3-3: two conv layers and a dense readout, a neuron after each."""
+    torch.manual_seed(0)
+    Pool = layer.AvgPool2d if pool == "ap" else layer.MaxPool2d
+    m = torch.nn.Sequential(layer.Conv2d(2, 4, 3, padding=1), neuron(), Pool(2), layer.Conv2d(4, 3, 3), neuron(),
+                            layer.Flatten(), layer.Linear(3 * 2 * 2, 3), neuron()).double()
+    with torch.no_grad():
+        for mod in m:
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+                mod.weight.mul_(gain)
+                mod.bias.add_(0.1 * gain)
+    return m
+
+
+def _sj_layers():
+    pytest.importorskip("spikingjelly", reason="spikingjelly not installed (pip install spikingjelly)")
+    from spikingjelly.activation_based import layer
+
+    class Multi:                    # spikingjelly's layers in multi-step mode, as its conv examples build them
+        def __getattr__(self, name):
+            return lambda *a, **k: getattr(layer, name)(*a, step_mode="m", **k)
+    return Multi()
+
+
+CONV_CASES = [
+    ("snnTorch Leaky conv, avg pool", lambda: _conv_stack(_leaky, "ap", 2.0)),
+    ("snnTorch Leaky conv, max pool", lambda: _conv_stack(_leaky, "mp", 2.0)),
+    ("spikingjelly LIFNode conv (multi-step layers), avg pool",
+     lambda: _conv_stack(lambda: _sj_node("LIFNode"), "ap", 8.0, _sj_layers())),
+    ("spikingjelly LIFNode conv (multi-step layers), max pool",
+     lambda: _conv_stack(lambda: _sj_node("LIFNode", v_reset=None, surrogate="ATan"), "mp", 8.0, _sj_layers())),
+    ("official STBP neuron conv, avg pool", lambda: _conv_stack(lambda: peers.official_stbp_neuron(0.5, 0.2, 0.5),
+                                                                "ap", 1.5)),
+]
+
+
+@pytest.mark.parametrize("label,make", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv_adapter_agrees_with_the_peers_autograd(label, make):
+    model = make()
+    adapted = peers.from_torch(model, input_shape=XC.shape[2:])
+    assert adapted.cfg.arch.startswith("8x8x2-4c3s1p1-")
+    out = peers.run(model, torch.tensor(XC))
+    hidden = peers.run(model[:2], torch.tensor(XC))
+    assert 0.02 < float(hidden.mean()) < 0.98 and float(out.sum()) > 0, "the check needs spikes in every layer"
+    report = peers.check(model, XC, YC, tol=PEER_REL)
+    assert report.passed, str(report)
+    assert {adapted.mapping[t.name] for t in report.tensors} == set(dict(model.named_parameters()))
+
+
+def test_conv_models_refsnn_cannot_express_are_named():
+    snn = _snntorch()
+    lk = lambda: snn.Leaky(beta=0.9, init_hidden=True)  # noqa: E731
+    nn = torch.nn
+    bad = [
+        (nn.Sequential(nn.Conv2d(2, 4, 3), lk(), nn.Flatten(), nn.Linear(144, 3), lk()), None, "input_shape"),
+        (nn.Sequential(nn.Conv2d(2, 4, (3, 1)), lk(), nn.Flatten(), nn.Linear(192, 3), lk()), (2, 8, 8), "square"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3, dilation=2), lk(), nn.Flatten(), nn.Linear(64, 3), lk()), (2, 8, 8),
+         "dilation"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2), lk(), nn.Flatten(), nn.Linear(36, 3), lk()), (2, 8, 8),
+         "spikes of the layer below"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3), lk(), nn.AvgPool2d(3, stride=1), nn.Flatten(), nn.Linear(64, 3), lk()),
+         (2, 8, 8), "non-overlapping"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), lk(), nn.Flatten(), nn.Linear(144, 3), lk()),
+         (2, 8, 8), "BatchNorm2d"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), lk(), nn.Flatten(), nn.Linear(144, 3), lk()), (2, 8, 8), "in_channels"),
+    ]
+    for model, shape, word in bad:
+        with pytest.raises(peers.NotExpressible, match=word):
+            peers.from_torch(model, input_shape=shape)
