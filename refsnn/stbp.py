@@ -12,7 +12,7 @@ the whole family exactly, so that any of those models can be checked here.
 
 The model
 ---------
-A fully connected network of LIF layers ``n = 1..N``.  At every time step
+A network of LIF layers ``n = 1..N``, fully connected or convolutional (below).  At every time step
 ``t = 0..T-1``, layer ``n`` (all quantities of that layer; ``o^{t,0} = x[t]``
 is the encoded input)::
 
@@ -48,6 +48,30 @@ and the loss (``Config.loss``) is
 * ``"mse_paper"``: ``L = 1/(2S) sum_s ||y_s - obar_s||^2`` (Eq. (L), the paper's loss);
 * ``"mse_mean"``: PyTorch ``MSELoss()``, the mean of ``(obar - y)^2`` over
   batch and classes, as in the official code (``= (2/C) * mse_paper``).
+
+Convolutional layers (``Config.arch``)
+--------------------------------------
+``Config.arch`` describes a convolutional net in the papers' notation, e.g. the official code's
+``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` (:func:`parse_arch`).  A convolution replaces Eq. (I)
+by the cross-correlation of the spike maps below with ``W^n`` of shape ``(c_out, c_in, k, k)``
+(PyTorch's layout), stride ``s`` and zero padding ``p``, plus one bias per output channel::
+
+    I^t[o, y, x] = sum_{c,i,j} W[o, c, i, j] o^{t,n-1}[c, s y + i - p, s x + j - p] + b[o]   # Eq. (C)
+
+and a pooling token (``ap{k}``, ``mp{k}``) pools the *spikes* of the layer below over
+non-overlapping ``k x k`` windows before the next layer's operation (no neuron after a pooling,
+as in the official code; the remainder rows are dropped, as PyTorch's)::
+
+    p[c, y, x] = mean (or max) of o^{t,n-1}[c, k y + i, k x + j], 0 <= i, j < k                # Eq. (P)
+
+A dense layer after convolutions sees the maps flattened in ``(C, H, W)`` order.  Neurons, their
+constants and the whole time recursion are unchanged (a conv layer's ``C H W`` neurons are one flat
+vector).  The backward pass transposes Eq. (C) and (P): ``dL/dW`` correlates ``g_j`` with the
+input patches, ``dL/do^{t,n-1}`` is the transposed convolution of ``g_j``, average pooling spreads
+each gradient ``/k^2`` over its window and max pooling sends it to the entry the forward pass took
+(the first largest one in row-major order, as PyTorch's CPU kernel: with binary spikes ties are
+the rule, so the choice matters).  Max pooling is not differentiable at a tie; the gradient is the
+sub-gradient of that choice, and :func:`reference_objective` keeps the choice frozen.
 
 The backward pass (the exact form)
 ----------------------------------
@@ -127,7 +151,7 @@ to float64 round-off (``tests/test_stbp.py``).
 
 Notation differences from the paper
 -----------------------------------
-* The equation labels (I), (J), (V), (u), (o), (R), (L), (B1)-(B5) are refsnn's own.
+* The equation labels (I), (C), (P), (J), (V), (u), (o), (R), (L), (B1)-(B5) are refsnn's own.
   The paper's body could not be checked while writing this module, so its equation
   numbers are not quoted; ``docs/stbp.md`` maps each label to the paper's and the
   official code's form.

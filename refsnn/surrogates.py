@@ -125,8 +125,8 @@ def h(x, name: str = "rect", a: float = 1.0):
     ----------
     x : array_like
         Distance to threshold, ``u - v_th``.
-    name : {"rect", "triangle", "sigmoid", "gauss"}
-        Which curve (h1..h4 of the paper).
+    name : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid"}
+        Which curve: h1..h4 of the paper, or the peers' arctangent and fast sigmoid.
     a : float
         Width parameter, > 0.
 

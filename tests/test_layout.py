@@ -108,3 +108,17 @@ def test_no_file_points_outside_the_repository():
             line = text.count("\n", 0, m.start()) + 1
             hits.append(f"{path.relative_to(ROOT)}:{line}: {m.group(0)}")
     assert not hits, "references to documents outside the repository:\n" + "\n".join(hits)
+
+
+def test_cited_docs_pages_exist():
+    """Every ``docs/NAME.md`` that a file of the repository cites is in the repository."""
+    missing = set()
+    for path in _tracked_files():
+        if path.suffix not in (".py", ".md", ".ipynb", ".toml", ".txt") or not path.is_file():
+            continue
+        for m in re.finditer(r"docs/([A-Za-z0-9_\-]+\.md)", path.read_text(errors="replace")):
+            if m.group(1)[:-3].isupper():      # a placeholder such as docs/NAME.md in a template
+                continue
+            if not (ROOT / "docs" / m.group(1)).exists():
+                missing.add(f"{path.relative_to(ROOT)} cites docs/{m.group(1)}")
+    assert not missing, "\n".join(sorted(missing))
