@@ -175,7 +175,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from refsnn import encoding, surrogates
+from refsnn import conv, encoding, surrogates
 from refsnn._checks import (
     as_generator,
     check_array,
@@ -543,15 +543,8 @@ PRESETS = {
 # Synaptic operations: dense, convolution, pooling -- and their transposes
 # ---------------------------------------------------------------------------
 # ``a`` has one row per sample (and step): (R, n_in) flat; a convolution sees it as (R, C, H, W).
-# The readable twin writes the convolution as the sum it is (an einsum over each output's patch); the
-# fast tier as one BLAS product over every patch of every row ("im2col").
-
-def _patches(a, k, stride, pad):
-    """Every ``k x k`` patch of the padded maps ``a`` (R, C, H, W): a view (R, C, Ho, Wo, k, k)."""
-    ap = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else a
-    view = np.lib.stride_tricks.sliding_window_view(ap, (k, k), axis=(2, 3))
-    return view[:, :, ::stride, ::stride]
-
+# The readable twin writes the convolution as the sum it is (refsnn.conv.conv2d, an einsum over each
+# output's patch); the fast tier as BLAS products over the patches of every row (refsnn.conv.*_fast).
 
 def pool_forward(a, kind, k, select=None):
     """Pooling of (R, C, H, W) maps with window and stride ``k`` (the remainder dropped): ``(out, argmax)``.
@@ -602,80 +595,9 @@ def _synapse(L, a, fast, select=None):
         ain = a.reshape(R, -1)
         return ain @ L.W.T + L.b, ain, argmax                               # Eq. (I)
     ain = a.reshape(R, *sp.in_shape)
-    if not fast:
-        P = _patches(ain, sp.kernel, sp.stride, sp.pad)                     # (R, C, Ho, Wo, k, k)
-        I = np.einsum("rcyxij,ocij->royx", P, L.W)                          # Eq. (C): the sum over each patch
-        return (I + L.b[None, :, None, None]).reshape(R, -1), ain, argmax
-    I = conv2d_fast(ain, L.W, sp.stride, sp.pad)
+    I = (conv.conv2d_fast if fast else conv.conv2d)(ain, L.W, sp.stride, sp.pad)   # Eq. (C)
     I += L.b[None, :, None, None]
     return I.reshape(R, -1), ain, argmax
-
-
-# The fast tier's convolution: im2col a block of rows at a time into one reused buffer, then one BLAS
-# product per block.  The buffer stays small (``_BLOCK`` elements) so that it stays in cache and no large
-# temporary is allocated per call; the weight gradient uses the same blocks, and the input gradient is
-# itself a convolution (of the dilated, padded output gradient with the flipped, transposed kernel).
-
-_BLOCK = 1 << 20    # elements of one im2col block (8 MB in float64)
-
-
-def _row_blocks(R, per_row):
-    """Slices of ``range(R)`` with at most ``_BLOCK`` im2col elements each (``per_row`` per row)."""
-    step = max(1, _BLOCK // max(per_row, 1))
-    return [slice(i, min(i + step, R)) for i in range(0, R, step)]
-
-
-def _im2col_blocks(a, k, stride, pad):
-    """Yield ``(rows, cols)``: for each block of rows of ``a`` (R, C, H, W), its im2col matrix
-    (n Ho Wo, C k k), one row per output position (valid until the next block)."""
-    R, C = a.shape[:2]
-    P = _patches(a, k, stride, pad)                                   # a view (R, C, Ho, Wo, k, k)
-    Ho, Wo = P.shape[2], P.shape[3]
-    rows = _row_blocks(R, Ho * Wo * C * k * k)
-    buf = np.empty((rows[0].stop - rows[0].start, Ho, Wo, C, k, k), a.dtype)
-    for r in rows:
-        n = r.stop - r.start
-        np.copyto(buf[:n], P[r].transpose(0, 2, 3, 1, 4, 5))
-        yield r, buf[:n].reshape(n * Ho * Wo, C * k * k)
-
-
-def conv2d_fast(a, W, stride=1, pad=0):
-    """Cross-correlation of maps ``a`` (R, C, H, W) with kernels ``W`` (O, C, k, k), as ``torch.conv2d``
-    (no bias): (R, O, Ho, Wo), by im2col and BLAS."""
-    O, C, k, _ = W.shape
-    R, _, H, Wd = a.shape
-    Ho, Wo = (H + 2 * pad - k) // stride + 1, (Wd + 2 * pad - k) // stride + 1
-    Wm = W.reshape(O, -1).T                                           # (C k k, O)
-    out = np.empty((R, O, Ho, Wo), a.dtype)
-    for r, cols in _im2col_blocks(a, k, stride, pad):
-        out[r] = (cols @ Wm).reshape(-1, Ho, Wo, O).transpose(0, 3, 1, 2)
-    return out
-
-
-def conv2d_weight_grad_fast(a, g, k, stride=1, pad=0):
-    """``dL/dW`` (O, C, k, k) of :func:`conv2d_fast` for the output gradient ``g`` (R, O, Ho, Wo)."""
-    O, C = g.shape[1], a.shape[1]
-    gW = np.zeros((O, C * k * k), g.dtype)
-    for r, cols in _im2col_blocks(a, k, stride, pad):
-        gW += g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols       # rows of cols: (sample, y, x), as here
-    return gW.reshape(O, C, k, k)
-
-
-def conv2d_input_grad_fast(g, W, in_hw, stride=1, pad=0):
-    """``dL/da`` (R, C, H, W) of :func:`conv2d_fast`: the transposed convolution of ``g`` (R, O, Ho, Wo),
-    computed as a stride-1 convolution of ``g`` dilated by the stride and padded by ``k - 1 - pad``
-    (plus the rows the forward stride skipped) with the kernel flipped and its channels swapped."""
-    R, O, Ho, Wo = g.shape
-    k = W.shape[2]
-    H, Wd = in_hw
-    q = k - 1 - pad
-    if q < 0:                                                         # padding wider than the kernel
-        gd = conv2d_input_grad_fast(g, W, (H + 2 * pad, Wd + 2 * pad), stride, 0)
-        return gd[:, :, pad:pad + H, pad:pad + Wd]
-    extra_h, extra_w = (H + 2 * pad - k) % stride, (Wd + 2 * pad - k) % stride
-    gd = np.zeros((R, O, (Ho - 1) * stride + 1 + 2 * q + extra_h, (Wo - 1) * stride + 1 + 2 * q + extra_w), g.dtype)
-    gd[:, :, q:q + (Ho - 1) * stride + 1:stride, q:q + (Wo - 1) * stride + 1:stride] = g
-    return conv2d_fast(gd, np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), 1, 0)
 
 
 def _synapse_backward(L, gI, ain, argmax, fast, need_input=True):
@@ -691,20 +613,10 @@ def _synapse_backward(L, gI, ain, argmax, fast, need_input=True):
         C, H, W = sp.in_shape
         k, s, p = sp.kernel, sp.stride, sp.pad
         gb = g4.sum(axis=(0, 2, 3))
-        ga = None
-        if fast:
-            gW = conv2d_weight_grad_fast(ain, g4, k, s, p)
-            if need_input:
-                ga = conv2d_input_grad_fast(g4, L.W, (H, W), s, p)
-        else:
-            gW = np.einsum("royx,rcyxij->ocij", g4, _patches(ain, k, s, p))  # Eq. (B5) for a convolution
-            if need_input:                                                  # Eq. (B2): each kernel offset in turn
-                gpad = np.zeros((R, C, H + 2 * p, W + 2 * p), gI.dtype)
-                for i in range(k):
-                    for j in range(k):
-                        gpad[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s] += \
-                            np.einsum("royx,oc->rcyx", g4, L.W[:, :, i, j])
-                ga = gpad[:, :, p:p + H, p:p + W]
+        wgrad, igrad = ((conv.conv2d_weight_grad_fast, conv.conv2d_input_grad_fast) if fast else
+                        (conv.conv2d_weight_grad, conv.conv2d_input_grad))
+        gW = wgrad(ain, g4, k, s, p)                                        # Eq. (B5) for a convolution
+        ga = igrad(g4, L.W, (H, W), s, p) if need_input else None          # Eq. (B2): the transposed convolution
     if ga is not None:
         if sp.pool is not None:
             ga = pool_backward(ga.reshape(R, *sp.pooled_shape), (R, *sp.below_shape), *sp.pool, argmax)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tolerances import FLOAT32_REL, TORCH_REL, TWIN_REL, assert_close
 
-from refsnn import problems, stbp
+from refsnn import conv, problems, stbp
 
 CONV_CASES = [c for c in problems.gradcheck_cases("stbp", 0) if c.cfg.arch is not None]
 
@@ -41,16 +41,17 @@ def test_fast_convolution_and_its_transposes(shape):
     C, H, W, O, k, s, p = shape
     rng = np.random.default_rng(list(shape))
     a, Wk = rng.standard_normal((3, C, H, W)), rng.standard_normal((O, C, k, k))
-    out = stbp.conv2d_fast(a, Wk, s, p)
+    out = conv.conv2d_fast(a, Wk, s, p)
     assert_close(out, _readable_conv(a, Wk, s, p), TWIN_REL)
+    assert_close(conv.conv2d(a, Wk, s, p), out, TWIN_REL)
     g = rng.standard_normal(out.shape)
-    ga = stbp.conv2d_input_grad_fast(g, Wk, (H, W), s, p)
-    gW = stbp.conv2d_weight_grad_fast(a, g, k, s, p)
-    assert ga.shape == a.shape and gW.shape == Wk.shape
     lhs = float(np.sum(g * out))
     scale = float(np.sum(np.abs(g * out))) + 1.0
-    assert abs(lhs - float(np.sum(ga * a))) <= TWIN_REL * scale
-    assert abs(lhs - float(np.sum(gW * Wk))) <= TWIN_REL * scale
+    for ga, gW in ((conv.conv2d_input_grad_fast(g, Wk, (H, W), s, p), conv.conv2d_weight_grad_fast(a, g, k, s, p)),
+                   (conv.conv2d_input_grad(g, Wk, (H, W), s, p), conv.conv2d_weight_grad(a, g, k, s, p))):
+        assert ga.shape == a.shape and gW.shape == Wk.shape
+        assert abs(lhs - float(np.sum(ga * a))) <= TWIN_REL * scale
+        assert abs(lhs - float(np.sum(gW * Wk))) <= TWIN_REL * scale
 
 
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=[str(s) for s in CONV_SHAPES])
@@ -63,9 +64,23 @@ def test_fast_convolution_matches_torch(shape):
     out = torch.nn.functional.conv2d(at, wt, stride=s, padding=p)
     g = rng.standard_normal(tuple(out.shape))
     out.backward(torch.tensor(g))
-    assert_close(stbp.conv2d_fast(a, Wk, s, p), out.detach().numpy(), TORCH_REL)
-    assert_close(stbp.conv2d_input_grad_fast(g, Wk, (H, W), s, p), at.grad.numpy(), TORCH_REL)
-    assert_close(stbp.conv2d_weight_grad_fast(a, g, k, s, p), wt.grad.numpy(), TORCH_REL)
+    assert_close(conv.conv2d_fast(a, Wk, s, p), out.detach().numpy(), TORCH_REL)
+    assert_close(conv.conv2d_input_grad_fast(g, Wk, (H, W), s, p), at.grad.numpy(), TORCH_REL)
+    assert_close(conv.conv2d_weight_grad_fast(a, g, k, s, p), wt.grad.numpy(), TORCH_REL)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 4, 2, 3, 2, 1, 1), (2, 5, 6, 3, 3, 2, 1, 0), (2, 3, 3, 2, 5, 1, 2, 0),
+                                   (1, 4, 5, 2, 4, 3, 1, 2)], ids=str)
+def test_transposed_convolution_matches_torch(shape):
+    """IDE's feedback from a small map to a large one: torch's conv_transpose2d with output_padding."""
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    Ci, H, W, Co, k, s, p, op = shape
+    rng = np.random.default_rng(list(shape))
+    a, w = rng.standard_normal((2, Ci, H, W)), rng.standard_normal((Ci, Co, k, k))
+    want = torch.nn.functional.conv_transpose2d(torch.tensor(a), torch.tensor(w), stride=s, padding=p,
+                                                output_padding=op).numpy()
+    assert_close(conv.conv_transpose2d(a, w, s, p, op), want, TORCH_REL)
+    assert_close(conv.conv_transpose2d_fast(a, w, s, p, op), want, TORCH_REL)
 
 
 def test_max_pooling_takes_the_first_largest_entry_as_torch_does():
