@@ -7,7 +7,7 @@ written out in ``docs/ide.md`` (the paper's body was not available to us; the
 equation labels below are refsnn's own, and that page says where each comes from).
 
 The model
------------------------
+---------
 A feedback block of ``N >= 1`` spiking layers.  Layer 1 receives the input
 current ``I = F x + b`` and, with a one-step delay, the spikes of the last
 layer ``N`` through the feedback weight ``W``; layers ``l >= 2`` receive the
@@ -35,7 +35,7 @@ at every step.  Spike input ``x`` of shape ``(T, batch, n_in)`` gives
 does not depend on ``T``.
 
 The equilibrium
--------------------------
+---------------
 With ``sigma(z) = clamp(z, 0, 1)`` the fixed-point map on the last layer is::
 
     f_1(a) = sigma((W a + F xbar + b) / v_th)
@@ -58,7 +58,7 @@ approximately solves Eq. (FP) (the code uses the IF map for both).  Measured
 ``lam = 0.95``: the LIF error stalls at a bias that grows with ``1 - lam``.
 
 The backward pass: three steps
-----------------------------------------
+------------------------------
 At an equilibrium ``a = f_theta(a)`` the implicit function theorem gives
 ``da/dtheta = (I - J)^{-1} df/dtheta`` with ``J = df/da``.  So::
 
@@ -134,7 +134,7 @@ match :func:`loss_and_grad` to ~1e-9 as long as no ``pre/v_th`` sits on a kink
 of ``sigma`` (0 or 1; see :func:`kink_distance`).
 
 Spectral-norm re-parameterisation
--------------------------------------------
+---------------------------------
 With ``Config.spectral_norm = c`` the feedback weight is::
 
     W = clamp(g, -c, c) * W_raw / sigma                                     # Eq. (SN)
@@ -178,7 +178,7 @@ v1`` at their values at ``params`` (as it freezes ``r0``): it is the function
 with exactly these derivatives.
 
 Dropout (``Config.dropout``)
---------------------------------------
+----------------------------
 As the official code's ``VariationalHidDropout2d`` (``modules/optimizations.py``,
 with ``spatial=False`` in every ``SNNFC`` of ``modules/snn_modules.py``): with
 ``p = Config.dropout``, one mask per sample and unit, ``m = Bernoulli(1 - p) /
@@ -205,7 +205,7 @@ is dropped has ``pre = 0`` for all parameters: it sits at the kink ``z = 0``
 but never moves off it, so :func:`kink_distance` leaves it out.
 
 BatchNorm on the input layer (``Config.batchnorm``)
------------------------------------------------------------
+---------------------------------------------------
 As the official code's ``network_x``, the input current can be batch-normalised::
 
     I = bn_gamma * (F xbar + b - mean) / sqrt(var + 1e-5) + bn_beta                 # Eq. (BN)
@@ -223,6 +223,41 @@ affine for a given batch, so it folds into an effective ``F, b``
 input, with the statistics of ``F xbar`` (as the code).  Its backward,
 including through the batch statistics, is exact (finite differences pass
 in both modes).  BN inside multi-layer blocks is not implemented.
+
+Convolutional blocks (``Config.arch``)
+--------------------------------------
+``Config.arch`` describes a convolutional feedback block (:func:`parse_arch`):
+the official MNIST net "64C5s (F64C5)" is ``"28x28x1-64c5s2p2-fbc5p2-10"``
+(``F``: a 5x5 convolution, stride 2, padding 2, 1 -> 64 channels, with bias and
+BatchNorm2d, giving 14x14x64; ``W``: a 5x5 convolution, padding 2, 64 -> 64, no
+bias; the readout on the 12544 rates), and an AlexNet-F-shaped block ends in a
+transposed-convolution feedback (``fbt3s2p1o1``, PyTorch's ``ConvTranspose2d``
+with ``output_padding``).  Every equation above holds with the matrix products
+replaced by the operations (:mod:`refsnn.conv`): ``F x``, ``W a`` and ``F^l h``
+are convolutions of the maps flattened in ``(C, H, W)`` order, ``delta F^l`` and
+``J^T beta = (m_W delta_1) W`` their transposes, ``dL/dF = delta_1^T xbar`` the
+correlation of ``delta_1`` with the input patches; a bias (and BatchNorm's
+``gamma, beta`` and statistics) is one per output channel, its gradient summed
+over the channel's positions.  The weights keep PyTorch's layouts,
+``(c_out, c_in, k, k)`` and ``(c_in, c_out, k, k)`` for the transposed one.
+
+Spectral norm of a convolution.  The official code reshapes the kernel along
+dim 0 (``(c_out, c_in k k)``; a transposed kernel ``(c_in, c_out k k)``) and
+normalises that matrix; ``sn_method="exact"`` and ``"power"`` do the same.  Its
+norm is **not** the norm of the convolution as an operator, which can be up to
+about ``k`` times larger, so ``c < v_th`` no longer guarantees a contraction
+(:func:`contraction_bound` uses the operator norms).  ``sn_method="operator"``
+normalises by the operator norm itself (:func:`operator_norm`: power iteration
+on ``W^T W`` to convergence, or the explicit matrix when small), with
+``d sigma / dW_raw`` the correlation of its singular vectors; then
+``||W||_2 = |clamp(g)| <= c`` holds exactly for a convolution too.
+
+The readable twin computes the convolutions as einsums, the numba backend by
+im2col and BLAS (each step of the simulation, since the feedback makes the steps
+sequential); nothing is stored across steps, so memory stays independent of
+``T``.  The dense solver builds each sample's Jacobian from the operations as
+explicit matrices, which is only possible for small blocks (it refuses beyond
+:data:`DENSE_JACOBIAN_LIMIT` entries); the iterative solvers never build it.
 
 Notation differences from the paper and the code
 ------------------------------------------------
@@ -267,7 +302,7 @@ Notation differences from the paper and the code
   inner layers are linearised along the chain ``f_1(a), f_2(f_1(a)), ...``,
   not at their own simulated rates.
 * BatchNorm on the internal ``F^l`` of a multi-layer block is not
-  implemented.  The code's BN updates its running statistics twice per
+  implemented (the AlexNet-F blocks of the code have it).  The code's BN updates its running statistics twice per
   training step (in the simulation and again in ``equivalent_func``: its
   ``save_bn_statistics`` keeps a reference, not a copy, so the restore is a
   no-op); refsnn once.
@@ -276,12 +311,13 @@ Notation differences from the paper and the code
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from refsnn import encoding
+from refsnn import conv, encoding
 from refsnn._checks import (
     as_generator,
     check_array,
@@ -321,15 +357,248 @@ __all__ = [
     "state_keys",
     "dropout_keys",
     "dropout_mask",
+    "parse_arch",
+    "operator_norm",
 ]
 
 SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
-SN_METHODS = ("exact", "power")
+SN_METHODS = ("exact", "power", "operator")
 SN_KEYS = ("sn_u", "sn_v")
 SN_EPS = 1e-12                       # torch.nn.functional.normalize's eps, as the code's power step
 BN_KEYS = ("bn_gamma", "bn_beta", "bn_mean", "bn_var")
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5      # PyTorch's BatchNorm1d defaults
 LINEARIZE = ("simulated", "fixed_point")
+
+
+# ---------------------------------------------------------------------------
+# Architecture: the synaptic operations of a block (dense, convolution, transposed convolution)
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One synaptic operation of a feedback block: what it maps, and how.
+
+    ``kind`` is ``"dense"``, ``"conv"`` (PyTorch's ``Conv2d``, weight ``(c_out, c_in, k, k)``) or
+    ``"convT"`` (``ConvTranspose2d``, weight ``(c_in, c_out, k, k)``, PyTorch's layout); ``in_shape``
+    and ``out_shape`` are ``(n,)`` or ``(C, H, W)``.
+    """
+
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    kernel: int = 0
+    stride: int = 1
+    pad: int = 0
+    out_pad: int = 0
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def weight_shape(self) -> tuple:
+        if self.kind == "conv":
+            return (self.out_shape[0], self.in_shape[0], self.kernel, self.kernel)
+        if self.kind == "convT":
+            return (self.in_shape[0], self.out_shape[0], self.kernel, self.kernel)
+        return (self.n_out, self.n_in)
+
+    @property
+    def channels(self) -> int:
+        """Output channels: one bias (and one BatchNorm unit) each; every unit for a dense layer."""
+        return self.out_shape[0]
+
+
+_CONV_TOKEN = re.compile(r"(\d*)(c|t)(\d+)((?:[spo]\d+)*)")
+
+
+def _conv_spec(token, kind, c_out, k, opts, shape, what):
+    if len(shape) != 3:
+        raise ValueError(f"arch: the {what} {token!r} needs (C, H, W) maps, not a vector")
+    stride, pad, out_pad = int(opts.get("s", 1)), int(opts.get("p", 0)), int(opts.get("o", 0))
+    C, H, W = shape
+    if kind == "conv":
+        if out_pad:
+            raise ValueError(f"arch: {token!r}: output padding 'o' belongs to a transposed convolution 't'")
+        Ho, Wo = conv.out_size(H, k, stride, pad), conv.out_size(W, k, stride, pad)
+    else:
+        if out_pad >= stride:
+            raise ValueError(f"arch: {token!r}: output padding must be smaller than the stride (as PyTorch's)")
+        Ho, Wo = (H - 1) * stride - 2 * pad + k + out_pad, (W - 1) * stride - 2 * pad + k + out_pad
+    if c_out < 1 or k < 1 or stride < 1 or Ho < 1 or Wo < 1:
+        raise ValueError(f"arch: the {what} {token!r} does not fit its {H}x{W} input")
+    return OpSpec(kind, shape, (c_out, Ho, Wo), k, stride, pad, out_pad)
+
+
+def parse_arch(arch) -> tuple:
+    """Read a feedback block: ``"28x28x1-64c5s2p2-fbc5p2-10"`` -> ``(input_shape, [F ops], W op, n_classes)``.
+
+    Tokens, separated by ``-``: the input ``HxWxC``; then the input operation ``F`` of layer 1 and
+    the operations ``F^l`` into layers ``2..N``, each a convolution ``{c}c{k}`` (optional ``s{stride}``,
+    ``p{padding}``; PyTorch's defaults 1 and 0) or a dense layer ``{n}``; then the feedback ``W`` from
+    layer ``N`` to layer 1: ``fbc{k}...`` a convolution, ``fbt{k}...`` a transposed convolution
+    (optional ``o{output_padding}``), or ``fb`` for a dense feedback; its output channels are layer
+    1's and its output must have layer 1's shape.  The last token is the number of classes of the
+    readout ``Wo`` (on the flattened rates of layer ``N``).  The official MNIST net "64C5s (F64C5)"
+    is ``"28x28x1-64c5s2p2-fbc5p2-10"``; an AlexNet-F-shaped block ends in ``fbt3s2p1o1``.
+    """
+    if not isinstance(arch, str):
+        raise TypeError(f"arch: expected a string like '28x28x1-64c5s2p2-fbc5p2-10', got {type(arch).__name__}")
+    tokens = [t.strip().lower() for t in arch.split("-")]
+    if len(tokens) < 4 or any(not t for t in tokens):
+        raise ValueError(f"arch: expected 'input-F-...-fb...-classes', like '28x28x1-64c5s2p2-fbc5p2-10', got {arch!r}")
+    dims = tokens[0].split("x")
+    if len(dims) == 3 and all(d.isdigit() and int(d) > 0 for d in dims):
+        shape = (int(dims[2]), int(dims[0]), int(dims[1]))                # HxWxC -> (C, H, W)
+    elif len(dims) == 1 and dims[0].isdigit() and int(dims[0]) > 0:
+        shape = (int(dims[0]),)
+    else:
+        raise ValueError(f"arch: the first token must be the input, HxWxC (like 28x28x1) or a size, got {tokens[0]!r}")
+    if not tokens[-1].isdigit() or int(tokens[-1]) < 1:
+        raise ValueError(f"arch: the last token of {arch!r} must be the number of classes of the readout")
+    if not tokens[-2].startswith("fb"):
+        raise ValueError(f"arch: the token before the classes must be the feedback (fb, fbc{{k}}..., fbt{{k}}...), "
+                         f"got {tokens[-2]!r}")
+    input_shape, ops = shape, []
+    for t in tokens[1:-2]:
+        m = _CONV_TOKEN.fullmatch(t)
+        if t.isdigit() and int(t) > 0:
+            ops.append(OpSpec("dense", (int(np.prod(shape)),), (int(t),)))
+        elif m and m.group(2) == "c" and m.group(1):
+            ops.append(_conv_spec(t, "conv", int(m.group(1)), int(m.group(3)), dict(re.findall(r"([spo])(\d+)",
+                                                                                            m.group(4))), shape,
+                                  "convolution"))
+        else:
+            raise ValueError(f"arch: unknown layer token {t!r} (expected {{c}}c{{k}}[s{{s}}][p{{p}}] or a size)")
+        shape = ops[-1].out_shape
+    if not ops:
+        raise ValueError(f"arch: {arch!r} has no layer between the input and the feedback")
+    fb, first = tokens[-2][2:], ops[0].out_shape
+    if fb == "":
+        W = OpSpec("dense", (int(np.prod(shape)),), (int(np.prod(first)),))
+    else:
+        m = _CONV_TOKEN.fullmatch(fb)
+        if not m or m.group(1):
+            raise ValueError(f"arch: unknown feedback token {tokens[-2]!r} (expected fb, fbc{{k}}[s][p] or "
+                             f"fbt{{k}}[s][p][o]; the channels are layer 1's)")
+        W = _conv_spec(tokens[-2], "conv" if m.group(2) == "c" else "convT", first[0] if len(first) == 3 else 0,
+                       int(m.group(3)), dict(re.findall(r"([spo])(\d+)", m.group(4))), shape, "feedback")
+    if W.out_shape != first:
+        raise ValueError(f"arch: the feedback {tokens[-2]!r} maps layer {len(ops)}'s {shape} to {W.out_shape}, "
+                         f"but layer 1 is {first}")
+    return input_shape, ops, W, int(tokens[-1])
+
+
+@dataclass
+class _Op:
+    """A synaptic operation with its weight: ``op(a)`` (batched, flat ``(B, n_in) -> (B, n_out)``), its
+    transpose ``op.T(d)``, the weight gradient ``op.wgrad(d, a)`` (of ``sum d . op(a)``), and the bias
+    helpers (one bias per output channel of a convolution).  ``fast`` picks the im2col forms."""
+
+    spec: OpSpec
+    w: np.ndarray
+    fast: bool = True
+
+    @property
+    def shape(self) -> tuple:
+        """``(n_out, n_in)``: the operation as a matrix."""
+        return (self.spec.n_out, self.spec.n_in)
+
+    def _maps(self, a, shape):
+        return a.reshape(a.shape[0], *shape)
+
+    def __call__(self, a):
+        sp = self.spec
+        if sp.kind == "dense":
+            return a @ self.w.T
+        A = self._maps(a, sp.in_shape)
+        if sp.kind == "conv":
+            Y = (conv.conv2d_fast if self.fast else conv.conv2d)(A, self.w, sp.stride, sp.pad)
+        else:
+            Y = (conv.conv_transpose2d_fast if self.fast else conv.conv_transpose2d)(A, self.w, sp.stride, sp.pad,
+                                                                                     sp.out_pad)
+        return Y.reshape(a.shape[0], -1)
+
+    def T(self, d):
+        """``d op`` (the adjoint applied to rows ``d`` (B, n_out)): (B, n_in)."""
+        sp = self.spec
+        if sp.kind == "dense":
+            return d @ self.w
+        D = self._maps(d, sp.out_shape)
+        if sp.kind == "conv":
+            X = (conv.conv2d_input_grad_fast if self.fast else conv.conv2d_input_grad)(D, self.w, sp.in_shape[1:],
+                                                                                       sp.stride, sp.pad)
+        else:                           # a transposed convolution's adjoint is the convolution of the same weight
+            X = (conv.conv2d_fast if self.fast else conv.conv2d)(D, self.w, sp.stride, sp.pad)
+        return X.reshape(d.shape[0], -1)
+
+    def wgrad(self, d, a):
+        """``d/dw sum_b d_b . op(a_b)``, the weight's shape."""
+        sp = self.spec
+        if sp.kind == "dense":
+            return d.T @ a
+        grad = conv.conv2d_weight_grad_fast if self.fast else conv.conv2d_weight_grad
+        D, A = self._maps(d, sp.out_shape), self._maps(a, sp.in_shape)
+        if sp.kind == "conv":
+            return grad(A, D, sp.kernel, sp.stride, sp.pad)
+        return grad(D, A, sp.kernel, sp.stride, sp.pad)       # convT(a, w) = the input gradient of conv(., w)
+
+    def units(self, c):
+        """A per-channel vector (a bias, a BN scale) as one value per output unit, (n_out,)."""
+        if self.spec.kind == "dense":
+            return c
+        return np.repeat(c, self.spec.n_out // self.spec.channels)
+
+    def channel_sum(self, d):
+        """The gradient of a per-channel vector from the per-unit one: ``d`` (B, n_out) summed per channel."""
+        if self.spec.kind == "dense":
+            return d.sum(axis=0)
+        return d.reshape(d.shape[0], self.spec.channels, -1).sum(axis=(0, 2))
+
+    def scaled(self, r):
+        """The operation followed by a per-output-channel scale ``r``: the same kind, weight scaled."""
+        sp = self.spec
+        if sp.kind == "convT":
+            return replace(self, w=self.w * r[None, :, None, None])
+        return replace(self, w=r.reshape((-1,) + (1,) * (self.w.ndim - 1)) * self.w)
+
+    def channel_rows(self, w):
+        """``w`` (the weight's shape) as one row per output channel, for per-channel sums."""
+        if self.spec.kind == "convT":
+            return np.moveaxis(w, 1, 0).reshape(self.spec.channels, -1)
+        return w.reshape(self.spec.channels, -1)
+
+    def matrix(self) -> np.ndarray:
+        """The operation as an explicit ``(n_out, n_in)`` matrix (dense: the weight itself)."""
+        if self.spec.kind == "dense":
+            return self.w
+        return self(np.eye(self.spec.n_in)).T
+
+
+def operator_norm(op: _Op, tol: float = 1e-14, max_iter: int = 5000) -> tuple:
+    """``(sigma, u1, v1)``: the largest singular value of the operation as a linear map, and its unit
+    singular vectors (output, input), by power iteration on ``op^T op`` from a fixed start (exact SVD
+    of the explicit matrix when it has at most 4096 columns)."""
+    if op.spec.kind == "dense" or op.spec.n_in <= 4096:
+        return _top_singular(op.matrix())
+    v = np.random.default_rng(0).standard_normal(op.spec.n_in)
+    v /= np.linalg.norm(v)
+    sigma = 0.0
+    for _ in range(max_iter):
+        u = op(v[None])[0]
+        new = float(np.linalg.norm(u))
+        v = op.T(u[None])[0]
+        v /= max(float(np.linalg.norm(v)), SN_EPS)
+        if abs(new - sigma) <= tol * new:
+            break
+        sigma = new
+    u = op(v[None])[0]
+    sigma = float(np.linalg.norm(u))
+    return sigma, u / max(sigma, SN_EPS), v
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -403,6 +672,10 @@ class Config:
         ``"fixed_point"`` and ``"code_iter"`` run exactly ``max_iter``
         iterations whatever the residual (the official ``'iter'`` solver:
         always 30).  Not for ``"broyden"`` or ``"dense"``.
+    arch : str or None
+        A convolutional feedback block (:func:`parse_arch`), e.g. the official
+        MNIST net ``"28x28x1-64c5s2p2-fbc5p2-10"``; None for a fully connected
+        block whose sizes come from the parameters.
     """
 
     T: int = 30
@@ -423,6 +696,7 @@ class Config:
     dropout: float = 0.0
     sn_method: str = "exact"
     early_stop: bool = True
+    arch: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "T", check_int("T", self.T, minimum=1))
@@ -458,6 +732,11 @@ class Config:
         if not self.early_stop and self.solver not in ("fixed_point", "code_iter"):
             raise ValueError(f"early_stop: False (run exactly max_iter iterations) applies to the solvers "
                              f"'fixed_point' and 'code_iter', got solver {self.solver!r}")
+        if self.sn_method == "operator" and self.spectral_norm is None:
+            raise ValueError("sn_method: 'operator' normalises the feedback by its operator norm; it needs "
+                             "Config.spectral_norm (e.g. 1.0), got None")
+        if self.arch is not None:
+            parse_arch(self.arch)                       # a clean error for a malformed architecture
 
     @property
     def is_if(self) -> bool:
@@ -523,16 +802,16 @@ PRESETS = {
 
 @dataclass
 class _Net:
-    """Validated parameters, with the effective feedback weight of Eq. (SN)."""
+    """Validated parameters as operations (:class:`_Op`), with the effective feedback weight of Eq. (SN)."""
 
-    F: np.ndarray
-    b: np.ndarray
-    Fs: list            # F^2..F^N
+    F: _Op              # input operation of layer 1
+    b: np.ndarray       # its bias (one per unit, or per output channel of a convolution)
+    Fs: list            # F^2..F^N (_Op)
     bs: list            # b^2..b^N
-    W: np.ndarray       # effective feedback weight (n_1, n_N)
+    W: _Op              # effective feedback W, layer N -> layer 1
     Wo: np.ndarray
     bo: np.ndarray
-    sn: tuple | None    # (W_raw, g, s, sigma, u1, v1) when spectral-normed (sigma, u1, v1: exact or Eq. (PI))
+    sn: tuple | None    # (W_raw, g, s, sigma, u1, v1, dsigma/dW_raw) when spectral-normed (Eq. (SN), (PI))
     bn: tuple | None = None     # (gamma, beta, running mean, running var) with Config.batchnorm
     fold: dict | None = None    # set by _fold_bn: F, b above are then the folded (effective) ones
     drop: dict | None = None    # dropout masks {"F", "W", "F2", ...} of Eq. (DO), each (B, n_l); None: no dropout
@@ -543,7 +822,12 @@ class _Net:
 
     @property
     def sizes(self) -> list:
-        return [self.F.shape[0]] + [Fl.shape[0] for Fl in self.Fs]
+        return [self.F.spec.n_out] + [Fl.spec.n_out for Fl in self.Fs]
+
+    def current(self, l: int, h):
+        """``F^l h + b^l`` of layer ``l`` (1-based; ``h`` the input for ``l = 1``), before any mask."""
+        op, b = (self.F, self.b) if l == 1 else (self.Fs[l - 2], self.bs[l - 2])
+        return op(h) + op.units(b)
 
 
 def param_keys(n_layers: int, cfg: Config) -> list:
@@ -592,6 +876,33 @@ def _power_step(Wr, u):
     return float(u1 @ (Wr @ v1)), u1, v1                               # Eq. (PI): sigma = u1^T W_raw v1
 
 
+def _specs(params, cfg: Config, name: str, N: int):
+    """The operations' specs: from ``cfg.arch``, or dense ones read off the weights' shapes (checked)."""
+    if cfg.arch is not None:
+        _, ops, W, _ = parse_arch(cfg.arch)
+        if len(ops) != N:
+            raise ValueError(f"{name}: cfg.arch {cfg.arch!r} has {len(ops)} layers, the parameters {N} "
+                             f"(F{', F2' if N > 1 else ''}...)")
+        return ops, W
+    ops, prev = [], None
+    for l in range(1, N + 1):
+        key = "F" if l == 1 else f"F{l}"
+        w = _float_array(f"{name}[{key!r}]", params[key], 2)
+        if prev is not None and w.shape[1] != prev:
+            raise ValueError(f"{name}['{key}']: expected {prev} inputs (the size of layer {l - 1}), got shape "
+                             f"{w.shape}")
+        ops.append(OpSpec("dense", (w.shape[1],), (w.shape[0],)))
+        prev = w.shape[0]
+    return ops, OpSpec("dense", (prev,), (ops[0].n_out,))
+
+
+def _weight(name, value, spec: OpSpec, what: str):
+    w = _float_array(name, value, len(spec.weight_shape))
+    if w.shape != spec.weight_shape:
+        raise ValueError(f"{name}: {what} must have shape {spec.weight_shape}, got {w.shape}")
+    return w
+
+
 def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
     """Validated parameters; ``sn_vectors = (u1, v1)`` fixes the power method's vectors (no step is taken)."""
     if not isinstance(params, dict):
@@ -618,34 +929,38 @@ def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
         elif cfg.sn_method != "power" and ("sn_u" in extra or "sn_v" in extra):
             hint = " (params carry power-iteration vectors sn_u/sn_v but Config.sn_method is not 'power')"
         raise ValueError(f"{name}: expected keys {want}; missing {missing}, unexpected {extra}{hint}")
-    F = _float_array(f"{name}['F']", params["F"], 2)
-    b = _float_array(f"{name}['b']", params["b"], 1)
-    if b.shape[0] != F.shape[0]:
-        raise ValueError(f"{name}['b']: expected shape ({F.shape[0]},) to match F {F.shape}, got {b.shape}")
+    fast = cfg.backend != "numpy"
+    specs, wspec = _specs(params, cfg, name, N)
+    ops, biases = [], []
+    for l, sp in enumerate(specs, start=1):
+        key, bkey = ("F", "b") if l == 1 else (f"F{l}", f"b{l}")
+        what = "the input operation" if l == 1 else f"the operation from layer {l - 1} to layer {l}"
+        ops.append(_Op(sp, _weight(f"{name}[{key!r}]", params[key], sp, what), fast))
+        bl = _float_array(f"{name}[{bkey!r}]", params[bkey], 1)
+        if bl.shape != (sp.channels,):
+            raise ValueError(f"{name}['{bkey}']: expected shape ({sp.channels},) to match {key} "
+                             f"{ops[-1].w.shape} (one per output {'channel' if sp.kind != 'dense' else 'unit'}), "
+                             f"got {bl.shape}")
+        biases.append(bl)
+    F, b = ops[0], biases[0]
     bn = None
     if cfg.batchnorm:
         bn = tuple(_float_array(f"{name}[{k!r}]", params[k], 1) for k in BN_KEYS)
         for k, v in zip(BN_KEYS, bn):
             if v.shape != b.shape:
-                raise ValueError(f"{name}[{k!r}]: expected shape {b.shape} (one per unit of layer 1), got {v.shape}")
+                raise ValueError(f"{name}[{k!r}]: expected shape {b.shape} (one per {'channel' if F.spec.kind != 'dense' else 'unit'} "
+                                 f"of layer 1), got {v.shape}")
         if np.any(bn[3] < 0):
             raise ValueError(f"{name}['bn_var']: a variance must be >= 0, got min {bn[3].min():g}")
-    Fs, bs, prev = [], [], F.shape[0]
-    for l in range(2, N + 1):
-        Fl = _float_array(f"{name}['F{l}']", params[f"F{l}"], 2)
-        bl = _float_array(f"{name}['b{l}']", params[f"b{l}"], 1)
-        if Fl.shape[1] != prev:
-            raise ValueError(f"{name}['F{l}']: expected {prev} inputs (the size of layer {l - 1}), got shape {Fl.shape}")
-        if bl.shape[0] != Fl.shape[0]:
-            raise ValueError(f"{name}['b{l}']: expected shape ({Fl.shape[0]},) to match F{l} {Fl.shape}, got {bl.shape}")
-        Fs.append(Fl)
-        bs.append(bl)
-        prev = Fl.shape[0]
-    n1, nN = F.shape[0], prev
-    Wr = _float_array(f"{name}['W']", params["W"], 2)
-    if Wr.shape != (n1, nN):
-        raise ValueError(f"{name}['W']: the feedback from layer {N} to layer 1 must have shape ({n1}, {nN}), "
-                         f"got {Wr.shape}")
+    n1, nN = specs[0].n_out, specs[-1].n_out
+    if wspec.kind == "dense":
+        Wr = _float_array(f"{name}['W']", params["W"], 2)
+        if Wr.shape != (n1, nN):
+            raise ValueError(f"{name}['W']: the feedback from layer {N} to layer 1 must have shape ({n1}, {nN}), "
+                             f"got {Wr.shape}")
+    else:
+        Wr = _weight(f"{name}['W']", params["W"], wspec, f"the feedback from layer {N} to layer 1")
+    raw = _Op(wspec, Wr, fast)
     sn = None
     if cfg.spectral_norm is not None:
         g = _float_array(f"{name}['g']", params["g"], None)
@@ -654,31 +969,39 @@ def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
         g = float(g.reshape(()))
         c = cfg.spectral_norm
         s = min(max(g, -c), c)
+        W2 = Wr.reshape(Wr.shape[0], -1)                                 # the code's reshape along dim 0
         if cfg.sn_method == "power":
             su = _float_array(f"{name}['sn_u']", params["sn_u"], 1)
             sv = _float_array(f"{name}['sn_v']", params["sn_v"], 1)
-            if su.shape != (n1,):
-                raise ValueError(f"{name}['sn_u']: the power-iteration vector of W's rows must have shape ({n1},), "
-                                 f"got {su.shape}")
-            if sv.shape != (nN,):
+            if su.shape != (W2.shape[0],):
+                raise ValueError(f"{name}['sn_u']: the power-iteration vector of W's rows must have shape "
+                                 f"({W2.shape[0]},), got {su.shape}")
+            if sv.shape != (W2.shape[1],):
                 raise ValueError(f"{name}['sn_v']: the power-iteration vector of W's columns must have shape "
-                                 f"({nN},), got {sv.shape}")
+                                 f"({W2.shape[1]},), got {sv.shape}")
             if sn_vectors is None:
-                sigma, u1, v1 = _power_step(Wr, su)                      # Eq. (PI): one step from sn_u
+                sigma, u1, v1 = _power_step(W2, su)                      # Eq. (PI): one step from sn_u
             else:
                 u1, v1 = sn_vectors
-                sigma = float(u1 @ (Wr @ v1))                            # Eq. (PI), vectors held fixed
+                sigma = float(u1 @ (W2 @ v1))                            # Eq. (PI), vectors held fixed
             if not sigma > 0:
                 raise ValueError(f"{name}['sn_u']: the power-iteration estimate u1^T W v1 is {sigma:g}, not > 0 "
                                  f"(sn_u all zeros or orthogonal to the range of W, or W all zeros)")
-        else:
-            sigma, u1, v1 = _top_singular(Wr)
+            dsigma = np.outer(u1, v1).reshape(Wr.shape)
+        elif cfg.sn_method == "operator":
+            sigma, u1, v1 = operator_norm(raw)                           # ||W||_2 of the map itself
             if sigma <= 0:
                 raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
-        W = (s / sigma) * Wr                                             # Eq. (SN)
-        sn = (Wr, g, s, sigma, u1, v1)
+            dsigma = raw.wgrad(u1[None], v1[None])                       # d sigma / d W_raw = u1^T (dW) v1
+        else:
+            sigma, u1, v1 = _top_singular(W2)
+            if sigma <= 0:
+                raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
+            dsigma = np.outer(u1, v1).reshape(Wr.shape)
+        W = replace(raw, w=(s / sigma) * Wr)                             # Eq. (SN)
+        sn = (Wr, g, s, sigma, u1, v1, dsigma)
     else:
-        W = Wr
+        W = raw
     Wo = _float_array(f"{name}['Wo']", params["Wo"], 2)
     bo = _float_array(f"{name}['bo']", params["bo"], 1)
     if Wo.shape[1] != nN:
@@ -686,7 +1009,7 @@ def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
                          f"got {Wo.shape}")
     if bo.shape[0] != Wo.shape[0]:
         raise ValueError(f"{name}['bo']: expected shape ({Wo.shape[0]},) to match Wo {Wo.shape}, got {bo.shape}")
-    return _Net(F, b, Fs, bs, W, Wo, bo, sn, bn)
+    return _Net(F, b, ops[1:], biases[1:], W, Wo, bo, sn, bn)
 
 
 def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
@@ -695,81 +1018,107 @@ def feedback_weight(params, cfg: Config = Config()) -> np.ndarray:
     With ``sn_method="power"``: ``sigma`` from one step of Eq. (PI) from the stored ``sn_u`` (the weight
     the next :func:`loss_and_grad` uses).
     """
-    return _unpack(params, check_config(cfg, Config)).W
+    return _unpack(params, check_config(cfg, Config)).W.w
 
 
 def contraction_bound(params, cfg: Config = Config()) -> float:
-    """``||W||_2 prod_l ||F^l||_2 / v_th^N``: an upper bound of ``||J||_2``; below 1, f is a contraction."""
-    net = _unpack(params, check_config(cfg, Config))
-    bound = np.linalg.norm(net.W, 2)
-    for Fl in net.Fs:
-        bound *= np.linalg.norm(Fl, 2)
-    return float(bound / cfg.v_th ** net.N)
+    """``||W||_2 prod_l ||F^l||_2 / v_th^N``: an upper bound of ``||J||_2``; below 1, f is a contraction.
+
+    The norms are those of the operations as linear maps (:func:`operator_norm`): for a convolution
+    that is not the norm of the reshaped kernel that Eq. (SN) normalises by default.
+    """
+    cfg = check_config(cfg, Config)
+    return _bound(_unpack(params, cfg), cfg)
 
 
-def init_params(sizes, cfg: Config = Config(), rng=0) -> dict:
-    """Initial parameters for ``sizes = [n_in, n_1, ..., n_N, n_classes]`` (an N-layer feedback block).
+def init_params(sizes=None, cfg: Config = Config(), rng=0) -> dict:
+    """Initial parameters for ``sizes = [n_in, n_1, ..., n_N, n_classes]`` (an N-layer feedback block),
+    or for ``cfg.arch``.
 
-    As the official code: ``F, F^l, W ~ U(-1, 1)`` with each row scaled to
-    unit l2 norm, biases 0; the readout ``Wo, bo`` with PyTorch's
-    ``nn.Linear`` default ``U(-1/sqrt(n_N), 1/sqrt(n_N))``.  With
-    ``cfg.spectral_norm`` the gain ``g`` starts at ``sigma_max(W)`` (so the
-    effective ``W`` is the raw one, clipped to norm ``c``).
+    As the official code: ``F, F^l, W ~ U(-1, 1)`` with each output unit's
+    row (a convolution's output filter ``w[o]``, a transposed convolution's
+    ``w[:, o]``) scaled to unit l2 norm, biases 0; the readout ``Wo, bo``
+    with PyTorch's ``nn.Linear`` default ``U(-1/sqrt(n_N), 1/sqrt(n_N))``.
+    With ``cfg.spectral_norm`` the gain ``g`` starts at ``sigma`` of Eq. (SN)
+    (so the effective ``W`` is the raw one, clipped to norm ``c``).  With
+    ``cfg.arch`` the architecture fixes the sizes; ``sizes`` may then be
+    None, or a list whose first and last entries (input size, classes) agree.
 
     With ``cfg.sn_method = "power"``, as the code's ``WeightSpectralNorm.apply``
     (after every draw above, so the other tensors are the same as with
-    ``"exact"``): ``sn_u ~ N(0, I_{n_1})``, ``sn_v ~ N(0, I_{n_N})``,
-    normalised; ``g`` is the estimate ``u^T W v`` of 10 power steps from a
-    second random pair (``compute_spectral_norm``); then ``sn_u, sn_v`` take
-    one power step (Eq. (PI)), as the code's first ``compute_weight`` at
-    construction does.
+    ``"exact"``): ``sn_u ~ N(0, I)``, ``sn_v ~ N(0, I)`` (the rows and columns
+    of ``W`` reshaped along dim 0), normalised; ``g`` is the estimate
+    ``u^T W v`` of 10 power steps from a second random pair
+    (``compute_spectral_norm``); then ``sn_u, sn_v`` take one power step
+    (Eq. (PI)), as the code's first ``compute_weight`` at construction does.
     """
     cfg = check_config(cfg, Config)
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-        raise TypeError(f"sizes: expected a list [n_in, n_1, ..., n_N, n_classes], got {sizes!r}")
-    sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
-    if len(sizes) < 3:
-        raise ValueError(f"sizes: need [n_in, n_hidden, ..., n_classes] with at least one feedback layer, got {sizes}")
+    if cfg.arch is not None:
+        input_shape, specs, wspec, n_classes = parse_arch(cfg.arch)
+        if sizes is not None:
+            if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
+                raise TypeError(f"sizes: expected None or a list [n_in, ..., n_classes] with cfg.arch, got {sizes!r}")
+            if (int(sizes[0]), int(sizes[-1])) != (int(np.prod(input_shape)), n_classes):
+                raise ValueError(f"sizes: {list(sizes)} do not match cfg.arch {cfg.arch!r} (input "
+                                 f"{int(np.prod(input_shape))}, {n_classes} classes)")
+    else:
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes: expected a list [n_in, n_1, ..., n_N, n_classes], got {sizes!r}")
+        sizes = [check_int(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(sizes)]
+        if len(sizes) < 3:
+            raise ValueError(f"sizes: need [n_in, n_hidden, ..., n_classes] with at least one feedback layer, "
+                             f"got {sizes}")
+        specs = [OpSpec("dense", (a,), (b,)) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        wspec, n_classes = OpSpec("dense", (sizes[-2],), (sizes[1],)), sizes[-1]
     rng = as_generator(rng)
 
-    def unit_rows(n_out, n_in):
-        M = rng.uniform(-1.0, 1.0, (n_out, n_in))
-        return M / np.sqrt((M ** 2).sum(axis=1, keepdims=True))
+    def unit_filters(sp: OpSpec):
+        w = rng.uniform(-1.0, 1.0, sp.weight_shape)
+        if sp.kind == "convT":                                          # output channel o is w[:, o]
+            return w / np.sqrt((w ** 2).sum(axis=(0, 2, 3), keepdims=True))
+        return w / np.sqrt((w ** 2).reshape(w.shape[0], -1).sum(axis=1)).reshape((-1,) + (1,) * (w.ndim - 1))
 
-    hidden = sizes[1:-1]
-    params = {"F": unit_rows(hidden[0], sizes[0]), "b": np.zeros(hidden[0])}
+    c1 = specs[0].channels
+    params = {"F": unit_filters(specs[0]), "b": np.zeros(c1)}
     if cfg.batchnorm:
-        params.update(bn_gamma=np.ones(hidden[0]), bn_beta=np.zeros(hidden[0]),
-                      bn_mean=np.zeros(hidden[0]), bn_var=np.ones(hidden[0]))
-    for l in range(2, len(hidden) + 1):
-        params[f"F{l}"] = unit_rows(hidden[l - 1], hidden[l - 2])
-        params[f"b{l}"] = np.zeros(hidden[l - 1])
-    params["W"] = unit_rows(hidden[0], hidden[-1])
+        params.update(bn_gamma=np.ones(c1), bn_beta=np.zeros(c1), bn_mean=np.zeros(c1), bn_var=np.ones(c1))
+    for l, sp in enumerate(specs[1:], start=2):
+        params[f"F{l}"] = unit_filters(sp)
+        params[f"b{l}"] = np.zeros(sp.channels)
+    params["W"] = unit_filters(wspec)
+    W2 = params["W"].reshape(params["W"].shape[0], -1)                  # the code's reshape along dim 0
     if cfg.spectral_norm is not None:
-        params["g"] = np.array(_top_singular(params["W"])[0])
-    bound = 1.0 / math.sqrt(hidden[-1])
-    params["Wo"] = rng.uniform(-bound, bound, (sizes[-1], hidden[-1]))
-    params["bo"] = rng.uniform(-bound, bound, sizes[-1])
+        params["g"] = np.array(operator_norm(_Op(wspec, params["W"]))[0] if cfg.sn_method == "operator"
+                               else _top_singular(W2)[0])
+    nN = specs[-1].n_out
+    bound = 1.0 / math.sqrt(nN)
+    params["Wo"] = rng.uniform(-bound, bound, (n_classes, nN))
+    params["bo"] = rng.uniform(-bound, bound, n_classes)
     if cfg.sn_method == "power":
-        Wr = params["W"]
-        u = _normalize(rng.normal(size=hidden[0]))                      # the buffers weight_u, weight_v
-        v = _normalize(rng.normal(size=hidden[-1]))
-        u10, v10 = _normalize(rng.normal(size=hidden[0])), _normalize(rng.normal(size=hidden[-1]))
+        u = _normalize(rng.normal(size=W2.shape[0]))                    # the buffers weight_u, weight_v
+        v = _normalize(rng.normal(size=W2.shape[1]))
+        u10, v10 = _normalize(rng.normal(size=W2.shape[0])), _normalize(rng.normal(size=W2.shape[1]))
         for _ in range(10):                                             # compute_spectral_norm(W, iterations=10)
-            v10 = _normalize(Wr.T @ u10)
-            u10 = _normalize(Wr @ v10)
-        params["g"] = np.array(float(u10 @ (Wr @ v10)))
-        _, u, v = _power_step(Wr, u)                                    # Eq. (PI): the step at construction
+            v10 = _normalize(W2.T @ u10)
+            u10 = _normalize(W2 @ v10)
+        params["g"] = np.array(float(u10 @ (W2 @ v10)))
+        _, u, v = _power_step(W2, u)                                    # Eq. (PI): the step at construction
         params["sn_u"], params["sn_v"] = u, v
-    return {k: params[k] for k in param_keys(len(hidden), cfg)}
+    return {k: params[k] for k in param_keys(len(specs), cfg)}
 
 
 # ---------------------------------------------------------------------------
 # Input
 # ---------------------------------------------------------------------------
 
-def _check_x(x, n_in: int, cfg: Config) -> np.ndarray:
+def _check_x(x, net, cfg: Config) -> np.ndarray:
+    """``x`` as (batch, n_in) or (T, batch, n_in); a convolutional block also takes maps (batch, C, H, W)
+    and (T, batch, C, H, W), flattened here in (C, H, W) order."""
     x = check_array("x", x)
+    in_shape = net.F.spec.in_shape
+    n_in = net.F.spec.n_in
+    if len(in_shape) == 3 and x.ndim in (4, 5) and x.shape[-3:] == in_shape:
+        x = x.reshape(x.shape[:-3] + (n_in,))
     if x.ndim == 2:
         if x.shape[0] < 1 or x.shape[1] != n_in:
             raise ValueError(f"x: expected static input of shape (batch, {n_in}) (F has shape (n_1, {n_in})), "
@@ -825,10 +1174,11 @@ def _fold_bn(net: _Net, xbar, mode: str) -> _Net:
     if net.bn is None:
         return net
     gamma, beta, rmean, rvar = net.bn
+    P = None
     if mode == "batch":
-        P = xbar @ net.F.T                                              # F xbar (b cancels)
-        mean = P.mean(axis=0)
-        var = np.mean((P - mean) ** 2, axis=0)
+        P = _per_channel(net.F, net.F(xbar))                            # F xbar (b cancels), (B, C, positions)
+        mean = P.mean(axis=(0, 2))                                      # per unit, or per channel (BatchNorm2d)
+        var = np.mean((P - mean[None, :, None]) ** 2, axis=(0, 2))
         s = np.sqrt(var + BN_EPS)
         r = gamma / s
         b_e = beta - r * mean                                           # Eq. (BN), batch statistics
@@ -837,30 +1187,37 @@ def _fold_bn(net: _Net, xbar, mode: str) -> _Net:
         s = np.sqrt(rvar + BN_EPS)
         r = gamma / s
         b_e = beta + r * (net.b - rmean)                                # Eq. (BN), running statistics
-    fold = {"mode": mode, "F": net.F, "b": net.b, "r": r, "s": s, "mean": mean, "var": var, "xbar": xbar}
-    return replace(net, F=r[:, None] * net.F, b=b_e, fold=fold)
+    fold = {"mode": mode, "F": net.F, "b": net.b, "r": r, "s": s, "mean": mean, "var": var, "xbar": xbar, "P": P}
+    return replace(net, F=net.F.scaled(r), b=b_e, fold=fold)
+
+
+def _per_channel(op: _Op, v):
+    """Unit values ``v`` (B, n_out) as (B, channels, positions): one position per unit of a dense layer."""
+    return v.reshape(v.shape[0], op.spec.channels, -1)
 
 
 def _bn_backward(net: _Net, gF, gb) -> dict:
     """Gradients of the raw ``F, b`` and of the BN parameters from those of the folded ``F_e, b_e``."""
     fo = net.fold
     gamma, beta, rmean, rvar = net.bn
-    F, r, s = fo["F"], fo["r"], fo["s"]
+    F, r, s = fo["F"], fo["r"], fo["s"]                                 # F: the raw input operation
     out = {"bn_beta": gb}
+    rows = F.channel_rows(gF * F.w)                                     # d(r F)/dr: one row per channel
     if fo["mode"] == "batch":
         dmean = -r * gb
-        dr = np.sum(gF * F, axis=1) - gb * fo["mean"]
+        dr = rows.sum(axis=1) - gb * fo["mean"]
         ds = -dr * gamma / s ** 2
         dvar = ds / (2 * s)
-        xc = fo["xbar"] - fo["xbar"].mean(axis=0)
-        FC = ((xc @ F.T).T @ xc) / xc.shape[0]                          # rows F_i C, C the batch covariance of xbar
-        out["F"] = r[:, None] * gF + np.outer(dmean, fo["xbar"].mean(axis=0)) + (2 * dvar)[:, None] * FC
+        P = fo["P"]                                                     # F xbar, (B, C, positions)
+        M = P.shape[0] * P.shape[2]                                     # values per channel
+        dP = dmean[None, :, None] / M + (2 * dvar)[None, :, None] * (P - fo["mean"][None, :, None]) / M
+        out["F"] = _scale_grad(F, gF, r) + F.wgrad(dP.reshape(P.shape[0], -1), fo["xbar"])   # + through the stats
         out["b"] = np.zeros_like(gb)
         out["bn_mean"], out["bn_var"] = np.zeros_like(gb), np.zeros_like(gb)
     else:
-        dr = np.sum(gF * F, axis=1) + gb * (fo["b"] - rmean)
+        dr = rows.sum(axis=1) + gb * (fo["b"] - rmean)
         ds = -dr * gamma / s ** 2
-        out["F"] = r[:, None] * gF
+        out["F"] = _scale_grad(F, gF, r)
         out["b"] = r * gb
         out["bn_mean"] = -r * gb
         out["bn_var"] = ds / (2 * s)
@@ -868,10 +1225,15 @@ def _bn_backward(net: _Net, gF, gb) -> dict:
     return out
 
 
+def _scale_grad(F: _Op, gF, r):
+    """The gradient of the raw weight from that of the channel-scaled one ``r F``: ``gF`` scaled per channel."""
+    return replace(F, w=gF).scaled(r).w
+
+
 def _prepare(params, x, cfg, bn_mode=None, dropout_mask=None):
     cfg = check_config(cfg, Config)
     net = _unpack(params, cfg)
-    x = _check_x(x, net.F.shape[1], cfg)
+    x = _check_x(x, net, cfg)
     if net.bn is not None:
         net = _fold_bn(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
     if dropout_mask is not None:
@@ -950,7 +1312,7 @@ def dropout_mask(params, x, cfg: Config = Config(), rng=None) -> dict:
     if cfg.dropout == 0.0:
         raise ValueError("cfg: Config.dropout is 0, so there is no dropout mask to draw")
     net = _unpack(params, cfg)
-    x = _check_x(x, net.F.shape[1], cfg)
+    x = _check_x(x, net, cfg)
     return _dropout(net, x, cfg, rng, None)
 
 
@@ -988,7 +1350,7 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, d
     static = x.ndim == 2
     B = x.shape[-2]
     if static:
-        I = x @ net.F.T + net.b                                        # I = F x + b, computed once
+        I = net.current(1, x)                                          # I = F x + b, computed once
         if m is not None:
             I = m["F"] * I                                             # Eq. (DO): the same mask at every step
     u = [np.zeros((B, n)) for n in net.sizes]                          # u_0 = 0
@@ -1000,18 +1362,18 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, d
         if static:
             It = I
         else:
-            It = x[t] @ net.F.T + net.b
+            It = net.current(1, x[t])
             if m is not None:
                 It = m["F"] * It                                       # Eq. (DO)
         for l in range(N):
             if l == 0 and m is None:
-                v = lam * u[0] + s[N - 1] @ net.W.T + It               # Eq. (N1): s^N from step t-1
+                v = lam * u[0] + net.W(s[N - 1]) + It                  # Eq. (N1): s^N from step t-1
             elif l == 0:
-                v = lam * u[0] + m["W"] * (s[N - 1] @ net.W.T) + It    # Eq. (DO) in Eq. (N1)
+                v = lam * u[0] + m["W"] * net.W(s[N - 1]) + It         # Eq. (DO) in Eq. (N1)
             elif m is None:
-                v = lam * u[l] + s[l - 1] @ net.Fs[l - 1].T + net.bs[l - 1]   # Eq. (N2): s^{l-1} from step t
+                v = lam * u[l] + net.current(l + 1, s[l - 1])          # Eq. (N2): s^{l-1} from step t
             else:
-                v = lam * u[l] + m[f"F{l + 1}"] * (s[l - 1] @ net.Fs[l - 1].T + net.bs[l - 1])  # Eq. (DO) in (N2)
+                v = lam * u[l] + m[f"F{l + 1}"] * net.current(l + 1, s[l - 1])   # Eq. (DO) in (N2)
             s[l] = (v >= vth).astype(np.float64)                       # Eq. (N3)
             u[l] = v - vth * s[l]                                      # Eq. (N4)
             acc[l] = lam * acc[l] + s[l]                               # Eq. (R), numerator
@@ -1101,19 +1463,23 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
 
 
 def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
+    if any(op.spec.kind != "dense" for op in [net.F, net.W, *net.Fs]):
+        # convolutions: the readable loop over steps, each step's operations by im2col and BLAS (net's ops
+        # are the fast forms unless backend="numpy"); still no history, memory independent of T
+        return simulate_numpy(None, x, cfg, _net=net)
     B = x.shape[-2]
     static = x.ndim == 2
     m = net.drop
     if static:
-        I = x @ net.F.T + net.b
+        I = net.current(1, x)
         if m is not None:
             I = m["F"] * I                                             # Eq. (DO)
         I = np.ascontiguousarray(I)
         xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
     else:
         I = np.zeros((1, 1))
-        xs, FT = np.ascontiguousarray(x), np.ascontiguousarray(net.F.T)
-    Ms = tuple([np.ascontiguousarray(net.W.T)] + [np.ascontiguousarray(Fl.T) for Fl in net.Fs])
+        xs, FT = np.ascontiguousarray(x), np.ascontiguousarray(net.F.w.T)
+    Ms = tuple([np.ascontiguousarray(net.W.w.T)] + [np.ascontiguousarray(Fl.w.T) for Fl in net.Fs])
     cs = tuple([np.zeros(net.sizes[0])] + [np.ascontiguousarray(bl) for bl in net.bs])
     us = tuple(np.zeros((B, n)) for n in net.sizes)
     ss = tuple(np.zeros((B, n)) for n in net.sizes)
@@ -1179,12 +1545,12 @@ def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
     pre, h, dsig = [], [], []
     m = net.drop
     if m is None:
-        p = a @ net.W.T + xbar @ net.F.T + net.b                       # Eq. (FP), layer 1
+        p = net.W(a) + net.current(1, xbar)                            # Eq. (FP), layer 1
     else:
-        p = m["W"] * (a @ net.W.T) + m["F"] * (xbar @ net.F.T + net.b)     # Eq. (DO) in Eq. (FP), layer 1
+        p = m["W"] * net.W(a) + m["F"] * net.current(1, xbar)          # Eq. (DO) in Eq. (FP), layer 1
     for l in range(net.N):
         if l > 0:
-            p = h[-1] @ net.Fs[l - 1].T + net.bs[l - 1]                # Eq. (FP), layer l >= 2
+            p = net.current(l + 1, h[-1])                              # Eq. (FP), layer l >= 2
             if m is not None:
                 p = m[f"F{l + 1}"] * p                                 # Eq. (DO)
         z = p / v_th
@@ -1221,20 +1587,31 @@ def _deltas(net: _Net, lin: _Lin, beta, v_th) -> list:
         d = d * lin.dsig[l] / v_th
         out[l] = d
         if l > 0:
-            d = _masked(net, f"F{l + 1}", d) @ net.Fs[l - 1]
+            d = net.Fs[l - 1].T(_masked(net, f"F{l + 1}", d))
     return out
 
 
 def _JT(net, lin, beta, v_th):
     """``J^T beta`` at the linearisation point (batched)."""
-    return _masked(net, "W", _deltas(net, lin, beta, v_th)[0]) @ net.W
+    return net.W.T(_masked(net, "W", _deltas(net, lin, beta, v_th)[0]))
+
+
+#: Most entries of the per-sample Jacobians the dense solver (and the exact equilibrium's Newton
+#: polish) may build: 2e8 float64 = 1.6 GB.
+DENSE_JACOBIAN_LIMIT = 200_000_000
 
 
 def _jacobian(net, lin, v_th):
-    """``J = df/da`` per sample, (B, n_N, n_N)."""
-    M = _masked(net, "W", lin.dsig[0])[:, :, None] * net.W[None] / v_th
+    """``J = df/da`` per sample, (B, n_N, n_N), from the operations as explicit matrices."""
+    B, n = lin.a.shape
+    if B * n * max(net.sizes) > DENSE_JACOBIAN_LIMIT:
+        raise ValueError(f"cfg.solver: the dense Jacobians of this block would hold {B * n * max(net.sizes):.3g} "
+                         f"numbers ({B} samples x {n} x {max(net.sizes)}); use solver='broyden' or 'fixed_point' "
+                         f"(and linearize_at='simulated')")
+    M = _masked(net, "W", lin.dsig[0])[:, :, None] * net.W.matrix()[None] / v_th
     for l in range(1, net.N):
-        M = _masked(net, f"F{l + 1}", lin.dsig[l])[:, :, None] * np.einsum("ij,bjk->bik", net.Fs[l - 1], M) / v_th
+        M = _masked(net, f"F{l + 1}", lin.dsig[l])[:, :, None] * np.einsum("ij,bjk->bik", net.Fs[l - 1].matrix(),
+                                                                            M) / v_th
     return M
 
 
@@ -1471,9 +1848,9 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
 
 
 def _bound(net, cfg):
-    bound = np.linalg.norm(net.W, 2)
+    bound = operator_norm(net.W)[0]
     for Fl in net.Fs:
-        bound *= np.linalg.norm(Fl, 2)
+        bound *= operator_norm(Fl)[0]
     if net.drop is not None:                                           # ||diag(m) M|| <= max|m| ||M||
         bound *= float(np.prod([np.max(net.drop[k], initial=0.0) for k in dropout_keys(net.N)[1:]]))
     return float(bound / cfg.v_th ** net.N)
@@ -1541,24 +1918,24 @@ def adjoint(params, a, x, g, cfg: Config = Config(), *, dropout_mask=None):
 def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
     deltas = _deltas(net, lin, beta, cfg.v_th)                         # Eq. (G)
     dF = _masked(net, "F", deltas[0])                                  # dL/d(F xbar + b), Eq. (DO)
-    grads = {"F": dF.T @ lin.xbar, "b": dF.sum(axis=0)}
+    grads = {"F": net.F.wgrad(dF, lin.xbar), "b": net.F.channel_sum(dF)}
     for l in range(2, net.N + 1):
         dl = _masked(net, f"F{l}", deltas[l - 1])
-        grads[f"F{l}"] = dl.T @ lin.h[l - 2]
-        grads[f"b{l}"] = dl.sum(axis=0)
+        grads[f"F{l}"] = net.Fs[l - 2].wgrad(dl, lin.h[l - 2])
+        grads[f"b{l}"] = net.Fs[l - 2].channel_sum(dl)
     if net.fold is not None:
         grads.update(_bn_backward(net, grads["F"], grads["b"]))
-    GW = _masked(net, "W", deltas[0]).T @ lin.a                        # dL/dW (effective)
+    GW = net.W.wgrad(_masked(net, "W", deltas[0]), lin.a)             # dL/dW (effective)
     if net.sn is None:
         grads["W"] = GW
     else:
-        Wr, g, s, sigma, u1, v1 = net.sn
+        Wr, g, s, sigma, u1, v1, dsigma = net.sn
         c = cfg.spectral_norm
         inner = float(np.sum(GW * Wr))
-        grads["W"] = (s / sigma) * (GW - (inner / sigma) * np.outer(u1, v1))   # Eq. (SN), chain rule, u1, v1 fixed
+        grads["W"] = (s / sigma) * (GW - (inner / sigma) * dsigma)     # Eq. (SN), chain rule, u1, v1 fixed
         grads["g"] = np.array(inner / sigma if -c <= g <= c else 0.0)
         if cfg.sn_method == "power":                                   # state: held constant, as torch does
-            grads["sn_u"], grads["sn_v"] = np.zeros(Wr.shape[0]), np.zeros(Wr.shape[1])
+            grads["sn_u"], grads["sn_v"] = np.zeros(u1.shape[0]), np.zeros(v1.shape[0])
     return grads
 
 
@@ -1690,10 +2067,11 @@ def _running_statistics(net: _Net, params, x) -> dict:
     """
     if net.fold is None or net.fold["mode"] != "batch":
         return {}
-    B = x.shape[-2]
+    P = net.fold["P"]
+    M = P.shape[0] * P.shape[2]                                        # values per channel: B (x H W for BN2d)
     m = BN_MOMENTUM
     return {"bn_mean": (1 - m) * np.asarray(params["bn_mean"], np.float64) + m * (net.fold["mean"] + net.fold["b"]),
-            "bn_var": (1 - m) * np.asarray(params["bn_var"], np.float64) + m * net.fold["var"] * B / max(B - 1, 1)}
+            "bn_var": (1 - m) * np.asarray(params["bn_var"], np.float64) + m * net.fold["var"] * M / max(M - 1, 1)}
 
 
 def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, dropout_mask=None):

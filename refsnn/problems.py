@@ -200,21 +200,24 @@ def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int =
     """
     if cfg.dropout > 0 and dropout_rng is None:
         dropout_rng = seed
+    if cfg.arch is not None:                  # the architecture gives the sizes
+        input_shape, ops, _, n_classes = ide.parse_arch(cfg.arch)
+        n_in, hidden = int(np.prod(input_shape)), tuple(op.n_out for op in ops)
 
     def make(rng):
-        params = ide.init_params([n_in, *hidden, n_classes], cfg, rng)
-        params["b"] = params["b"] + rng.uniform(0.5, 1.5, hidden[0])
+        params = ide.init_params(None if cfg.arch else [n_in, *hidden, n_classes], cfg, rng)
+        params["b"] = params["b"] + rng.uniform(0.5, 1.5, params["b"].shape)
         params["F"] = params["F"] * 1.5
         for l in range(2, len(hidden) + 1):
             params[f"F{l}"] = params[f"F{l}"] * 1.2
-            params[f"b{l}"] = params[f"b{l}"] + rng.uniform(0.2, 1.2, hidden[l - 1])
+            params[f"b{l}"] = params[f"b{l}"] + rng.uniform(0.2, 1.2, params[f"b{l}"].shape)
         if cfg.spectral_norm is not None:
             params["g"] = np.array(rng.uniform(0.4, 0.9) * cfg.spectral_norm)
         else:
             params["W"] = params["W"] * rng.uniform(0.6, 1.2)
         params["Wo"] = params["Wo"] * 2.0
         if cfg.batchnorm:     # away from the identity, and running statistics that differ from the batch's
-            h = hidden[0]
+            h = params["b"].shape
             params.update(bn_gamma=rng.uniform(0.6, 1.4, h), bn_beta=rng.uniform(0.3, 1.5, h),
                           bn_mean=rng.normal(0.0, 0.3, h), bn_var=rng.uniform(0.5, 2.0, h))
         if spikes:
@@ -224,7 +227,15 @@ def ide_problem(cfg, seed: int = 0, hidden=(6,), n_in: int = 5, n_classes: int =
         y = rng.integers(0, n_classes, batch)
         mask = ide.dropout_mask(params, x, cfg, dropout_rng) if cfg.dropout > 0 else None
         scale = 1.0 / (1.0 - cfg.dropout) ** len(hidden)          # ||diag(m) M|| <= max(m) ||M|| per layer
-        if ide.contraction_bound(params, cfg) * scale >= max_bound:
+        bound = ide.contraction_bound(params, cfg) * scale
+        if cfg.arch is not None and bound >= max_bound:
+            # a convolution's operator norm can be k times that of its reshaped kernel (what Eq. (SN) bounds
+            # by default): shrink the feedback until the block is a contraction again
+            target = rng.uniform(0.4, 0.85) * max_bound
+            key = "g" if cfg.spectral_norm is not None else "W"
+            params[key] = params[key] * (target / bound)
+            bound = ide.contraction_bound(params, cfg) * scale
+        if bound >= max_bound:
             return None
         if (ide.linear_fraction(params, x, cfg, dropout_mask=mask) > 0.6
                 and ide.kink_distance(params, x, cfg, dropout_mask=mask) > margin):
@@ -272,8 +283,33 @@ def _ide_cases(seed: int) -> list:
          ide.PRESETS["code"], {}),
         ("the code's F400 setting, LIF 0.95 (PRESETS['code_lif'])", ide.PRESETS["code_lif"], {}),
     ]
+    specs += [(f"conv: {label}", cfg, kw) for label, cfg, kw in IDE_CONV]
     return [Case(f"ide {label}", *ide_problem(cfg, seed, **kw), cfg, rng=seed if cfg.dropout > 0 else None,
                  tol=1e-7) for label, cfg, kw in specs]
+
+
+#: Convolutional feedback blocks, small enough for dense Jacobians and finite differences: the official
+#: MNIST net's shape ("64C5s (F64C5)": a strided conv with BatchNorm2d in, a same-size conv feedback) and an
+#: AlexNet-F-shaped three-layer block whose feedback is a transposed convolution, under the settings that
+#: matter (spectral norm of the reshaped kernel as the code, or of the operator; BN with batch and running
+#: statistics; spike input; dropout with the power iteration, as the code trains it).
+IDE_CONV = [
+    ("64C5s(F64C5)-shaped, IF, simulated, broyden, BN2d batch, reshaped-kernel spectral norm",
+     ide.Config(T=20, arch="6x6x1-3c3s2p1-fbc3p1-3", batchnorm=True), {}),
+    ("64C5s(F64C5)-shaped, operator-norm spectral norm, fixed point, dense",
+     ide.Config(T=20, arch="6x6x1-3c3s2p1-fbc3p1-3", sn_method="operator", linearize_at="fixed_point",
+                solver="dense"), {}),
+    ("AlexNet-F-shaped, 3 layers, transposed-conv feedback, IF, simulated, dense",
+     ide.Config(T=20, arch="8x8x2-3c3s2p1-4c3p1-4c3s2p1-fbt3s2p1o1-3", solver="dense"), {}),
+    ("AlexNet-F-shaped, LIF 0.9, fixed point, broyden, raw W",
+     ide.Config(T=20, leak=0.9, arch="8x8x2-3c3s2p1-4c3p1-4c3s2p1-fbt3s2p1o1-3", linearize_at="fixed_point",
+                spectral_norm=None), {}),
+    ("spike input, BN2d running statistics, LIF 0.95",
+     ide.Config(T=20, leak=0.95, arch="6x6x2-3c3s2p1-fbc3p1-3", batchnorm=True, bn_mode="running"),
+     {"spikes": True}),
+    ("as the code trains it: BN2d, dropout 0.2, power iteration, T = 5",
+     replace(ide.PRESETS["code"], arch="6x6x1-3c3s2p1-fbc3p1-3"), {}),
+]
 
 
 # ---------------------------------------------------------------------------

@@ -228,26 +228,68 @@ def stbp_gradient(params, x, y, cfg) -> tuple:
 # ---------------------------------------------------------------------------
 
 def ide_fixed_point_map(tp: dict, a, xbar, cfg):
-    """Eq. (FP) in torch: ``f(a)`` of a feedback block.
+    """Eq. (FP) in torch: ``f(a)`` of a feedback block (``a``, ``xbar`` flat: (batch, n)).
 
-    The spectral norm (Eq. (SN)) uses torch's own matrix 2-norm (an SVD that
-    autograd differentiates); BatchNorm (Eq. (BN)) torch's ``batch_norm`` in
-    batch mode, the formula with the running statistics as tensors in running
-    mode (so that they get gradients too).
+    The spectral norm (Eq. (SN)) uses torch's own matrix 2-norm (an SVD that autograd differentiates):
+    of the weight reshaped along dim 0 (``sn_method="exact"``; for a convolution the code's choice), or
+    of the whole operation as an explicit matrix (``"operator"``).  BatchNorm (Eq. (BN)) is torch's
+    ``batch_norm`` in batch mode (per channel for a convolution, as ``BatchNorm2d``), the formula with the
+    running statistics as tensors in running mode (so that they get gradients too).  With ``cfg.arch``
+    the operations are torch's ``conv2d`` and ``conv_transpose2d`` (only the layer list comes from
+    refsnn's parser).
     """
+    F_ = torch.nn.functional
+    B = a.shape[0]
+    if cfg.arch is None:
+        ops = [lambda h, w: h @ w.T] * (1 + sum(1 for k in tp if k[:1] == "F" and k[1:].isdigit()))
+        fb = lambda h, w: h @ w.T                                    # noqa: E731
+        shapes = None
+    else:
+        from refsnn.ide import parse_arch
+        _, specs, wspec, _ = parse_arch(cfg.arch)
+
+        def op(sp):
+            def apply(h, w):
+                H = h.reshape(h.shape[0], *sp.in_shape)
+                if sp.kind == "conv":
+                    Y = F_.conv2d(H, w, stride=sp.stride, padding=sp.pad)
+                elif sp.kind == "convT":
+                    Y = F_.conv_transpose2d(H, w, stride=sp.stride, padding=sp.pad, output_padding=sp.out_pad)
+                else:
+                    Y = H @ w.T
+                return Y.reshape(h.shape[0], -1)
+            return apply
+        ops, fb = [op(sp) for sp in specs], op(wspec)
+        shapes = [sp.out_shape for sp in specs]
+
+    def add_bias(v, b, l):
+        if shapes is None or len(shapes[l]) == 1:
+            return v + b
+        return (v.reshape(B, *shapes[l]) + b.reshape(1, -1, 1, 1)).reshape(B, -1)
+
     W = tp["W"]
     if cfg.spectral_norm is not None:
         c = cfg.spectral_norm
-        W = torch.clamp(tp["g"], -c, c) * W / torch.linalg.matrix_norm(W, ord=2)
-    P = xbar @ tp["F"].T + tp["b"]
-    if cfg.batchnorm and cfg.bn_mode == "batch":
-        P = torch.nn.functional.batch_norm(P, None, None, tp["bn_gamma"], tp["bn_beta"], training=True, eps=1e-5)
-    elif cfg.batchnorm:
-        P = (P - tp["bn_mean"]) / torch.sqrt(tp["bn_var"] + 1e-5) * tp["bn_gamma"] + tp["bn_beta"]
-    h = torch.clamp((a @ W.T + P) / cfg.v_th, 0, 1)
+        if cfg.sn_method == "operator":                                      # the operation as a matrix
+            M = W if cfg.arch is None else fb(torch.eye(int(np.prod(wspec.in_shape)), dtype=W.dtype), W).T
+            sigma = torch.linalg.matrix_norm(M, ord=2)
+        else:
+            sigma = torch.linalg.matrix_norm(W.reshape(W.shape[0], -1), ord=2)
+        W = torch.clamp(tp["g"], -c, c) * W / sigma
+    P = add_bias(ops[0](xbar, tp["F"]), tp["b"], 0)
+    if cfg.batchnorm:
+        Pm = P if shapes is None or len(shapes[0]) == 1 else P.reshape(B, *shapes[0])
+        if cfg.bn_mode == "batch":
+            Pm = F_.batch_norm(Pm, None, None, tp["bn_gamma"], tp["bn_beta"], training=True, eps=1e-5)
+        else:
+            view = (1, -1) + (1,) * (Pm.dim() - 2)
+            Pm = ((Pm - tp["bn_mean"].reshape(view)) / torch.sqrt(tp["bn_var"].reshape(view) + 1e-5)
+                  * tp["bn_gamma"].reshape(view) + tp["bn_beta"].reshape(view))
+        P = Pm.reshape(B, -1)
+    h = torch.clamp((fb(a, W) + P) / cfg.v_th, 0, 1)
     l = 2
     while f"F{l}" in tp:
-        h = torch.clamp((h @ tp[f"F{l}"].T + tp[f"b{l}"]) / cfg.v_th, 0, 1)
+        h = torch.clamp(add_bias(ops[l - 1](h, tp[f"F{l}"]), tp[f"b{l}"], l - 1) / cfg.v_th, 0, 1)
         l += 1
     return h
 

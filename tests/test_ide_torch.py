@@ -42,7 +42,8 @@ CONFIGS = [
     ("BN batch statistics", ide.Config(T=20, solver="dense", batchnorm=True), {}),
     ("BN running statistics, LIF spikes", ide.Config(T=20, leak=0.9, solver="dense", batchnorm=True,
                                                      bn_mode="running"), {"spikes": True}),
-]
+] + [(f"conv: {label}", replace(cfg, solver="dense") if cfg.solver == "broyden" else cfg, kw)
+     for label, cfg, kw in problems.IDE_CONV if cfg.sn_method != "power" and cfg.dropout == 0]
 
 
 @pytest.mark.parametrize("label,cfg,kw", CONFIGS, ids=[c[0] for c in CONFIGS])
