@@ -784,6 +784,10 @@ class SolverInfo:
 #: same with leak 0.95 (the script's default ``--leaky``).  The code's Broyden has
 #: its own stopping rule (module docstring); its ``'iter'`` solver is
 #: ``replace(PRESETS["code"], solver="code_iter", early_stop=False)``.
+#: ``conv``: the paper's MNIST net "64C5s (F64C5)" (``mnist_conv.py``, ``models/snn_ide_conv.py``): a 5x5
+#: stride-2 convolution with BatchNorm2d into 64 maps of 14x14, a 5x5 convolution feedback, T 30, IF, v_th 2,
+#: spectral norm 1 (of the reshaped kernel, as the code), Broyden 30; ``code_conv``: the same as the script
+#: trains it (its defaults: LIF 0.95, dropout 0.2, the power-iteration spectral norm).
 PRESETS = {
     "paper": Config(T=5, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
                     batchnorm=True, normalize=(0.1307, 0.3081)),
@@ -793,6 +797,11 @@ PRESETS = {
                    batchnorm=True, normalize=(0.1307, 0.3081), dropout=0.2, sn_method="power"),
     "code_lif": Config(T=5, v_th=2.0, leak=0.95, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
                        batchnorm=True, normalize=(0.1307, 0.3081), dropout=0.2, sn_method="power"),
+    "conv": Config(T=30, v_th=2.0, leak=1.0, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                   batchnorm=True, normalize=(0.1307, 0.3081), arch="28x28x1-64c5s2p2-fbc5p2-10"),
+    "code_conv": Config(T=30, v_th=2.0, leak=0.95, solver="broyden", max_iter=30, tol=1e-10, spectral_norm=1.0,
+                        batchnorm=True, normalize=(0.1307, 0.3081), dropout=0.2, sn_method="power",
+                        arch="28x28x1-64c5s2p2-fbc5p2-10"),
 }
 
 
