@@ -132,15 +132,19 @@ def training_step_memory(algo: str, T: int, sizes=(784, 400, 10), batch: int = 1
     buffers are NumPy arrays), so everything it uses is counted.
     """
     rng = np.random.default_rng(seed)
-    features = rng.random((batch, sizes[0]))
-    y = rng.integers(0, sizes[-1], batch)
     if algo == "ide":
         mod, cfg = ide, replace(ide.Config(T=T), **(config or {}))
     elif algo == "stbp":
-        mod, cfg = stbp, replace(stbp.PRESETS["code"], T=T, encoding="direct", backend="numpy")
+        mod, cfg = stbp, replace(stbp.PRESETS["code"], T=T, encoding="direct", backend="numpy", **(config or {}))
     else:
         raise ValueError(f"algo: expected 'ide' or 'stbp', got {algo!r}")
-    params = mod.init_params(list(sizes), cfg, rng)
+    if cfg.arch is not None:                    # a convolutional net: the architecture gives the sizes
+        parsed = mod.parse_arch(cfg.arch)
+        n_out = parsed[3] if algo == "ide" else parsed[1][-1].n_out
+        sizes = (int(np.prod(parsed[0])), n_out)
+    features = rng.random((batch, sizes[0]))
+    y = rng.integers(0, sizes[-1], batch)
+    params = mod.init_params(None if cfg.arch is not None else list(sizes), cfg, rng)
     opt = optim.make("sgd", 0.01, momentum=0.9)
 
     def step():

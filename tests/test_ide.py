@@ -645,6 +645,20 @@ def test_simulation_and_training_step_memory_do_not_grow_with_T():
     assert s200 / s5 > 10
 
 
+def test_conv_training_step_memory_does_not_grow_with_T():
+    """The same for a convolutional block (the 64C5s(F64C5) shape, small): the readable twin's convolutions
+    allocate per step, but nothing is kept across steps.  (The dense solver, whose memory does not depend on
+    how many iterations the linearisation point needs: Broyden keeps one rank-one update per iteration.)
+    A conv STBP net's grows with T."""
+    conv = {"arch": "8x8x1-4c3s2p1-fbc3p1-3", "backend": "numpy", "solver": "dense"}
+    m5 = benchmarks.training_step_memory("ide", 5, batch=4, config=conv)
+    m100 = benchmarks.training_step_memory("ide", 100, batch=4, config=conv)
+    assert m100 / m5 <= 1.1, (m5, m100)
+    s5 = benchmarks.training_step_memory("stbp", 5, batch=4, config={"arch": "8x8x1-4c3p1-ap2-3"})
+    s100 = benchmarks.training_step_memory("stbp", 100, batch=4, config={"arch": "8x8x1-4c3p1-ap2-3"})
+    assert s100 / s5 > 5, (s5, s100)
+
+
 def test_train_on_digits_reaches_90_percent():
     """`refsnn train ide` (the digits recipe) learns: >= 90 % test accuracy after 4 epochs (seeded)."""
     from refsnn._jit import JIT_ENABLED
