@@ -30,7 +30,7 @@ import refsnn
 from refsnn import datasets, ide, optim, recipes, ssnn_bp, st_rsbp, stbp
 from refsnn._jit import jit_status, limit_threads
 
-__all__ = ["timed", "peak_bytes", "bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
+__all__ = ["timed", "peak_bytes", "bench", "stbp_conv_bench", "ide_conv_bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
 
 
 def timed(fn, repeats: int, *, warmup: int = 1) -> dict:
@@ -115,7 +115,70 @@ def stbp_bench(quick: bool = False, repeats: int | None = None, log=print) -> di
     log(f"STBP training step (forward + backward), {'-'.join(map(str, sizes))}, T={T}, batch {B}; {jit_status()}")
     for label, r in results.items():
         log(f"  {label:<24} median {r['median_ms']:9.2f} ms   min {r['min_ms']:9.2f} ms   ({r['repeats']} runs)")
-    return {"setting": setting, "results": results}
+    return {"setting": setting, "results": results, "conv": stbp_conv_bench(quick, log=log)}
+
+
+def _conv_step_flops(specs, T: int, B: int) -> float:
+    """Multiply-adds x 2 of one STBP training step of a (conv) net: the forward synaptic operations, their
+    weight gradients and (above the first layer) their input gradients, for every step and sample."""
+    fwd = [2.0 * sp.n_out * (sp.in_shape[0] * sp.kernel ** 2 if sp.op == "conv" else sp.n_in) for sp in specs]
+    return T * B * (2 * sum(fwd) + sum(fwd[1:]))
+
+
+def stbp_conv_bench(quick: bool = False, repeats: int | None = None, log=print) -> dict:
+    """Time one STBP training step of the official conv net (``PRESETS["code_conv"]``,
+    ``28x28x1-32c3p1-ap2-32c3p1-ap2-128-10``), T = 20, batch 32, Bernoulli input with rate 0.2, in float64 and
+    float32, against eager PyTorch of the same graph (:func:`refsnn.torch_golds.stbp_family_loss`: torch's
+    conv2d and avg_pool2d) on as many threads, and beside them the GEMM floor: the step's FLOPs divided by
+    the BLAS rate measured on the im2col product of the second convolution (the step's largest).
+    ``quick``: ``8x8x1-4c3p1-ap2-10``, T = 4, batch 4."""
+    arch, T, B = ("8x8x1-4c3p1-ap2-10", 4, 4) if quick else (stbp.PRESETS["code_conv"].arch, 20, 32)
+    repeats = repeats or (2 if quick else 5)
+    cfg = replace(stbp.PRESETS["code_conv"], T=T, arch=arch)
+    specs = stbp.parse_arch(arch)[1]
+    rng = np.random.default_rng(0)
+    params = stbp.init_params(None, cfg, rng)
+    x = stbp.encode(np.full((B, specs[0].n_in), 0.2), cfg, rng)
+    y = rng.integers(0, specs[-1].n_out, B)
+    flops = _conv_step_flops(specs, T, B)
+    big = max((sp for sp in specs if sp.op == "conv"), key=lambda sp: sp.n_out * sp.in_shape[0])
+    rows, depth = T * B * big.out_shape[1] * big.out_shape[2], big.in_shape[0] * big.kernel ** 2
+    results, floor = {}, {}
+    for dtype in ("float64", "float32"):
+        c = replace(cfg, dtype=dtype)
+        results[f"refsnn numba {dtype}"] = timed(lambda c=c: stbp.loss_and_grad(params, x, y, c), repeats)
+        A = rng.random((rows, depth)).astype(dtype)
+        Wm = rng.random((depth, big.out_shape[0])).astype(dtype)
+        g = timed(lambda A=A, Wm=Wm: A @ Wm, repeats)
+        rate = 2.0 * rows * depth * big.out_shape[0] / (g["min_ms"] / 1e3)
+        floor[dtype] = {"blas_gflops": rate / 1e9, "floor_ms": 1e3 * flops / rate}
+    threads = None
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        from refsnn.torch_golds import stbp_family_loss
+
+        threads = _threads()
+        torch.set_num_threads(threads)
+        for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
+            xs = torch.tensor(x, dtype=tdt)
+            c = replace(cfg, dtype=dtype)
+
+            def step(tdt=tdt, xs=xs, c=c):
+                tp = {k: torch.tensor(v, dtype=tdt, requires_grad=True) for k, v in params.items()}
+                stbp_family_loss(tp, xs, y, c).backward()
+
+            results[f"torch eager {dtype}"] = timed(step, repeats)
+    log(f"STBP conv training step, {arch}, T={T}, batch {B}: {flops / 1e9:.2f} GFLOP; {jit_status()}")
+    for label, r in results.items():
+        log(f"  {label:<24} median {r['median_ms']:9.1f} ms   min {r['min_ms']:9.1f} ms   ({r['repeats']} runs)")
+    for dtype, f in floor.items():
+        log(f"  GEMM floor {dtype:<13} {f['floor_ms']:9.1f} ms   (BLAS {f['blas_gflops']:.1f} GFLOP/s on the "
+            f"{rows}x{depth}x{big.out_shape[0]} im2col product)")
+    return {"setting": {"arch": arch, "T": T, "batch": B, "gflop": flops / 1e9, "torch_threads": threads},
+            "results": results, "floor": floor}
 
 
 # ---------------------------------------------------------------------------
@@ -209,6 +272,36 @@ def ide_bench(quick: bool = False, log=print) -> dict:
         log(f"  implied Fashion-MNIST epoch ({steps} steps, no evaluation): "
             f"{out['epoch_seconds_estimate']['broyden']:.0f} s with Broyden, "
             f"{out['epoch_seconds_estimate']['fixed_point']:.0f} s with the fixed-point solver")
+    out["conv"] = ide_conv_bench(quick, log=log)
+    return out
+
+
+def ide_conv_bench(quick: bool = False, log=print) -> dict:
+    """One IDE training step of the official conv net "64C5s (F64C5)" (``ide.PRESETS["conv"]``, batch 32)
+    at T = 5 and T = 30: simulation alone and the whole step (Broyden, 30 iterations at most), and the
+    traced peak memory of the step at both T (the readable twin's convolutions, batch 8).
+    ``quick``: ``8x8x1-4c3s2p1-fbc3p1-10``, batch 4."""
+    arch, batch = ("8x8x1-4c3s2p1-fbc3p1-10", 4) if quick else (ide.PRESETS["conv"].arch, 32)
+    rng = np.random.default_rng(0)
+    out = {"arch": arch, "batch": batch, "T": {}}
+    n_in = int(np.prod(ide.parse_arch(arch)[0]))
+    for T in (5, 30):
+        cfg = replace(ide.PRESETS["conv"], T=T, arch=arch)
+        params = ide.init_params(None, cfg, rng)
+        x = ide.encode(rng.random((batch, n_in)), cfg)
+        y = rng.integers(0, 10, batch)
+        info = {}
+        step = timed(lambda: ide.loss_and_grad(params, x, y, cfg, info=info), 1 if not quick else 2)
+        sim = timed(lambda: ide.simulate(params, x, cfg), 1 if not quick else 2)
+        mem = training_step_memory("ide", T, batch=4 if quick else 8,
+                                   config={"arch": arch, "backend": "numpy", "solver": "fixed_point",
+                                           "max_iter": 30})
+        out["T"][T] = {"step_seconds": step["median_ms"] / 1e3, "simulate_seconds": sim["median_ms"] / 1e3,
+                       "adjoint_iterations": info["adjoint"].iterations, "peak_bytes": mem}
+    log(f"\nIDE conv training step, {arch}, batch {batch} (Broyden, BatchNorm2d; wall-clock):")
+    for T, r in out["T"].items():
+        log(f"  T={T:<3} step {r['step_seconds']:7.2f} s  (simulation {r['simulate_seconds']:6.2f} s, "
+            f"{r['adjoint_iterations']} adjoint iterations); traced peak {r['peak_bytes'] / 1e6:.2f} MB")
     return out
 
 

@@ -679,6 +679,7 @@ def test_cli_gradcheck_and_bench(capsys):
     res = benchmarks.bench("ide", quick=True)
     assert res["ide_ratio_T100_over_T5"] <= 1.1 < res["stbp_ratio_T100_over_T5"]
     assert set(res["step_seconds"]) == {"broyden", "fixed_point", "dense"}
+    assert set(res["conv"]["T"]) == {5, 30} and all(r["step_seconds"] > 0 for r in res["conv"]["T"].values())
 
 
 def test_predict_uses_the_simulated_rate():

@@ -199,3 +199,17 @@ def test_params_must_fit_the_architecture():
     with pytest.raises(ValueError, match="sizes"):
         stbp.init_params([64, 10], cfg, 0)
     assert set(stbp.init_params([784, 100, 10], cfg, 0)) == set(params)    # first and last entries agree
+
+
+def test_conv_bench_reports_refsnn_torch_and_the_gemm_floor():
+    from refsnn import benchmarks
+
+    res = benchmarks.stbp_conv_bench(quick=True, log=lambda *_: None)
+    assert {"refsnn numba float64", "refsnn numba float32"} <= set(res["results"])
+    assert all(f["floor_ms"] > 0 and f["blas_gflops"] > 0 for f in res["floor"].values())
+    assert res["setting"]["gflop"] > 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    assert {"torch eager float64", "torch eager float32"} <= set(res["results"])
