@@ -118,7 +118,7 @@ per-sample estimates, :func:`sample_gradients`).  The returned loss is the ANN
 cross-entropy (Eq. (F3)) at the exact rates, in both modes.
 
 Why V1 is unbiased, and its variance
-------------------------------------------------
+------------------------------------
 In V1 the gate and the winners' distribution are exact, the update-port
 spikes are independent of the gradient spikes, and nothing clips, so by
 linearity of expectation, for one step ``t``:
