@@ -10,7 +10,7 @@ marked [P] (seen in the paper), [C] (read in the official code) or [D]
 (derived here).
 
 The neuron [C]
--------------
+--------------
 Leaky integrate-and-fire neurons with a first-order synaptic current, a
 one-step synaptic delay, an absolute refractory period of ``t_ref`` steps and
 reset to zero.  For neuron ``i`` of a layer, at steps ``t = 0..T-1``::
