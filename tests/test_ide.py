@@ -975,3 +975,19 @@ def test_two_training_steps_carry_the_power_iteration_state(monkeypatch):
         assert_close(state["sn_v"], v, FORMULA_REL)
     assert not np.array_equal(seen1["W"], seen2["W"]), "the optimizer moves W"
     assert not np.array_equal(seen1["sn_u"], seen2["sn_u"]), "the state moves"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.cfg.arch is not None], ids=lambda c: c.label)
+def test_conv_fast_convolutions_and_readable_twin_agree(case):
+    """A convolutional block: the im2col/BLAS convolutions (backend "numba") and the einsum twin give the same
+    spikes (kink margin 1e-3 >> round-off) and the same gradient to round-off."""
+    rng = case.rng
+    fast = replace(case.cfg, backend="numba")
+    twin = replace(case.cfg, backend="numpy")
+    assert np.array_equal(ide.simulate(case.params, case.x, fast, return_state=True)["s"][0],
+                          ide.simulate(case.params, case.x, twin, return_state=True)["s"][0])
+    l1, g1 = ide.loss_and_grad(case.params, case.x, case.y, fast, rng=rng)
+    l2, g2 = ide.loss_and_grad(case.params, case.x, case.y, twin, rng=rng)
+    assert l1 == pytest.approx(l2, rel=TWIN_REL)
+    for k in g1:
+        assert_close(g1[k], g2[k], TWIN_REL, what=k)
