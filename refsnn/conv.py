@@ -31,8 +31,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["out_size", "patches", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "conv_transpose2d",
+__all__ = ["input_shape", "out_size", "patches", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "conv_transpose2d",
            "conv2d_fast", "conv2d_weight_grad_fast", "conv2d_input_grad_fast", "conv_transpose2d_fast"]
+
+
+def input_shape(token: str) -> tuple:
+    """The first token of an architecture string: ``"28x28x1"`` (H x W x C) -> ``(1, 28, 28)``, ``"784"`` -> ``(784,)``."""
+    dims = token.split("x")
+    if len(dims) == 3 and all(d.isdigit() and int(d) > 0 for d in dims):
+        return (int(dims[2]), int(dims[0]), int(dims[1]))                 # HxWxC -> (C, H, W)
+    if len(dims) == 1 and dims[0].isdigit() and int(dims[0]) > 0:
+        return (int(dims[0]),)
+    raise ValueError(f"arch: the first token must be the input, HxWxC (like 28x28x1) or a size, got {token!r}")
 
 
 def out_size(n: int, k: int, stride: int = 1, pad: int = 0) -> int:

@@ -451,13 +451,7 @@ def parse_arch(arch) -> tuple:
     tokens = [t.strip().lower() for t in arch.split("-")]
     if len(tokens) < 4 or any(not t for t in tokens):
         raise ValueError(f"arch: expected 'input-F-...-fb...-classes', like '28x28x1-64c5s2p2-fbc5p2-10', got {arch!r}")
-    dims = tokens[0].split("x")
-    if len(dims) == 3 and all(d.isdigit() and int(d) > 0 for d in dims):
-        shape = (int(dims[2]), int(dims[0]), int(dims[1]))                # HxWxC -> (C, H, W)
-    elif len(dims) == 1 and dims[0].isdigit() and int(dims[0]) > 0:
-        shape = (int(dims[0]),)
-    else:
-        raise ValueError(f"arch: the first token must be the input, HxWxC (like 28x28x1) or a size, got {tokens[0]!r}")
+    shape = conv.input_shape(tokens[0])
     if not tokens[-1].isdigit() or int(tokens[-1]) < 1:
         raise ValueError(f"arch: the last token of {arch!r} must be the number of classes of the readout")
     if not tokens[-2].startswith("fb"):

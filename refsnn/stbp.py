@@ -302,13 +302,7 @@ def parse_arch(arch) -> tuple:
     tokens = [t.strip().lower() for t in arch.split("-")]
     if len(tokens) < 2 or any(not t for t in tokens):
         raise ValueError(f"arch: expected tokens separated by '-', like '28x28x1-32c3p1-ap2-128-10', got {arch!r}")
-    dims = tokens[0].split("x")
-    if len(dims) == 3 and all(d.isdigit() and int(d) > 0 for d in dims):
-        shape = (int(dims[2]), int(dims[0]), int(dims[1]))               # HxWxC -> (C, H, W)
-    elif len(dims) == 1 and dims[0].isdigit() and int(dims[0]) > 0:
-        shape = (int(dims[0]),)
-    else:
-        raise ValueError(f"arch: the first token must be the input, HxWxC (like 28x28x1) or a size, got {tokens[0]!r}")
+    shape = conv.input_shape(tokens[0])
     input_shape, layers, pool, below = shape, [], None, shape
     for t in tokens[1:]:
         m = _CONV.fullmatch(t)
