@@ -549,9 +549,10 @@ def pool_forward(a, kind, k, select=None):
     """
     R, C, H, W = a.shape
     Ho, Wo = H // k, W // k
-    win = a[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k).transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho, Wo, k * k)
+    blocks = a[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k)              # window (y, x): [:, :, y, :, x, :]
     if kind == "avg":
-        return win.mean(axis=-1), None                                      # Eq. (P)
+        return blocks.mean(axis=(3, 5)), None                               # Eq. (P)
+    win = blocks.transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho, Wo, k * k)   # each window's k*k entries, row-major
     idx = np.argmax(win, axis=-1) if select is None else select
     return np.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx     # Eq. (P), max
 
@@ -564,13 +565,14 @@ def pool_backward(g, shape, kind, k, argmax=None):
     """
     R, C, H, W = shape
     Ho, Wo = g.shape[2], g.shape[3]
-    if kind == "avg":
-        win = np.repeat(g[..., None], k * k, axis=-1) / (k * k)
-    else:
-        win = np.zeros((R, C, Ho, Wo, k * k), g.dtype)
-        np.put_along_axis(win, argmax[..., None], g[..., None], axis=-1)
     out = np.zeros(shape, g.dtype)
-    out[:, :, :Ho * k, :Wo * k] = win.reshape(R, C, Ho, Wo, k, k).transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho * k, Wo * k)
+    blocks = out[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k)          # a view of out's windows
+    if kind == "avg":
+        blocks[...] = (g / (k * k))[:, :, :, None, :, None]
+        return out
+    win = np.zeros((R, C, Ho, Wo, k * k), g.dtype)
+    np.put_along_axis(win, argmax[..., None], g[..., None], axis=-1)
+    blocks[...] = win.reshape(R, C, Ho, Wo, k, k).transpose(0, 1, 2, 4, 3, 5)
     return out
 
 
