@@ -549,9 +549,13 @@ def pool_forward(a, kind, k, select=None):
     """
     R, C, H, W = a.shape
     Ho, Wo = H // k, W // k
+    if kind == "avg":                                                       # Eq. (P): the sum of the k^2 offsets
+        total = np.zeros((R, C, Ho, Wo), a.dtype)
+        for i in range(k):
+            for j in range(k):
+                total += a[:, :, i:Ho * k:k, j:Wo * k:k]
+        return total / (k * k), None
     blocks = a[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k)              # window (y, x): [:, :, y, :, x, :]
-    if kind == "avg":
-        return blocks.mean(axis=(3, 5)), None                               # Eq. (P)
     win = blocks.transpose(0, 1, 2, 4, 3, 5).reshape(R, C, Ho, Wo, k * k)   # each window's k*k entries, row-major
     idx = np.argmax(win, axis=-1) if select is None else select
     return np.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx     # Eq. (P), max
