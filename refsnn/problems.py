@@ -367,7 +367,9 @@ def st_rsbp_problem(sizes, cfg=None, seed: int = 0, *, batch: int = 3, silent_ta
 def _st_rsbp_cases(seed: int) -> list:
     """Each architecture kind and each switch of the exact model: feed-forward only; one recurrent layer
     (sparse grid reservoir, absent synapses included); the paper's shape 8-6-R6-4; two recurrent layers;
-    HM2-BP's d; the regulariser; a silent target (fake spikes); clamped S; no lateral inhibition."""
+    HM2-BP's d; the regulariser; a silent target (fake spikes); clamped S; no lateral inhibition; the
+    code's first commit (E/I-signed reservoir, kappa 0, short d-tables of other lengths read by the code's
+    lookup rules, with extrapolated derivatives); the regulariser with the reservoir-wide normaliser."""
     c = ST_RSBP_SMALL
     specs = [
         ("feed-forward 8-6-4", "8-6-4", c, {}),
@@ -379,6 +381,11 @@ def _st_rsbp_cases(seed: int) -> list:
         ("silent target, fake spikes", "8-6-R6-4", c, {"silent_target": True}),
         ("clamped S (s_min = 3)", "8-6-R6-4", replace(c, s_min=3.0), {}),
         ("no lateral inhibition", "8-6-R6-4", replace(c, lateral=0.0), {}),
+        ("fe5bf2d: E/I reservoir, kappa 0, code d lookup", "8-6-R6-4",
+         replace(c, reservoir_init="ei", kappa_zero=0.0, dtable_max_count=6, dtable_T=50, dtable_T_recurrent=90,
+                 dtable_lookup="code"), {}),
+        ("regulariser, reservoir-wide D", "8-6-R6-4",
+         replace(c, reg_lambda=10.0, reg_beta=0.5, weight_limit=1.0, reg_norm="layer"), {}),
     ]
     cases = []
     for label, sizes, cfg, kw in specs:

@@ -20,8 +20,10 @@ gives a bit-identical run, and a run resumed from the checkpoint of epoch
 ``e`` (``resume=True``) continues exactly as the uninterrupted run would.
 
 Learning-rate schedules (``settings["schedule"]``): ``"constant"``,
-``"step"`` (multiply by ``gamma`` at each epoch in ``milestones``) and
-``"inv_sqrt"`` (``lr / sqrt(epoch + 1)``, ST-RSBP's).
+``"step"`` (multiply by ``gamma`` at each epoch in ``milestones``),
+``"inv_sqrt"`` (``lr / sqrt(epoch + 1)``, ST-RSBP's) and ``"list"``
+(``lrs[epoch]``: one given learning rate per epoch).  Each is a function of
+the settings and the epoch only, so a resumed run continues on schedule.
 
 Every call is ``loss_and_grad(params, x, y, cfg, rng=rng, info=info)`` with a
 fresh ``info`` dict; the module fills it with its diagnostics, among them
@@ -90,7 +92,11 @@ class Settings:
     momentum, weight_decay : float
         SGD momentum; L2 weight decay (both optimizers).
     epochs, batch_size : int
-    schedule : {"constant", "step", "inv_sqrt"}
+    schedule : {"constant", "step", "inv_sqrt", "list"}
+    lrs : list of float
+        The "list" schedule's learning rate of each (0-based) epoch; it needs
+        at least ``epochs`` entries (``lr`` is then unused).  Give the whole
+        list from the start: a resumed run must have the same settings.
     milestones : list of int
         Epochs (0-based) at whose start the "step" schedule multiplies by ``gamma``.
     gamma : float
@@ -108,6 +114,7 @@ class Settings:
     epochs: int = 10
     batch_size: int = 32
     schedule: str = "constant"
+    lrs: list = field(default_factory=list)
     milestones: list = field(default_factory=list)
     gamma: float = 0.1
     eval_batch_size: int = 256
@@ -125,7 +132,16 @@ class Settings:
         check_int("epochs", self.epochs, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("eval_batch_size", self.eval_batch_size, minimum=1)
-        check_choice("schedule", self.schedule, ("constant", "step", "inv_sqrt"))
+        check_choice("schedule", self.schedule, ("constant", "step", "inv_sqrt", "list"))
+        if not isinstance(self.lrs, (list, tuple, np.ndarray)):
+            raise TypeError(f"lrs: expected a list of learning rates, got {type(self.lrs).__name__}")
+        self.lrs = [float(check_positive(f"lrs[{i}]", v)) for i, v in enumerate(self.lrs)]
+        if self.schedule == "list" and len(self.lrs) < self.epochs:
+            raise ValueError(f"lrs: the 'list' schedule needs one learning rate per epoch, got {len(self.lrs)} "
+                             f"for {self.epochs} epochs")
+        if self.schedule != "list" and self.lrs:
+            raise ValueError(f"lrs: applies to schedule 'list' only, got {len(self.lrs)} rates with schedule "
+                             f"{self.schedule!r}")
         check_positive("gamma", self.gamma)
         self.hidden = list(self.hidden)
         self.milestones = [check_int("milestones", m, minimum=0) for m in self.milestones]
@@ -140,6 +156,11 @@ def lr_at(settings: Settings, epoch: int) -> float:
         return settings.lr * settings.gamma ** sum(epoch >= m for m in settings.milestones)
     if settings.schedule == "inv_sqrt":
         return settings.lr / math.sqrt(epoch + 1)
+    if settings.schedule == "list":
+        if not 0 <= epoch < len(settings.lrs):
+            raise ValueError(f"epoch: the 'list' schedule has {len(settings.lrs)} learning rates, none for epoch "
+                             f"{epoch}")
+        return settings.lrs[epoch]
     return settings.lr
 
 
@@ -381,9 +402,15 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     Ftr, Fte = _features(Xtr), _features(Xte)
     n_classes = datasets.n_classes(dataset)
     sizes = [Ftr.shape[1], *settings.hidden, n_classes]
+    if getattr(cfg, "arch", None) is not None:                     # the architecture fixes the layers
+        if "hidden" in overrides:
+            raise ValueError(f"hidden: the configuration's arch {cfg.arch!r} fixes the layers; drop --hidden")
+        sizes = [Ftr.shape[1], n_classes]
 
+    # (an empty ``lrs`` is left out, so that checkpoints written before the "list" schedule still resume)
     meta_fixed = {"algorithm": algo_name, "dataset": dataset, "seed": seed, "config": cfg.to_dict(),
-                  "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}, "sizes": sizes}
+                  "settings": {k: v for k, v in asdict(settings).items()
+                               if k != "epochs" and not (k == "lrs" and not v)}, "sizes": sizes}
     out = Path(out) if out is not None else None
     ckpt = out / "checkpoint.npz" if out is not None else None
     history, start_epoch = [], 0

@@ -172,6 +172,20 @@ API_CASES = [
     ("st_rsbp update_sample_weights negative", lambda: st_rsbp.update_sample_weights(
         -np.ones(3), np.array([0, 1, 1]), np.ones(3, bool), _SR), ValueError, "weights"),
     ("st_rsbp cfg=dict", lambda: st_rsbp.simulate(_RP, _RX, {}), TypeError, "cfg"),
+    ("st_rsbp Config(reservoir_init='pm1')", lambda: st_rsbp.Config(reservoir_init="pm1"), ValueError,
+     "reservoir_init"),
+    ("st_rsbp Config E/I init of a dense reservoir", lambda: st_rsbp.Config(reservoir_init="ei", reservoir="dense"),
+     ValueError, "reservoir_init"),
+    ("st_rsbp Config(reg_norm='row')", lambda: st_rsbp.Config(reg_norm="row"), ValueError, "reg_norm"),
+    ("st_rsbp Config(dtable_T=1)", lambda: st_rsbp.Config(dtable_T=1), ValueError, "dtable_T"),
+    ("st_rsbp Config(dtable_T_recurrent=600.0)", lambda: st_rsbp.Config(dtable_T_recurrent=600.0), TypeError,
+     "dtable_T_recurrent"),
+    ("st_rsbp Config(dtable_lookup='nearest')", lambda: st_rsbp.Config(dtable_lookup="nearest"), ValueError,
+     "dtable_lookup"),
+    ("st_rsbp DTable.lookup unknown rule", lambda: st_rsbp.d_table(replace(_SR, dtable_trials=20)).lookup(
+        [1], [1], "extrapolate"), ValueError, "rule"),
+    ("st_rsbp postsynaptic_derivative recurrent=1", lambda: st_rsbp.postsynaptic_derivative(
+        np.ones((2, 3)), [1, 2], [1, 1, 0], _SR, 60, recurrent=1), TypeError, "recurrent"),
     # --- SSNN-BP
     ("ssnn_bp init_params one class", lambda: ssnn_bp.init_params([10, 1]), ValueError, "sizes"),
     ("ssnn_bp x outside [0,1]", lambda: ssnn_bp.loss_and_grad(_SSP, _SSX + 1.0, _SSY, ssnn_bp.Config(), rng=0),
@@ -219,6 +233,15 @@ API_CASES = [
     ("train resume and restart", lambda: train("stbp", out="x", resume=True, restart=True), ValueError, "restart"),
     ("train dataset not a name", lambda: train("stbp", 3), TypeError, "dataset"),
     ("train config of another algorithm", lambda: train("stbp", config=ide.Config()), TypeError, "config"),
+    ("train list schedule too short", lambda: train("stbp", schedule="list", lrs=[1e-3], epochs=2), ValueError,
+     "lrs"),
+    ("train lrs not a list", lambda: train("stbp", schedule="list", lrs="1e-3"), TypeError, "lrs"),
+    ("train lrs with a negative rate", lambda: train("stbp", schedule="list", lrs=[1e-3, -1.0], epochs=2),
+     ValueError, r"lrs\[1\]"),
+    ("train lrs without the list schedule", lambda: train("stbp", schedule="constant", lrs=[1e-3]), ValueError,
+     "lrs"),
+    ("recipes.st_rsbp_log_recipe digits", lambda: refsnn.recipes.st_rsbp_log_recipe("digits"), ValueError,
+     "dataset"),
 ]
 
 

@@ -112,6 +112,43 @@ def test_settings_validation_and_schedules():
     assert [lr_at(s, e) for e in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     s = Settings(lr=1.0, schedule="inv_sqrt")
     assert lr_at(s, 3) == pytest.approx(0.5)
+    s = Settings(lr=1.0, schedule="list", lrs=[0.5, 0.25, 0.125], epochs=3)
+    assert [lr_at(s, e) for e in range(3)] == [0.5, 0.25, 0.125]
+    with pytest.raises(ValueError, match="epoch"):
+        lr_at(s, 3)
+    with pytest.raises(ValueError, match="lrs"):
+        Settings(schedule="list", lrs=[0.5, 0.25], epochs=3)
+    with pytest.raises(ValueError, match="lrs"):
+        Settings(schedule="inv_sqrt", lrs=[0.5])
+    with pytest.raises(ValueError, match=r"lrs\[1\]"):
+        Settings(schedule="list", lrs=[0.5, 0.0], epochs=2)
+    with pytest.raises(TypeError, match="lrs"):
+        Settings(schedule="list", lrs=0.5)
+
+
+def test_list_schedule_is_followed_and_resumes_on_schedule(tmp_path):
+    """``schedule="list"``: epoch e trains at lrs[e] (the history says so), and a run stopped after epoch 1 and
+    resumed equals the uninterrupted one."""
+    sched = dict(schedule="list", lrs=[3e-3, 1e-3, 3e-4, 1e-4])
+    full = train("stbp", seed=5, out=tmp_path / "full", **QUICK, **sched)
+    assert [h["lr"] for h in full["history"]] == sched["lrs"][:3]
+    train("stbp", seed=5, out=tmp_path / "part", **{**QUICK, "epochs": 1}, **sched)
+    resumed = train("stbp", seed=5, out=tmp_path / "part", resume=True, **QUICK, **sched)
+    assert _same_params(full["params"], resumed["params"])
+    assert [h["lr"] for h in resumed["history"]] == sched["lrs"][:3]
+    const = train("stbp", seed=5, **QUICK, lr=3e-3)
+    assert not _same_params(full["params"], const["params"])
+
+
+def test_st_rsbp_log_recipe_is_the_logged_setting():
+    """The official log's learning rates (1e-3 twice, then 1e-3/sqrt(epoch)) and the first commit's preset."""
+    from refsnn import st_rsbp
+
+    cfg, settings = recipes.st_rsbp_log_recipe("fashion-mnist")
+    assert cfg == st_rsbp.PRESETS["log"] and cfg.reg_lambda == 10.0 and cfg.kappa_zero == 0.0
+    s = Settings(**settings)
+    assert s.schedule == "list" and s.hidden == [400, "R400"] and s.batch_size == 1
+    assert [lr_at(s, e) for e in range(4)] == pytest.approx([1e-3, 1e-3, 1e-3 / 2 ** 0.5, 1e-3 / 3 ** 0.5])
 
 
 def test_config_override_reaches_the_algorithm(tmp_path):
