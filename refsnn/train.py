@@ -396,6 +396,8 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     if unknown:
         raise TypeError(f"train: unknown setting(s) {sorted(unknown)}; expected among {sorted(known)}")
     settings = Settings(**{**recipe_settings, **overrides})
+    if getattr(cfg, "arch", None) is not None and "hidden" in overrides:
+        raise ValueError(f"hidden: the configuration's arch {cfg.arch!r} fixes the layers; drop --hidden")
 
     Xtr, ytr = datasets.load(dataset, "train", limit=settings.limit_train)
     Xte, yte = datasets.load(dataset, "test", limit=settings.limit_test)
@@ -403,8 +405,6 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     n_classes = datasets.n_classes(dataset)
     sizes = [Ftr.shape[1], *settings.hidden, n_classes]
     if getattr(cfg, "arch", None) is not None:                     # the architecture fixes the layers
-        if "hidden" in overrides:
-            raise ValueError(f"hidden: the configuration's arch {cfg.arch!r} fixes the layers; drop --hidden")
         sizes = [Ftr.shape[1], n_classes]
 
     # (an empty ``lrs`` is left out, so that checkpoints written before the "list" schedule still resume)
