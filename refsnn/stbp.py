@@ -1156,7 +1156,8 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
 
     The same order as :func:`backward_numpy`.  Accumulates the per-neuron ``dL/dlam`` into ``glam`` and
     ``dL/dv_th`` into ``gthr`` (both (H,)); ``v`` and ``j`` are the forward kernel's (used for a delayed
-    reset and for ``glam``).
+    reset and for ``glam``).  ``decay_input`` must be false unless ``j`` was recorded (a learnable decay with
+    the input decayed): it only enters ``glam``, and ``j`` is otherwise a (1, 1, 1) placeholder.
     """
     T, B, H = u.shape
     gI = np.empty_like(u)
@@ -1262,7 +1263,8 @@ def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
         H = L.n
         glam[n], gthr[n] = np.zeros(H, dt), np.zeros(H, dt)
         gI = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], vs[n], js[n], L.lam, L.kap, L.thr, L.alpha,
-                                  v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset, cfg.decay_input, sur,
+                                  v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset,
+                                  cfg.decay_input and L.decay_key is not None, sur,
                                   dt.type(cfg.width), glam[n], gthr[n])
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]
