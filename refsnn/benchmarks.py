@@ -70,6 +70,17 @@ def _threads() -> int:
         return 1
 
 
+def _torch_on_threads():
+    """``(torch, threads)`` with torch set to refsnn's thread count, or ``(None, None)`` without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    threads = _threads()
+    torch.set_num_threads(threads)
+    return torch, threads
+
+
 # ---------------------------------------------------------------------------
 # STBP: one training step against eager PyTorch
 # ---------------------------------------------------------------------------
@@ -91,16 +102,10 @@ def stbp_bench(quick: bool = False, repeats: int | None = None, log=print) -> di
         for backend in ("numba", "numpy"):
             c = replace(cfg, dtype=dtype, backend=backend)
             results[f"refsnn {backend} {dtype}"] = timed(lambda c=c: stbp.loss_and_grad(params, x, y, c), repeats)
-    threads = None
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch, threads = _torch_on_threads()
     if torch is not None:
         from refsnn.torch_golds import stbp_loss
 
-        threads = _threads()
-        torch.set_num_threads(threads)
         for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
             xs = torch.tensor(x, dtype=tdt)
 
@@ -152,16 +157,10 @@ def stbp_conv_bench(quick: bool = False, repeats: int | None = None, log=print) 
         g = timed(lambda A=A, Wm=Wm: A @ Wm, repeats)
         rate = 2.0 * rows * depth * big.out_shape[0] / (g["min_ms"] / 1e3)
         floor[dtype] = {"blas_gflops": rate / 1e9, "floor_ms": 1e3 * flops / rate}
-    threads = None
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    torch, threads = _torch_on_threads()
     if torch is not None:
         from refsnn.torch_golds import stbp_family_loss
 
-        threads = _threads()
-        torch.set_num_threads(threads)
         for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
             xs = torch.tensor(x, dtype=tdt)
             c = replace(cfg, dtype=dtype)

@@ -584,22 +584,7 @@ def ide_code_training_step(params, x, y, masks, *, time_step=5, vth=2.0, leaky=N
     with torch.no_grad():                                   # SNNIDEModule.forward: snn_forward without a graph
         x1 = network_x(xt, tp["F"], tp["b"], tp["bn_gamma"], tp["bn_beta"])
         bn_first = {"bn_mean": running_mean.numpy().copy(), "bn_var": running_var.numpy().copy()}
-        uu = x1
-        s = (uu >= vth).to(x1.dtype)
-        uu = uu - vth * s
-        if leaky is not None:
-            uu = uu * leaky
-        acc = s
-        for _ in range(time_step - 1):
-            uu = uu + network_s(s, W_eff) + x1
-            s = (uu >= vth).to(x1.dtype)
-            uu = uu - vth * s
-            if leaky is not None:
-                uu = uu * leaky
-                acc = acc * leaky + s
-            else:
-                acc = acc + s
-        a = acc / time_step if leaky is None else acc / ((1 - leaky ** time_step) / (1 - leaky))
+        a = _code_snn_rates(x1, lambda s: network_s(s, W_eff), time_step, vth, leaky)
 
     # training branch: equivalent_func with the graph (BN statistics updated again here), Replace, Backward
     z1_out_ = torch.clamp((network_s(a, W_eff) + network_x(xt, tp["F"], tp["b"], tp["bn_gamma"],
@@ -627,6 +612,28 @@ def ide_code_training_step(params, x, y, masks, *, time_step=5, vth=2.0, leaky=N
             "a": a.numpy().copy(), "beta": record.get("beta"), "nstep": record.get("nstep")}
 
 
+def _code_snn_rates(x1, feedback, time_step, vth, leaky):
+    """The official net's ``snn_forward`` (no graph): IF (or leaky) neurons with subtract reset driven by the
+    constant input current ``x1`` plus ``feedback(s)`` of the last step's spikes; returns the (weighted)
+    average firing rate."""
+    uu = x1
+    s = (uu >= vth).to(x1.dtype)
+    uu = uu - vth * s
+    if leaky is not None:
+        uu = uu * leaky
+    acc = s
+    for _ in range(time_step - 1):
+        uu = uu + feedback(s) + x1
+        s = (uu >= vth).to(x1.dtype)
+        uu = uu - vth * s
+        if leaky is not None:
+            uu = uu * leaky
+            acc = acc * leaky + s
+        else:
+            acc = acc + s
+    return acc / time_step if leaky is None else acc / ((1 - leaky ** time_step) / (1 - leaky))
+
+
 def ide_code_eval_rates(params, x, *, time_step=5, vth=2.0, leaky=None, norm_range=1.0, bn_eps=1e-5) -> dict:
     """The official net's eval forward (``model.eval()``): the power step still runs (``_reset``), BatchNorm
     uses the running statistics, nothing is dropped.  Returns ``{"a", "logits", "sn_u", "sn_v"}``."""
@@ -638,22 +645,7 @@ def ide_code_eval_rates(params, x, *, time_step=5, vth=2.0, leaky=None, norm_ran
         h = T(x) @ T(params["F"]).T + T(params["b"])
         x1 = torch.nn.functional.batch_norm(h, T(params["bn_mean"]), T(params["bn_var"]), T(params["bn_gamma"]),
                                             T(params["bn_beta"]), training=False, eps=bn_eps)
-        uu = x1
-        s = (uu >= vth).to(x1.dtype)
-        uu = uu - vth * s
-        if leaky is not None:
-            uu = uu * leaky
-        acc = s
-        for _ in range(time_step - 1):
-            uu = uu + s @ W_eff.T + x1
-            s = (uu >= vth).to(x1.dtype)
-            uu = uu - vth * s
-            if leaky is not None:
-                uu = uu * leaky
-                acc = acc * leaky + s
-            else:
-                acc = acc + s
-        a = acc / time_step if leaky is None else acc / ((1 - leaky ** time_step) / (1 - leaky))
+        a = _code_snn_rates(x1, lambda s: s @ W_eff.T, time_step, vth, leaky)
         logits = a @ T(params["Wo"]).T + T(params["bo"])
     return {"a": a.numpy().copy(), "logits": logits.numpy().copy(), "sn_u": u.numpy().copy(),
             "sn_v": v.numpy().copy()}
