@@ -8,7 +8,8 @@ kappa for zero counts, the d-tables, the regulariser's normaliser of a recurrent
 rate list.  This script trains one epoch with one of those changes at a time (``run``) and tabulates the
 runs (``table``).
 
-    python data_scripts/st_rsbp_log_gap.py run CHANGE OUT [--epochs 1] [--seed 0]
+    python data_scripts/st_rsbp_log_gap.py run CHANGE OUT [--epochs 1] [--seed 0] [--dataset D]
+                                                         [--limit-train N --limit-test M]
     python data_scripts/st_rsbp_log_gap.py table OUT [OUT ...]
 
 ``run`` is exactly ``refsnn train st_rsbp --dataset fashion-mnist --epochs E --out OUT`` with the change's
@@ -70,19 +71,24 @@ def _log_cost(counts, label, cfg, fake):
     return float(np.sum(np.where(np.abs(d) > cfg.margin, d * d, 0.0)))
 
 
-def run(change: str, out: str, epochs: int, seed: int) -> None:
-    from refsnn import recipes
+def run(change: str, out: str, epochs: int, seed: int, dataset: str = "fashion-mnist", limit_train=None,
+        limit_test=None) -> None:
+    from refsnn import datasets, recipes
     if change == "log":
-        cfg, settings = recipes.st_rsbp_log_recipe("fashion-mnist")
+        cfg, settings = recipes.st_rsbp_log_recipe(dataset)
         sets = "--preset log (and the log's learning-rate list)"
     else:
-        cfg, settings = recipes.recipe("st_rsbp", "fashion-mnist")
+        cfg, settings = recipes.recipe("st_rsbp", dataset)
         cfg = replace(cfg, **CHANGES[change])
         sets = " ".join(f"--set {k}={v}" for k, v in CHANGES[change].items())
-    print(f"# refsnn train st_rsbp --dataset fashion-mnist --epochs {epochs} --seed {seed} {sets} "
-          f"--out {shlex.quote(out)}", flush=True)
+    limits = ""
     settings = {**settings, "epochs": epochs}
-    n_epoch = 60000
+    if limit_train:
+        settings.update(limit_train=limit_train, limit_test=limit_test)
+        limits = f" --limit-train {limit_train} --limit-test {limit_test}"
+    print(f"# refsnn train st_rsbp --dataset {dataset} --epochs {epochs} --seed {seed} {sets}{limits} "
+          f"--out {shlex.quote(out)}", flush=True)
+    n_epoch = limit_train or len(datasets.load(dataset)[0])
     fake = st_rsbp._fake_target_train(cfg.T, cfg.desired).sum()
     per_epoch, cur, seen = [], {}, [0]
     real = st_rsbp.loss_and_grad
@@ -105,7 +111,7 @@ def run(change: str, out: str, epochs: int, seed: int) -> None:
 
     st_rsbp.loss_and_grad = recording
     try:
-        m = train("st_rsbp", "fashion-mnist", seed=seed, out=out, config=cfg, progress=False, **settings)
+        m = train("st_rsbp", dataset, seed=seed, out=out, config=cfg, progress=False, **settings)
     finally:
         st_rsbp.loss_and_grad = real
     per_epoch.append({**cur, "rms_w_end": _rms(m["params"])})
@@ -119,22 +125,23 @@ def run(change: str, out: str, epochs: int, seed: int) -> None:
 
 
 def table(outs) -> None:
-    print("| change | test % per epoch | cost x2 (log's definition) | RMS W1 / W2 / Wr2 / W3 | "
+    print("| change | test % per epoch | cost x2 (log's definition) | RMS weight per tensor, in layer order | "
           "W1[:,2] >= 0.195 | W2 >= 0.05 | s per epoch |")
     print("|---|---|---|---|---|---|---|")
     for out in outs:
         e = json.loads(Path(out, "extra.json").read_text())
         p = np.load(Path(out, "params.npz"))
         rms = e["epochs"][-1]["rms_w_end"]
-        pix2 = float(np.mean(np.abs(p["W1"][:, 2]) >= 0.195))
-        w2 = float(np.mean(np.abs(p["W2"]) >= 0.05))
+        log_shaped = p["W1"].shape[1] == 784 and "Wr2" in p      # 784-400-R400-10, the log's net
+        pix2 = f"{np.mean(np.abs(p['W1'][:, 2]) >= 0.195):.3f}" if log_shaped else "-"
+        w2 = f"{np.mean(np.abs(p['W2']) >= 0.05):.3f}" if log_shaped else "-"
         seconds = e.get("seconds") or json.loads(Path(out, "metrics.json").read_text())["history"]
         seconds = [s["seconds"] if isinstance(s, dict) else s for s in seconds]
         acc = " / ".join(f"{100 * a:.2f}" for a in e["test_accuracy"])
         cost = " / ".join(f"{x['cost_x2_log_definition']:.1f}" for x in e["epochs"])
-        w = " / ".join(f"{rms[k]:.3f}" for k in ("W1", "W2", "Wr2", "W3"))
+        w = " / ".join(f"{rms[k]:.3f}" for k in sorted(rms, key=lambda k: (k[-1], k)))
         secs = " / ".join(f"{s:.0f}" for s in seconds)
-        print(f"| {e.get('change', Path(out).name)} | {acc} | {cost} | {w} | {pix2:.3f} | {w2:.3f} | {secs} |")
+        print(f"| {e.get('change', Path(out).name)} | {acc} | {cost} | {w} | {pix2} | {w2} | {secs} |")
 
 
 def main() -> None:
@@ -145,11 +152,14 @@ def main() -> None:
     r.add_argument("out")
     r.add_argument("--epochs", type=int, default=1)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--dataset", default="fashion-mnist")
+    r.add_argument("--limit-train", type=int)
+    r.add_argument("--limit-test", type=int)
     t = sub.add_parser("table")
     t.add_argument("outs", nargs="+")
     a = ap.parse_args()
     if a.cmd == "run":
-        run(a.change, a.out, a.epochs, a.seed)
+        run(a.change, a.out, a.epochs, a.seed, a.dataset, a.limit_train, a.limit_test)
     else:
         table(a.outs)
 

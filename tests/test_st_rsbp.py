@@ -764,3 +764,40 @@ def test_regulariser_probe_script_shows_the_shrinkage_it_reports():
     for k in rows["0"]:
         assert rows["0"][k][0] == 0.0 and rows["10"][k][0] > 0.0
         assert rows["10"][k][1] < rows["0"][k][1], (k, rows)
+
+
+def test_log_gap_script_records_what_it_tabulates(tmp_path):
+    """``data_scripts/st_rsbp_log_gap.py`` (the README's one-change-at-a-time table) trains what
+    ``refsnn train`` trains and records beside it: its test accuracy is the run's metrics.json figure, its
+    mean regulariser is 0 with lambda 0 and positive with lambda 10, and ``table`` prints one row per run."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "data_scripts" / "st_rsbp_log_gap.py"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    for change in ("recipe", "lam10"):
+        r = subprocess.run([sys.executable, str(script), "run", change, str(tmp_path / change), "--dataset", "digits",
+                            "--limit-train", "12", "--limit-test", "10"], capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        extra = json.loads((tmp_path / change / "extra.json").read_text())
+        metrics = json.loads((tmp_path / change / "metrics.json").read_text())
+        assert extra["test_accuracy"] == [h["test_accuracy"] for h in metrics["history"]]
+        assert set(extra["epochs"][0]["rms_w_end"]) == {"W1", "Wr1", "W2"}
+        reg = extra["epochs"][0]["mean_regulariser"]
+        assert (reg == 0.0) if change == "recipe" else (reg > 0.0), (change, reg)
+    from refsnn._jit import limit_threads
+    from refsnn.train import train
+    with limit_threads(1):       # the same run without the recording, on one BLAS thread as the script ran
+        plain = train("st_rsbp", "digits", config={"reg_lambda": 10.0}, epochs=1, limit_train=12, limit_test=10,
+                      progress=False, log=None)
+    recorded = np.load(tmp_path / "lam10" / "params.npz")
+    assert all(np.array_equal(plain["params"][k], recorded[k]) for k in plain["params"])
+    r = subprocess.run([sys.executable, str(script), "table", str(tmp_path / "recipe"), str(tmp_path / "lam10")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| recipe") or line.startswith("| lam10")]
+    assert len(rows) == 2, r.stdout
