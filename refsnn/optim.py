@@ -20,7 +20,13 @@ as ``torch.optim.Adam`` does)::
     w -= lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
 
 The learning rate is an attribute (``opt.lr``) the training loop sets each
-epoch from its schedule.  ``frozen`` keys (e.g. fixed lateral weights) are
+epoch from its schedule.  Adam's four lines are written twice: as the NumPy
+expressions above (``Adam.step``, the readable form, used for anything that is
+not a contiguous float array and whenever numba is off) and as one numba loop
+that applies them element by element in the same order (``_adam_kernel``: one
+pass over memory instead of about ten, which matters for the online ST-RSBP
+update of half a million weights per sample).  Both give the same numbers, bit
+for bit.  ``frozen`` keys (e.g. fixed lateral weights) are
 never updated.
 """
 
@@ -29,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from refsnn._checks import check_in_range, check_positive
+from refsnn._jit import JIT_ENABLED, njit
 
 __all__ = ["SGD", "Adam", "make"]
 
@@ -117,15 +124,23 @@ class Adam(_Optimizer):
             g = self._grad(params, grads, key)
             m = self.m.get(key)
             v = self.v.get(key)
+            if _kernel_applies(params[key], g, m, v):
+                if m is None:     # b * 0 + x is x exactly: the kernel's first step is the NumPy first step
+                    m, v = np.zeros_like(g), np.zeros_like(g)
+                    self.m[key], self.v[key] = m, v
+                t = params[key].dtype.type     # the Python scalars rounded to the array's dtype, as NumPy does
+                _adam_kernel(params[key].reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), t(self.b1),
+                             t(1 - self.b1), t(self.b2), t(1 - self.b2), t(self.lr), t(c1), t(c2), t(self.eps))
+                continue
             m = (1 - self.b1) * g if m is None else self.b1 * m + (1 - self.b1) * g
             v = (1 - self.b2) * g * g if v is None else self.b2 * v + (1 - self.b2) * g * g
             self.m[key], self.v[key] = m, v
             params[key] -= self.lr * (m / c1) / (np.sqrt(v / c2) + self.eps)
 
     def state_dict(self) -> dict:
-        out = {"t": self.t, "lr": self.lr}
-        out.update({f"m/{k}": v for k, v in self.m.items()})
-        out.update({f"v/{k}": v for k, v in self.v.items()})
+        out = {"t": self.t, "lr": self.lr}           # copies: the kernel updates m and v in place
+        out.update({f"m/{k}": v.copy() for k, v in self.m.items()})
+        out.update({f"v/{k}": v.copy() for k, v in self.v.items()})
         return out
 
     def load_state_dict(self, state: dict) -> None:
@@ -133,6 +148,28 @@ class Adam(_Optimizer):
         self.lr = float(state["lr"])
         self.m = {k[2:]: np.array(v) for k, v in state.items() if k.startswith("m/")}
         self.v = {k[2:]: np.array(v) for k, v in state.items() if k.startswith("v/")}
+
+
+def _kernel_applies(p, g, m, v) -> bool:
+    """Whether :func:`_adam_kernel` can update ``p`` in place: numba on, and every array a C-contiguous
+    float array of ``p``'s dtype and shape (``m``, ``v`` may be None: the first step)."""
+    if not JIT_ENABLED or p.dtype not in (np.float64, np.float32):
+        return False
+    return all(a is None or (isinstance(a, np.ndarray) and a.dtype == p.dtype and a.shape == p.shape
+                             and a.flags.c_contiguous and a.flags.writeable) for a in (p, g, m, v))
+
+
+@njit
+def _adam_kernel(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, lr, c1, c2, eps):
+    """Adam's update of one flat array, in place: :meth:`Adam.step`'s NumPy lines element by element, every
+    operation in the same order and precision (scalars already rounded to the arrays' dtype)."""
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = b1 * m[i] + one_minus_b1 * gi
+        vi = b2 * v[i] + one_minus_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr * (mi / c1) / (np.sqrt(vi / c2) + eps)
 
 
 def make(name: str, lr: float, **kwargs) -> _Optimizer:

@@ -100,6 +100,43 @@ def test_matches_torch_optim(name):
     assert_close(params["W"], tw.detach().numpy(), FORMULA_REL, what=name)   # torch arranges the same formula
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_kernel_twin_equals_the_numpy_lines(dtype, monkeypatch):
+    """The numba loop applies Adam.step's NumPy lines element by element in the same order and precision, so
+    the two forms agree bit for bit (IEEE operations, no reassociation: the same sequence by construction):
+    over 5 steps, with weight decay, a frozen key, a 0-d parameter and a Fortran-ordered one (which takes
+    the NumPy lines in both runs)."""
+    rng = np.random.default_rng(3)
+    p0 = {"W": rng.normal(size=(40, 30)).astype(dtype), "b": np.asarray(rng.normal(), dtype=dtype),
+          "F": np.asfortranarray(rng.normal(size=(5, 4))).astype(dtype, order="F"),
+          "frozen": rng.normal(size=3).astype(dtype)}
+    grads = [{k: (rng.normal(size=v.shape) * 10.0 ** rng.integers(-6, 3)).astype(dtype) for k, v in p0.items()}
+             for _ in range(5)]
+    runs = {}
+    for jit in (True, False):
+        monkeypatch.setattr(optim, "JIT_ENABLED", jit and optim.JIT_ENABLED)
+        opt = optim.Adam(3e-3, weight_decay=1e-2, frozen=("frozen",))
+        p = {k: v.copy(order="K") for k, v in p0.items()}
+        for g in grads:
+            opt.step(p, g)
+        runs[jit] = (p, opt.state_dict())
+    (pk, sk), (pn, sn) = runs[True], runs[False]
+    for k in p0:
+        assert pk[k].dtype == dtype and np.array_equal(pk[k], pn[k]), k
+    assert sk.keys() == sn.keys() and all(np.array_equal(sk[k], sn[k]) for k in sk)
+    assert np.array_equal(pk["frozen"], p0["frozen"]) and not np.array_equal(pk["W"], p0["W"])
+
+
+def test_adam_state_dict_is_a_snapshot():
+    """The kernel updates m and v in place: a state_dict taken earlier must not change with later steps."""
+    opt, p = optim.Adam(0.1), {"w": np.ones(4)}
+    opt.step(p, {"w": np.ones(4)})
+    before = opt.state_dict()
+    saved = {k: np.array(v) for k, v in before.items()}
+    opt.step(p, {"w": -np.ones(4)})
+    assert all(np.array_equal(before[k], saved[k]) for k in saved)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_state_round_trip_continues_identically(name):
     make = lambda: optim.make(name, 0.05, **({"momentum": 0.9} if name == "sgd" else {}))  # noqa: E731
