@@ -159,7 +159,7 @@ def _kernel_applies(p, g, m, v) -> bool:
                              and a.flags.c_contiguous and a.flags.writeable) for a in (p, g, m, v))
 
 
-@njit
+@njit(error_model="numpy")      # IEEE division (no zero check), so the loop vectorises; same results
 def _adam_kernel(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, lr, c1, c2, eps):
     """Adam's update of one flat array, in place: :meth:`Adam.step`'s NumPy lines element by element, every
     operation in the same order and precision (scalars already rounded to the arrays' dtype)."""
