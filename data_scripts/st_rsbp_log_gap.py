@@ -39,6 +39,9 @@ import numpy as np
 from refsnn import st_rsbp
 from refsnn.train import train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from st_rsbp_regulariser_probe import _log_cost  # noqa: E402  (the log's cost x2 of one sample, written once)
+
 #: One change each from today's Fashion-MNIST recipe (``refsnn.recipes.st_rsbp_recipe``); all but
 #: ``recipe`` turn the regulariser on as the log lists it.  ``log`` is every change at once
 #: (``st_rsbp.PRESETS["log"]``, with the log's learning-rate list from epoch 2 on).
@@ -60,17 +63,6 @@ def _rms(params):
     return {k: float(np.sqrt(np.mean(v[v != 0] ** 2))) for k, v in params.items()}
 
 
-def _log_cost(counts, label, cfg, fake):
-    """The official log's cost x2 of one sample: counts with the silent target's inserted spikes, unweighted."""
-    o = counts.astype(float)
-    if o[label] == 0 and cfg.fake_target_spikes:
-        o[label] = fake
-    target = np.full(o.shape, cfg.undesired)
-    target[label] = cfg.desired
-    d = o - target
-    return float(np.sum(np.where(np.abs(d) > cfg.margin, d * d, 0.0)))
-
-
 def run(change: str, out: str, epochs: int, seed: int, dataset: str = "fashion-mnist", limit_train=None,
         limit_test=None) -> None:
     from refsnn import datasets, recipes
@@ -89,7 +81,6 @@ def run(change: str, out: str, epochs: int, seed: int, dataset: str = "fashion-m
     print(f"# refsnn train st_rsbp --dataset {dataset} --epochs {epochs} --seed {seed} {sets}{limits} "
           f"--out {shlex.quote(out)}", flush=True)
     n_epoch = limit_train or len(datasets.load(dataset)[0])
-    fake = st_rsbp._fake_target_train(cfg.T, cfg.desired).sum()
     per_epoch, cur, seen = [], {}, [0]
     real = st_rsbp.loss_and_grad
 
@@ -104,7 +95,7 @@ def run(change: str, out: str, epochs: int, seed: int, dataset: str = "fashion-m
         seen[0] += 1
         counts = info["counts"][-1]
         for b in range(counts.shape[0]):
-            cur["cost"] += _log_cost(counts[b], y[b], c, fake)
+            cur["cost"] += _log_cost(counts[b], int(y[b]), c)[1]
             cur["n"] += 1
         cur["reg"] += st_rsbp.regulariser(params, c)[0] * counts.shape[0]
         return loss, g
