@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 import tracemalloc
 from dataclasses import replace
@@ -30,7 +31,7 @@ import refsnn
 from refsnn import datasets, ide, optim, recipes, ssnn_bp, st_rsbp, stbp
 from refsnn._jit import jit_status, limit_threads
 
-__all__ = ["timed", "peak_bytes", "bench", "stbp_conv_bench", "ide_conv_bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
+__all__ = ["paired", "paired_table", "versus", "Competitor", "timed", "peak_bytes", "bench", "stbp_conv_bench", "ide_conv_bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
 
 
 def timed(fn, repeats: int, *, warmup: int = 1) -> dict:
@@ -82,14 +83,253 @@ def _torch_on_threads():
 
 
 # ---------------------------------------------------------------------------
+# Paired runs: every competitor in a process of its own, timed in alternating rounds
+# ---------------------------------------------------------------------------
+
+_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_worker.py")
+
+
+class Competitor:
+    """One row of a paired benchmark: a ``label``, the worker case that builds its step
+    (``refsnn/_bench_worker.py``: ``CASES``) and that case's ``args``; ``pythonpath`` runs it with another
+    refsnn checkout first on the path (to time an older version beside this one)."""
+
+    def __init__(self, label: str, case: str, args: dict | None = None, pythonpath: str | None = None):
+        self.label, self.case, self.args, self.pythonpath = label, case, dict(args or {}), pythonpath
+
+    def __repr__(self):
+        return f"Competitor({self.label!r}, {self.case!r})"
+
+
+def _cpu_busy_jiffies():
+    """(busy, total) jiffies of the whole machine from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:  # pragma: no cover - not Linux
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def _own_jiffies(pids):
+    """utime + stime jiffies of the given processes (and this one), or None off Linux."""
+    total = 0
+    for pid in list(pids) + [os.getpid()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def _load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _ask(proc, msg, label):
+    import json
+
+    proc.stdin.write(json.dumps(msg) + "\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        err = proc.stderr.read().strip().splitlines()
+        raise RuntimeError(f"{label}: the worker exited ({err[-1] if err else 'no message'})")
+    return json.loads(line)
+
+
+def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None = None, pause: float = 0.3,
+           reference: str | None = None, log=print) -> dict:
+    """Time ``competitors`` side by side: each in its own process, ``rounds`` rounds of ``calls`` timed
+    calls each, the order rotated every round (A B C, B C A, C A B, ...), a ``pause`` before each
+    competitor's calls.
+
+    Every process gets ``threads`` threads for BLAS, OpenMP, numba and torch (default: numba's count), so
+    the competitors run on the same cores; one that cannot start (a peer that is not installed) is
+    reported and left out.  Recorded beside the times: the load average before and after, and how much of
+    the machine's CPU time during the rounds went to *other* processes (``/proc/stat`` minus the workers'
+    own ``/proc/PID/stat``), since a busy machine slows everyone.
+
+    Returns ``{"threads", "rounds", "calls", "load_before", "load_after", "others_cpu_share", "rows":
+    {label: {"median_ms", "min_ms", "n", "ratio", "info"}}, "skipped": {label: reason}}``; ``ratio`` is the
+    median over ``reference``'s median (default: the first competitor that ran).
+    """
+    import subprocess
+
+    threads = threads or _threads()
+    env_base = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                    MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    procs, skipped, infos = {}, {}, {}
+    load_before = _load()
+    try:
+        for c in competitors:             # one at a time: warm-ups (compilation) do not compete
+            env = dict(env_base)
+            if c.pythonpath:
+                env["PYTHONPATH"] = c.pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+            p = subprocess.Popen([sys.executable, _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+            reply = _ask(p, {"case": c.case, "args": c.args}, c.label)
+            if "error" in reply:
+                skipped[c.label] = reply["error"]
+                p.wait()
+                log(f"  ({c.label}: left out -- {reply['error']})")
+                continue
+            procs[c.label], infos[c.label] = p, reply.get("info", {})
+        times = {label: [] for label in procs}
+        labels = list(procs)
+        cpu0, own0 = _cpu_busy_jiffies(), _own_jiffies(p.pid for p in procs.values())
+        for r in range(rounds):
+            for label in labels[r % len(labels):] + labels[:r % len(labels)] if labels else []:
+                reply = _ask(procs[label], {"time": calls, "pause": pause}, label)
+                if "error" in reply:
+                    raise RuntimeError(f"{label}: {reply['error']}")
+                times[label] += reply["times"]
+        cpu1, own1 = _cpu_busy_jiffies(), _own_jiffies(p.pid for p in procs.values())
+    finally:
+        for p in procs.values():
+            try:
+                p.stdin.write('{"quit": true}\n')
+                p.stdin.flush()
+            except OSError:  # pragma: no cover
+                pass
+            p.wait()
+    others = None
+    if None not in (cpu0, cpu1, own0, own1) and cpu1[1] > cpu0[1]:
+        others = max(0.0, ((cpu1[0] - cpu0[0]) - (own1 - own0)) / (cpu1[1] - cpu0[1]))
+    rows = {label: {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(np.min(ts)), "n": len(ts),
+                    "info": infos[label]} for label, ts in times.items()}
+    ref = reference if reference in rows else next(iter(rows), None)
+    for row in rows.values():
+        row["ratio"] = row["median_ms"] / rows[ref]["median_ms"] if ref else None
+    return {"threads": threads, "rounds": rounds, "calls": calls, "pause_s": pause, "reference": ref,
+            "load_before": load_before, "load_after": _load(), "others_cpu_share": others, "rows": rows,
+            "skipped": skipped}
+
+
+def paired_table(result, title: str, log=print) -> None:
+    """Print a :func:`paired` result: one line per competitor, its median and minimum, and the ratio of its
+    median to the reference's (> 1: slower than the reference)."""
+    others = result["others_cpu_share"]
+    log(f"{title}: {result['threads']} thread(s), {result['rounds']} rounds x {result['calls']} calls, "
+        f"load {result['load_before']} -> {result['load_after']}, other processes "
+        f"{'?' if others is None else f'{100 * others:.0f} %'} of the CPU")
+    for label, r in result["rows"].items():
+        extra = ", ".join(f"{k} {v}" for k, v in r["info"].items()
+                          if k in ("adjoint_iterations", "gflop") and v is not None)
+        log(f"  {label:<30} median {r['median_ms']:9.2f} ms  min {r['min_ms']:9.2f} ms  "
+            f"x{r['ratio']:.2f} of {result['reference']}" + (f"  ({extra})" if extra else ""))
+
+
+def _with_baseline(competitors, baseline):
+    """Each refsnn competitor again, run from the checkout ``baseline`` (labelled with its git revision)."""
+    if not baseline:
+        return list(competitors)
+    import subprocess
+
+    try:
+        rev = subprocess.run(["git", "-C", baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        rev = os.path.basename(os.path.abspath(baseline))
+    out = []
+    for c in competitors:
+        out.append(c)
+        if c.label.startswith("refsnn"):
+            out.append(Competitor(f"{c.label} @{rev}", c.case, c.args, pythonpath=os.path.abspath(baseline)))
+    return out
+
+
+def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threads=None, rounds: int | None = None,
+           log=print) -> dict:
+    """The paired table of ``algo`` (``refsnn bench ALGO``): refsnn beside the implementations people use.
+
+    * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), eager
+      PyTorch of the same graph, ``torch.compile`` of it, snnTorch and spikingjelly (each its stock LIF with
+      the same constants), and the GEMM floor (the step's matrix products alone).
+    * IDE: the official F400 step (``PRESETS["code"]``, T = 5, batch 128, dropout masks given) with the
+      code's Broyden and with its fixed 30 'iter' steps, refsnn against a PyTorch port of the same step, on
+      1 and on 2 threads.
+    * ST-RSBP: one online sample of 784-400-R400-10 at T = 400 on one thread; beside it the official CUDA
+      log's time per sample (911-953 s per 60 000-sample epoch).
+    * SSNN-BP: one online V1 sample (T = 64, both counters) of 784-100-10 on Fashion-MNIST (digits if it
+      is not installed) beside the ANN twin.
+
+    ``baseline``: a path to another refsnn checkout, whose refsnn rows are timed in the same rounds.
+    ``quick``: small sizes, two rounds (the tests).
+    """
+    algo = refsnn.algorithm_name(algo)
+    out = {"algo": algo, "quick": quick, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+           "tables": {}}
+    R = rounds or (2 if quick else 7)
+    if algo == "stbp":
+        # float64 and float32 as separate tables: the float32 peers are compared with refsnn's float32
+        shape = {"sizes": [100, 50, 10], "T": 5, "batch": 20} if quick else {"sizes": [784, 400, 10], "T": 20,
+                                                                           "batch": 100}
+        for dt in ("float64", "float32"):
+            a = dict(shape, dtype=dt)
+            comps = [Competitor("refsnn", "stbp_refsnn", a), Competitor("torch eager", "stbp_torch", a)]
+            if not quick:
+                comps.append(Competitor("torch.compile", "stbp_torch", dict(a, compile=True)))
+            comps += [Competitor("snntorch", "stbp_snntorch", a), Competitor("spikingjelly", "stbp_spikingjelly", a),
+                      Competitor("GEMM floor", "stbp_gemm_floor", a)]
+            res = paired(_with_baseline(comps, baseline), rounds=R, threads=threads, reference="refsnn", log=log)
+            paired_table(res, f"STBP step {'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch "
+                              f"{shape['batch']}, {dt}", log)
+            out["tables"][f"stbp {dt}"] = res
+    elif algo == "ide":
+        shape = {"sizes": [64, 32, 10], "batch": 16} if quick else {"sizes": [784, 400, 10], "batch": 128}
+        for n in ((threads,) if threads else (1, 2)):
+            comps = []
+            for solver in ("broyden", "iter"):
+                a = dict(shape, solver=solver)
+                comps += [Competitor(f"refsnn {solver}", "ide_refsnn", a),
+                          Competitor(f"torch port {solver}", "ide_torch", a)]
+            res = paired(_with_baseline(comps, baseline), rounds=R, threads=n, reference="refsnn broyden", log=log)
+            paired_table(res, f"IDE F{shape['sizes'][1]} step (official code's), T=5, batch {shape['batch']}", log)
+            out["tables"][f"ide {n} thread(s)"] = res
+    elif algo == "st_rsbp":
+        a = {"arch": "784-100-R100-10", "T": 100} if quick else {"arch": "784-400-R400-10", "T": 400}
+        res = paired(_with_baseline([Competitor("refsnn", "st_rsbp_refsnn", a)], baseline), rounds=R,
+                     calls=5 if quick else 20, threads=1, reference="refsnn", log=log)
+        paired_table(res, f"ST-RSBP online sample {a['arch']}, T={a['T']}", log)
+        if not quick:
+            ref = res["rows"]["refsnn"]["median_ms"]
+            res["official_gpu_log_ms"] = [1e3 * 911 / 60000, 1e3 * 953 / 60000]
+            log(f"  {'official CUDA log':<30} {1e3 * 911 / 60000:.1f}-{1e3 * 953 / 60000:.1f} ms per sample "
+                f"(911-953 s per epoch): refsnn x{ref / (1e3 * 953 / 60000):.2f}-x{ref / (1e3 * 911 / 60000):.2f}")
+        out["tables"]["st_rsbp"] = res
+    else:
+        try:
+            datasets.load("fashion-mnist", "test", limit=1)
+            ds = "digits" if quick else "fashion-mnist"
+        except (OSError, ValueError, FileNotFoundError):  # pragma: no cover - not installed
+            ds = "digits"
+        T = 16 if quick else 64
+        comps = [Competitor(f"refsnn V1 T={T} events", "ssnn_bp_refsnn", {"dataset": ds, "T": T}),
+                 Competitor(f"refsnn V1 T={T} matmul", "ssnn_bp_refsnn", {"dataset": ds, "T": T, "counter": "matmul"}),
+                 Competitor("ANN twin", "ssnn_bp_refsnn", {"dataset": ds, "ann": True})]
+        res = paired(_with_baseline(comps, baseline), rounds=R, calls=20 if quick else 200, threads=1,
+                     reference="ANN twin", pause=0.05, log=log)
+        paired_table(res, f"SSNN-BP online sample, {ds}, 100 hidden", log)
+        out["tables"]["ssnn_bp"] = res
+    return out
+
+
+# ---------------------------------------------------------------------------
 # STBP: one training step against eager PyTorch
 # ---------------------------------------------------------------------------
 
 def stbp_bench(quick: bool = False, repeats: int | None = None, log=print) -> dict:
     """Time one STBP training step (forward + backward): 784-400-10, T = 20, batch 100, the code preset,
-    Bernoulli input with rate 0.2; the numba and NumPy tiers in float64 and float32, and, when PyTorch is
-    installed, an eager PyTorch implementation of the same graph (:func:`refsnn.torch_golds.stbp_loss`) with
-    autograd on as many threads as numba uses.  ``quick``: 100-50-10, T = 5, batch 20."""
+    Bernoulli input with rate 0.2; the numba and NumPy tiers in float64 and float32, in this process (the
+    comparison with PyTorch and the peers is :func:`versus`, each in a process of its own), then the conv
+    net (:func:`stbp_conv_bench`).  ``quick``: 100-50-10, T = 5, batch 20."""
     sizes, T, B = ([100, 50, 10], 5, 20) if quick else ([784, 400, 10], 20, 100)
     repeats = repeats or (3 if quick else 10)
     cfg = replace(stbp.PRESETS["code"], T=T)
@@ -102,21 +342,7 @@ def stbp_bench(quick: bool = False, repeats: int | None = None, log=print) -> di
         for backend in ("numba", "numpy"):
             c = replace(cfg, dtype=dtype, backend=backend)
             results[f"refsnn {backend} {dtype}"] = timed(lambda c=c: stbp.loss_and_grad(params, x, y, c), repeats)
-    torch, threads = _torch_on_threads()
-    if torch is not None:
-        from refsnn.torch_golds import stbp_loss
-
-        for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
-            xs = torch.tensor(x, dtype=tdt)
-
-            def step(tdt=tdt, xs=xs):
-                Ws = [torch.tensor(params[f"W{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
-                bs = [torch.tensor(params[f"b{n}"], dtype=tdt, requires_grad=True) for n in (1, 2)]
-                stbp_loss(Ws, bs, xs, y, v_th=cfg.v_th, decay=cfg.decay, surrogate=cfg.surrogate,
-                          width=cfg.width, reset=cfg.reset, detach_reset=cfg.detach_reset, loss=cfg.loss).backward()
-
-            results[f"torch eager {dtype}"] = timed(step, repeats)
-    setting = {"sizes": sizes, "T": T, "batch": B, "jit": jit_status(), "torch_threads": threads}
+    setting = {"sizes": sizes, "T": T, "batch": B, "jit": jit_status()}
     log(f"STBP training step (forward + backward), {'-'.join(map(str, sizes))}, T={T}, batch {B}; {jit_status()}")
     for label, r in results.items():
         log(f"  {label:<24} median {r['median_ms']:9.2f} ms   min {r['min_ms']:9.2f} ms   ({r['repeats']} runs)")
@@ -545,6 +771,15 @@ def ssnn_bp_bench(quick: bool = False, log=print, accuracy: bool = True) -> dict
 BENCHMARKS = {"stbp": stbp_bench, "st_rsbp": st_rsbp_bench, "ide": ide_bench, "ssnn_bp": ssnn_bp_bench}
 
 
-def bench(algo, quick: bool = False, **kwargs) -> dict:
-    """Run algorithm ``algo``'s benchmark (``refsnn bench ALGO``); returns its numbers as a dict."""
-    return BENCHMARKS[refsnn.algorithm_name(algo)](quick=quick, **kwargs)
+def bench(algo, quick: bool = False, *, paired_only: bool = False, baseline: str | None = None, threads=None,
+          rounds: int | None = None, **kwargs) -> dict:
+    """Run algorithm ``algo``'s benchmark (``refsnn bench ALGO``): the paired table of :func:`versus` (ratios
+    to the competitors), then, unless ``paired_only``, the algorithm's own measurements (:data:`BENCHMARKS`:
+    tiers, scaling, memory).  Returns the numbers as a dict."""
+    algo = refsnn.algorithm_name(algo)
+    log = kwargs.get("log", print)
+    out = {"versus": versus(algo, quick, baseline=baseline, threads=threads, rounds=rounds, log=log)}
+    if not paired_only:
+        log("")
+        out["details"] = BENCHMARKS[algo](quick=quick, **kwargs)
+    return out

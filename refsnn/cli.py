@@ -7,7 +7,7 @@
     refsnn gradcheck ALGO [--seed S] [--verbose]
     refsnn verify ALGO CASE.npz [--preset P | --config cfg.json] [--set field=value ...] [--tol T]
     refsnn golden write DIR | check [DIR]
-    refsnn bench ALGO [--quick]
+    refsnn bench ALGO [--quick] [--paired] [--baseline DIR] [--threads N] [--rounds N] [--json]
     refsnn info
     refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | verify NAME   [--root DIR]
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 from dataclasses import fields, replace
 
@@ -179,7 +180,14 @@ def _cmd_golden(args) -> int:
 def _cmd_bench(args) -> int:
     from refsnn.benchmarks import bench
 
-    result = bench(args.algo, quick=args.quick)
+    if args.baseline is not None and not os.path.isdir(os.path.join(args.baseline, "refsnn")):
+        raise ValueError(f"--baseline: {args.baseline!r} is not a refsnn checkout (no refsnn/ folder in it)")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads: expected an integer >= 1, got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds: expected an integer >= 1, got {args.rounds}")
+    result = bench(args.algo, quick=args.quick, paired_only=args.paired, baseline=args.baseline,
+                   threads=args.threads, rounds=args.rounds)
     if args.json:
         print(json.dumps(result, indent=2))
     return 0
@@ -288,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("algo")
     b.add_argument("--quick", action="store_true", help="small sizes, a few repetitions")
     b.add_argument("--json", action="store_true", help="also print the results as JSON")
+    b.add_argument("--paired", action="store_true",
+                   help="only the side-by-side table (refsnn, PyTorch, the peers, each in its own process)")
+    b.add_argument("--baseline", metavar="DIR", help="also time the refsnn of another checkout in the same rounds")
+    b.add_argument("--threads", type=int, help="threads per competitor (default: numba's thread count)")
+    b.add_argument("--rounds", type=int, help="rounds of the paired table (default 7)")
     b.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="versions and what is installed")

@@ -407,6 +407,8 @@ def _cli_cases(tmp_path):
         ("gradcheck unknown algorithm", ["gradcheck", "nope"], "nope"),
         ("gradcheck negative seed", ["gradcheck", "stbp", "--seed", "-3"], "seed"),
         ("bench unknown algorithm", ["bench", "nope"], "nope"),
+        ("bench baseline not a checkout", ["bench", "stbp", "--paired", "--baseline", str(tmp_path)], "--baseline"),
+        ("bench zero threads", ["bench", "stbp", "--paired", "--threads", "0"], "--threads"),
         ("data fetch without a name", ["data", "fetch"], "name"),
         ("data fetch unknown name", ["data", "fetch", "mnis"], "mnis"),
         ("data fetch bundled dataset", ["data", "fetch", "digits"], "no download"),
@@ -421,7 +423,7 @@ def test_cli_table_is_large_enough(tmp_path):
     assert len(_cli_cases(tmp_path)) + len(RESUME_CORRUPTIONS) + 2 >= 25
 
 
-@pytest.mark.parametrize("i", range(27))
+@pytest.mark.parametrize("i", range(29))
 def test_cli_bad_invocation_is_one_line_and_a_nonzero_exit(tmp_path, capsys, monkeypatch, i):
     monkeypatch.setenv("REFSNN_OFFLINE", "0")
     label, argv, pattern = _cli_cases(tmp_path)[i]

@@ -676,7 +676,7 @@ def test_cli_gradcheck_and_bench(capsys):
     assert main(["gradcheck", "ide"]) == 0
     out = capsys.readouterr().out
     assert f"{len(CASES)} passed, 0 failed" in out
-    res = benchmarks.bench("ide", quick=True)
+    res = benchmarks.BENCHMARKS["ide"](quick=True)
     assert res["ide_ratio_T100_over_T5"] <= 1.1 < res["stbp_ratio_T100_over_T5"]
     assert set(res["step_seconds"]) == {"broyden", "fixed_point", "dense"}
     assert set(res["conv"]["T"]) == {5, 30} and all(r["step_seconds"] > 0 for r in res["conv"]["T"].values())

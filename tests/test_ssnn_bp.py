@@ -624,7 +624,7 @@ def test_cli_train_and_quick_bench(tmp_path, capsys):
     assert main(["train", "ssnn_bp", "--epochs", "1", "--limit-train", "50", "--limit-test", "20", "--out",
                  str(tmp_path / "ann"), "--no-progress", "--preset", "ann"]) == 0
     assert json.loads((tmp_path / "ann" / "metrics.json").read_text())["config"]["ann"] is True
-    r = benchmarks.bench("ssnn_bp", quick=True, accuracy=False, log=lambda *_: None)
+    r = benchmarks.BENCHMARKS["ssnn_bp"](quick=True, accuracy=False, log=lambda *_: None)
     row = r["timing"]["digits"]["by_T"][16]
     for k in ("step events", "step matmul", "step loop", "count loop, pure Python", "epoch s events"):
         assert row[k] > 0, k

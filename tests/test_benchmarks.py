@@ -1,0 +1,80 @@
+"""The paired benchmark (``refsnn bench ALGO``): competitors in processes of their own, alternating rounds.
+
+These tests check what the harness records, never how fast anything is (timings depend on the machine).
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refsnn import benchmarks
+from refsnn.benchmarks import Competitor
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = {"sizes": [20, 12, 4], "T": 3, "batch": 5, "dtype": "float64"}
+
+
+def test_paired_times_every_competitor_in_every_round_and_reports_ratios():
+    comps = [Competitor("refsnn", "stbp_refsnn", SHAPE), Competitor("numpy tier", "stbp_refsnn",
+                                                                    dict(SHAPE, backend="numpy")),
+             Competitor("GEMM floor", "stbp_gemm_floor", SHAPE)]
+    res = benchmarks.paired(comps, rounds=3, calls=2, threads=1, pause=0.0, reference="numpy tier",
+                            log=lambda *_: None)
+    assert list(res["rows"]) == ["refsnn", "numpy tier", "GEMM floor"] and not res["skipped"]
+    for label, row in res["rows"].items():
+        assert row["n"] == 3 * 2, label                               # rounds x calls timed calls each
+        assert 0 < row["min_ms"] <= row["median_ms"], label
+    ref = res["rows"]["numpy tier"]["median_ms"]
+    assert res["rows"]["numpy tier"]["ratio"] == 1.0
+    assert res["rows"]["refsnn"]["ratio"] == pytest.approx(res["rows"]["refsnn"]["median_ms"] / ref, rel=1e-12)
+    # the floor's FLOPs: forward, weight gradient, and the input gradient above the first layer
+    T, B = SHAPE["T"], SHAPE["batch"]
+    flops = 2 * T * B * (20 * 12 * 2 + 12 * 4 * 3)
+    assert res["rows"]["GEMM floor"]["info"]["gflop"] == pytest.approx(flops / 1e9, rel=1e-12)
+    assert res["threads"] == 1 and len(res["load_before"]) == 3
+    assert res["others_cpu_share"] is None or 0.0 <= res["others_cpu_share"] <= 1.0
+
+
+def test_a_competitor_that_cannot_start_is_left_out_with_its_reason():
+    comps = [Competitor("refsnn", "stbp_refsnn", SHAPE), Competitor("nothing", "no_such_case", {}),
+             Competitor("bad args", "stbp_refsnn", dict(SHAPE, dtype="float16"))]
+    lines = []
+    res = benchmarks.paired(comps, rounds=1, calls=1, threads=1, pause=0.0, log=lines.append)
+    assert list(res["rows"]) == ["refsnn"]
+    assert "no_such_case" in res["skipped"]["nothing"] and "dtype" in res["skipped"]["bad args"]
+    assert any("nothing" in line and "left out" in line for line in lines)
+
+
+def test_baseline_rows_run_another_checkout(tmp_path):
+    """``--baseline DIR`` times DIR's refsnn beside this one; here DIR is a copy of this checkout whose
+    ``refsnn.__version__`` is changed, and the baseline's worker must have imported the copy."""
+    import shutil
+
+    copy = tmp_path / "old"
+    shutil.copytree(ROOT / "refsnn", copy / "refsnn", ignore=shutil.ignore_patterns("__pycache__"))
+    init = copy / "refsnn" / "__init__.py"
+    init.write_text(init.read_text() + "\n__version__ = 'baseline-copy'\n")
+    comps = benchmarks._with_baseline([Competitor("refsnn", "stbp_refsnn", SHAPE),
+                                       Competitor("GEMM floor", "stbp_gemm_floor", SHAPE)], str(copy))
+    assert [c.label for c in comps] == ["refsnn", "refsnn @old", "GEMM floor"]
+    res = benchmarks.paired(comps, rounds=1, calls=1, threads=1, pause=0.0, log=lambda *_: None)
+    assert res["rows"]["refsnn"]["info"]["refsnn"] != "baseline-copy"
+    assert res["rows"]["refsnn @old"]["info"]["refsnn"] == "baseline-copy"
+
+
+def test_versus_quick_tables_for_every_algorithm():
+    lines = []
+    for algo, ref in (("stbp", "refsnn"), ("ide", "refsnn broyden"), ("st_rsbp", "refsnn"),
+                      ("ssnn_bp", "ANN twin")):
+        out = benchmarks.versus(algo, quick=True, threads=1, rounds=1, log=lines.append)
+        for name, table in out["tables"].items():
+            assert table["reference"] == ref and table["rows"][ref]["ratio"] == 1.0, name
+            assert all(r["median_ms"] > 0 for r in table["rows"].values()), name
+    text = "\n".join(lines)
+    assert "GEMM floor" in text and "torch port broyden" in text and "ANN twin" in text
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    assert "torch eager" in text
