@@ -92,6 +92,12 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
+def _all_finite(arr) -> bool:
+    """Whether every entry of a float array is finite, without a temporary the size of ``arr``: ``min`` and
+    ``max`` propagate NaN, and an infinite entry is the minimum or the maximum."""
+    return arr.size == 0 or bool(np.isfinite(np.min(arr)) and np.isfinite(np.max(arr)))
+
+
 def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = None,
                 finite: bool = True, dtype=None, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """A numeric array of the expected rank/shape, finite, optionally within [lo, hi].
@@ -113,7 +119,7 @@ def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = 
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
             want = "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
-    if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    if finite and np.issubdtype(arr.dtype, np.floating) and not _all_finite(arr):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
     if lo is not None or hi is not None:

@@ -92,10 +92,13 @@ _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_worke
 class Competitor:
     """One row of a paired benchmark: a ``label``, the worker case that builds its step
     (``refsnn/_bench_worker.py``: ``CASES``) and that case's ``args``; ``pythonpath`` runs it with another
-    refsnn checkout first on the path (to time an older version beside this one)."""
+    refsnn checkout first on the path (to time an older version beside this one); ``env`` adds environment
+    variables to its process (an A/B of a setting, e.g. ``{"NUMBA_DISABLE_JIT": "1"}``)."""
 
-    def __init__(self, label: str, case: str, args: dict | None = None, pythonpath: str | None = None):
+    def __init__(self, label: str, case: str, args: dict | None = None, pythonpath: str | None = None,
+                 env: dict | None = None):
         self.label, self.case, self.args, self.pythonpath = label, case, dict(args or {}), pythonpath
+        self.env = {k: str(v) for k, v in (env or {}).items()}
 
     def __repr__(self):
         return f"Competitor({self.label!r}, {self.case!r})"
@@ -169,7 +172,7 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     load_before = _load()
     try:
         for c in competitors:             # one at a time: warm-ups (compilation) do not compete
-            env = dict(env_base)
+            env = dict(env_base, **c.env)
             if c.pythonpath:
                 env["PYTHONPATH"] = c.pythonpath + os.pathsep + env.get("PYTHONPATH", "")
             p = subprocess.Popen([sys.executable, _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -241,7 +244,8 @@ def _with_baseline(competitors, baseline):
     for c in competitors:
         out.append(c)
         if c.label.startswith("refsnn"):
-            out.append(Competitor(f"{c.label} @{rev}", c.case, c.args, pythonpath=os.path.abspath(baseline)))
+            out.append(Competitor(f"{c.label} @{rev}", c.case, c.args, pythonpath=os.path.abspath(baseline),
+                                  env=c.env))
     return out
 
 

@@ -1808,38 +1808,37 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     residual iterate of each sample is returned.
     """
     m = cfg.max_iter
-    U, V = [], []                      # per sample, the i-th rank-one update of H is U[i] V[i]^T, each (B, n):
-                                       # memory 2 * iterations * B * n floats, independent of T
+    B, n = g.shape
+    U = np.zeros((B, m, n), g.dtype)   # per sample b, the i-th rank-one update of H is U[b, i] V[b, i]^T:
+    V = np.zeros((B, m, n), g.dtype)   # memory 2 * max_iter * B * n floats, independent of T
+    k = 0                              # updates made so far
 
-    def H(y):           # H y = -y + sum_i u_i (v_i . y)
-        out = -y
-        for u, v in zip(U, V):
-            out = out + u * np.sum(v * y, axis=1, keepdims=True)
-        return out
+    def H(y):           # H y = -y + sum_{i<k} u_i (v_i . y): two stacked matrix-vector products per sample
+        return np.matmul((V[:, :k] @ y[:, :, None]).transpose(0, 2, 1), U[:, :k])[:, 0] - y
 
-    def HT(y):          # H^T y = -y + sum_i v_i (u_i . y)
-        out = -y
-        for u, v in zip(U, V):
-            out = out + v * np.sum(u * y, axis=1, keepdims=True)
-        return out
+    def HT(y):          # H^T y = -y + sum_{i<k} v_i (u_i . y)
+        return np.matmul((U[:, :k] @ y[:, :, None]).transpose(0, 2, 1), V[:, :k])[:, 0] - y
 
     beta = np.zeros_like(g)
     R = g.copy()                                                       # R(0) = g, Eq. (A) at beta = 0
     rel = _rel_res(R, gnorm)
     best, best_rel = beta.copy(), rel.copy()
     trace.append(float(np.max(rel, initial=0.0)))
-    k = 0
+    HR = -R                                                            # H R, with H = -I before any update
     while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
         active = (rel > cfg.tol)[:, None]
-        dbeta = np.where(active, -H(R), 0.0)                           # Broyden step towards R = 0, Eq. (A)
+        dbeta = np.where(active, -HR, 0.0)                             # Broyden step towards R = 0, Eq. (A)
         beta_new = beta + dbeta
         R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new       # R(beta) = J^T beta + g - beta, Eq. (A)
         dR = R_new - R
         HdR = H(dR)
         den = np.sum(dbeta * HdR, axis=1, keepdims=True)
         ok = active & (np.abs(den) > 1e-300)
-        U.append(np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0))   # Sherman-Morrison update of H
-        V.append(np.where(ok, HT(dbeta), 0.0))
+        U[:, k] = np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0)   # Sherman-Morrison update of H
+        V[:, k] = np.where(ok, HT(dbeta), 0.0)
+        # H R_new for the updated H without another pass over the updates: H R_new = H R + H dR before the
+        # update, then the update's own term u (v . R_new)
+        HR = HR + HdR + U[:, k] * np.sum(V[:, k] * R_new, axis=1, keepdims=True)
         beta, R = beta_new, R_new
         rel = _rel_res(R, gnorm)
         better = rel < best_rel

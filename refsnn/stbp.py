@@ -188,7 +188,7 @@ from refsnn._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn._jit import njit
+from refsnn._jit import njit, prange
 
 __all__ = [
     "Config",
@@ -1103,7 +1103,7 @@ def _reduce(g, like):
 # Fast tier: layer-major, numba kernels for the element-wise time recursions
 # ---------------------------------------------------------------------------
 
-@njit
+@njit(parallel=True)
 def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_reset, delayed, strict, smooth,
                         sur, width, v_out, j_out):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
@@ -1111,15 +1111,15 @@ def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_res
     The same arithmetic, in the same order, as :func:`forward_numpy`.  ``lam, kap, c, thr, alpha`` hold
     one value per neuron.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when they have ``T`` rows
     (the backward pass needs them for a delayed reset and a learned decay); pass (1, 1, 1) arrays
-    otherwise.  Returns ``u, o``.
+    otherwise.  Returns ``u, o``.  Samples are independent: they are shared out among numba's threads.
     """
     T, B, H = I.shape
     u = np.empty_like(I)
     o = np.empty_like(I)
     keep_v = v_out.shape[0] == T
     keep_j = j_out.shape[0] == T
-    jprev = np.zeros(H, I.dtype)
-    for s in range(B):                   # the innermost loop walks contiguous memory
+    for s in prange(B):                  # the innermost loop walks contiguous memory
+        jprev = np.zeros(H, I.dtype)
         for t in range(T):
             for i in range(H):
                 jt = I[t, s, i]
@@ -1149,22 +1149,25 @@ def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_res
     return u, o
 
 
-@njit
+@njit(parallel=True)
 def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, kind, v_reset, delayed, detach,
                          decay_input, sur, width, glam, gthr):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
-    The same order as :func:`backward_numpy`.  Accumulates the per-neuron ``dL/dlam`` into ``glam`` and
-    ``dL/dv_th`` into ``gthr`` (both (H,)); ``v`` and ``j`` are the forward kernel's (used for a delayed
-    reset and for ``glam``).  ``decay_input`` must be false unless ``j`` was recorded (a learnable decay with
-    the input decayed): it only enters ``glam``, and ``j`` is otherwise a (1, 1, 1) placeholder.
+    The same order as :func:`backward_numpy`.  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and
+    ``dL/dv_th`` into ``gthr[s]`` (both (B, H); the caller sums over samples); ``v`` and ``j`` are the
+    forward kernel's (used for a delayed reset and for ``glam``).  ``decay_input`` must be false unless
+    ``j`` was recorded (a learnable decay with the input decayed): it only enters ``glam``, and ``j`` is
+    otherwise a (1, 1, 1) placeholder.  Samples are shared out among numba's threads.
     """
     T, B, H = u.shape
     gI = np.empty_like(u)
-    eps_n = np.zeros(H, u.dtype)         # eps, g_v, g_j of step t+1 for the sample being swept
-    gv_n = np.zeros(H, u.dtype)
-    gj_n = np.zeros(H, u.dtype)
-    for s in range(B):
+    for s in prange(B):
+        eps_n = np.zeros(H, u.dtype)     # eps, g_v, g_j of step t+1 for this sample
+        gv_n = np.zeros(H, u.dtype)
+        gj_n = np.zeros(H, u.dtype)
+        gl = glam[s]
+        gt = gthr[s]
         for t in range(T - 1, -1, -1):
             for i in range(H):
                 ut = u[t, s, i]
@@ -1182,14 +1185,14 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
                             d = d + g_r * reset_do(ut, ot, kind, lam[i], thr[i], v_reset)            # Eq. (B3)
                         e_r = g_r * reset_du(ut, ot, kind, lam[i])
                         if kind == 3:
-                            gthr[i] -= g_r * ot
+                            gt[i] -= g_r * ot
                 fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
                 e = fire + e_r                                                          # Eq. (B4)
-                gthr[i] -= fire
+                gt[i] -= fire
                 if delayed and t > 0:
                     gv = e * reset_du(v[t, s, i], o[t - 1, s, i], kind, lam[i])
                     if kind == 3:
-                        gthr[i] -= e * o[t - 1, s, i]
+                        gt[i] -= e * o[t - 1, s, i]
                 else:
                     gv = e
                 gj = kap[i] * gv
@@ -1205,7 +1208,7 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
                 dv = r_prev - v_rest
                 if decay_input:
                     dv = dv - j[t, s, i]
-                glam[i] += gv * dv
+                gl[i] += gv * dv
                 eps_n[i] = e
                 gv_n[i] = gv
                 gj_n[i] = gj
@@ -1231,7 +1234,8 @@ def _forward_fast(layers, x, cfg, keep=False):
     for L in layers:
         H = L.n
         if L.spec.op == "dense" and L.spec.pool is None:
-            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H) + L.b  # Eq. (I), every t at once
+            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H)       # Eq. (I), every t at once
+            I += L.b
             ins.append((a.reshape(T * B, -1), None))
         else:
             I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
@@ -1261,11 +1265,12 @@ def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
     for n in reversed(range(N)):
         L = layers[n]
         H = L.n
-        glam[n], gthr[n] = np.zeros(H, dt), np.zeros(H, dt)
+        gl, gt = np.zeros((B, H), dt), np.zeros((B, H), dt)          # per sample, summed below
         gI = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], vs[n], js[n], L.lam, L.kap, L.thr, L.alpha,
                                   v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset,
                                   cfg.decay_input and L.decay_key is not None, sur,
-                                  dt.type(cfg.width), glam[n], gthr[n])
+                                  dt.type(cfg.width), gl, gt)
+        glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]
         need = n > 0 or input_grad

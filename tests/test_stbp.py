@@ -192,7 +192,7 @@ def test_kernels_compiled_equal_plain_python():
                     for detach in (False, True):
                         res = []
                         for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
-                            glam, gthr = np.zeros(H), np.zeros(H)
+                            glam, gthr = np.zeros((B, H)), np.zeros((B, H))   # per sample
                             gI = fn(g, u, o, v, j, lam, kap, thr, alpha, 0.1, synapse, kind, -0.2, delayed, detach,
                                     True, sur, 0.8, glam, gthr)
                             res.append((gI, glam, gthr))
