@@ -260,6 +260,34 @@ def test_api_table_is_large_enough():
 # given consistent input agree with their twins (tested in the algorithm files).
 # ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
+    """check_array's min/max test agrees with np.isfinite wherever a NaN or an infinity sits (first, last,
+    middle entry; alone or with the other kind; the largest finite value is finite)."""
+    from refsnn._checks import _all_finite
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(4, 5, 6)).astype(dtype)
+    assert _all_finite(base) and _all_finite(base[:0])
+    big = base.copy()
+    big[1, 2, 3] = np.finfo(dtype).max
+    big[0, 0, 0] = -np.finfo(dtype).max
+    assert _all_finite(big)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0, 0), (3, 4, 5), (2, 1, 3)):
+            x = base.copy()
+            x[where] = bad
+            assert not _all_finite(x), (bad, where)
+            assert not _all_finite(x.T), (bad, where, "non-contiguous")
+    x = base.copy()
+    x[0, 0, 0], x[3, 4, 5] = np.inf, np.nan
+    assert not _all_finite(x)
+    spikes = np.zeros((4, 2, 6))
+    spikes[0, 0, 0], spikes[3, 1, 5] = np.inf, np.nan
+    with pytest.raises(ValueError, match=r"x: contains 2 NaN or infinite"):
+        stbp.loss_and_grad(stbp.init_params([6, 3], stbp.Config(T=4), 0), spikes, [0, 1], stbp.Config(T=4))
+
+
 def test_spsp_with_a_longer_presynaptic_train_is_refused_not_read_past_the_end():
     s_post = np.zeros((30, 2))
     s_post[[5, 17], 0] = 1
