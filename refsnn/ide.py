@@ -1805,7 +1805,9 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
 
     Inverse-Jacobian estimate ``H = -I + sum_i u_i v_i^T`` (Sherman-Morrison
     updates), step ``dbeta = -H R``; converged samples are frozen; the lowest
-    residual iterate of each sample is returned.
+    residual iterate of each sample is returned.  This NumPy loop is the
+    readable form (``backend="numpy"``); the numba backend runs the same
+    per-sample arithmetic in :func:`_broyden_kernel`, samples in parallel.
     """
     m = cfg.max_iter
     B, n = g.shape
@@ -1825,28 +1827,81 @@ def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
     best, best_rel = beta.copy(), rel.copy()
     trace.append(float(np.max(rel, initial=0.0)))
     HR = -R                                                            # H R, with H = -I before any update
+    fast = cfg.backend != "numpy"
     while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
         active = (rel > cfg.tol)[:, None]
         dbeta = np.where(active, -HR, 0.0)                             # Broyden step towards R = 0, Eq. (A)
         beta_new = beta + dbeta
-        R_new = _JT(net, lin, beta_new, cfg.v_th) + g - beta_new       # R(beta) = J^T beta + g - beta, Eq. (A)
-        dR = R_new - R
-        HdR = H(dR)
-        den = np.sum(dbeta * HdR, axis=1, keepdims=True)
-        ok = active & (np.abs(den) > 1e-300)
-        U[:, k] = np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0)   # Sherman-Morrison update of H
-        V[:, k] = np.where(ok, HT(dbeta), 0.0)
-        # H R_new for the updated H without another pass over the updates: H R_new = H R + H dR before the
-        # update, then the update's own term u (v . R_new)
-        HR = HR + HdR + U[:, k] * np.sum(V[:, k] * R_new, axis=1, keepdims=True)
-        beta, R = beta_new, R_new
-        rel = _rel_res(R, gnorm)
-        better = rel < best_rel
-        best[better], best_rel[better] = beta[better], rel[better]
+        JTb = _JT(net, lin, beta_new, cfg.v_th)
+        if fast:
+            _broyden_kernel(k, JTb, g, gnorm, active[:, 0], dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel)
+        else:
+            R_new = JTb + g - beta_new                                 # R(beta) = J^T beta + g - beta, Eq. (A)
+            dR = R_new - R
+            HdR = H(dR)
+            den = np.sum(dbeta * HdR, axis=1, keepdims=True)
+            ok = active & (np.abs(den) > 1e-300)
+            U[:, k] = np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0)   # Sherman-Morrison update of H
+            V[:, k] = np.where(ok, HT(dbeta), 0.0)
+            # H R_new for the updated H without another pass over the updates: H R_new = H R + H dR before the
+            # update, then the update's own term u (v . R_new)
+            HR = HR + HdR + U[:, k] * np.sum(V[:, k] * R_new, axis=1, keepdims=True)
+            beta, R = beta_new, R_new
+            rel = _rel_res(R, gnorm)
+            better = rel < best_rel
+            best[better], best_rel[better] = beta[better], rel[better]
         k += 1
         trace.append(float(np.max(rel, initial=0.0)))
     trace[-1] = float(np.max(best_rel, initial=0.0))
     return best, k
+
+
+@njit
+def _dot(a, b):
+    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        acc += a[i] * b[i]
+    return acc
+
+
+@njit(parallel=True)
+def _broyden_kernel(k, JTb, g, gnorm, active, dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel):
+    """One Broyden iteration after the batched product ``JTb = J^T beta_new``, for every sample in parallel:
+    the same arithmetic as the NumPy loop of :func:`_adjoint_broyden`, written per sample.
+
+    Updates in place: ``beta, R, HR`` (to the new iterate), the ``k``-th updates ``U[:, k], V[:, k]``,
+    ``rel`` and the best iterate ``best, best_rel``.
+    """
+    B, n = g.shape
+    for b in prange(B):
+        r_new = JTb[b] + g[b] - beta_new[b]                            # R(beta_new), Eq. (A)
+        dR = r_new - R[b]
+        HdR = -dR                                                       # H dR with the first k updates
+        HTd = -dbeta[b]                                                 # H^T dbeta likewise
+        for i in range(k):
+            cu = _dot(V[b, i], dR)
+            cv = _dot(U[b, i], dbeta[b])
+            for j in range(n):
+                HdR[j] += U[b, i, j] * cu
+                HTd[j] += V[b, i, j] * cv
+        den = _dot(dbeta[b], HdR)
+        if active[b] and abs(den) > 1e-300:                            # Sherman-Morrison update of H
+            for j in range(n):
+                U[b, k, j] = (dbeta[b, j] - HdR[j]) / den
+                V[b, k, j] = HTd[j]
+        else:
+            U[b, k] = 0.0
+            V[b, k] = 0.0
+        c = _dot(V[b, k], r_new)
+        for j in range(n):
+            HR[b, j] += HdR[j] + U[b, k, j] * c
+            beta[b, j] = beta_new[b, j]
+            R[b, j] = r_new[j]
+        rel[b] = np.sqrt(_dot(r_new, r_new)) / gnorm[b]
+        if rel[b] < best_rel[b]:
+            best[b] = beta_new[b]
+            best_rel[b] = rel[b]
 
 
 def _bound(net, cfg):

@@ -216,16 +216,16 @@ def _problem_at_a(cfg, seed, hidden=(30,), n_in=12, batch=6):
     return params, x, a, g
 
 
-@pytest.mark.parametrize("solver", ["fixed_point", "broyden"])
+@pytest.mark.parametrize("solver,backend", [("fixed_point", "numba"), ("broyden", "numba"), ("broyden", "numpy")])
 @pytest.mark.parametrize("hidden", [(30,), (20, 15)])
-def test_iterative_solvers_match_dense_to_their_tolerance(solver, hidden):
+def test_iterative_solvers_match_dense_to_their_tolerance(solver, backend, hidden):
     """Broyden and beta <- J^T beta + g agree with numpy.linalg.solve within the bound their tolerance implies.
 
     Each stops when ||r_b|| <= tol ||g_b||, r = g - (I - J^T) beta, per sample.
     Then beta - beta* = -(I - J^T)^{-1} r and ||(I - J^T)^{-1}|| <= 1/(1 - ||J_b||_2),
     so ||beta_b - beta*_b|| <= tol ||g_b|| / (1 - ||J_b||_2)  (||J_b||_2 < 1 asserted).
     """
-    cfg = ide.Config(T=15, solver=solver, tol=1e-9, max_iter=200)
+    cfg = ide.Config(T=15, solver=solver, tol=1e-9, max_iter=200, backend=backend)
     params, x, a, g = _problem_at_a(cfg, 4, hidden=hidden)
     beta, info = ide.adjoint(params, a, x, g, cfg)
     exact, dinfo = ide.adjoint(params, a, x, g, replace(cfg, solver="dense"))
@@ -240,6 +240,28 @@ def test_iterative_solvers_match_dense_to_their_tolerance(solver, hidden):
     # and the dense solution does solve (I - J^T) beta = g
     resid = exact - np.einsum("bji,bj->bi", J, exact) - g
     assert np.max(np.abs(resid)) < 1e-13
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_broyden_kernel_twin_agree(compiled, monkeypatch):
+    """The numba Broyden iteration (``_broyden_kernel``, compiled and as plain Python) and the NumPy loop take
+    the same steps: the same number of iterations and the same residual trace, to a tolerance set by their
+    only difference, the order of the sums in each dot product.  The trace is ||R_b|| / ||g_b||; R is
+    computed from sums of ~20-30 terms of unit size, so each side carries an absolute round-off of
+    ~1e-15 in it (1e-13 allows for that and its growth through the updates), and a relative one growing
+    from 1e-16 (1e-8 leaves many orders of magnitude), while a wrong update changes the trace at order one.
+    Several layers, 12 samples."""
+    if not compiled:
+        monkeypatch.setattr(ide, "_broyden_kernel", ide._broyden_kernel.py_func)
+    cfg = ide.Config(T=15, solver="broyden", tol=1e-11, max_iter=40)
+    params, x, a, g = _problem_at_a(cfg, 8, hidden=(20, 15), batch=12)
+    beta, info = ide.adjoint(params, a, x, g, cfg)
+    beta_np, info_np = ide.adjoint(params, a, x, g, replace(cfg, backend="numpy"))
+    assert info.converged and info_np.converged and info.iterations >= 5
+    assert info.iterations == info_np.iterations
+    assert np.allclose(info.residuals, info_np.residuals, rtol=1e-8, atol=1e-13), (info.residuals, info_np.residuals)
+    scale = np.linalg.norm(beta_np)
+    assert np.linalg.norm(beta - beta_np) <= 1e-8 * scale
 
 
 def test_solver_trace_and_iterations_are_recorded():
