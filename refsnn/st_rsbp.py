@@ -1127,7 +1127,7 @@ class DTable:
         o_pre = np.asarray(o_pre).astype(np.int64)
         o_post = np.asarray(o_post).astype(np.int64)
         rows = np.clip(o_pre, 1, self.n_max)
-        d = np.ascontiguousarray(self.d[rows][:, np.clip(o_post, 1, self.o_max)].T)   # (N_post, N_pre)
+        d = self.d[rows[None, :], np.clip(o_post, 1, self.o_max)[:, None]]   # (N_post, N_pre), one gather
         if rule == "code":
             far = np.flatnonzero(o_post > self.o_max)
             if far.size:                                      # P_n'(o) beyond the fitted range, by Horner
