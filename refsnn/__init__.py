@@ -20,6 +20,8 @@ the paper lives beside them, keyed by algorithm name: training recipes in
 
 from __future__ import annotations
 
+from refsnn import _pools  # noqa: F401, I001  -- first: OpenBLAS reads its thread policy when NumPy loads it
+
 import importlib
 import importlib.util
 

@@ -16,7 +16,9 @@ torch too.
 
 Run as a file, ``import refsnn`` finds whichever refsnn is first on ``PYTHONPATH``: the parent points it
 at another checkout to time an older version beside this one.  The cases therefore use only refsnn's
-public functions.
+public functions.  It imports refsnn before NumPy, as a program using refsnn should, so that refsnn's
+thread-pool policy (``refsnn/_pools.py``) is in force for this version's cases (an older version has its
+own or none; torch is not affected by it).
 """
 import json
 import os
@@ -24,7 +26,9 @@ import sys
 import time
 from dataclasses import replace
 
-import numpy as np
+import refsnn  # noqa: F401, I001  -- before NumPy: the thread-pool policy
+
+import numpy as np  # noqa: E402
 
 
 def _threads() -> int:

@@ -166,7 +166,11 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     import subprocess
 
     threads = threads or _threads()
-    env_base = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+    from refsnn._pools import user_environment
+
+    # each worker starts from the user's environment, not with what refsnn set in this process: this
+    # version's workers set it again themselves, an older version's (--baseline) run as it would alone
+    env_base = dict(user_environment(), OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                     MKL_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     procs, skipped, infos = {}, {}, {}
     load_before = _load()

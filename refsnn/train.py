@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 import refsnn
-from refsnn import datasets, optim, recipes
+from refsnn import _pools, datasets, optim, recipes
 from refsnn._checks import check_choice, check_in_range, check_int, check_positive
 from refsnn._jit import jit_status
 
@@ -167,7 +167,7 @@ def lr_at(settings: Settings, epoch: int) -> float:
 def versions() -> dict:
     """Versions of everything that can change a result."""
     out = {"refsnn": refsnn.__version__, "python": platform.python_version(), "numpy": np.__version__,
-           "platform": platform.platform(), "jit": jit_status()}
+           "platform": platform.platform(), "jit": jit_status(), "threads": _pools.status()}
     for mod in ("scipy", "numba", "sklearn"):
         try:
             out[mod] = __import__(mod).__version__

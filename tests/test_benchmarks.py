@@ -78,3 +78,55 @@ def test_versus_quick_tables_for_every_algorithm():
     except ImportError:
         return
     assert "torch eager" in text
+
+
+# ---------------------------------------------------------------------------
+# The thread-pool policy (refsnn/_pools.py), read in fresh processes
+# ---------------------------------------------------------------------------
+
+_STATUS = "import sys\n{first}\nfrom refsnn import _pools\nimport os\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n" \
+          "print(_pools.status())\n"
+
+
+def _policy_in_fresh_process(first: str, **env) -> list:
+    import subprocess
+    import sys
+
+    from refsnn._pools import user_environment
+
+    base = {k: v for k, v in user_environment().items()
+            if k not in ("OPENBLAS_THREAD_TIMEOUT", "REFSNN_THREAD_POLICY", "NUMBA_THREADING_LAYER")}
+    out = subprocess.run([sys.executable, "-c", _STATUS.format(first=first)], capture_output=True, text=True,
+                         env=dict(base, **env), check=True, cwd=str(ROOT))
+    return out.stdout.strip().splitlines()
+
+
+@pytest.mark.parametrize("case", ["refsnn first", "numpy first", "off", "user's value"])
+def test_thread_policy_is_what_the_environment_and_import_order_allow(case):
+    """refsnn imported first sets OPENBLAS_THREAD_TIMEOUT=4 and keeps numba's default layer; NumPy first
+    cannot change OpenBLAS any more, so numba's workqueue layer is used and the status says why;
+    REFSNN_THREAD_POLICY=0 sets nothing; a value of the user's own is kept."""
+    if case == "refsnn first":
+        value, status = _policy_in_fresh_process("import refsnn, numpy")
+        assert value == "4" and "OPENBLAS_THREAD_TIMEOUT=4;" in status and "workqueue" not in status
+    elif case == "numpy first":
+        value, status = _policy_in_fresh_process("import numpy, refsnn")
+        assert value == "4" and "not in force" in status and "workqueue" in status
+    elif case == "off":
+        value, status = _policy_in_fresh_process("import refsnn", REFSNN_THREAD_POLICY="0")
+        assert value == "None" and "off" in status
+    else:
+        value, status = _policy_in_fresh_process("import refsnn", OPENBLAS_THREAD_TIMEOUT="12")
+        assert value == "12" and "(yours)" in status
+
+
+def test_paired_workers_start_from_the_users_environment():
+    """What refsnn set in this process is not passed on: a baseline checkout must run as it would alone."""
+    from refsnn import _pools
+
+    env = _pools.user_environment()
+    for key in _pools.SET_BY_REFSNN:
+        assert key not in env
+    assert all(env[k] == v for k, v in os.environ.items() if k not in _pools.SET_BY_REFSNN)
+    if "OPENBLAS_THREAD_TIMEOUT" in _pools.SET_BY_REFSNN:          # this test process: set by refsnn
+        assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "4" and "OPENBLAS_THREAD_TIMEOUT" not in env
