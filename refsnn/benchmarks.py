@@ -17,19 +17,23 @@ every size so the whole thing takes seconds (the tests use it).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 import tracemalloc
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 import refsnn
 from refsnn import datasets, ide, optim, recipes, ssnn_bp, st_rsbp, stbp
+from refsnn._checks import check_int, check_positive
 from refsnn._jit import jit_status, limit_threads
+from refsnn._pools import user_environment
 
 __all__ = ["paired", "paired_table", "versus", "Competitor", "timed", "peak_bytes", "bench", "stbp_conv_bench", "ide_conv_bench", "training_step_memory", "accuracy_vs_T", "accuracy_table", "BENCHMARKS"]
 
@@ -89,19 +93,18 @@ def _torch_on_threads():
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_worker.py")
 
 
+@dataclass
 class Competitor:
     """One row of a paired benchmark: a ``label``, the worker case that builds its step
     (``refsnn/_bench_worker.py``: ``CASES``) and that case's ``args``; ``pythonpath`` runs it with another
     refsnn checkout first on the path (to time an older version beside this one); ``env`` adds environment
     variables to its process (an A/B of a setting, e.g. ``{"NUMBA_DISABLE_JIT": "1"}``)."""
 
-    def __init__(self, label: str, case: str, args: dict | None = None, pythonpath: str | None = None,
-                 env: dict | None = None):
-        self.label, self.case, self.args, self.pythonpath = label, case, dict(args or {}), pythonpath
-        self.env = {k: str(v) for k, v in (env or {}).items()}
-
-    def __repr__(self):
-        return f"Competitor({self.label!r}, {self.case!r})"
+    label: str
+    case: str
+    args: dict = field(default_factory=dict)
+    pythonpath: str | None = None
+    env: dict = field(default_factory=dict)
 
 
 def _cpu_busy_jiffies():
@@ -136,8 +139,6 @@ def _load():
 
 
 def _ask(proc, msg, label):
-    import json
-
     proc.stdin.write(json.dumps(msg) + "\n")
     proc.stdin.flush()
     line = proc.stdout.readline()
@@ -163,11 +164,9 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     {label: {"median_ms", "min_ms", "n", "ratio", "info"}}, "skipped": {label: reason}}``; ``ratio`` is the
     median over ``reference``'s median (default: the first competitor that ran).
     """
-    import subprocess
-
-    threads = threads or _threads()
-    from refsnn._pools import user_environment
-
+    rounds, calls = check_int("rounds", rounds, minimum=1), check_int("calls", calls, minimum=1)
+    threads = _threads() if threads is None else check_int("threads", threads, minimum=1)
+    pause = check_positive("pause", pause, allow_zero=True)
     # each worker starts from the user's environment, not with what refsnn set in this process: this
     # version's workers set it again themselves, an older version's (--baseline) run as it would alone
     env_base = dict(user_environment(), OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
@@ -176,7 +175,7 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     load_before = _load()
     try:
         for c in competitors:             # one at a time: warm-ups (compilation) do not compete
-            env = dict(env_base, **c.env)
+            env = dict(env_base, **{k: str(v) for k, v in c.env.items()})
             if c.pythonpath:
                 env["PYTHONPATH"] = c.pythonpath + os.pathsep + env.get("PYTHONPATH", "")
             p = subprocess.Popen([sys.executable, _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -237,8 +236,6 @@ def _with_baseline(competitors, baseline):
     """Each refsnn competitor again, run from the checkout ``baseline`` (labelled with its git revision)."""
     if not baseline:
         return list(competitors)
-    import subprocess
-
     try:
         rev = subprocess.run(["git", "-C", baseline, "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, check=True).stdout.strip()

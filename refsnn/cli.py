@@ -182,10 +182,11 @@ def _cmd_bench(args) -> int:
 
     if args.baseline is not None and not os.path.isdir(os.path.join(args.baseline, "refsnn")):
         raise ValueError(f"--baseline: {args.baseline!r} is not a refsnn checkout (no refsnn/ folder in it)")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads: expected an integer >= 1, got {args.threads}")
-    if args.rounds is not None and args.rounds < 1:
-        raise ValueError(f"--rounds: expected an integer >= 1, got {args.rounds}")
+    from refsnn._checks import check_int
+
+    for flag, value in (("--threads", args.threads), ("--rounds", args.rounds)):
+        if value is not None:
+            check_int(flag, value, minimum=1)
     result = bench(args.algo, quick=args.quick, paired_only=args.paired, baseline=args.baseline,
                    threads=args.threads, rounds=args.rounds)
     if args.json:

@@ -130,3 +130,10 @@ def test_paired_workers_start_from_the_users_environment():
     assert all(env[k] == v for k, v in os.environ.items() if k not in _pools.SET_BY_REFSNN)
     if "OPENBLAS_THREAD_TIMEOUT" in _pools.SET_BY_REFSNN:          # this test process: set by refsnn
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "4" and "OPENBLAS_THREAD_TIMEOUT" not in env
+
+
+@pytest.mark.parametrize("kw,name", [({"rounds": 0}, "rounds"), ({"calls": 0}, "calls"), ({"threads": 0}, "threads"),
+                                     ({"pause": -1.0}, "pause"), ({"rounds": 2.5}, "rounds")])
+def test_paired_refuses_bad_settings_naming_them(kw, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        benchmarks.paired([Competitor("refsnn", "stbp_refsnn", SHAPE)], **kw)
