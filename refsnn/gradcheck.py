@@ -21,7 +21,12 @@ algorithm contract").  This module checks that claim numerically:
    the largest absolute difference and where it is.  A norm-wise error is used
    because entry-wise relative errors are meaningless for entries that are zero
    up to round-off; a reference that is exactly zero is judged by the absolute
-   error.  Mismatched key sets are an error, never a silent skip.
+   error.  Mismatched key sets are an error, never a silent skip.  A NaN or an infinity on either
+   side fails its tensor in every branch, the report says where ("mine has 1 NaN at (0, 0)") and
+   the summary's maximum is NaN (or inf); the scale is taken from the finite entries only, so one
+   tensor's infinity cannot change another tensor's error, and every norm is taken of the arrays
+   divided by their largest magnitude, so that entries near the largest float64 cannot overflow a norm
+   into a pass.
 
 3. :func:`check` does both for an algorithm module and a problem, and
    :func:`check_statistical` handles stochastic gradient estimators (SSNN-BP):
@@ -48,7 +53,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from refsnn._checks import as_generator, check_positive
+from refsnn._checks import as_generator, check_in_range, check_int, check_positive
 
 __all__ = [
     "numerical_gradient",
@@ -147,6 +152,8 @@ class TensorReport:
     extra: dict = field(default_factory=dict)
     verdict: bool | None = None  # set by tests that are not a tolerance on rel_error (statistical)
     basis: str = "relative"
+    nonfinite: str = ""          # "mine has 1 NaN at (0, 0)": a tensor with a NaN or infinity never passes
+
 
     @property
     def norm_mine(self) -> float:
@@ -158,9 +165,12 @@ class TensorReport:
 
     @property
     def passed(self) -> bool:
+        if self.nonfinite:
+            return False
         if self.verdict is not None:
-            return self.verdict
-        return bool(self.rel_error <= self.tol)
+            return bool(self.verdict)
+        # written so that a NaN error or tolerance fails: every comparison with NaN is False
+        return bool(math.isfinite(self.rel_error) and self.rel_error <= self.tol)
 
 
 #: Relative errors in this band, with everything else equal, are what float32 arithmetic on one side leaves.
@@ -182,7 +192,11 @@ class Report:
 
     @property
     def max_rel_error(self) -> float:
-        return max((t.rel_error for t in self.tensors), default=0.0)
+        """The largest ``rel_error``; NaN if any tensor's is NaN (Python's ``max`` would drop it by position)."""
+        errs = [float(t.rel_error) for t in self.tensors]
+        if any(math.isnan(e) for e in errs):
+            return math.nan
+        return max(errs, default=0.0)
 
     def __getitem__(self, name: str) -> TensorReport:
         for t in self.tensors:
@@ -197,7 +211,7 @@ class Report:
             rows = []
             for t in self.tensors:
                 e = t.extra
-                band = f"[{e['band_lo']:.2f},{e['band_hi']:.2f}]"
+                band = "non-finite" if t.nonfinite else f"[{e['band_lo']:.2f},{e['band_hi']:.2f}]"
                 rows.append(f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {t.rel_error:>13.3e} "
                             f"{e['max_abs_z']:>8.2f} {e['z_bound']:>8.2f} {e['T2_per_dof']:>8.3f} {e['dof']:>5} "
                             f"{band:>20}  {'yes' if t.passed else 'NO'}")
@@ -206,17 +220,48 @@ class Report:
                     f"{'|reference|':>11} {'tol':>8}  ok")
             rows = []
             for t in self.tensors:
-                err = f"{t.rel_error:>10.2e}" if t.basis == "relative" else f"{'abs ' + format(t.max_abs_error, '.1e'):>10}"
+                if t.nonfinite:
+                    err = f"{'non-finite':>10}"
+                elif t.basis == "relative":
+                    err = f"{t.rel_error:>10.2e}"
+                else:
+                    err = f"{'abs ' + format(t.max_abs_error, '.1e'):>10}"
                 rows.append(f"{t.name:<8} {str(t.shape):<12} {t.n_checked:>7} {err} {t.max_abs_error:>10.2e} "
                             f"{t.norm_analytic:>11.3e} {t.norm_numeric:>11.3e} {t.tol:>8.0e}  "
                             f"{'yes' if t.passed else 'NO'}")
         lines = ([self.title] if self.title else []) + [head, "-" * len(head)] + rows
-        lines.append(f"{'PASSED' if self.passed else 'FAILED'}: max relative error {self.max_rel_error:.2e}")
+        bad = [f"{t.name}: {t.nonfinite}" for t in self.tensors if t.nonfinite]
+        summary = f"{'PASSED' if self.passed else 'FAILED'}: max relative error {self.max_rel_error:.2e}"
+        lines.append(summary + (f" ({'; '.join(bad)})" if bad else ""))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
+
+
+def describe_nonfinite(values, side: str, *, shape=None, index=None) -> str:
+    """``"mine has 1 NaN at (0, 0)"``: the NaNs and infinities among ``values``, or ``""`` if all are finite.
+
+    ``values`` is a flat or shaped array; ``index`` (flat indices into ``shape``) says where its entries
+    sit in the full tensor when only some entries were checked.
+    """
+    v = np.asarray(values)
+    if v.dtype.kind not in "fc":
+        return ""                                   # integers and booleans cannot hold NaN or inf
+    shape = v.shape if shape is None else tuple(shape)
+    flat = v.reshape(-1)
+    nan, inf = np.isnan(flat), np.isinf(flat)
+    n_nan, n_inf = int(nan.sum()), int(inf.sum())
+    if not (n_nan or n_inf):
+        return ""
+    where = np.flatnonzero(nan | inf)[0]
+    pos = int(where if index is None else np.asarray(index).reshape(-1)[where])
+    at = tuple(int(i) for i in np.unravel_index(pos, shape)) if shape else ()
+    parts = ([f"{n_nan} NaN"] if n_nan else []) + ([f"{n_inf} infinit{'y' if n_inf == 1 else 'ies'}"]
+                                                     if n_inf else [])
+    first = ", the first" if n_nan + n_inf > 1 else ""
+    return f"{side} has {' and '.join(parts)}{first} at {at}"
 
 
 def _float32_note(mine: dict, reports: list) -> list:
@@ -263,6 +308,11 @@ def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffer
 
     Raises ValueError when nothing would be compared or the key sets differ.
     """
+    tol = check_positive("tol", tol)
+    floor_rel = check_positive("floor_rel", floor_rel)
+    if not isinstance(mine, dict) or not isinstance(reference, dict):
+        raise TypeError(f"mine, reference: expected dicts of arrays, got {type(mine).__name__} and "
+                        f"{type(reference).__name__}")
     buffers = set(buffers)
     if keys is None:
         mk = [k for k in mine if k not in buffers]
@@ -281,35 +331,76 @@ def compare(mine: dict, reference: dict, *, tol: float = 1e-7, keys=None, buffer
         raise ValueError("mine, reference: nothing to compare (no keys left); a comparison of nothing cannot pass")
     pairs = []
     for key in keys:
-        a_full = np.asarray(mine[key])
-        if not np.issubdtype(a_full.dtype, np.number):
-            raise TypeError(f"mine[{key!r}]: expected a numeric array, got dtype {a_full.dtype}")
+        a_full = _real_array(mine[key], f"mine[{key!r}]")
         num = reference[key]
         if isinstance(num, tuple):
-            idx, n = np.asarray(num[0]), np.asarray(num[1], dtype=np.float64)
+            if len(num) != 2:
+                raise ValueError(f"reference[{key!r}]: a tuple must be (flat_indices, values), got {len(num)} items")
+            idx = np.asarray(num[0])
+            n = _real_array(num[1], f"reference[{key!r}] values").astype(np.float64).reshape(-1)
+            if idx.ndim != 1 or idx.dtype.kind not in "iu" or idx.size != n.size:
+                raise ValueError(f"reference[{key!r}]: the flat indices must be a 1-d integer array as long as the "
+                                 f"values ({n.size}), got shape {idx.shape}, dtype {idx.dtype}")
+            if idx.size and (idx.min() < 0 or idx.max() >= a_full.size):
+                raise ValueError(f"reference[{key!r}]: flat indices must lie in [0, {a_full.size}) for mine's "
+                                 f"shape {a_full.shape}")
         else:
-            n_arr = np.asarray(num, dtype=np.float64)
+            n_arr = _real_array(num, f"reference[{key!r}]").astype(np.float64)
             if n_arr.shape != a_full.shape:
                 raise ValueError(f"reference[{key!r}]: shape {n_arr.shape} differs from mine's {a_full.shape}")
             idx, n = np.arange(a_full.size), n_arr.reshape(-1)
         a = a_full.astype(np.float64).reshape(-1)[idx]
-        pairs.append((key, a_full.shape, idx, a, n))
-    scale = max((max(float(np.linalg.norm(a)), float(np.linalg.norm(n))) for _, _, _, a, n in pairs), default=0.0)
+        bad = "; ".join(d for d in (describe_nonfinite(a_full.reshape(-1)[idx], "mine", shape=a_full.shape,
+                                                       index=idx),
+                                    describe_nonfinite(n, "reference", shape=a_full.shape, index=idx)) if d)
+        pairs.append((key, a_full.shape, idx, a, n, bad))
+
+    # Every norm is taken of the arrays divided by S, the largest finite magnitude of the comparison, so that
+    # no norm overflows (a norm of 1e300-sized entries would be inf and make any error look like 0), and the
+    # scale comes from the finite entries only, so that one tensor's NaN or infinity cannot change (or void)
+    # another tensor's error.
+    S = max((float(np.max(np.abs(v[np.isfinite(v)]), initial=0.0)) for *_, a, n, _ in pairs for v in (a, n)),
+            default=0.0)
+    S = S if S > 0 else 1.0
+
+    def norm(v):                                  # ||v|| / S over the finite entries
+        return float(np.linalg.norm(np.where(np.isfinite(v), v, 0.0) / S))
+
+    scale = max((max(norm(a), norm(n)) for *_, a, n, _ in pairs), default=0.0)
     reports = []
-    for key, shape, idx, a, n in pairs:
-        diff = np.abs(a - n)
-        na, nn = float(np.linalg.norm(a)), float(np.linalg.norm(n))
-        err = float(np.linalg.norm(a - n))
-        if nn == 0.0:
-            basis, rel = "absolute", err / scale if scale > 0 else 0.0
+    for key, shape, idx, a, n, bad in pairs:
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(a - n)
+            na, nn = norm(a) * S, norm(n) * S     # for the table (these may round to inf; never judged)
+        if bad:
+            basis = "relative" if np.any(n[np.isfinite(n)]) else "absolute"
+            rel = math.nan if (np.isnan(a).any() or np.isnan(n).any()) else math.inf
+            max_abs = math.nan if np.isnan(diff).any() else math.inf
+            worst = int(idx[np.flatnonzero(~np.isfinite(a) | ~np.isfinite(n))[0]])
         else:
-            basis, rel = "relative", err / max(na, nn, floor_rel * scale)
-        worst = int(idx[np.argmax(diff)]) if diff.size else 0
-        reports.append(TensorReport(key, shape, int(idx.size), rel, float(diff.max(initial=0.0)), na, nn,
+            err = float(np.linalg.norm(a / S - n / S))
+            if not np.any(n):
+                basis, rel = "absolute", err / scale if scale > 0 else 0.0
+            else:
+                basis, rel = "relative", err / max(norm(a), norm(n), floor_rel * scale)
+            max_abs = float(diff.max(initial=0.0))
+            worst = int(idx[np.argmax(diff)]) if diff.size else 0
+        reports.append(TensorReport(key, shape, int(idx.size), rel, max_abs, na, nn,
                                     np.unravel_index(worst, shape) if int(np.prod(shape)) else (), tol,
-                                    basis=basis))
+                                    basis=basis, nonfinite=bad))
     notes = _float32_note({k: mine[k] for k in keys}, reports) if float32_hint else []
     return Report(reports, title=title, notes=notes)
+
+
+def _real_array(value, name: str) -> np.ndarray:
+    """``value`` as a real numeric array, or a TypeError naming ``name`` (strings, objects, complex, bool)."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name}: expected a numeric array ({exc})") from None
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected a real numeric array (integers or floats), got dtype {arr.dtype}")
+    return arr
 
 
 def check_gradients(grads: dict, objective: Callable[[dict], float], params: dict, *, tol: float = 1e-7,
@@ -364,8 +455,15 @@ def check_statistical(sample_grad: Callable[[np.random.Generator], dict], exact:
     exact tensor's norm (the exact gradient may itself come from finite
     differences).  ``rel_error`` reports the norm-wise relative error of the mean.
     """
+    n_samples = check_int("n_samples", n_samples)
     if n_samples < 2:
         raise ValueError(f"n_samples: need at least 2 to estimate a variance, got {n_samples}")
+    alpha = check_in_range("alpha", alpha, 0.0, 1.0, lo_open=True, hi_open=True)
+    exact_rtol = check_positive("exact_rtol", exact_rtol)
+    max_joint = check_int("max_joint", max_joint, minimum=1)
+    if not isinstance(exact, dict) or not exact:
+        raise ValueError("exact: expected a non-empty dict of arrays; a check of nothing cannot pass")
+    exact = {k: _real_array(v, f"exact[{k!r}]") for k, v in exact.items()}
     rng = as_generator(seed, name="seed")
     keys = list(exact)
     shapes = {k: np.shape(exact[k]) for k in keys}
@@ -374,12 +472,18 @@ def check_statistical(sample_grad: Callable[[np.random.Generator], dict], exact:
     total = {k: np.zeros(shapes[k]) for k in keys}
     total_sq = {k: np.zeros(shapes[k]) for k in keys}
     samples = {k: np.empty((n_samples, joint[k].size)) for k in keys}
+    nonfinite = {k: "" for k in keys}          # the first draw with a NaN or infinity, per tensor
     for s in range(n_samples):
         g = sample_grad(rng)
+        if not isinstance(g, dict) or any(k not in g for k in keys):
+            raise ValueError(f"sample_grad: draw {s} must be a dict with every key of exact ({keys}), got "
+                             f"{sorted(g) if isinstance(g, dict) else type(g).__name__}")
         for k in keys:
-            gk = np.asarray(g[k], dtype=np.float64)
+            gk = _real_array(g[k], f"sample_grad()[{k!r}]").astype(np.float64)
             if gk.shape != shapes[k]:
                 raise ValueError(f"sample_grad: {k!r} has shape {gk.shape}, the exact gradient {shapes[k]}")
+            if not nonfinite[k]:
+                nonfinite[k] = describe_nonfinite(gk, f"draw {s}")
             total[k] += gk
             total_sq[k] += gk ** 2
             samples[k][s] = gk.reshape(-1)[joint[k]]
@@ -389,6 +493,15 @@ def check_statistical(sample_grad: Callable[[np.random.Generator], dict], exact:
     N = n_samples
     for k in keys:
         ex = np.asarray(exact[k], dtype=np.float64)
+        bad = "; ".join(d for d in (nonfinite[k], describe_nonfinite(ex, "exact")) if d)
+        if bad:                       # no statistics of non-finite numbers: the tensor fails, saying why
+            reports.append(TensorReport(
+                k, ex.shape, int(ex.size), math.nan, math.nan, math.nan, math.nan, (), tol=math.nan,
+                verdict=False, nonfinite=bad,
+                extra={"max_abs_z": math.nan, "z_bound": z_bound, "T2": math.nan, "dof": 0, "T2_per_dof": math.nan,
+                       "band_lo": math.nan, "band_hi": math.nan, "n_joint": int(joint[k].size),
+                       "null_deviation": math.nan, "constant_entries_exact": False, "n_samples": n_samples}))
+            continue
         mean = total[k] / N
         var = np.maximum(total_sq[k] / N - mean ** 2, 0.0) * N / (N - 1)
         se = np.sqrt(var / N)

@@ -622,6 +622,10 @@ def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradche
     report = gradcheck.compare(mine, {k: ref[k] for k in mine}, tol=tol,
                                title=f"{type(model).__name__} ({'/'.join(sorted(set(adapted.kinds)))}) vs refsnn: "
                                      f"loss {L.item():.12g} vs {ref_loss:.12g}")
+    # The losses are compared too (a row named "loss"): equal gradients of a NaN or of another loss are no
+    # agreement.
+    report.tensors.append(gradcheck.compare({"loss": np.asarray(L.item())}, {"loss": np.asarray(ref_loss)},
+                                            tol=tol, float32_hint=False).tensors[0])
     report.notes = adapted.notes + report.notes
     report.extra = {"peer_loss": L.item(), "refsnn_loss": ref_loss, "adapted": adapted}
     return report

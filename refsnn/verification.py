@@ -473,8 +473,12 @@ def golden_compare(a_dir, b_dir, *, rel: float = 1e-12) -> list:
                 if not np.array_equal(va, vb):
                     problems_found.append(f"{ca['file']}: {k} differs")
                 continue
+            for side, v in (("first", va), ("second", vb)):
+                bad = gradcheck.describe_nonfinite(v, f"the {side} set")
+                if bad:
+                    problems_found.append(f"{ca['file']}: {k}: {bad}")
             den = max(float(np.linalg.norm(va)), float(np.linalg.norm(vb)), 1e-300)
             err = float(np.linalg.norm(va.astype(np.float64) - vb.astype(np.float64))) / den
-            if err > rel:
+            if not err <= rel:                   # a NaN error is a difference too
                 problems_found.append(f"{ca['file']}: {k} differs by {err:.2e} relative")
     return problems_found

@@ -56,6 +56,9 @@ def assert_close(actual, expected, rel: float, *, scale=None, what: str = ""):
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shapes {actual.shape} and {expected.shape} differ"
+    assert np.all(np.isfinite(actual)), f"{what}: actual has {np.size(actual) - np.isfinite(actual).sum()} NaN/inf"
+    assert np.all(np.isfinite(expected)), (f"{what}: expected has {np.size(expected) - np.isfinite(expected).sum()} "
+                                           f"NaN/inf")
     if scale is None:
         scale = float(np.max(np.abs(expected), initial=0.0))
     err = float(np.max(np.abs(actual - expected), initial=0.0))
