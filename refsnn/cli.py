@@ -151,7 +151,13 @@ def _cmd_verify(args) -> int:
               f"defaults (pass --preset or --config)")
     if cfg is not None and case["config"] is not None:
         cfg = {**case["config"], **cfg}
-    verdict = verification.verify(module, case, cfg, tol=args.tol)
+    keys = None
+    if args.keys is not None:
+        keys = [k.strip() for k in args.keys.split(",") if k.strip()]
+        if not keys:
+            raise ValueError("--keys: name at least one gradient, e.g. --keys W1,b1")
+    verdict = verification.verify(module, case, cfg, tol=args.tol, keys=keys, alpha=args.alpha,
+                                  set_fields=tuple(_config_overrides(module, args.set)))
     print(verdict)
     return verdict.exit_code
 
@@ -286,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--config", help="a JSON file of Config fields")
     v.add_argument("--set", action="append", metavar="FIELD=VALUE", help="change a Config field (repeatable)")
     v.add_argument("--tol", type=float, default=1e-9, help="largest relative error per tensor (default 1e-9)")
+    v.add_argument("--keys", help="check only these gradients (comma-separated, e.g. W1,b1); by default every "
+                                  "gradient refsnn computes must be in the case")
+    v.add_argument("--alpha", type=float, default=1e-3,
+                   help="SSNN-BP: false-alarm probability of the statistical test of the draws (default 1e-3)")
     v.set_defaults(func=_cmd_verify)
 
     gd = sub.add_parser("golden", help="the golden vectors: write them, or check that they regenerate")

@@ -73,7 +73,7 @@ def test_a_wrong_gradient_is_found_and_the_exit_codes(tmp_path, capsys):
     assert main(["verify", "stbp", str(tmp_path / "missing.npz")]) == 2
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert main(["verify", "stbp", str(tmp_path / "junk.npz")]) == 2
-    assert "not a readable .npz" in capsys.readouterr().err
+    assert "is not a .npz archive" in capsys.readouterr().err
     np.savez(tmp_path / "nograd.npz", x=x, y=y, **{f"param/{k}": v for k, v in params.items()})
     assert main(["verify", "stbp", str(tmp_path / "nograd.npz")]) == 2
     assert "grad/<key>" in capsys.readouterr().err
@@ -134,7 +134,7 @@ def test_verify_diagnoses_a_wrong_reset(tmp_path, capsys):
     code, out = _verify_out(capsys, _snn_case(tmp_path, "reset.npz", reset_mechanism="zero"))
     assert code == 1
     assert "the forward pass differs" in out and "the spikes first differ in layer" in out
-    assert "your spikes are refsnn's with reset='zero'" in out, out
+    assert "your numbers are refsnn's with reset='zero'" in out and "--set reset=zero" in out, out
 
 
 def test_verify_diagnoses_a_float32_beta(tmp_path, capsys):
@@ -152,9 +152,17 @@ def test_verify_diagnoses_a_detached_reset(tmp_path, capsys):
     assert "your gradient is refsnn's with detach_reset=True" in out, out
 
 
-def test_verify_diagnoses_a_wrong_surrogate_width(tmp_path, capsys):
-    """The export's atan has alpha 4 (width 2/(4 pi)); refsnn's preset has alpha 2."""
-    code, out = _verify_out(capsys, _snn_case(tmp_path, "width.npz", alpha=4.0))
+@pytest.mark.parametrize("alpha", [4.0, 3.0, 1.7])
+def test_verify_diagnoses_a_wrong_surrogate_width(tmp_path, capsys, alpha):
+    """The export's atan has alpha 4, 3 or 1.7; refsnn's preset has alpha 2.  A search over the width finds any
+    of them (a fixed list of probes found 4 and not 3) and says what it is in the peers' alpha."""
+    code, out = _verify_out(capsys, _snn_case(tmp_path, "width.npz", alpha=alpha))
     assert code == 1
     assert "look at the surrogate" in out
-    assert f"width={2 / (math.pi * 4.0)!r}" in out, out
+    assert "your gradient is refsnn's with surrogate='atan'" in out or "your gradient is refsnn's with width=" in out, out
+    assert f"atan alpha = {alpha:g})" in out, out
+    # and the suggested --set reproduces the export: it verifies with it
+    line = next(ln for ln in out.splitlines() if "to check with it:" in ln)
+    extra = line.split("to check with it:")[1].split()
+    code, out = _verify_out(capsys, tmp_path / "width.npz", *extra)
+    assert code == 0, out
