@@ -34,11 +34,14 @@ spikingjelly ``LIFNode``, ``IFNode``,         ``decay = 1 - 1/tau``, ``decay_inp
 ``ParametricLIFNode``                         reset to ``v_reset`` (soft if None), ``detach_reset``
 norse ``LIFCell``, ``LIF``, ``LIFBoxCell``    ``decay = 1 - dt tau_mem_inv``, input scaled,
                                               synapse ``1 - dt tau_syn_inv``, reset to ``v_reset``
-:func:`official_stbp_neuron`                  the official STBP code's ``mem_update``
+:func:`official_stbp_neuron`                  the official STBP code's ``mem_update``; its window
+                                              ``|u - thresh| < lens`` is ``surrogate="window",
+                                              width=lens``
 ============================================  ===================================================
 
 Surrogates: snnTorch ``atan``, ``fast_sigmoid``, ``sigmoid`` (and the float64 versions
-:func:`snntorch_surrogate` makes); spikingjelly ``Sigmoid``, ``ATan``; norse ``"super"``.  Stock
+:func:`snntorch_surrogate` makes); spikingjelly ``Sigmoid``, ``ATan``; norse ``"super"``; the official
+STBP code's height-1 window (refsnn's ``window``, ``width = lens``).  Stock
 snnTorch surrogates return float32 spikes and round the incoming gradient to float32, so a stock
 snnTorch model agrees with refsnn to float32 round-off (~1e-7); :func:`snntorch_surrogate` is the
 same formula keeping the input's dtype, and agrees to float64 round-off.
@@ -54,6 +57,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from refsnn import gradcheck, stbp
+from refsnn._checks import check_in_range, check_positive
 
 __all__ = ["NotExpressible", "Adapted", "from_torch", "check", "run", "export_case", "snntorch_surrogate",
            "official_stbp_neuron"]
@@ -349,8 +353,10 @@ def _kind(m) -> str | None:
 
 
 def _official_neuron(label, m, notes, prefix):
+    # The code's surrogate is grad * (|u - thresh| < lens): height 1, half-width lens, for any lens.  That is
+    # refsnn's "window" of width lens (rect of width 2 lens has height 1 / (2 lens): equal at lens 0.5 only).
     s = {"reset": "zero", "reset_timing": "immediate", "detach_reset": False, "strict": True, "decay_input": False,
-         "v_rest": 0.0, "synapse": "none", "surrogate": "rect", "width": 2.0 * m.lens}
+         "v_rest": 0.0, "synapse": "none", "surrogate": "window", "width": float(m.lens)}
     return s, {"decay": float(m.decay), "v_th": float(m.thresh)}
 
 
@@ -670,8 +676,27 @@ def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 
 
     Per step: ``mem = mem * decay * (1 - spike) + x``; ``spike = (mem - thresh > 0)`` with the window
     surrogate ``|mem - thresh| < lens`` (height 1).  Call it once per step (``run`` does, after
-    ``reset()``).  ``from_torch`` reads it as ``stbp.PRESETS["code"]``'s neuron.
+    ``reset()``).  ``from_torch`` reads it as ``stbp.PRESETS["code"]``'s neuron with
+    ``surrogate="window", width=lens`` (at the default ``lens = 0.5`` exactly the preset's rect of
+    width 1).
+
+    Parameters
+    ----------
+    thresh : float
+        The firing threshold (> 0).
+    decay : float
+        The leak factor in (0, 1].
+    lens : float
+        The surrogate window's half-width (> 0).
+
+    Returns
+    -------
+    torch.nn.Module
+        The neuron, with attributes ``thresh``, ``decay``, ``lens``.
     """
+    thresh = check_positive("thresh", thresh)
+    decay = check_in_range("decay", decay, 0.0, 1.0, lo_open=True)
+    lens = check_positive("lens", lens)
     torch = _torch()
 
     class _ActFun(torch.autograd.Function):

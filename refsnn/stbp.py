@@ -364,11 +364,14 @@ class Config:
     decay : float or tuple of float
         Leak factor ``lam`` in (0, 1] (the paper's ``tau``): the fraction of the
         reset potential carried to the next step; ``1`` is the IF neuron.
-    surrogate : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid"}
-        The surrogate derivative ``h`` of the spike (h1..h4 of the paper, and
-        the peers' defaults; ``refsnn.surrogates`` maps their parameters).
+    surrogate : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid", "window"}
+        The surrogate derivative ``h`` of the spike (h1..h4 of the paper, the
+        peers' defaults, and the official code's height-1 window;
+        ``refsnn.surrogates`` maps their parameters).
     width : float
-        Its width ``a`` (> 0); the official code's window is rect, ``a = 1``.
+        Its width ``a`` (> 0).  The official code's window ``|u - thresh| < lens``
+        is ``"window"`` with ``a = lens``; at its default ``lens = 0.5`` that is
+        exactly ``"rect"`` with ``a = 1`` (the ``code`` presets).
     reset : {"exp", "zero", "v_reset", "subtract", "none"}
         The reset ``R(u, o)`` (module docstring); ``"paper"`` and ``"code"``
         are the old names of ``"exp"`` and ``"zero"``.
@@ -495,7 +498,8 @@ class Config:
 #: * ``paper``: the MNIST row of the paper's Table 1 (V_th 1.5, tau 0.1, T 30; recalled values), its
 #:   exp reset, loss and init, Bernoulli input.
 #: * ``code``: the official code's neuron (``spiking_model.py``, the conv MNIST net's, also used for
-#:   refsnn's MLP recipes): thresh 0.5, decay 0.2, T 20, rect window lens 0.5 (width 1),
+#:   refsnn's MLP recipes): thresh 0.5, decay 0.2, T 20, the window ``|u - thresh| < lens`` of height 1
+#:   at lens 0.5, which is exactly rect of width 1 (``surrogate="window", width=lens`` for any other lens),
 #:   ``mem * decay * (1 - spike)`` (the zero reset, not detached), MSELoss, PyTorch default init,
 #:   Bernoulli input.
 #: * ``code_conv``: ``code`` with the official code's convolutional net, ``28x28x1-32c3p1-ap2-32c3p1-ap2-128-10``

@@ -4,7 +4,9 @@ A spiking neuron fires when its membrane potential crosses the threshold,
 :math:`o = H(u - V_{th})`.  :math:`H` has derivative zero almost everywhere, so
 gradient-based training replaces :math:`dH/dx` by a bump :math:`h(x)` of unit
 area (Wu et al. 2018, the four curves of their Fig. 3B).  Each bump has
-a width parameter ``a`` and tends to the Dirac delta as ``a -> 0``.
+a width parameter ``a`` and tends to the Dirac delta as ``a -> 0``.  Two bumps are
+not normalised, because the code they reproduce does not normalise them: ``fast_sigmoid``
+(peak 1, as snnTorch and norse write it) and ``window`` (height 1, as the official STBP code writes it).
 
 With :math:`x = u - V_{th}`:
 
@@ -17,22 +19,31 @@ sigmoid       :math:`\frac1a \sigma(x/a)(1-\sigma(x/a))`                   :math
 gauss         :math:`\frac{1}{\sqrt{2\pi a}} e^{-x^2/(2a)}`                :math:`\Phi(x/\sqrt a) = \frac12\,\mathrm{erfc}(-x/\sqrt{2a})`
 atan          :math:`\frac{a}{\pi (a^2 + x^2)}`                            :math:`\frac12 + \frac1\pi \arctan(x/a)`
 fast_sigmoid  :math:`\frac{1}{(1 + |x|/a)^2}`  (area :math:`2a`, peak 1)     :math:`a + \frac{a x}{a + |x|}` (from 0 to :math:`2a`)
+window        :math:`1[|x| < a]`  (area :math:`2a`, height 1)                :math:`\mathrm{clip}(x, -a, a) + a` (from 0 to :math:`2a`)
 ============  ==========================================================  ============================================================
 
 The first four are h1..h4 of the STBP paper, which uses :math:`a_1 = a_2 = a_3 = a_4 = 1`
-(its Table 1).  The last two are the default surrogates of the PyTorch SNN
-libraries.  What the width ``a`` means, and how each library's parameter maps to it:
+(its Table 1).  atan and fast_sigmoid are the default surrogates of the PyTorch SNN
+libraries; window is the official STBP code's.  What the width ``a`` means, and how each
+library's parameter maps to it (larger ``a`` is always wider):
 
 ============  =====================================  ==========================================================
 name          ``a`` is                               a peer's surrogate as refsnn's
 ============  =====================================  ==========================================================
-rect          the window's width (height ``1/a``)    the official STBP code's ``|u - thresh| < lens``, height 1: ``a = 2 lens`` (``lens = 0.5``: ``a = 1``)
+rect          the window's width (height ``1/a``)    (the paper's h1); it is ``window`` of width ``a/2`` divided by ``a``
 triangle      the paper's ``a_2``                    (the paper's h2)
 sigmoid       a temperature: ``1/slope``             snnTorch ``sigmoid(slope=k)``, spikingjelly ``Sigmoid(alpha=k)``: ``a = 1/k``
 gauss         the variance                           (the paper's h4)
 atan          the scale of the Cauchy bump           snnTorch ``atan(alpha)``, spikingjelly ``ATan(alpha)``: ``a = 2 / (pi alpha)``
 fast_sigmoid  the half-width at a quarter of peak    snnTorch ``fast_sigmoid(slope=k)``: ``a = 1/k``; norse ``method="super"``: ``a = 1`` (norse ignores its ``alpha``)
+window        the window's half-width (height 1)     the official STBP code's ``|u - thresh| < lens``: ``a = lens``, for every ``lens``
 ============  =====================================  ==========================================================
+
+The official code's window has height 1, not ``1/(2 lens)``: it is ``rect`` of width ``2 lens``
+multiplied by ``2 lens``.  The two agree only at ``lens = 0.5``, the code's default, where
+``window`` of width 0.5 equals ``rect`` of width 1 exactly (the ``code`` presets of ``refsnn.stbp``
+use the latter); at any other ``lens`` reading the window as ``rect`` scales every surrogate
+derivative by ``1 / (2 lens)`` (by 1/2 at ``lens = 1``, by 2 at ``lens = 0.25``).
 
 spikingjelly's ``SuperSpike(alpha)`` is ``alpha / (|x| + 1)^2``: an amplitude, not a width (``alpha``
 times ``fast_sigmoid`` with ``a = 1``); it is not one of refsnn's surrogates.  snnTorch's own
@@ -78,7 +89,7 @@ __all__ = [
     "primitive_scalar",
 ]
 
-NAMES = ("rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid")
+NAMES = ("rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid", "window")
 KIND_CODES = {name: code for code, name in enumerate(NAMES)}
 
 
@@ -125,8 +136,9 @@ def h(x, name: str = "rect", a: float = 1.0):
     ----------
     x : array_like
         Distance to threshold, ``u - v_th``.
-    name : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid"}
-        Which curve: h1..h4 of the paper, or the peers' arctangent and fast sigmoid.
+    name : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid", "window"}
+        Which curve: h1..h4 of the paper, the peers' arctangent and fast sigmoid, or the
+        official STBP code's window.
     a : float
         Width parameter, > 0.
 
@@ -151,6 +163,8 @@ def h(x, name: str = "rect", a: float = 1.0):
         with np.errstate(over="ignore"):
             z = x / a
             out = (1.0 / (math.pi * a)) / (1.0 + z * z)
+    elif kind == 6:  # the official STBP code's window: half-width a, height 1
+        out = np.where(np.abs(x) < a, 1.0, 0.0)
     else:  # fast sigmoid: peak 1 at x = 0 (the same: an overflow to inf gives exactly h = 0)
         with np.errstate(over="ignore"):
             z = 1.0 + np.abs(x) / a
@@ -161,8 +175,9 @@ def h(x, name: str = "rect", a: float = 1.0):
 def primitive(x, name: str = "rect", a: float = 1.0):
     """Primitive :math:`P(x) = \\int_{-\\infty}^x h`, a smooth stand-in for the Heaviside step.
 
-    Same arguments as :func:`h`.  ``P`` rises monotonically from 0 to 1 and
-    ``P' = h`` everywhere except at the kinks listed by :func:`kinks`.
+    Same arguments as :func:`h`.  ``P`` rises monotonically from 0 to :func:`area` (1 for
+    all but ``fast_sigmoid`` and ``window``) and ``P' = h`` everywhere except at the kinks
+    listed by :func:`kinks`.
     """
     kind, a, x, dt = _arguments(x, name, a)
     if kind == 0:
@@ -179,6 +194,8 @@ def primitive(x, name: str = "rect", a: float = 1.0):
     elif kind == 4:
         with np.errstate(over="ignore"):
             out = 0.5 + np.arctan(x / a) / math.pi
+    elif kind == 6:  # 0 below the window, x + a inside it, 2a above
+        out = np.clip(x, -a, a) + a
     else:  # a + a x / (a + |x|), written so that x = +-inf gives 0 and 2a, not inf / inf
         with np.errstate(over="ignore"):
             out = a + a * np.sign(x) * (1.0 - a / (a + np.abs(x)))
@@ -186,10 +203,10 @@ def primitive(x, name: str = "rect", a: float = 1.0):
 
 
 def area(name: str, a: float = 1.0) -> float:
-    """``P(inf) - P(-inf)``, the integral of ``h``: 1 for every surrogate but ``fast_sigmoid`` (``2a``)."""
+    """``P(inf) - P(-inf)``, the integral of ``h``: 1, but ``2a`` for ``fast_sigmoid`` and ``window`` (height 1)."""
     kind = _check_name(name)
     a = _check_width(a)
-    return 2.0 * a if kind == 5 else 1.0
+    return 2.0 * a if kind in (5, 6) else 1.0
 
 
 def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
@@ -207,6 +224,8 @@ def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
         return (-c, 0.0, c)
     if kind == 5:          # |x| in h: P is C^1 but P'' jumps at 0
         return (0.0,)
+    if kind == 6:
+        return (-a, a)
     return ()
 
 
@@ -231,6 +250,8 @@ def h_scalar(kind, a, x):
     if kind == 4:
         z = x / a
         return (1.0 / (math.pi * a)) / (1.0 + z * z)
+    if kind == 6:
+        return 1.0 * (abs(x) < a)
     z = 1.0 + abs(x) / a
     return 1.0 / (z * z)
 
@@ -256,6 +277,8 @@ def primitive_scalar(kind, a, x):
         return 0.5 * math.erfc(-x / math.sqrt(2 * a))
     if kind == 4:
         return 0.5 + math.atan(x / a) / math.pi
+    if kind == 6:
+        return 0.0 if x < -a else (2.0 * a if x > a else x + a)
     sign = 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
     return a + a * sign * (1.0 - a / (a + abs(x)))
 

@@ -34,10 +34,11 @@ __all__ = ["surrogate_torch", "stbp_loss", "stbp_family_loss", "stbp_gradient", 
 
 
 def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
-    """h1..h4 of Wu et al. (2018), and the peers' atan and fast sigmoid, in torch from the formulas.
+    """h1..h4 of Wu et al. (2018), the peers' atan and fast sigmoid, and the official STBP code's window, in torch.
 
     atan is written as snnTorch and spikingjelly write it, with ``alpha = 2 / (pi a)``; fast_sigmoid as
-    snnTorch's ``1 / (slope |x| + 1)^2`` with ``slope = 1 / a``.  Not from refsnn.surrogates.
+    snnTorch's ``1 / (slope |x| + 1)^2`` with ``slope = 1 / a``; window as the official code's
+    ``abs(u - thresh) < lens`` (height 1) with ``lens = a``.  Not from refsnn.surrogates.
     """
     if name == "atan":
         alpha = 2.0 / (math.pi * a)
@@ -46,6 +47,8 @@ def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
         return 1.0 / ((1.0 / a) * x.abs() + 1.0) ** 2
     if name == "rect":
         return (x.abs() < a / 2).to(x.dtype) / a
+    if name == "window":
+        return (x.abs() < a).to(x.dtype)
     if name == "triangle":
         return torch.clamp(math.sqrt(a) / 2 - (a / 4) * x.abs(), min=0.0)
     if name == "sigmoid":

@@ -7,13 +7,14 @@ when its library is not installed (CI installs all three).
 """
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from tolerances import FLOAT32_REL, TWIN_REL
 
 torch = pytest.importorskip("torch", reason="the peer cross-checks need torch (pip install torch, CPU build)")
-from refsnn import peers  # noqa: E402
+from refsnn import gradcheck, peers, stbp  # noqa: E402
 
 D = torch.float64
 RNG = np.random.default_rng(0)
@@ -257,6 +258,8 @@ CONV_CASES = [
      lambda: _conv_stack(lambda: _sj_node("LIFNode", v_reset=None, surrogate="ATan"), "mp", 8.0, _sj_layers())),
     ("official STBP neuron conv, avg pool", lambda: _conv_stack(lambda: peers.official_stbp_neuron(0.5, 0.2, 0.5),
                                                                 "ap", 1.5)),
+    ("official STBP neuron conv, lens 1, avg pool",
+     lambda: _conv_stack(lambda: peers.official_stbp_neuron(0.5, 0.2, 1.0), "ap", 1.5)),
 ]
 
 
@@ -294,3 +297,68 @@ def test_conv_models_refsnn_cannot_express_are_named():
     for model, shape, word in bad:
         with pytest.raises(peers.NotExpressible, match=word):
             peers.from_torch(model, input_shape=shape)
+
+
+# ---------------------------------------------------------------------------
+# The official STBP neuron at any window half-width lens: refsnn's "window" of width lens
+# ---------------------------------------------------------------------------
+
+#: The code's default 0.5 (where the window is also rect of width 1) and two others, where it is not.
+LENSES = (0.25, 0.5, 1.0)
+
+
+def _official(lens):
+    return _stack(peers.official_stbp_neuron(0.5, 0.2, lens), peers.official_stbp_neuron(0.5, 0.2, lens), 1.5)
+
+
+@pytest.mark.parametrize("lens", LENSES)
+def test_official_neuron_agrees_for_every_lens(lens):
+    """The code's surrogate grad * (|u - thresh| < lens) (height 1) is read as surrogate="window", width=lens,
+    and the gradients agree with the port's autograd to float64 round-off whatever lens is."""
+    model = _official(lens)
+    adapted = peers.from_torch(model)
+    assert (adapted.cfg.surrogate, adapted.cfg.width) == ("window", lens)
+    hidden = peers.run(model[:2], torch.tensor(X))
+    out = peers.run(model, torch.tensor(X))
+    assert 0.02 < float(hidden.detach().mean()) < 0.98 and float(out.detach().sum()) > 0, "the check needs spikes in every layer"
+    report = peers.check(model, X, Y, tol=PEER_REL)
+    assert report.passed, str(report)
+    assert all(t.norm_reference > 0 for t in report.tensors if t.name != "loss"), "the window is open somewhere"
+    assert {adapted.mapping[t.name] for t in report.tensors if t.name != "loss"} == set(dict(model.named_parameters()))
+
+
+@pytest.mark.parametrize("lens", LENSES)
+def test_the_rect_reading_of_the_window_is_right_at_lens_half_only(lens):
+    """The old reading, rect of width 2 lens (height 1 / (2 lens)), scales every surrogate derivative by
+    1 / (2 lens): it disagrees with the port at lens 1 and 0.25, and at lens 0.5 it is the window exactly
+    (so stbp.PRESETS["code"], rect of width 1, is the code's neuron)."""
+    model = _official(lens)
+    report = peers.check(model, X, Y, tol=PEER_REL)        # leaves the port's gradient in .grad
+    adapted = report.extra["adapted"]
+    peer = adapted.peer_grads(model)
+    rect = replace(adapted.cfg, surrogate="rect", width=2 * lens)
+    _, g_rect = stbp.loss_and_grad(adapted.params, X, Y, rect)
+    old = gradcheck.compare(peer, {k: g_rect[k] for k in peer}, tol=PEER_REL)
+    assert report.passed, str(report)
+    if lens == 0.5:
+        _, g_window = adapted.loss_and_grad(X, Y)
+        for key in g_window:
+            np.testing.assert_array_equal(g_rect[key], g_window[key])
+        code = stbp.PRESETS["code"]
+        assert {k: getattr(rect, k) for k in ("surrogate", "width", "reset", "reset_timing", "detach_reset",
+                                              "strict", "decay_input", "synapse", "v_th", "decay")} == \
+            {k: getattr(code, k) for k in ("surrogate", "width", "reset", "reset_timing", "detach_reset",
+                                           "strict", "decay_input", "synapse", "v_th", "decay")}
+        assert old.passed, str(old)
+    else:
+        assert not old.passed and old.max_rel_error > 0.1, str(old)
+
+
+def test_official_neuron_refuses_a_bad_lens():
+    for bad in (0.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match="lens"):
+            peers.official_stbp_neuron(lens=bad)
+    with pytest.raises(ValueError, match="decay"):
+        peers.official_stbp_neuron(decay=1.5)
+    with pytest.raises(ValueError, match="thresh"):
+        peers.official_stbp_neuron(thresh=0.0)
