@@ -3,27 +3,33 @@
 A *case file* is a NumPy ``.npz`` archive that any language can write (a zip of ``.npy`` arrays;
 ``docs/verify.md`` describes the format byte for byte).  Its keys:
 
-==================  ========================  =================================================================
-key                 shape, dtype              what
-==================  ========================  =================================================================
-``x``               algorithm's input         STBP/ST-RSBP ``(T, batch, n_in)``; IDE/SSNN-BP ``(batch, n_in)`` or spikes
-``y``               ``(batch,)`` int          labels
-``param/<key>``     the parameter's shape     your parameters under refsnn's keys (``W1``, ``b1``, ...)
-``grad/<key>``      the same                  your gradient of the loss
-``loss``            0-d, optional             your loss
-``spikes/<n>``      ``(T, batch, n_n)``       optional: layer ``n``'s spikes (STBP, ST-RSBP; ``n = 1..N``)
-``a``               ``(batch, n_N)``          optional (IDE): your rates ``a[T]``
-``config``          0-d str, optional         a JSON dict of the algorithm's ``Config`` fields
-``algorithm``       0-d str, optional         ``"stbp"``, ...
-==================  ========================  =================================================================
+======================  ========================  =============================================================
+key                     shape, dtype              what
+======================  ========================  =============================================================
+``x``                   algorithm's input         STBP/ST-RSBP ``(T, batch, n_in)``; IDE/SSNN-BP ``(batch, n_in)`` or spikes
+``y``                   ``(batch,)`` int          labels
+``param/<key>``         the parameter's shape     your parameters under refsnn's keys (``W1``, ``b1``, ...); IDE's
+                                                  buffers (``bn_mean``, ``sn_u``, ...) with their values before the step
+``grad/<key>``          the same                  your gradient of the loss -- every one refsnn computes; SSNN-BP:
+                                                  ``(N,) + shape``, N >= 2 independent draws
+``loss``                0-d, optional             your loss
+``spikes/<n>``          ``(T, batch, n_n)``       optional: layer ``n``'s spikes, 0 or 1 (STBP, ST-RSBP; ``n = 1..N``)
+``a``                   ``(batch, n_N)``          optional (IDE): your rates ``a[T]``
+``dropout_mask/<key>``  ``(batch, n_l)``          IDE with dropout: the masks your step used
+``config``              0-d str, optional         a JSON dict of the algorithm's ``Config`` fields
+``algorithm``           0-d str, optional         ``"stbp"``, ...; must name the algorithm being verified
+======================  ========================  =============================================================
 
-:func:`verify` recomputes everything with refsnn and diagnoses a disagreement in this order: the
-loss differs (the forward pass differs); the first layer and step where the spikes differ (the
-neuron differs there; refsnn tries the other resets to say which matches yours); errors in the
-float32 band with an identical forward (a float32 piece on one side; refsnn tries float32-rounded
-constants); identical forward but different gradients (surrogate, detach or solver; refsnn tries
-the other surrogates, widths and the detach flag).  The golden vectors (:func:`golden_write`,
-``refsnn/golden/``) are case files in the same format, made by refsnn itself.
+:func:`verify` gives a verdict only on a complete, finite, well-formed case (anything else is a ValueError
+naming the key: exit 2 on the command line).  It recomputes everything with refsnn and diagnoses a
+disagreement in this order: the loss differs (the forward pass differs, or only the loss function when the
+spikes or rates agree); the first layer and step where the spikes (IDE: the rates) differ; errors in the
+float32 band with an identical forward (a float32 piece on one side; for IDE, a solver's stopping error when
+the gradient is that close to the exact adjoint); larger gradient differences.  Then it tries the algorithm's
+named settings (``_stbp_probes``, ``_ide_probes``, ``_st_rsbp_probes``; for STBP a search over every
+surrogate's width) and names the first that reproduces the case, with the ``--set`` that does.  SSNN-BP's
+draws are judged statistically (:func:`refsnn.gradcheck.check_statistical`).  The golden vectors
+(:func:`golden_write`, ``refsnn/golden/``) are case files in the same format, made by refsnn itself.
 """
 
 from __future__ import annotations
@@ -501,7 +507,10 @@ def _ssnn_bp_verdict(module, c, params, x, y, cfg, tol, alpha, keys):
         n = next(it)
         return {k: v[n] for k, v in draws.items()}
 
+    # Hotelling's T^2 needs many more draws than the entries it takes jointly (its F law holds for Gaussian
+    # means; for these discrete draws N - r must be large): at most N / 5 entries per tensor enter it.
     rep = gradcheck.check_statistical(sample, {k: exact[k] for k in keys}, n_samples=N, seed=0, alpha=alpha,
+                                      max_joint=max(1, min(1000, N // 5)),
                                       title=f"refsnn verify ssnn_bp: the mean of your {N} draws vs refsnn's exact "
                                             f"ANN gradient (statistical, alpha {alpha:g})")
     diagnosis = []
