@@ -55,15 +55,9 @@ def test_reference_objective_value_is_the_spiking_loss():
     assert f(p2) != loss and abs(f(p2) - loss) < 0.1
 
 
-def test_fd_check_detects_the_papers_literal_temporal_term():
-    """A wrong backward is caught: the paper's printed form (delta^{t+1} h(u^{t+1}) in place of eps^{t+1}).
-
-    Read literally, it drops the u^{t+1} -> u^{t+2} path (docs/stbp.md).  We re-implement that variant here
-    and show the FD check rejects it.
-    """
-    case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "zero"
-                and not c.cfg.detach_reset and c.cfg.loss == "mse_paper")
-    cfg, params, x, y = case.cfg, case.params, case.x, case.y
+def literal_temporal_term_gradient(params, x, y, cfg):
+    """The paper's printed (B3), written independently of refsnn's backward: delta^{t+1} h(u^{t+1}) in place of
+    eps^{t+1} (immediate reset, no synapse, fixed decay and threshold, fully connected)."""
     u, o = stbp.forward_numpy(params, x, cfg)
     _, g_obar = stbp._loss(o[-1].mean(axis=0), y, cfg)
     T, N = x.shape[0], len(params) // 2
@@ -85,6 +79,19 @@ def test_fd_check_detects_the_papers_literal_temporal_term():
             delta_next[n] = delta
             delta = eps @ params[f"W{n + 1}"]
             eps_next[n] = eps
+    return grads
+
+
+def test_fd_check_detects_the_papers_literal_temporal_term():
+    """A wrong backward is caught: the paper's printed form (delta^{t+1} h(u^{t+1}) in place of eps^{t+1}).
+
+    Read literally, it drops the u^{t+1} -> u^{t+2} path (docs/stbp.md).  We re-implement that variant here
+    and show the FD check rejects it.
+    """
+    case = next(c for c in CASES if c.cfg.surrogate == "sigmoid" and c.cfg.reset == "zero"
+                and not c.cfg.detach_reset and c.cfg.loss == "mse_paper")
+    cfg, params, x, y = case.cfg, case.params, case.x, case.y
+    grads = literal_temporal_term_gradient(params, x, y, cfg)
     report = gradcheck.check_gradients(grads, stbp.reference_objective(params, x, y, cfg), params)
     assert not report.passed
     assert 1e-4 < report.max_rel_error < 0.2, str(report)

@@ -324,6 +324,20 @@ def test_stbp_user_with_a_float32_decay(tmp_path, capsys):
     assert f"decay={float(np.float32(0.3))!r}" in out and "float32" in out
 
 
+def test_stbp_user_with_the_paper_s_printed_temporal_term(tmp_path, capsys):
+    """An implementation of the print (written in tests/test_stbp.py, independently of the library's) is
+    recognised as that."""
+    from test_stbp import literal_temporal_term_gradient
+
+    cfg = replace(STBP_CFG, reset="zero", surrogate="sigmoid", width=0.5)
+    z = stbp_case(cfg=cfg)
+    params = {k.split("/")[1]: v for k, v in z.items() if k.startswith("param/")}
+    g = literal_temporal_term_gradient(params, z["x"], z["y"], cfg)
+    z = {**z, **{f"grad/{k}": v for k, v in g.items()}}
+    code, out, err = _cli(capsys, "stbp", _write(tmp_path, z))
+    assert code == 1 and "your gradient is the paper's printed temporal term" in out, out + err
+
+
 def test_ide_user_with_the_official_iter_solver(tmp_path, capsys):
     user = replace(IDE_CFG, solver="code_iter", max_iter=30, early_stop=False)
     out = _diagnosed(tmp_path, capsys, "ide", ide_case(user_cfg=user))
