@@ -43,11 +43,11 @@ def available_algorithms() -> list:
     return [name for name, mod in ALGORITHMS.items() if importlib.util.find_spec(mod) is not None]
 
 
-def verify(algo, case, cfg=None, *, tol: float = 1e-9):
+def verify(algo, case, cfg=None, *, tol: float = 1e-9, keys=None, alpha: float = 1e-3):
     """Check another implementation's gradient in a case file against refsnn's (:func:`refsnn.verification.verify`)."""
     from refsnn.verification import verify as _verify
 
-    return _verify(algo, case, cfg, tol=tol)
+    return _verify(algo, case, cfg, tol=tol, keys=keys, alpha=alpha)
 
 
 def algorithm_name(algo) -> str:
