@@ -184,6 +184,7 @@ from refsnn._checks import (
     check_in_range,
     check_int,
     check_labels,
+    check_layers,
     check_positive,
     check_sizes,
     check_time_major,
@@ -200,6 +201,9 @@ __all__ = [
     "encode",
     "simulate",
     "input_gradient",
+    "paper_forward",
+    "paper_backward",
+    "paper_loss_and_grad",
     "forward_numpy",
     "backward_numpy",
     "kink_distance",
@@ -235,118 +239,6 @@ def _bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {value!r}")
     return bool(value)
-
-
-# ---------------------------------------------------------------------------
-# Architecture: fully connected, or convolutional in the papers' notation
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One spiking layer of an architecture: its synaptic operation and what it sees.
-
-    ``op`` is ``"dense"`` or ``"conv"``; ``below_shape`` the shape of what the layer receives (the
-    network's input or the neurons of the layer below: ``(C, H, W)`` or ``(n,)``); ``pool`` the
-    pooling ``("avg" | "max", k)`` applied to it before the operation, or None; ``in_shape`` what the
-    operation sees after that pooling (``(n,)`` for a dense layer: the maps flattened in ``(C, H, W)``
-    order), ``out_shape`` the layer's neurons ``(C, H, W)`` or ``(n,)``; ``kernel``, ``stride``,
-    ``pad`` of a convolution.
-    """
-
-    op: str
-    below_shape: tuple
-    in_shape: tuple
-    out_shape: tuple
-    pool: tuple | None = None
-    kernel: int = 0
-    stride: int = 1
-    pad: int = 0
-
-    @property
-    def n_in(self) -> int:
-        return int(np.prod(self.in_shape))
-
-    @property
-    def n_out(self) -> int:
-        return int(np.prod(self.out_shape))
-
-    @property
-    def pooled_shape(self) -> tuple:
-        """``(C, H // k, W // k)``: the pooling's output, before a dense layer flattens it."""
-        C, H, W = self.below_shape
-        k = self.pool[1]
-        return (C, H // k, W // k)
-
-    @property
-    def weight_shape(self) -> tuple:
-        if self.op == "conv":
-            return (self.out_shape[0], self.in_shape[0], self.kernel, self.kernel)   # PyTorch's (c_out, c_in, k, k)
-        return (self.n_out, self.n_in)
-
-
-_CONV = re.compile(r"(\d+)c(\d+)((?:[sp]\d+)*)")
-
-
-def parse_arch(arch) -> tuple:
-    """Read an architecture string: ``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` -> ``(input_shape, [LayerSpec])``.
-
-    Tokens, separated by ``-`` (case-insensitive): the input ``HxWxC`` (first), a convolution
-    ``{c_out}c{k}`` with optional ``s{stride}`` and ``p{padding}`` (default stride 1, padding 0, as
-    PyTorch's ``nn.Conv2d``), a pooling ``ap{k}`` (average) or ``mp{k}`` (max) of the spikes below
-    (window and stride ``k``, the remainder dropped, as PyTorch), and a fully connected layer ``{n}``;
-    the last token is the output layer.  A dense layer after convolutions sees their spikes flattened
-    in ``(C, H, W)`` order (PyTorch's ``view``).  Every convolution and dense layer is a spiking layer.
-    """
-    if not isinstance(arch, str):
-        raise TypeError(f"arch: expected a string like '28x28x1-32c3p1-ap2-128-10', got {type(arch).__name__}")
-    tokens = [t.strip().lower() for t in arch.split("-")]
-    if len(tokens) < 2 or any(not t for t in tokens):
-        raise ValueError(f"arch: expected tokens separated by '-', like '28x28x1-32c3p1-ap2-128-10', got {arch!r}")
-    shape = conv.input_shape(tokens[0])
-    input_shape, layers, pool, below = shape, [], None, shape
-    for t in tokens[1:]:
-        m = _CONV.fullmatch(t)
-        if t[:2] in ("ap", "mp") and t[2:].isdigit():
-            k = int(t[2:])
-            if len(shape) != 3 or pool is not None or k < 1:
-                raise ValueError(f"arch: {t!r} pools a (C, H, W) map of spikes; it must follow the input or a "
-                                 f"convolution, once, with k >= 1")
-            if shape[1] // k < 1 or shape[2] // k < 1:
-                raise ValueError(f"arch: {t!r} does not fit the {shape[1]}x{shape[2]} map it pools")
-            pool = ("avg" if t[0] == "a" else "max", k)
-            shape = (shape[0], shape[1] // k, shape[2] // k)
-        elif m:
-            if len(shape) != 3:
-                raise ValueError(f"arch: the convolution {t!r} needs a (C, H, W) input, not a vector")
-            c_out, k = int(m.group(1)), int(m.group(2))
-            opts = dict(re.findall(r"([sp])(\d+)", m.group(3)))
-            stride, pad = int(opts.get("s", 1)), int(opts.get("p", 0))
-            H = (shape[1] + 2 * pad - k) // stride + 1
-            W = (shape[2] + 2 * pad - k) // stride + 1
-            if c_out < 1 or k < 1 or stride < 1 or H < 1 or W < 1:
-                raise ValueError(f"arch: the convolution {t!r} does not fit its {shape[1]}x{shape[2]} input")
-            layers.append(LayerSpec("conv", below, shape, (c_out, H, W), pool, k, stride, pad))
-            shape, pool, below = (c_out, H, W), None, (c_out, H, W)
-        elif t.isdigit() and int(t) > 0:
-            layers.append(LayerSpec("dense", below, (int(np.prod(shape)),), (int(t),), pool))
-            shape, pool, below = (int(t),), None, (int(t),)
-        else:
-            raise ValueError(f"arch: unknown token {t!r} (expected HxWxC, {{c}}c{{k}}[s{{s}}][p{{p}}], ap{{k}}, "
-                             f"mp{{k}} or a layer size)")
-    if pool is not None:
-        raise ValueError(f"arch: a pooling ends the architecture {arch!r}; the last token must be the output layer")
-    if not layers:
-        raise ValueError(f"arch: {arch!r} has no layer after the input")
-    if layers[-1].op != "dense":
-        raise ValueError(f"arch: the last token of {arch!r} must be the output layer's size (a dense readout)")
-    return input_shape, layers
-
-
-def _specs(cfg, sizes=None):
-    """The layer specs: from ``cfg.arch``, or a fully connected net ``sizes = [n_in, ..., n_out]``."""
-    if cfg.arch is not None:
-        return parse_arch(cfg.arch)[1]
-    return [LayerSpec("dense", (a,), (a,), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
 @dataclass(frozen=True)
@@ -491,6 +383,233 @@ class Config:
             if isinstance(d[k], tuple):
                 d[k] = list(d[k])
         return d
+
+
+# ---------------------------------------------------------------------------
+# The paper's network: read this first
+# ---------------------------------------------------------------------------
+# Wu et al. 2018 in a few lines: fully connected LIF layers, the paper's reset ("exp") or the official
+# code's ("zero") acting at once, the rate readout and its loss, and the exact backward pass through the
+# surrogate graph.  Everything after this section generalises these lines (other resets and their
+# timing, synapses, learned constants, convolutions, a fast tier); tests/test_stbp.py holds the general
+# machinery equal to them on the paper's and the official code's presets.
+
+def _paper_reset(name: str, lam: float):
+    """The reset of the paper's family, ``R(u, o)``, and its partial derivatives ``R_u``, ``R_o``.
+
+    The paper writes the leak and the reset together as ``u tau f(o)`` with ``f(o) = exp(-o/tau)``:
+    ``lam R(u, o) = lam u exp(-o/lam)`` ("exp").  The official code writes ``mem * decay * (1 - spike)``:
+    ``R(u, o) = u (1 - o)`` ("zero").
+    """
+    if name == "exp":
+        return (lambda u, o: u * np.exp(-o / lam),               # R
+                lambda u, o: np.exp(-o / lam) + 0 * u,           # dR/du
+                lambda u, o: -(u / lam) * np.exp(-o / lam))      # dR/do
+    return (lambda u, o: u * (1 - o), lambda u, o: (1 - o) + 0 * u, lambda u, o: -u + 0 * o)
+
+
+def _paper_setting(params, x, cfg):
+    """``(Ws, bs, x, [(lam, v_th, R, R_u, R_o) per layer])``, or a ValueError naming what lies outside the
+    paper's family (the general :func:`loss_and_grad` computes those)."""
+    cfg = check_config(cfg, Config)
+    outside = {"arch": cfg.arch is not None, "reset": cfg.reset not in ("exp", "zero"),
+               "reset_timing": cfg.reset_timing != "immediate", "synapse": cfg.synapse != "none",
+               "decay_input": cfg.decay_input, "v_rest": cfg.v_rest != 0.0, "learn_decay": cfg.learn_decay != "none",
+               "learn_threshold": cfg.learn_threshold, "forward": cfg.forward != "spike"}
+    bad = [k for k, v in outside.items() if v]
+    if bad:
+        raise ValueError(f"cfg: {', '.join(f'{k}={getattr(cfg, k)!r}' for k in bad)} lies outside the paper's "
+                         f"network; stbp.loss_and_grad computes the general one")
+    Ws, bs = check_layers(params, dtype=np.float64)
+    x = check_array("x", x, dtype=np.float64)
+    check_time_major("x", x, Ws[0].shape[1])
+    N = len(Ws)
+    consts = []
+    for n in range(N):
+        lam, thr = _layer_value("decay", cfg.decay, n, N), _layer_value("v_th", cfg.v_th, n, N)
+        consts.append((lam, thr, *_paper_reset(cfg.reset, lam)))
+    return Ws, bs, x, consts
+
+
+def paper_forward(params, x, cfg):
+    """The paper's network, forward (Wu et al. 2018, Eq. (1)-(2)): potentials and spikes of every layer.
+
+    ``x`` (T, batch, n_in) is ``o^{t,0}``; returns lists ``u, o`` of (T, batch, n_layer) arrays.
+    """
+    Ws, bs, x, consts = _paper_setting(params, x, cfg)
+    T, B = x.shape[:2]
+    u = [np.zeros((T, B, W.shape[0])) for W in Ws]
+    o = [np.zeros((T, B, W.shape[0])) for W in Ws]
+    for t in range(T):
+        a = x[t]                                                           # o^{t,0}
+        for n, (W, b, (lam, thr, R, _, _)) in enumerate(zip(Ws, bs, consts)):
+            carried = R(u[n][t - 1], o[n][t - 1]) if t > 0 else 0.0
+            u[n][t] = lam * carried + a @ W.T + b                          # Eq. (1): leak and reset, then charge
+            o[n][t] = (u[n][t] - thr > 0) if cfg.strict else (u[n][t] - thr >= 0)   # Eq. (2): fire
+            a = o[n][t]
+    return u, o
+
+
+def _loss(obar, y, cfg):
+    """Loss value and ``dL/dobar`` of the rate readout: Eq. (L) (the paper's loss) or PyTorch's MSELoss."""
+    S, C = obar.shape
+    target = np.zeros_like(obar)
+    target[np.arange(S), y] = 1.0
+    diff = obar - target
+    if cfg.loss == "mse_paper":
+        return 0.5 * float(np.sum(diff * diff)) / S, diff / S         # Eq. (L) and its gradient
+    return float(np.mean(diff * diff)), 2.0 * diff / (S * C)           # MSELoss(mean) = (2/C) Eq. (L)
+
+
+def paper_backward(params, x, u, o, g_obar, cfg):
+    """The paper's network, backward: exact BPTT through the surrogate graph (Eq. (B1)-(B5)).
+
+    ``u, o`` from :func:`paper_forward`, ``g_obar = dL/dobar`` (batch, n_out).  ``delta = dL/do``,
+    ``eps = dL/du``; terms with ``t + 1`` vanish at the last step.  Returns ``{W1, b1, ..., WN, bN}``.
+    """
+    Ws, bs, x, consts = _paper_setting(params, x, cfg)
+    T, N = x.shape[0], len(Ws)
+    h = lambda z: surrogates.h(z, cfg.surrogate, cfg.width)               # noqa: E731
+    grads = {k: np.zeros(np.shape(v)) for k, v in params.items()}
+    eps_next = [0.0] * N                                                   # eps^{t+1} of every layer
+    for t in reversed(range(T)):
+        delta = g_obar / T                                                 # Eq. (B1): the rate readout
+        for n in reversed(range(N)):
+            lam, thr, _, R_u, R_o = consts[n]
+            ut, ot = u[n][t], o[n][t]
+            if not cfg.detach_reset:
+                delta = delta + lam * eps_next[n] * R_o(ut, ot)            # Eq. (B3): through the reset
+            eps = delta * h(ut - thr) + lam * eps_next[n] * R_u(ut, ot)    # Eq. (B4): surrogate, and the leak
+            a = x[t] if n == 0 else o[n - 1][t]
+            grads[f"W{n + 1}"] += eps.T @ a                                # Eq. (B5)
+            grads[f"b{n + 1}"] += eps.sum(axis=0)
+            eps_next[n] = eps
+            delta = eps @ Ws[n]                                            # Eq. (B2): to layer n - 1
+    return grads
+
+
+def paper_loss_and_grad(params, x, y, cfg):
+    """The paper's network end to end: forward, the loss of the output rate, the exact backward.
+
+    Equal (to round-off) to :func:`loss_and_grad` on the settings the paper's family covers (the
+    ``paper``, ``code`` and ``code_fc`` presets among them); a ValueError names any other setting.
+    """
+    u, o = paper_forward(params, x, cfg)
+    y = check_labels("y", y, o[-1].shape[2], batch=o[-1].shape[1])
+    loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)                       # Eq. (L)
+    return loss, paper_backward(params, x, u, o, g_obar, cfg)
+
+
+# ---------------------------------------------------------------------------
+# Architecture: fully connected, or convolutional in the papers' notation
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One spiking layer of an architecture: its synaptic operation and what it sees.
+
+    ``op`` is ``"dense"`` or ``"conv"``; ``below_shape`` the shape of what the layer receives (the
+    network's input or the neurons of the layer below: ``(C, H, W)`` or ``(n,)``); ``pool`` the
+    pooling ``("avg" | "max", k)`` applied to it before the operation, or None; ``in_shape`` what the
+    operation sees after that pooling (``(n,)`` for a dense layer: the maps flattened in ``(C, H, W)``
+    order), ``out_shape`` the layer's neurons ``(C, H, W)`` or ``(n,)``; ``kernel``, ``stride``,
+    ``pad`` of a convolution.
+    """
+
+    op: str
+    below_shape: tuple
+    in_shape: tuple
+    out_shape: tuple
+    pool: tuple | None = None
+    kernel: int = 0
+    stride: int = 1
+    pad: int = 0
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @property
+    def pooled_shape(self) -> tuple:
+        """``(C, H // k, W // k)``: the pooling's output, before a dense layer flattens it."""
+        C, H, W = self.below_shape
+        k = self.pool[1]
+        return (C, H // k, W // k)
+
+    @property
+    def weight_shape(self) -> tuple:
+        if self.op == "conv":
+            return (self.out_shape[0], self.in_shape[0], self.kernel, self.kernel)   # PyTorch's (c_out, c_in, k, k)
+        return (self.n_out, self.n_in)
+
+
+_CONV = re.compile(r"(\d+)c(\d+)((?:[sp]\d+)*)")
+
+
+def parse_arch(arch) -> tuple:
+    """Read an architecture string: ``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` -> ``(input_shape, [LayerSpec])``.
+
+    Tokens, separated by ``-`` (case-insensitive): the input ``HxWxC`` (first), a convolution
+    ``{c_out}c{k}`` with optional ``s{stride}`` and ``p{padding}`` (default stride 1, padding 0, as
+    PyTorch's ``nn.Conv2d``), a pooling ``ap{k}`` (average) or ``mp{k}`` (max) of the spikes below
+    (window and stride ``k``, the remainder dropped, as PyTorch), and a fully connected layer ``{n}``;
+    the last token is the output layer.  A dense layer after convolutions sees their spikes flattened
+    in ``(C, H, W)`` order (PyTorch's ``view``).  Every convolution and dense layer is a spiking layer.
+    """
+    if not isinstance(arch, str):
+        raise TypeError(f"arch: expected a string like '28x28x1-32c3p1-ap2-128-10', got {type(arch).__name__}")
+    tokens = [t.strip().lower() for t in arch.split("-")]
+    if len(tokens) < 2 or any(not t for t in tokens):
+        raise ValueError(f"arch: expected tokens separated by '-', like '28x28x1-32c3p1-ap2-128-10', got {arch!r}")
+    shape = conv.input_shape(tokens[0])
+    input_shape, layers, pool, below = shape, [], None, shape
+    for t in tokens[1:]:
+        m = _CONV.fullmatch(t)
+        if t[:2] in ("ap", "mp") and t[2:].isdigit():
+            k = int(t[2:])
+            if len(shape) != 3 or pool is not None or k < 1:
+                raise ValueError(f"arch: {t!r} pools a (C, H, W) map of spikes; it must follow the input or a "
+                                 f"convolution, once, with k >= 1")
+            if shape[1] // k < 1 or shape[2] // k < 1:
+                raise ValueError(f"arch: {t!r} does not fit the {shape[1]}x{shape[2]} map it pools")
+            pool = ("avg" if t[0] == "a" else "max", k)
+            shape = (shape[0], shape[1] // k, shape[2] // k)
+        elif m:
+            if len(shape) != 3:
+                raise ValueError(f"arch: the convolution {t!r} needs a (C, H, W) input, not a vector")
+            c_out, k = int(m.group(1)), int(m.group(2))
+            opts = dict(re.findall(r"([sp])(\d+)", m.group(3)))
+            stride, pad = int(opts.get("s", 1)), int(opts.get("p", 0))
+            H = (shape[1] + 2 * pad - k) // stride + 1
+            W = (shape[2] + 2 * pad - k) // stride + 1
+            if c_out < 1 or k < 1 or stride < 1 or H < 1 or W < 1:
+                raise ValueError(f"arch: the convolution {t!r} does not fit its {shape[1]}x{shape[2]} input")
+            layers.append(LayerSpec("conv", below, shape, (c_out, H, W), pool, k, stride, pad))
+            shape, pool, below = (c_out, H, W), None, (c_out, H, W)
+        elif t.isdigit() and int(t) > 0:
+            layers.append(LayerSpec("dense", below, (int(np.prod(shape)),), (int(t),), pool))
+            shape, pool, below = (int(t),), None, (int(t),)
+        else:
+            raise ValueError(f"arch: unknown token {t!r} (expected HxWxC, {{c}}c{{k}}[s{{s}}][p{{p}}], ap{{k}}, "
+                             f"mp{{k}} or a layer size)")
+    if pool is not None:
+        raise ValueError(f"arch: a pooling ends the architecture {arch!r}; the last token must be the output layer")
+    if not layers:
+        raise ValueError(f"arch: {arch!r} has no layer after the input")
+    if layers[-1].op != "dense":
+        raise ValueError(f"arch: the last token of {arch!r} must be the output layer's size (a dense readout)")
+    return input_shape, layers
+
+
+def _specs(cfg, sizes=None):
+    """The layer specs: from ``cfg.arch``, or a fully connected net ``sizes = [n_in, ..., n_out]``."""
+    if cfg.arch is not None:
+        return parse_arch(cfg.arch)[1]
+    return [LayerSpec("dense", (a,), (a,), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
 #: Reference settings.
@@ -1286,21 +1405,6 @@ def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
             gW[n], gb[n], g = _synapse_backward(L, e2, ain, argmax, True, need)   # Eq. (B5), (B2)
             g = g.reshape(T, B, -1) if need else None
     return _collect(layers, cfg, gW, gb, glam, gthr), g
-
-
-# ---------------------------------------------------------------------------
-# Loss
-# ---------------------------------------------------------------------------
-
-def _loss(obar, y, cfg):
-    """Loss value and ``dL/dobar``: Eq. (L) (the paper's loss) or PyTorch's MSELoss."""
-    S, C = obar.shape
-    target = np.zeros_like(obar)
-    target[np.arange(S), y] = 1.0
-    diff = obar - target
-    if cfg.loss == "mse_paper":
-        return 0.5 * float(np.sum(diff * diff)) / S, diff / S         # Eq. (L) and its gradient
-    return float(np.mean(diff * diff)), 2.0 * diff / (S * C)           # MSELoss(mean) = (2/C) Eq. (L)
 
 
 # ---------------------------------------------------------------------------
