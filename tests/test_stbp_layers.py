@@ -1,0 +1,316 @@
+"""STBP as a stack of layers (refsnn.stbp_layers): it computes refsnn.stbp's networks, and every piece that
+stbp cannot express is the exact gradient of its reference objective (finite differences, float64).
+
+Each new piece is checked in a small network where every spiking population fires on 2-98 % of its steps
+(found by a seeded search), with smooth surrogates (atan, sigmoid) so that the anchored objective has no
+kink for a finite difference to straddle; the max choices (max pooling, max over time) are frozen in the
+objective, as in refsnn.stbp.
+"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from tolerances import GRAD_FD_REL, TWIN_REL
+
+from refsnn import gradcheck, problems, stbp
+from refsnn import stbp_layers as sl
+
+# ---------------------------------------------------------------------------
+# The stack computes refsnn.stbp's network, every variant of its gradient-check set
+# ---------------------------------------------------------------------------
+
+STBP_CASES = [c for c in problems.gradcheck_cases("stbp", 0) if c.cfg.forward == "spike"]
+
+
+@pytest.mark.parametrize("case", STBP_CASES, ids=[c.label.replace("stbp ", "") for c in STBP_CASES])
+def test_the_stack_computes_stbps_network(case):
+    """Same spikes (every potential is KINK_MARGIN from its threshold: round-off cannot flip one), loss and
+    gradients to the round-off of two orders of summation (TWIN_REL), and the stack's own gradient is the
+    exact gradient of its own reference objective."""
+    net, ishape = sl.from_config(case.cfg, case.params)
+    x = np.asarray(case.x).reshape(case.x.shape[0], case.x.shape[1], *ishape)
+    info = {}
+    loss, g = net.loss_and_grad(case.params, x, case.y, info=info)
+    ref_loss, ref = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
+    _, o = stbp.simulate(case.params, case.x, case.cfg)
+    for n, (a, b) in enumerate(zip(info["spikes"], o)):
+        assert np.array_equal(a.reshape(b.shape), b), f"layer {n + 1}: the spikes differ"
+    assert loss == pytest.approx(ref_loss, rel=TWIN_REL)
+    rep = gradcheck.compare(g, ref, tol=TWIN_REL)
+    assert rep.passed, str(rep)
+    fd = gradcheck.check_gradients(g, net.reference_objective(case.params, x, case.y), case.params,
+                                   tol=GRAD_FD_REL, eps=case.eps, order=case.order,
+                                   title=f"stbp_layers (readable): {case.label}")
+    assert fd.passed, str(fd)
+
+
+# ---------------------------------------------------------------------------
+# Networks stbp cannot express: each checked by finite differences
+# ---------------------------------------------------------------------------
+
+T, B = 6, 4
+ATAN = sl.Neuron(reset="subtract", surrogate="atan", width=0.4)
+
+
+def _params(shapes, seed, scale):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, shape in shapes.items():
+        if k.startswith(("bn_gamma",)):
+            out[k] = 1.0 + 0.2 * rng.standard_normal(shape)
+        elif k.startswith(("bn_beta",)):
+            out[k] = 0.3 + 0.2 * rng.standard_normal(shape)
+        elif k.startswith("bn_mean"):
+            out[k] = 0.1 * rng.standard_normal(shape)
+        elif k.startswith("bn_var"):
+            out[k] = 0.5 + rng.random(shape)
+        elif k.startswith(("beta", "alpha")):
+            out[k] = 0.3 + 0.5 * rng.random(shape)                     # inside the clamp's (0, 1)
+        elif k.startswith("tau_w"):
+            out[k] = rng.standard_normal(shape)
+        elif k.startswith("thr"):
+            out[k] = 0.8 + 0.4 * rng.random(shape)
+        elif k.startswith("V"):
+            out[k] = scale * 0.5 * rng.standard_normal(shape)
+        elif k.startswith("b"):
+            out[k] = 0.2 + 0.3 * rng.standard_normal(shape)
+        else:
+            out[k] = scale * rng.standard_normal(shape)
+    return out
+
+
+def _firing(net, params, x, data):
+    """The firing rate of every spiking population."""
+    pops = [p for p in net.pieces if isinstance(p, sl.LIF)]
+    return [float(o.mean()) for (u, o), p in zip(net.simulate(params, x, data), pops) if p.spiking]
+
+
+def _problem(net, shapes, in_shape, *, data=None, seed0=0, scale=1.0, y=None):
+    """A seeded (params, x, y) on which every spiking population fires on 2-98 % of its steps."""
+    for seed in range(seed0, seed0 + 60):
+        rng = np.random.default_rng(1000 + seed)
+        x = (rng.random((T, B, *in_shape)) < 0.5).astype(float)
+        params = _params(shapes, seed, scale)
+        rates = _firing(net, params, x, data)
+        if all(0.02 < r < 0.98 for r in rates):
+            labels = rng.integers(0, 3, B) if y is None else y
+            return params, x, labels
+    raise AssertionError(f"no seed makes every population fire in 2-98 % of steps: last rates {rates}")
+
+
+def _fd(net, params, x, y, data=None, title=""):
+    _, g = net.loss_and_grad(params, x, y, data)
+    objective = net.reference_objective(params, x, y, data)
+    rep = gradcheck.check_gradients(g, lambda q: objective({**params, **q}),       # buffers stay as they are
+                                    {k: v for k, v in params.items() if k in g}, tol=GRAD_FD_REL,
+                                    title=f"stbp_layers (readable): {title}")
+    assert rep.passed, str(rep)
+    assert any(np.any(v) for v in g.values())
+    return rep
+
+
+DENSE = {"W1": (5, 6), "b1": (5,), "W2": (3, 5), "b2": (3,)}
+BN = {"bn_gamma": (5,), "bn_beta": (5,), "bn_mean": (5,), "bn_var": (5,)}
+
+
+def _bn(**kw):
+    return sl.BatchNorm("bn_gamma", "bn_beta", "bn_mean", "bn_var", **kw)
+
+
+@pytest.mark.parametrize("over", ["time_batch", "step"])
+@pytest.mark.parametrize("mode", ["batch", "running"])
+def test_batchnorm_between_a_layer_and_its_neuron(over, mode):
+    net = sl.Network((sl.Affine("W1", "b1"), _bn(over=over, mode=mode), sl.LIF(ATAN, decay=0.7),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)))
+    params, x, y = _problem(net, {**DENSE, **BN}, (6,))
+    _fd(net, params, x, y, title=f"BatchNorm over {over}, {mode}")
+    info = {}
+    net.loss_and_grad(params, x, y, info=info)
+    if mode == "batch":
+        assert set(info["state"]) == {"bn_mean", "bn_var"}
+        assert not np.allclose(info["state"]["bn_mean"], params["bn_mean"])
+    else:
+        assert info["state"] == {}
+
+
+def test_batchnorm2d_between_a_convolution_and_its_neuron():
+    net = sl.Network((sl.Conv("W1", "b1", 1, 1), sl.BatchNorm("g1", "be1", "m1", "v1"), sl.LIF(ATAN, decay=0.6),
+                      sl.Flatten(), sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.6)))
+    shapes = {"W1": (3, 2, 3, 3), "b1": (3,), "g1": (3,), "be1": (3,), "m1": (3,), "v1": (3,), "W2": (3, 3 * 5 * 5),
+              "b2": (3,)}
+    params, x, y = _problem(net, shapes, (2, 5, 5), scale=0.5)
+    params["g1"], params["v1"] = 1.0 + 0.1 * params["g1"], 1.0 + 0.1 * np.abs(params["v1"])
+    _fd(net, params, x, y, title="BatchNorm2d")
+
+
+@pytest.mark.parametrize("per_step", [False, True])
+def test_dropout_with_a_given_mask(per_step):
+    net = sl.Network((sl.Affine("W1", "b1"), sl.Dropout("m1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"),
+                      sl.LIF(ATAN, decay=0.7)))
+    rng = np.random.default_rng(5)
+    mask = (rng.random((T, B, 5) if per_step else (B, 5)) < 0.8) / 0.8
+    params, x, y = _problem(net, DENSE, (6,), data={"m1": mask})
+    _fd(net, params, x, y, {"m1": mask}, title=f"dropout, {'a mask per step' if per_step else 'one mask'}")
+    _, g = net.loss_and_grad(params, x, y, {"m1": mask})
+    dropped = np.all(np.broadcast_to(mask, (T, B, 5)) == 0, axis=(0, 1))
+    assert np.all(g["b1"][dropped] == 0), "a unit dropped everywhere gets no gradient"
+    with pytest.raises(ValueError, match="data\\['m1'\\]"):
+        net.loss_and_grad(params, x, y, {"m1": np.ones((3, 3))})
+
+
+CONV = {"W1": (3, 2, 3, 3), "b1": (3,), "W2": (3, 12), "b2": (3,)}
+
+
+@pytest.mark.parametrize("kind", ["avg", "max", "sum"])
+def test_pooling_of_currents_before_the_neuron(kind):
+    """snnTorch's tutorials 6-7: conv -> pool -> neuron (the currents are pooled)."""
+    net = sl.Network((sl.Conv("W1", "b1", 1, 1), sl.Pool(kind, 2), sl.LIF(ATAN, decay=0.6), sl.Flatten(),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.6)))
+    params, x, y = _problem(net, CONV, (2, 4, 4), scale=0.4 if kind != "sum" else 0.15)
+    _fd(net, params, x, y, title=f"{kind} pooling of currents")
+
+
+@pytest.mark.parametrize("kind", ["avg", "max", "sum"])
+def test_pooling_of_spikes_after_the_neuron(kind):
+    net = sl.Network((sl.Conv("W1", "b1", 1, 1), sl.LIF(ATAN, decay=0.6), sl.Pool(kind, 2), sl.Flatten(),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.6)))
+    params, x, y = _problem(net, CONV, (2, 4, 4), scale=0.5)
+    _fd(net, params, x, y, title=f"{kind} pooling of spikes")
+
+
+@pytest.mark.parametrize("kind", ["all", "one", "all+bias"])
+@pytest.mark.parametrize("synapse", [False, True])
+def test_recurrent_weights_inside_a_population(kind, synapse):
+    """snnTorch RLeaky(all_to_all=True / False) (its recurrent nn.Linear has a bias); with a current synapse,
+    norse's LIFRecurrentCell shape."""
+    alpha = ("alpha1", "clamp") if synapse else None
+    rec = ("V1", "all", "c1") if kind == "all+bias" else ("V1", kind)
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7, recurrent=rec, alpha=alpha),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)))
+    shapes = {**DENSE, "V1": (5,) if kind == "one" else (5, 5)}
+    if kind == "all+bias":
+        shapes["c1"] = (5,)
+    if synapse:
+        shapes["alpha1"] = ()
+    params, x, y = _problem(net, shapes, (6,))
+    rep = _fd(net, params, x, y, title=f"recurrent {kind}{', learned synaptic decay' if synapse else ''}")
+    assert rep["V1"].norm_reference > 0
+
+
+def test_per_neuron_constants_and_learning_in_some_layers_only():
+    """Fixed per-neuron thresholds and decays in layer 1; a learned decay (clamp) and threshold in layer 2
+    only; spikingjelly's sigmoid decay in layer 3, with a delayed detached reset there."""
+    rng = np.random.default_rng(3)
+    delayed = sl.Neuron(reset="subtract", timing="delayed", detach=True, surrogate="sigmoid", width=0.3,
+                        decay_input=True)
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.4 + 0.5 * rng.random(5),
+                                                     threshold=0.8 + 0.4 * rng.random(5)),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=("beta2", "clamp"), threshold=("thr2", "identity")),
+                      sl.Affine("W3", "b3"), sl.LIF(delayed, decay=("tau_w3", "sigmoid"))))
+    shapes = {"W1": (5, 6), "b1": (5,), "W2": (4, 5), "b2": (4,), "beta2": (4,), "thr2": (), "W3": (3, 4),
+              "b3": (3,), "tau_w3": ()}
+    params, x, y = _problem(net, shapes, (6,), scale=1.5)
+    params["tau_w3"] = np.asarray(-1.0)                                     # lam 0.73, a scale that fires
+    _fd(net, params, x, y, title="per-neuron constants, learned in some layers")
+
+
+@pytest.mark.parametrize("reset", ["exp", "zero", "v_reset", "subtract", "none"])
+@pytest.mark.parametrize("timing", ["immediate", "delayed"])
+def test_every_reset_and_timing_with_recurrence(reset, timing):
+    r = sl.ToValue(-0.2) if reset == "v_reset" else reset
+    neuron = sl.Neuron(reset=r, timing=timing, surrogate="atan", width=0.4)
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(neuron, decay=0.6, recurrent=("V1", "all")),
+                      sl.Affine("W2", "b2"), sl.LIF(neuron, decay=0.6)))
+    params, x, y = _problem(net, {**DENSE, "V1": (5, 5)}, (6,))
+    _fd(net, params, x, y, title=f"{reset} {timing} with recurrence")
+
+
+SPIKE_LOSSES = ["mse_rate_paper", "mse_rate", "mse_count", "ce_rate", "ce_count", "ce_per_step"]
+MEMBRANE_LOSSES = ["ce_membrane_sum", "ce_membrane_max", "ce_membrane_last", "mse_membrane"]
+
+
+@pytest.mark.parametrize("kind", SPIKE_LOSSES)
+def test_every_spike_readout(kind):
+    loss = sl.Loss(kind, correct=0.8, incorrect=0.1) if kind == "mse_count" else sl.Loss(kind)
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)),
+                     loss)
+    params, x, y = _problem(net, DENSE, (6,))
+    _fd(net, params, x, y, title=kind)
+
+
+@pytest.mark.parametrize("readout", ["LI", "LIF"])
+@pytest.mark.parametrize("kind", MEMBRANE_LOSSES)
+def test_every_membrane_readout(kind, readout):
+    """A leaky-integrator readout (norse's LICell shape, snnTorch's Leaky without reset read through its
+    membrane), or the membrane of a spiking output layer (snnTorch tutorial 5)."""
+    last = sl.LI(decay=0.8) if readout == "LI" else sl.LIF(ATAN, decay=0.7)
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"), last), sl.Loss(kind))
+    target = np.random.default_rng(9).standard_normal((T, B, 3)) if kind == "mse_membrane" else None
+    params, x, y = _problem(net, DENSE, (6,), y=target)
+    _fd(net, params, x, y, title=f"{kind}, {readout} readout")
+
+
+def test_a_loss_of_your_own():
+    """The open door: the user's loss and its gradients with respect to the output spikes and membrane."""
+    w = np.random.default_rng(4).standard_normal((T, B, 3))
+
+    def mine(o, u, y):
+        return float(np.sum(w * o) + 0.5 * np.sum(u * u)), w, u
+
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)),
+                     sl.Loss("custom", fn=mine))
+    params, x, y = _problem(net, DENSE, (6,))
+    _fd(net, params, x, y, title="custom loss")
+
+
+def test_the_scale_of_the_rate_losses():
+    """mse_rate is PyTorch's MSELoss of the rate, (2/C) times the paper's loss; mse_count with rates 1 and 0 is
+    T times mse_rate (snnTorch's mse_count_loss divides the MSE of the counts, T^2 times the rates', by T)."""
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)))
+    params, x, y = _problem(net, DENSE, (6,))
+    values = {k: sl.Network(net.pieces, sl.Loss(k)).loss_and_grad(params, x, y)[0]
+              for k in ("mse_rate", "mse_rate_paper", "mse_count")}
+    assert values["mse_rate"] == pytest.approx(2 / 3 * values["mse_rate_paper"], rel=TWIN_REL)
+    assert values["mse_count"] == pytest.approx(T * values["mse_rate"], rel=TWIN_REL)
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+
+def test_bad_pieces_and_settings_are_named():
+    with pytest.raises(ValueError, match="reset"):
+        sl.Neuron(reset="nope")
+    with pytest.raises(ValueError, match="timing"):
+        sl.Neuron(timing="later")
+    with pytest.raises(ValueError, match="width"):
+        sl.Neuron(width=0.0)
+    with pytest.raises(ValueError, match="kind"):
+        sl.Pool("median", 2)
+    with pytest.raises(ValueError, match="over"):
+        _bn(over="channel")
+    with pytest.raises(ValueError, match="decay: the exp reset"):
+        sl.LIF(sl.Neuron(reset="exp"), decay=("beta1", "clamp"))
+    with pytest.raises(ValueError, match="recurrent"):
+        sl.LIF(ATAN, recurrent=("V1", "some"))
+    with pytest.raises(ValueError, match="kind"):
+        sl.Loss("hinge")
+    with pytest.raises(ValueError, match="fn"):
+        sl.Loss("custom")
+    with pytest.raises(ValueError, match="leaky integrator"):
+        sl.Network((sl.Affine("W1"), sl.LI()), sl.Loss("ce_rate"))
+    with pytest.raises(ValueError, match="nothing may follow"):
+        sl.Network((sl.Affine("W1"), sl.LIF(ATAN), sl.Affine("W2")))
+    with pytest.raises(ValueError, match="neuron population"):
+        sl.Network((sl.Affine("W1"),))
+    net = sl.Network((sl.Affine("W1", "b1"), sl.Dropout("m"), sl.LIF(ATAN)))
+    with pytest.raises(ValueError, match="data\\['m'\\]"):
+        net.loss_and_grad({"W1": np.ones((3, 2)), "b1": np.zeros(3)}, np.ones((2, 1, 2)), [0])
+    with pytest.raises(ValueError, match="x"):
+        net.loss_and_grad({"W1": np.ones((3, 2)), "b1": np.zeros(3)}, np.ones((2, 2)), [0])
+
+
+def test_from_config_refuses_the_smoothed_forward():
+    cfg = replace(stbp.PRESETS["code"], forward="smooth")
+    with pytest.raises(ValueError, match="forward"):
+        sl.from_config(cfg, {"W1": np.ones((3, 2)), "b1": np.zeros(3)})
