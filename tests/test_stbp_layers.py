@@ -44,6 +44,21 @@ def test_the_stack_computes_stbps_network(case):
     assert fd.passed, str(fd)
 
 
+@pytest.mark.parametrize("name", ["paper", "code", "code_fc"])
+def test_the_stack_computes_the_papers_network(name):
+    """The paper's network (stbp.paper_loss_and_grad, the first code of refsnn.stbp) and the stack built for its
+    presets: the same loss and gradients to TWIN_REL."""
+    cfg = replace(stbp.PRESETS[name], T=6)
+    cfg = replace(cfg, v_th=0.5, decay=0.3) if name == "paper" else cfg
+    params, x, y = problems.stbp_problem(cfg, 3)
+    net, _ = sl.from_config(cfg, params)
+    loss, g = net.loss_and_grad(params, x, y)
+    paper_loss, paper = stbp.paper_loss_and_grad(params, x, y, cfg)
+    assert loss == pytest.approx(paper_loss, rel=TWIN_REL)
+    rep = gradcheck.compare(g, paper, tol=TWIN_REL)
+    assert rep.passed, str(rep)
+
+
 # ---------------------------------------------------------------------------
 # Networks stbp cannot express: each checked by finite differences
 # ---------------------------------------------------------------------------
