@@ -652,3 +652,200 @@ def ide_code_eval_rates(params, x, *, time_step=5, vth=2.0, leaky=None, norm_ran
         logits = a @ T(params["Wo"]).T + T(params["bo"])
     return {"a": a.numpy().copy(), "logits": logits.numpy().copy(), "sn_u": u.numpy().copy(),
             "sn_v": v.numpy().copy()}
+
+
+# ---------------------------------------------------------------------------
+# The STBP layer stack in PyTorch autograd
+# ---------------------------------------------------------------------------
+#
+# refsnn.stbp_layers writes a network as a list of pieces, each with a hand-written pullback.  Below, each
+# piece is written again as torch operations (float64) from the equations of its docstring, not from its
+# code: torch's conv2d, pooling and batch_norm, a loop over the steps for every neuron population with the
+# spike as _Spike (the Heaviside forward, the surrogate backward), and the losses from torch's cross_entropy
+# and mse_loss.  Autograd of the result is the gradient refsnn's Network.loss_and_grad must equal.
+
+__all__ += ["stack_loss_and_grad"]
+
+
+def _stack_rows(a):
+    """(T, B, *f) -> (T * B, *f)."""
+    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
+
+
+def _stack_reset(reset, u, o, lam, thr):
+    """``R(u, o)`` of a :class:`refsnn.stbp_layers.Reset`, from its definition."""
+    from refsnn import stbp_layers as sl
+
+    if isinstance(reset, sl.ExpReset):
+        return u * torch.exp(-o / lam)
+    if isinstance(reset, sl.ZeroReset):
+        return u * (1 - o)
+    if isinstance(reset, sl.ToValue):
+        return u * (1 - o) + reset.v_reset * o
+    if isinstance(reset, sl.Subtract):
+        return u - thr * o
+    if isinstance(reset, sl.NoReset):
+        return u
+    raise NotImplementedError(f"reset: no torch form of {type(reset).__name__}")
+
+
+def _stack_constant(tp: dict, spec):
+    """A population constant: a number, a fixed per-neuron array, or a learned parameter ``(key, transform)``."""
+    if isinstance(spec, tuple):
+        key, how = spec
+        if how == "clamp":
+            return torch.clamp(tp[key], 0.0, 1.0)
+        if how == "sigmoid":
+            return 1 - torch.sigmoid(tp[key])
+        if how == "identity":
+            return tp[key]
+        raise ValueError(f"transform: expected 'clamp', 'sigmoid' or 'identity', got {how!r}")
+    return torch.as_tensor(np.asarray(spec, dtype=np.float64))
+
+
+def _stack_population(piece, tp: dict, I):
+    """A LIF population (or a leaky integrator) over the steps of ``I`` (T, B, *f): ``(u, o)``, ``o`` None if it
+    never fires.  One step::
+
+        I' = I + V o_prev + c (recurrent, o_prev = 0 at t = 0; c its bias, if any)
+        j = alpha j + I' (synapse; else j = I')
+        v = lam r + kappa j + (1 - lam) v_rest;  u = R(v, o_prev) (delayed, t >= 1) or v
+        o = H(u - v_th);  r = R(u, o) (immediate) or u (delayed)
+
+    with ``kappa = 1 - lam`` under ``decay_input`` and ``r = v_rest`` before the first step; the reset sees
+    ``o.detach()`` when the neuron detaches it.
+    """
+    nrn = piece.neuron
+    lam = _stack_constant(tp, piece.decay)
+    thr = _stack_constant(tp, piece.threshold)
+    alpha = None if piece.alpha is None else _stack_constant(tp, piece.alpha)
+    kap = 1 - lam if nrn.decay_input else 1.0
+    delayed = nrn.timing == "delayed"
+
+    def reset(u, o):
+        return _stack_reset(nrn.reset, u, o.detach() if nrn.detach else o, lam, thr)
+
+    us, spikes = [], []
+    r, j, o_prev = nrn.v_rest, None, torch.zeros_like(I[0])
+    for t in range(I.shape[0]):
+        inp = I[t]
+        if piece.recurrent is not None:
+            key, kind, bias = (*piece.recurrent, None)[:3]
+            inp = inp + (o_prev @ tp[key].T if kind == "all" else o_prev * tp[key])
+            if bias is not None:
+                inp = inp + tp[bias]
+        j = alpha * j + inp if (alpha is not None and t > 0) else inp
+        v = lam * r + kap * j + (1 - lam) * nrn.v_rest
+        if not piece.spiking:                                  # a leaky integrator: no spike, no reset
+            u = r = v
+            us.append(u)
+            continue
+        u = reset(v, o_prev) if (delayed and t > 0) else v
+        o = _Spike.apply(u - thr, nrn.surrogate, nrn.width, nrn.strict)
+        r = u if delayed else reset(u, o)
+        us.append(u)
+        spikes.append(o)
+        o_prev = o
+    return torch.stack(us), (torch.stack(spikes) if piece.spiking else None)
+
+
+def _stack_batchnorm(piece, tp: dict, buffers: dict, a):
+    """torch's ``batch_norm`` over features (axis 2): ``(T, B)`` flattened into one batch (``over="time_batch"``)
+    or called at every step in order (``"step"``); training statistics in ``mode="batch"`` (the running
+    buffers in ``buffers`` updated in place), the buffers in ``mode="running"``."""
+    def bn(z):
+        return torch.nn.functional.batch_norm(z, buffers[piece.mean], buffers[piece.var], tp[piece.gamma],
+                                              tp[piece.beta], training=piece.mode == "batch",
+                                              momentum=piece.momentum, eps=piece.eps)
+    if piece.over == "time_batch":
+        return bn(_stack_rows(a)).reshape(a.shape)
+    return torch.stack([bn(a[t]) for t in range(a.shape[0])])
+
+
+def _stack_loss(loss, o, u, y):
+    """The readout's loss, each kind written from the table of :class:`refsnn.stbp_layers.Loss`."""
+    F = torch.nn.functional
+    k = loss.kind
+    if k == "custom":
+        raise NotImplementedError("loss: a 'custom' loss has no torch form here (its gradient is the user's)")
+    if k == "mse_membrane":
+        return F.mse_loss(u, torch.as_tensor(np.asarray(y, dtype=np.float64)).expand_as(u))
+    labels = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if k == "ce_membrane_sum":
+        return sum(F.cross_entropy(u[t], labels) for t in range(u.shape[0]))
+    if k == "ce_membrane_max":
+        return F.cross_entropy(u.max(dim=0).values, labels)
+    if k == "ce_membrane_last":
+        return F.cross_entropy(u[-1], labels)
+    T, C = o.shape[0], o.shape[-1]
+    onehot = F.one_hot(labels, C).to(o.dtype)
+    obar, count = o.mean(dim=0), o.sum(dim=0)
+    if k == "mse_rate_paper":
+        return 0.5 * ((obar - onehot) ** 2).sum() / o.shape[1]
+    if k == "mse_rate":
+        return F.mse_loss(obar, onehot)
+    if k == "mse_count":                       # snnTorch's mse_count_loss: targets int(T correct), int(T incorrect)
+        want = int(T * loss.correct) * onehot + int(T * loss.incorrect) * (1 - onehot)
+        return F.mse_loss(count, want) / T
+    if k == "ce_rate":
+        return F.cross_entropy(obar, labels)
+    if k == "ce_count":
+        return F.cross_entropy(count, labels)
+    if k == "ce_per_step":
+        return sum(F.cross_entropy(o[t], labels) for t in range(T)) / T
+    raise ValueError(f"loss: unknown kind {k!r}")
+
+
+def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple:
+    """``(loss, grads)`` of a :class:`refsnn.stbp_layers.Network` written again in torch, by autograd (float64).
+
+    Every piece of ``network.pieces`` is applied to the whole sequence ``x`` (T, batch, *features): ``Affine``
+    as ``a @ W.T + b``, ``Conv`` as ``conv2d``, ``Pool`` as ``avg_pool2d`` / ``max_pool2d`` (sum: the average
+    times ``k^2``), ``Flatten`` as a reshape, ``BatchNorm`` as ``batch_norm``, ``Dropout`` as the product with
+    ``data[key]``, ``LIF`` as the step loop of :func:`_stack_population`.  The last population's spikes and
+    membrane are the readout.  ``grads`` has every key of ``params`` but the BatchNorm buffers (zeros where
+    unused); ``info`` receives the updated buffers of the batch-mode BatchNorms (``"state"``) and every
+    spiking population's spikes (``"spikes"``).  A ``"custom"`` loss raises NotImplementedError.
+    """
+    from refsnn import stbp_layers as sl
+
+    F = torch.nn.functional
+    data = data or {}
+    norms = [p for p in network.pieces if isinstance(p, sl.BatchNorm)]
+    buffer_keys = {k for p in norms for k in (p.mean, p.var)}
+    trainable = {k: v for k, v in params.items() if k not in buffer_keys}
+    tp = tensors(trainable)
+    buffers = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in buffer_keys}
+    a = torch.tensor(np.asarray(x, dtype=np.float64))
+    populations = []
+    for piece in network.pieces:
+        T, B = a.shape[:2]
+        if isinstance(piece, sl.Affine):
+            a = a @ tp[piece.W].T + (tp[piece.b] if piece.b else 0.0)
+        elif isinstance(piece, sl.Conv):
+            out = F.conv2d(_stack_rows(a), tp[piece.W], tp[piece.b] if piece.b else None, stride=piece.stride,
+                           padding=piece.pad)
+            a = out.reshape(T, B, *out.shape[1:])
+        elif isinstance(piece, sl.Pool):
+            pool = F.max_pool2d if piece.kind == "max" else F.avg_pool2d
+            out = pool(_stack_rows(a), piece.k) * (piece.k * piece.k if piece.kind == "sum" else 1)
+            a = out.reshape(T, B, *out.shape[1:])
+        elif isinstance(piece, sl.Flatten):
+            a = a.reshape(T, B, -1)
+        elif isinstance(piece, sl.BatchNorm):
+            a = _stack_batchnorm(piece, tp, buffers, a)
+        elif isinstance(piece, sl.Dropout):
+            a = a * torch.as_tensor(np.asarray(data[piece.key], dtype=np.float64))
+        elif isinstance(piece, sl.LIF):
+            u, o = _stack_population(piece, tp, a)
+            populations.append((u, o))
+            a = u if o is None else o
+        else:
+            raise NotImplementedError(f"pieces: no torch form of {type(piece).__name__}")
+    u, o = populations[-1]
+    loss = _stack_loss(network.loss, o, u, y)
+    loss.backward()
+    if info is not None:
+        info["state"] = {k: buffers[k].numpy().copy() for p in norms if p.mode == "batch" for k in (p.mean, p.var)}
+        info["spikes"] = [o.detach().numpy().copy() for _, o in populations if o is not None]
+    return float(loss.item()), _grads(tp, trainable)
