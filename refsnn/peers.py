@@ -94,10 +94,32 @@ class Adapted:
     mapping: dict
     notes: list = field(default_factory=list)
     kinds: list = field(default_factory=list)
+    network: object = None          # the model as a refsnn.stbp_layers.Network (None: cfg says it all)
+    dropouts: dict = field(default_factory=dict)   # data key -> the peer's dropout module (its mask, after a run)
 
-    def loss_and_grad(self, x, y, loss: str = "mse_mean"):
-        """refsnn's STBP loss and gradient of the adapted model on ``x`` (T, batch, n_in), labels ``y``."""
-        return stbp.loss_and_grad(self.params, np.asarray(x, dtype=np.float64), y, replace(self.cfg, loss=loss))
+    def stack(self):
+        """The model as a :class:`refsnn.stbp_layers.Network`: ``network``, or the one ``cfg`` describes."""
+        if self.network is not None:
+            return self.network
+        from refsnn import stbp_layers
+
+        return stbp_layers.from_config(replace(self.cfg, forward="spike"), self.params)[0]
+
+    def loss_and_grad(self, x, y, loss="mse_mean", data=None):
+        """refsnn's loss and gradient of the adapted model on ``x`` (T, batch, ...), labels ``y``.
+
+        ``loss``: ``"mse_mean"`` or ``"mse_paper"`` (refsnn.stbp's), a kind of :class:`refsnn.stbp_layers.Loss`
+        or such a Loss (then the model runs as a stack; ``data`` holds its dropout masks).
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if self.network is None and loss in ("mse_mean", "mse_paper"):
+            return stbp.loss_and_grad(self.params, x, y, replace(self.cfg, loss=loss))
+        from refsnn import stbp_layers
+
+        spec = loss if isinstance(loss, stbp_layers.Loss) else stbp_layers.Loss(
+            {"mse_mean": "mse_rate", "mse_paper": "mse_rate_paper"}.get(loss, loss))
+        net = stbp_layers.Network(self.stack().pieces, spec)
+        return net.loss_and_grad(self.params, x, y, data)
 
     def peer_grads(self, model) -> dict:
         """The peer's ``.grad`` of every mapped parameter, as float64 arrays under refsnn's keys."""
@@ -425,6 +447,13 @@ def _pool_token(label, m, shape, torch):
 def from_torch(model, input_shape=None) -> Adapted:
     """Read a PyTorch SNN (an ``nn.Sequential`` of layers and neuron modules) as a refsnn STBP network.
 
+    Models :mod:`refsnn.stbp` expresses get a ``cfg``; anything else it reads as a stack of layers
+    (:mod:`refsnn.stbp_layers`: ``Adapted.network``): BatchNorm (PyTorch's, called at every step, or
+    spikingjelly's multi-step one, over time and batch), spikingjelly's multi-step dropout (its mask is read
+    after a run), pooling of currents, a different neuron in each layer, snnTorch's ``RLeaky`` and
+    ``RSynaptic`` (all-to-all over a Linear, or one-to-one), norse's ``LIFRecurrentCell``, ``LICell`` and
+    ``LIBoxCell`` (a leaky-integrator readout).  What neither reads is refused with every module and reason.
+
     Layers: ``nn.Linear``, ``nn.Conv2d`` (square kernel, stride and padding), ``nn.AvgPool2d`` and
     ``nn.MaxPool2d`` of the spikes below (non-overlapping windows), ``nn.Flatten`` before a Linear,
     ``nn.Identity``; a neuron after each Linear and Conv2d.  A model with convolutions needs
@@ -434,8 +463,20 @@ def from_torch(model, input_shape=None) -> Adapted:
     peer's neuron as :class:`refsnn.stbp.Config`, MSELoss), ``mapping`` (refsnn key -> peer parameter
     name) and ``notes``.  Raises :class:`NotExpressible` for anything refsnn's STBP cannot express.
     """
-    torch = _torch()
     mods = _modules(model)
+    try:
+        return _from_torch_config(model, mods, input_shape)
+    except NotExpressible as first:
+        shape = None if input_shape is None else tuple(int(d) for d in np.atleast_1d(input_shape))
+        notes = []
+        network, params, mapping, kinds, dropouts = _from_torch_stack(model, mods, shape, notes)
+        notes.append(f"read as a stack of layers (refsnn.stbp_layers), since refsnn.stbp cannot express it: {first}")
+        return Adapted(stbp, params, None, mapping, notes, kinds, network=network, dropouts=dropouts)
+
+
+def _from_torch_config(model, mods, input_shape):
+    """The route of :func:`from_torch` for models :mod:`refsnn.stbp` expresses (one neuron type, a Config)."""
+    torch = _torch()
     params, mapping, notes, kinds, layers = {}, {}, [], [], []
     settings = None
     pending = None          # the Linear or Conv2d waiting for its neuron
@@ -554,20 +595,36 @@ def from_torch(model, input_shape=None) -> Adapted:
 # Running a peer model, and the whole check
 # ---------------------------------------------------------------------------
 
-def run(model, x, kinds=None):
+def run(model, x, kinds=None, *, membrane=None):
     """Output spikes ``(T, batch, n_out)`` of a peer model on ``x`` (a torch tensor, (T, batch, n_in)).
 
     Resets the model's state first (snnTorch ``utils.reset``, spikingjelly ``functional.reset_net``,
     a fresh norse state), then drives it as its library expects: one call per step, or one call on
-    the whole sequence for spikingjelly's ``step_mode='m'`` and norse's ``LIF``.
+    the whole sequence for spikingjelly's ``step_mode='m'`` and norse's ``LIF``.  ``membrane``, a list,
+    receives the last snnTorch neuron's membrane after every step (its ``mem``, before the next reset).
     """
     torch = _torch()
     mods = [m for _, m in _modules(model)]
-    kinds = kinds or {_kind(m) for m in mods} - {None}
+    kinds = kinds or {_kind(m) or (_stack_kind(m) or (None,))[0] for m in mods} - {None}
+    if membrane is None:
+        return _drive(model, x, kinds, mods, torch)
+    last = [m for m in mods if _kind(m) == "snntorch" or (_stack_kind(m) or ("",))[0] == "snntorch"][-1]
+    handle = last.register_forward_hook(lambda mod, inp, out: membrane.append(mod.mem))
+    try:
+        return _drive(model, x, kinds, mods, torch)
+    finally:
+        handle.remove()
+
+
+def _drive(model, x, kinds, mods, torch):
+    """:func:`run` after its arguments are settled: reset the state, then one call per step or per sequence."""
     if "snntorch" in kinds:
         import snntorch.utils
 
         snntorch.utils.reset(model)
+        for m in mods:                     # snnTorch 1.0's reset leaves RSynaptic's spk of the run before: the
+            if _stack_kind(m) is not None and hasattr(m, "reset_mem"):      # first step's recurrent input would be stale
+                m.reset_mem()
     if "spikingjelly" in kinds:
         from spikingjelly.activation_based import functional
 
@@ -588,7 +645,7 @@ def run(model, x, kinds=None):
         elif "norse" in kinds:                         # a plain nn.Sequential: thread them here
             o = x[t]
             for k, m in enumerate(mods):
-                if _kind(m) == "norse":
+                if _kind(m) == "norse" or (_stack_kind(m) or ("",))[0] == "norse":
                     o, states[k] = m(o, states[k])
                 else:
                     o = m(o)
@@ -604,37 +661,113 @@ def _sample_shape(x):
     return shape[2:] if len(shape) == 5 else None
 
 
-def check(model, x, y, *, loss: str = "mse_mean", tol: float = 1e-12) -> gradcheck.Report:
-    """The peer's autograd gradient of the MSE of its output rate against refsnn's, tensor by tensor.
+#: snnTorch's loss objects (``snntorch.functional``) and the refsnn readout each one is.
+_SNNTORCH_LOSSES = {"ce_rate_loss": "ce_per_step", "ce_count_loss": "ce_count", "mse_count_loss": "mse_count",
+                    "ce_max_membrane_loss": "ce_membrane_max", "mse_membrane_loss": "mse_membrane"}
+
+
+def _loss_spec(loss, T, y, n_out):
+    """``(refsnn Loss, refsnn's y, the peer's loss object or None, a label)`` for ``peers.check``'s ``loss``."""
+    from refsnn import stbp_layers as sl
+
+    name = type(loss).__name__
+    if type(loss).__module__.startswith("snntorch") and name in _SNNTORCH_LOSSES:
+        kind = _SNNTORCH_LOSSES[name]
+        label = f"snnTorch {name} (refsnn Loss({kind!r}))"
+        if kind == "mse_count":
+            return sl.Loss(kind, correct=float(loss.correct_rate), incorrect=float(loss.incorrect_rate)), y, loss, label
+        if kind == "mse_membrane":                 # its target: clamp(onehot * on, min=off) when on > off
+            on, off = float(loss.on_target), float(loss.off_target)
+            onehot = np.eye(n_out)[np.asarray(y)]
+            target = np.maximum(onehot * on, off) if on > off else onehot * on + (1 - onehot) * off
+            return sl.Loss(kind), np.broadcast_to(target, (T,) + target.shape), loss, label
+        return sl.Loss(kind), y, loss, label
+    if isinstance(loss, sl.Loss):
+        spec = loss
+    elif isinstance(loss, str):
+        kind = {"mse_mean": "mse_rate", "mse_paper": "mse_rate_paper"}.get(loss, loss)
+        if kind not in sl.LOSSES or kind == "custom":
+            raise ValueError(f"loss: {loss!r} is not a refsnn readout ({', '.join(k for k in sl.LOSSES if k != 'custom')}, "
+                             f"'mse_mean', 'mse_paper') nor an snnTorch loss object ({', '.join(_SNNTORCH_LOSSES)})")
+        spec = sl.Loss(kind)
+    else:
+        raise TypeError(f"loss: expected a refsnn readout name, a refsnn.stbp_layers.Loss or an snnTorch loss object "
+                        f"({', '.join(_SNNTORCH_LOSSES)}), got {type(loss).__name__}")
+    if spec.kind == "custom":
+        raise ValueError("loss: a 'custom' loss has no PyTorch side to compare with")
+    return spec, y, None, f"refsnn Loss({spec.kind!r}), written in PyTorch for the peer"
+
+
+def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Report:
+    """The peer's autograd gradient of a loss of its output against refsnn's, tensor by tensor, and the loss.
 
     ``x`` (T, batch, n_in), or (T, batch, C, H, W) for a convolutional model, and ``y`` (batch,) may be
-    NumPy arrays or tensors; the peer sees ``x`` in the dtype of its first layer's weight.  Returns a
-    :class:`refsnn.gradcheck.Report` (mine = the peer, reference = refsnn) whose notes include the
-    adapter's.
+    NumPy arrays or tensors; the peer sees ``x`` in the dtype of its first layer's weight.  ``loss`` is the
+    loss the model trains with: an snnTorch loss object (``snntorch.functional.ce_rate_loss()``,
+    ``ce_count_loss()``, ``mse_count_loss(...)``, ``ce_max_membrane_loss()``, ``mse_membrane_loss(...)``: the
+    peer's loss is the object itself), a refsnn readout name (``"mse_mean"``, the default: PyTorch's
+    ``MSELoss`` of the output rate; ``"mse_paper"``; any kind of :class:`refsnn.stbp_layers.Loss`) or such a
+    Loss.  The report's title names the loss compared.  Returns a :class:`refsnn.gradcheck.Report` (mine = the
+    peer, reference = refsnn) with a row for every trainable tensor and one for the loss; its notes include
+    the adapter's.
     """
     torch = _torch()
+    from refsnn.torch_golds import _stack_loss
+
     adapted = from_torch(model, input_shape=_sample_shape(x))
-    dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
+    dtype = next(model.parameters()).dtype
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    net = adapted.stack()
+    readout = net.pieces[-1]
+    spec, y_ref, peer_loss, label = _loss_spec(loss, xt.shape[0], np.asarray(y), _out_size(adapted))
+    if spec.reads_membrane and readout.spiking and "snntorch" not in adapted.kinds[-1:]:
+        raise NotExpressible(f"loss: {label} reads the membrane of a spiking output layer, which refsnn reads from "
+                             f"snnTorch's neurons only (spikingjelly and norse store it after the reset); read the "
+                             f"membrane through a leaky-integrator readout (norse LICell)")
+    membrane_needed = spec.reads_membrane and readout.spiking
     model.zero_grad()
-    out = run(model, xt, set(adapted.kinds))
-    obar = out.mean(dim=0)
-    target = torch.nn.functional.one_hot(yt, obar.shape[1]).to(obar.dtype)
-    L = torch.nn.functional.mse_loss(obar, target) if loss == "mse_mean" else 0.5 * ((obar - target) ** 2).sum() / len(yt)
+    mem = [] if membrane_needed else None
+    out = run(model, xt, set(adapted.kinds), membrane=mem)
+    if readout.spiking:
+        o, u = out, (torch.stack(mem) if membrane_needed else None)
+    else:
+        o, u = None, out
+    if peer_loss is not None:
+        L = peer_loss(u if spec.reads_membrane else o, yt)
+        L = L.sum() if L.dim() else L
+    else:
+        L = _stack_loss(spec, o, u, y_ref)
     L.backward()
     mine = adapted.peer_grads(model)
-    ref_loss, ref = adapted.loss_and_grad(np.asarray(x, dtype=np.float64), np.asarray(y), loss=loss)
-    report = gradcheck.compare(mine, {k: ref[k] for k in mine}, tol=tol,
-                               title=f"{type(model).__name__} ({'/'.join(sorted(set(adapted.kinds)))}) vs refsnn: "
-                                     f"loss {L.item():.12g} vs {ref_loss:.12g}")
+    data = {key: m.mask.detach().cpu().double().numpy() for key, m in adapted.dropouts.items()}
+    plain = {"mse_rate": "mse_mean", "mse_rate_paper": "mse_paper"}.get(spec.kind)    # refsnn.stbp's own losses
+    ref_loss, ref = adapted.loss_and_grad(np.asarray(x, dtype=np.float64), y_ref,
+                                          loss=plain if (plain and adapted.network is None) else spec, data=data)
+    # A tensor under a tenth of the largest is judged against a tenth of the largest (floor_rel): the round-off of
+    # a gradient is relative to the largest terms it sums, and the bias before a BatchNorm, whose gradient vanishes,
+    # carries ~1e-15 of the largest tensor's norm, whose "relative" error means nothing.
+    report = gradcheck.compare(mine, {k: ref[k] for k in mine}, tol=tol, floor_rel=0.1,
+                               title=f"{type(model).__name__} ({'/'.join(sorted(set(adapted.kinds)))}) vs refsnn, "
+                                     f"loss: {label}: {float(L.item()):.12g} vs {ref_loss:.12g}")
     # The losses are compared too (a row named "loss"): equal gradients of a NaN or of another loss are no
     # agreement.
-    report.tensors.append(gradcheck.compare({"loss": np.asarray(L.item())}, {"loss": np.asarray(ref_loss)},
+    report.tensors.append(gradcheck.compare({"loss": np.asarray(float(L.item()))}, {"loss": np.asarray(ref_loss)},
                                             tol=tol, float32_hint=False).tensors[0])
-    report.notes = adapted.notes + report.notes
-    report.extra = {"peer_loss": L.item(), "refsnn_loss": ref_loss, "adapted": adapted}
+    notes = list(adapted.notes)
+    if peer_loss is not None and type(peer_loss).__name__ in ("ce_rate_loss", "mse_membrane_loss"):
+        notes.append(f"snnTorch's {type(peer_loss).__name__} sums over steps in a float32 accumulator "
+                     f"(torch.zeros(1)): in a float64 model its loss agrees to ~1e-8 only, and its gradient too "
+                     f"unless T is a power of two")
+    report.notes = notes + report.notes
+    report.extra = {"peer_loss": float(L.item()), "refsnn_loss": ref_loss, "adapted": adapted, "loss": label}
     return report
+
+
+def _out_size(adapted) -> int:
+    """The number of output neurons: the rows of the last weight."""
+    last = max(int(k[1:]) for k in adapted.params if k.startswith("W") and k[1:].isdigit())
+    return int(np.shape(adapted.params[f"W{last}"])[0])
 
 
 def export_case(model, x, y, path, *, loss: str = "mse_mean", adapted=None):
@@ -729,3 +862,241 @@ def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 
             return self.spike
 
     return OfficialSTBPNeuron()
+
+
+# ---------------------------------------------------------------------------
+# Models refsnn.stbp cannot express: read as a stack of layers (refsnn.stbp_layers)
+# ---------------------------------------------------------------------------
+# A model with BatchNorm, dropout, recurrence, pooled currents, a different neuron in each layer or a
+# leaky-integrator readout is read into refsnn.stbp_layers' pieces.  Every module maps to pieces and
+# parameters under refsnn's keys; whatever cannot be mapped is collected, and all of it is refused at once.
+
+def _stack_lif(settings, layer, n, params, mapping):
+    """An ``stbp_layers.LIF`` piece from a neuron's settings (the keys of ``stbp.Config``) and its layer values."""
+    from refsnn import stbp_layers as sl
+
+    reset = sl.ToValue(settings.get("v_reset", 0.0)) if settings["reset"] == "v_reset" else settings["reset"]
+    neuron = sl.Neuron(reset=reset, timing=settings["reset_timing"], detach=settings["detach_reset"],
+                       strict=settings["strict"], decay_input=settings["decay_input"], v_rest=settings["v_rest"],
+                       surrogate=settings["surrogate"], width=settings["width"])
+    decay, thr = layer.get("decay"), layer.get("v_th")
+    for key, how, name in (("beta", "clamp", "decay"), ("tau_w", "sigmoid", "decay"), ("thr", "identity", "thr")):
+        if key in layer:
+            pname, value = layer[key]
+            params[f"{key}{n}"], mapping[f"{key}{n}"] = value, pname
+            if name == "decay":
+                decay = (f"{key}{n}", how)
+            else:
+                thr = (f"{key}{n}", how)
+    alpha = layer.get("syn_decay") if settings.get("synapse") == "current" else None
+    return sl.LIF(neuron, decay=decay, threshold=thr, alpha=alpha)
+
+
+def _recurrent_piece(label, m, n, params, mapping, path, problems):
+    """The recurrence of snnTorch's RLeaky/RSynaptic: ``(key, "all" | "one"[, bias])`` with its parameters."""
+    rec = getattr(m, "recurrent", None)
+    torch = _torch()
+    if getattr(m, "all_to_all", False):
+        if not isinstance(rec, torch.nn.Linear):
+            problems.append(f"{label}: a convolutional recurrence (conv2d_channels, kernel_size) is not supported "
+                            f"(all-to-all over a dense layer's neurons, or one-to-one, are)")
+            return None
+        params[f"V{n}"], mapping[f"V{n}"] = _value("weight", rec.weight)[0], f"{path}.recurrent.weight"
+        if rec.bias is None:
+            return (f"V{n}", "all")
+        params[f"c{n}"], mapping[f"c{n}"] = _value("bias", rec.bias)[0], f"{path}.recurrent.bias"
+        return (f"V{n}", "all", f"c{n}")
+    V = rec.V
+    named = {id(p): name for name, p in m.named_parameters()}
+    params[f"V{n}"] = _value("V", V)[0]
+    mapping[f"V{n}"] = f"{path}.{named[id(V)]}" if id(V) in named else None
+    return (f"V{n}", "one")
+
+
+def _stack_norse(label, m, n, params, mapping, path, problems, notes):
+    """norse's recurrent cell and leaky integrators as pieces: ``(pieces, output is spikes)``."""
+    from refsnn import stbp_layers as sl
+
+    name = type(m).__name__
+    p, dt = m.p, float(m.dt)
+    a = 1.0 - float(dt * p.tau_mem_inv)
+    if name in ("LICell", "LIBoxCell"):
+        alpha = 1.0 - float(dt * p.tau_syn_inv) if name == "LICell" else None
+        return [sl.LI(decay=a, alpha=alpha, v_rest=float(p.v_leak), decay_input=True)], False
+    # LIFRecurrentCell: its own input weights (no bias), recurrent weights into the current, a detached reset
+    s, layer = _norse_neuron(label, type("Cell", (), {"p": p, "dt": m.dt})(), notes, f"{path}.")
+    s.update(detach_reset=True, synapse="current")
+    layer["syn_decay"] = 1.0 - float(dt * p.tau_syn_inv)
+    params[f"W{n}"], mapping[f"W{n}"] = _value("input_weights", m.input_weights)[0], f"{path}.input_weights"
+    params[f"V{n}"], mapping[f"V{n}"] = _value("recurrent_weights", m.recurrent_weights)[0], f"{path}.recurrent_weights"
+    lif = _stack_lif(s, layer, n, params, mapping)
+    kind = "all" if m.autapses else "all_no_autapses"
+    return [sl.Affine(f"W{n}"), sl.LIF(lif.neuron, decay=lif.decay, threshold=lif.threshold, alpha=lif.alpha,
+                                       recurrent=(f"V{n}", kind))], True
+
+
+_STACK_ONLY = {("snntorch", "RLeaky"), ("snntorch", "RSynaptic"), ("norse", "LIFRecurrentCell"),
+               ("norse", "LICell"), ("norse", "LIBoxCell")}
+
+
+def _stack_kind(m):
+    """``("snntorch" | "norse", class name)`` of a module only the stack reads, else None."""
+    lib = type(m).__module__.split(".")[0]
+    key = (lib, type(m).__name__)
+    return key if key in _STACK_ONLY else None
+
+
+def _batchnorm_piece(label, m, k, params, mapping, path, problems, torch):
+    from refsnn import stbp_layers as sl
+
+    if not (m.affine and m.track_running_stats) or m.momentum is None:
+        problems.append(f"{label}: BatchNorm without affine parameters or running statistics, or with a cumulative "
+                        f"average (momentum=None), is not supported")
+        return None
+    multi = type(m).__module__.startswith("spikingjelly") and getattr(m, "step_mode", "s") == "m"
+    keys = [f"bn_gamma{k}", f"bn_beta{k}", f"bn_mean{k}", f"bn_var{k}"]
+    for key, attr in zip(keys, ("weight", "bias", "running_mean", "running_var")):
+        params[key] = _value(attr, getattr(m, attr))[0]
+        mapping[key] = f"{path}.{attr}" if attr in ("weight", "bias") else None
+    return sl.BatchNorm(*keys, over="time_batch" if multi else "step", mode="batch" if m.training else "running",
+                        eps=float(m.eps), momentum=float(m.momentum))
+
+
+def _from_torch_stack(model, mods, shape, notes):
+    """The stack route of :func:`from_torch`: ``(network, params, mapping, kinds, dropouts)`` or NotExpressible
+    listing every module it cannot read, one per line."""
+    from refsnn import stbp_layers as sl
+
+    torch = _torch()
+    pieces, params, mapping, kinds, problems, dropouts = [], {}, {}, [], [], {}
+    n = 0                          # synaptic layers so far (W{n}, b{n})
+    k_bn = 0
+    for path, m in mods:
+        label = f"module {path or '(root)'} ({type(m).__name__})"
+        mod = type(m).__module__
+        if isinstance(m, torch.nn.Identity):
+            continue
+        if isinstance(m, torch.nn.Flatten) or (mod.startswith("spikingjelly") and type(m).__name__ == "Flatten"):
+            if (m.start_dim, m.end_dim) != (1, -1):
+                problems.append(f"{label}: start_dim={m.start_dim}, end_dim={m.end_dim}; refsnn flattens each sample")
+            pieces.append(sl.Flatten())
+            shape = None if shape is None else (int(np.prod(shape)),)
+            continue
+        if isinstance(m, (torch.nn.AvgPool2d, torch.nn.MaxPool2d)):
+            try:
+                _, pooled = _pool_token(label, m, (1, 2, 2) if shape is None else shape, torch)
+                shape = None if shape is None else pooled
+            except NotExpressible as exc:
+                problems.append(str(exc))
+                continue
+            pieces.append(sl.Pool("avg" if isinstance(m, torch.nn.AvgPool2d) else "max",
+                                  _pair(label, "kernel_size", m.kernel_size)))
+            continue
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            n += 1
+            W, low_w = _value("weight", m.weight)
+            params[f"W{n}"], mapping[f"W{n}"] = W, f"{path}.weight"
+            bias = None
+            if m.bias is not None:
+                params[f"b{n}"], mapping[f"b{n}"] = _value("bias", m.bias)[0], f"{path}.bias"
+                bias = f"b{n}"
+            if isinstance(m, torch.nn.Conv2d):
+                try:
+                    if shape is not None:
+                        _, shape = _conv_token(label, m, shape)          # checks in_channels and the maps
+                    k, s, p = (_pair(label, a, getattr(m, a)) for a in ("kernel_size", "stride", "padding"))
+                    if _pair(label, "dilation", m.dilation) != 1 or m.groups != 1 or m.padding_mode != "zeros":
+                        raise NotExpressible(f"{label}: dilation={m.dilation}, groups={m.groups}, padding_mode="
+                                             f"{m.padding_mode!r}; refsnn's convolution has dilation 1, groups 1 "
+                                             f"and zero padding")
+                except NotExpressible as exc:
+                    problems.append(str(exc))
+                    continue
+                pieces.append(sl.Conv(f"W{n}", bias, s, p))
+            else:
+                if shape is not None and int(np.prod(shape)) != m.in_features:
+                    problems.append(f"{label}: in_features={m.in_features}, but the layer below gives "
+                                    f"{int(np.prod(shape))} values")
+                shape = None if shape is None else (m.out_features,)
+                pieces.append(sl.Affine(f"W{n}", bias))
+            if low_w:
+                notes.append(f"{label}: float32 weights; the peer's own float32 arithmetic caps agreement at ~1e-7")
+            continue
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            k_bn += 1
+            piece = _batchnorm_piece(label, m, k_bn, params, mapping, path, problems, torch)
+            if piece is not None:
+                pieces.append(piece)
+            continue
+        if isinstance(m, torch.nn.Dropout) or (mod.startswith("spikingjelly") and type(m).__name__ == "Dropout"):
+            if not m.training or m.p == 0:
+                continue                                            # the identity
+            if mod.startswith("spikingjelly") and getattr(m, "step_mode", "s") == "m":
+                key = f"dropout{len(dropouts) + 1}"
+                dropouts[key] = m                                   # its mask is read after the peer's run
+                pieces.append(sl.Dropout(key))
+                continue
+            problems.append(f"{label}: a training-mode dropout that draws a new mask at every call cannot be "
+                            f"reproduced (put it in eval mode, or use spikingjelly's multi-step layer.Dropout, "
+                            f"whose mask refsnn reads)")
+            continue
+        kind = _kind(m)
+        special = _stack_kind(m)
+        try:
+            if special is not None and special[0] == "norse":
+                if special[1] == "LIFRecurrentCell":
+                    n += 1
+                new, spiking = _stack_norse(label, m, n, params, mapping, path, problems, notes)
+                pieces.extend(new)
+                kinds.append("norse")
+                continue
+            if kind is None and special is None:
+                problems.append(f"{label}: not a module refsnn reads (layers: Linear, Conv2d, AvgPool2d, MaxPool2d, "
+                                f"Flatten, BatchNorm, Dropout; neurons: snnTorch Leaky, Synaptic, RLeaky, "
+                                f"RSynaptic; spikingjelly LIFNode, IFNode, ParametricLIFNode; norse LIFCell, "
+                                f"LIFBoxCell, LIFRecurrentCell, LICell, LIBoxCell)")
+                continue
+            if special is not None:                                  # snnTorch RLeaky / RSynaptic
+                if special[1] == "RSynaptic" and m.reset_mechanism == "zero":
+                    raise NotExpressible(f"{label}: RSynaptic with reset_mechanism='zero' is not supported")
+                if not getattr(m, "reset_delay", True):
+                    raise NotExpressible(f"{label}: reset_delay=False is not supported for snnTorch's recurrent "
+                                         f"neurons (its code does not reset with it)")
+                s, layer = _snntorch_neuron(label, _as_leaky(m), notes, f"{path}.")
+                if special[1] == "RLeaky" and m.reset_mechanism == "zero":
+                    s.update(reset_timing="delayed")                 # base * (1 - R): the charge is zeroed too
+                if special[1] == "RSynaptic":
+                    layer["syn_decay"] = min(max(_scalar(label, "alpha", m.alpha)[0], 0.0), 1.0)
+                    s["synapse"] = "current"
+                lif = _stack_lif(s, layer, max(n, 1), params, mapping)
+                rec = _recurrent_piece(label, m, max(n, 1), params, mapping, path, problems)
+                if rec is None:
+                    continue
+                pieces.append(sl.LIF(lif.neuron, decay=lif.decay, threshold=lif.threshold, alpha=lif.alpha,
+                                     recurrent=rec))
+                kinds.append("snntorch")
+                continue
+            s, layer = _NEURONS[kind](label, m, notes, f"{path}.")
+            pieces.append(_stack_lif(s, layer, max(n, 1), params, mapping))
+            kinds.append(kind)
+        except NotExpressible as exc:
+            problems.append(str(exc))
+    if problems:
+        raise NotExpressible("refsnn cannot express this model:\n" + "\n".join(problems))
+    if not any(isinstance(p, sl.LIF) for p in pieces):
+        raise NotExpressible("model: no neuron found (refsnn's STBP reads out a neuron population)")
+    if not isinstance(pieces[-1], sl.LIF):
+        raise NotExpressible(f"model: the last module ({mods[-1][0]}, {type(mods[-1][1]).__name__}) has no neuron "
+                             f"after it; refsnn reads out the last neuron population")
+    readout = sl.Loss("mse_rate") if pieces[-1].spiking else sl.Loss("ce_membrane_last")   # check() names its own
+    return sl.Network(tuple(pieces), readout), params, mapping, kinds, dropouts
+
+
+def _as_leaky(m):
+    """snnTorch's RLeaky/RSynaptic seen as Leaky for the settings they share (reset, surrogate, beta, threshold)."""
+    view = type("Leaky", (), {})()
+    for attr in ("inhibition", "state_quant", "graded_spikes_factor", "spike_grad", "reset_mechanism", "reset_delay",
+                 "beta", "threshold"):
+        setattr(view, attr, getattr(m, attr, None))
+    view.named_parameters = lambda: [(k, v) for k, v in m.named_parameters() if k in ("beta", "threshold")]
+    return view

@@ -458,7 +458,8 @@ class LIF:
     ``learn_beta``/``learn_alpha``; ``"sigmoid"``: spikingjelly's ``ParametricLIFNode``, lam = 1 - sigmoid(w);
     thresholds take ``"identity"``).  ``recurrent=(key, "all" | "one")``: all-to-all weights ``V`` (n, n)
     (snnTorch ``RLeaky(all_to_all=True)``; a zero diagonal is norse's ``LIFRecurrentCell``) or one per neuron
-    (n,) (``RLeaky(all_to_all=False)``), entering with the input, before the synapse, as both libraries add
+    (n,) (``RLeaky(all_to_all=False)``), or ``"all_no_autapses"``: all-to-all with the diagonal held at zero
+    (norse's ``LIFRecurrentCell(autapses=False)``), entering with the input, before the synapse, as both libraries add
     it; a third entry names the bias of snnTorch's recurrent ``nn.Linear``, which enters at every step
     (``t = 0`` included, where the spikes before are 0).
     ``spiking=False`` makes a leaky integrator that never fires nor resets (its output is ``u``: :class:`LI`).
@@ -477,9 +478,15 @@ class LIF:
         if isinstance(self.decay, tuple) and isinstance(self.neuron.reset, ExpReset):
             raise ValueError("decay: the exp reset divides by the decay; learn the decay with another reset")
         if self.recurrent is not None and (not isinstance(self.recurrent, tuple) or len(self.recurrent) not in (2, 3)
-                                           or self.recurrent[1] not in ("all", "one")):
+                                           or self.recurrent[1] not in ("all", "all_no_autapses", "one")):
             raise ValueError(f"recurrent: expected (key, 'all' | 'one') or (key, 'all' | 'one', bias key), got "
                              f"{self.recurrent!r}")
+
+    @staticmethod
+    def _recurrent_weights(V, kind):
+        """``V`` as it acts: with its diagonal zeroed for ``"all_no_autapses"`` (norse's default), whose
+        gradient is zero there too (norse zeroes it with a hook)."""
+        return V * (1.0 - np.eye(V.shape[0])) if kind == "all_no_autapses" else V
 
     def _constants(self, run):
         lam, lkey, lhow, lraw = _constant(run, self.decay, "decay")
@@ -508,13 +515,13 @@ class LIF:
         r = np.broadcast_to(np.asarray(nrn.v_rest, I.dtype), (B,) + shape)    # r^{-1} = v_rest
         if self.recurrent is not None:
             Vkey, kind, ckey = (*self.recurrent, None)[:3]
-            V = run.params[Vkey]
+            V = self._recurrent_weights(run.params[Vkey], kind)
         anchor_o = run.anchors[rec["index"]]["o"] if (run.mode == "anchored" and nrn.detach) else None
         for t in range(T):
             inp = I[t]
             if self.recurrent is not None:                                    # Eq. (Rec)
                 if t > 0:
-                    inp = inp + (o[t - 1] @ V.T if kind == "all" else o[t - 1] * V)
+                    inp = inp + (o[t - 1] * V if kind == "one" else o[t - 1] @ V.T)
                 if ckey is not None:
                     inp = inp + run.params[ckey]
             j[t] = al[0] * j[t - 1] + inp if (al is not None and t > 0) else inp  # Eq. (J)
@@ -549,7 +556,7 @@ class LIF:
         carry = 0.0                                                           # dL/do^t through the recurrence of t+1
         if self.recurrent is not None:
             Vkey, kind, ckey = (*self.recurrent, None)[:3]
-            V = run.params[Vkey]
+            V = self._recurrent_weights(run.params[Vkey], kind)
         nxt = None                                                            # (eps, g_v, g_j) of step t+1
         for t in reversed(range(T)):
             delta = g_o[t] + carry
@@ -587,7 +594,7 @@ class LIF:
             gI[t] = gj
             carry = 0.0
             if self.recurrent is not None and t > 0:                          # Eq. (Rec), backward
-                if kind == "all":
+                if kind != "one":
                     gV = gV + _rows(gj[None]).T @ _rows(o[t - 1][None])
                     carry = gj @ V
                 else:
@@ -602,7 +609,7 @@ class LIF:
         if al is not None and al[1] is not None:
             run.add(al[1], _to_shape(_chain(per_neuron(galpha), al[2], al[3]), al[3]))
         if self.recurrent is not None:
-            run.add(Vkey, gV)
+            run.add(Vkey, self._recurrent_weights(gV, kind) if kind == "all_no_autapses" else gV)
             if ckey is not None:
                 run.add(ckey, _rows(gI).sum(axis=0))
         return gI

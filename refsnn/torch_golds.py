@@ -731,7 +731,8 @@ def _stack_population(piece, tp: dict, I):
         inp = I[t]
         if piece.recurrent is not None:
             key, kind, bias = (*piece.recurrent, None)[:3]
-            inp = inp + (o_prev @ tp[key].T if kind == "all" else o_prev * tp[key])
+            V = tp[key] * (1 - torch.eye(tp[key].shape[0], dtype=tp[key].dtype)) if kind == "all_no_autapses" else tp[key]
+            inp = inp + (o_prev * V if kind == "one" else o_prev @ V.T)
             if bias is not None:
                 inp = inp + tp[bias]
         j = alpha * j + inp if (alpha is not None and t > 0) else inp

@@ -1,0 +1,236 @@
+"""refsnn.peers on models refsnn.stbp cannot express, read as a stack of layers (refsnn.stbp_layers).
+
+Each model is a small float64 peer model built as the peers' tutorials build theirs (BatchNorm between a
+layer and its neuron, recurrence, a different neuron per layer, pooled currents, a leaky-integrator
+readout, the peers' own losses); one ``peers.check`` call runs the peer's autograd and compares every
+trainable tensor and the loss with refsnn's, to TWIN_REL (float64 round-off of two implementations).
+"""
+import math
+
+import numpy as np
+import pytest
+from tolerances import FLOAT32_REL, TWIN_REL
+
+torch = pytest.importorskip("torch", reason="the peer cross-checks need torch (pip install torch, CPU build)")
+from test_peers import D, _leaky, _norse_p64, _sj, _snntorch  # noqa: E402
+
+from refsnn import peers  # noqa: E402
+
+RNG = np.random.default_rng(0)
+T, B = 10, 4
+X = (RNG.random((T, B, 6)) < 0.5).astype(float)
+Y = RNG.integers(0, 3, B)
+XC = (np.random.default_rng(1).random((T, 3, 2, 8, 8)) < 0.5).astype(float)
+YC = np.random.default_rng(2).integers(0, 3, 3)
+
+
+def _scaled(model, gain, bias=0.1):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(gain)
+                if m.bias is not None:
+                    m.bias.add_(bias * gain)
+    return model
+
+
+def _check(model, x=X, y=Y, **kw):
+    report = peers.check(model, x, y, **kw)
+    assert report.passed, str(report)
+    assert report["loss"].passed
+    adapted = report.extra["adapted"]
+    assert adapted.network is not None, "expected the stack route"
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    compared = {adapted.mapping[t.name] for t in report.tensors if t.name != "loss"}
+    assert compared == trainable, f"not compared: {trainable - compared}"
+    return report
+
+
+def _firing(model, x, kinds=None):
+    """Every spiking layer of the peer fires on 1-99 % of its steps (the check would be vacuous otherwise)."""
+    seen = {}
+
+    def hook(mod, inp, out):
+        o = (out[0] if isinstance(out, tuple) else out).detach().double()
+        total, count = seen.get(id(mod), (0.0, 0))
+        seen[id(mod)] = (total + float(o.sum()), count + o.numel())
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if type(m).__name__ in ("Leaky", "RLeaky", "RSynaptic", "Synaptic", "LIFNode", "LIFRecurrentCell")]
+    peers.run(model, torch.as_tensor(x, dtype=D), kinds)
+    for h in hooks:
+        h.remove()
+    rates = [total / count for total, count in seen.values()]
+    assert rates and 0.01 < min(rates) and max(rates) < 0.99, rates
+
+
+# ---------------------------------------------------------------------------
+# snnTorch
+# ---------------------------------------------------------------------------
+
+def test_snntorch_a_different_neuron_in_each_layer():
+    snn = _snntorch()
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(reset_mechanism="zero"),
+                                        torch.nn.Linear(5, 3), _leaky(reset_mechanism="subtract")).double(), 2.5)
+    _firing(model, X)
+    assert snn
+    _check(model)
+
+
+def test_snntorch_batchnorm_at_every_step_between_a_layer_and_its_neuron():
+    """torch's BatchNorm1d inside the per-step Sequential: statistics of each step, training mode."""
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), _leaky(),
+                                        torch.nn.Linear(5, 3), _leaky()).double(), 2.0)
+    _firing(model, X)
+    _check(model)
+
+
+def test_snntorch_conv_pooling_currents_batchnorm2d():
+    """snnTorch tutorial 6's shape: Conv2d -> MaxPool2d of the currents -> Leaky, with BatchNorm2d."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = _scaled(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(4), _leaky(),
+                                  nn.Flatten(), nn.Linear(4 * 4 * 4, 3), _leaky()).double(), 1.5)
+    _firing(model, XC)
+    _check(model, XC, YC)
+
+
+@pytest.mark.parametrize("all_to_all", [True, False])
+def test_snntorch_rleaky(all_to_all):
+    snn = _snntorch()
+    torch.manual_seed(0)
+    kw = dict(linear_features=5) if all_to_all else dict(V=torch.full((5,), 0.3, dtype=D))
+    rl = snn.RLeaky(beta=torch.tensor(0.8, dtype=D), all_to_all=all_to_all, init_hidden=True,
+                    spike_grad=peers.snntorch_surrogate("atan", 2 / (math.pi * 2.0)), **kw)
+    rl.graded_spikes_factor = torch.ones(1, dtype=D)                       # not a constructor argument of RLeaky
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), rl, torch.nn.Linear(5, 3), _leaky()).double(), 2.0)
+    _firing(model, X)
+    _check(model)
+
+
+def test_snntorch_rsynaptic():
+    snn = _snntorch()
+    torch.manual_seed(0)
+    rs = snn.RSynaptic(alpha=torch.tensor(0.6, dtype=D), beta=torch.tensor(0.8, dtype=D), linear_features=5,
+                       init_hidden=True, spike_grad=peers.snntorch_surrogate("atan", 2 / (math.pi * 2.0)))
+    rs.graded_spikes_factor = torch.ones(1, dtype=D)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), rs, torch.nn.Linear(5, 3), _leaky()).double(), 1.5)
+    _firing(model, X)
+    _check(model)
+
+
+def _functional():
+    _snntorch()
+    import snntorch.functional as SF
+
+    return SF
+
+
+@pytest.mark.parametrize("make", ["ce_count_loss", "mse_count_loss", "ce_max_membrane_loss"])
+def test_snntorch_own_losses(make):
+    """The peer's loss object itself against refsnn's readout of the same name (the title says which)."""
+    SF = _functional()
+    loss = {"ce_count_loss": lambda: SF.ce_count_loss(),
+            "mse_count_loss": lambda: SF.mse_count_loss(correct_rate=0.8, incorrect_rate=0.2),
+            "ce_max_membrane_loss": lambda: SF.ce_max_membrane_loss()}[make]()
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3), _leaky()).double(), 2.5)
+    _firing(model, X)
+    report = peers.check(model, X, Y, loss=loss)
+    assert report.passed, str(report)
+    assert f"snnTorch {make}" in report.title
+
+
+@pytest.mark.parametrize("make, same", [("ce_rate_loss", "ce_per_step"), ("mse_membrane_loss", "mse_membrane")])
+def test_snntorch_losses_that_sum_in_float32_and_the_report_says_so(make, same):
+    """ce_rate_loss and mse_membrane_loss accumulate in torch.zeros(1) (float32): agreement at float32 round-off
+    (FLOAT32_REL), not 1e-12, and a note says why; the same loss in float64 (refsnn's readout of that name, written
+    in PyTorch) agrees to TWIN_REL."""
+    SF = _functional()
+    loss = SF.ce_rate_loss() if make == "ce_rate_loss" else SF.mse_membrane_loss(on_target=1.2, off_target=0.1)
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3), _leaky()).double(), 2.5)
+    report = peers.check(model, X, Y, loss=loss, tol=FLOAT32_REL)
+    assert report.passed, str(report)
+    assert any("float32 accumulator" in n for n in report.notes)
+    if make == "ce_rate_loss":
+        strict = peers.check(model, X, Y, loss=same)
+        assert strict.passed, str(strict)
+
+
+def test_snntorch_membrane_cross_entropy_summed_over_steps_with_a_no_reset_output():
+    """snnTorch tutorial 5's loss (CrossEntropyLoss of the output membrane at every step, summed), here with an
+    output layer that never resets."""
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3),
+                                        _leaky(reset_mechanism="none")).double(), 2.5)
+    report = peers.check(model, X, Y, loss="ce_membrane_sum")
+    assert report.passed, str(report)
+    assert "ce_membrane_sum" in report.title
+
+
+# ---------------------------------------------------------------------------
+# spikingjelly
+# ---------------------------------------------------------------------------
+
+def test_spikingjelly_multistep_conv_with_batchnorm_and_dropout():
+    """spikingjelly's conv examples: Conv2d -> BatchNorm2d (over time and batch) -> LIFNode, dropout between, all
+    multi-step; the dropout's mask is read from the module after the peer's run."""
+    neuron, surrogate = _sj()
+    from spikingjelly.activation_based import layer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        layer.Conv2d(2, 4, 3, padding=1, step_mode="m"), layer.BatchNorm2d(4, step_mode="m"),
+        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m"),
+        layer.MaxPool2d(2, step_mode="m"), layer.Flatten(step_mode="m"), layer.Dropout(0.3, step_mode="m"),
+        layer.Linear(4 * 4 * 4, 3, step_mode="m"),
+        neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m")).double()
+    _scaled(model, 2.0)
+    report = _check(model, XC, YC)
+    assert any("stack" in n for n in report.notes)
+
+
+# ---------------------------------------------------------------------------
+# norse
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("loss", ["ce_membrane_max", "ce_membrane_last", "ce_membrane_sum"])
+def test_norse_recurrent_cell_with_a_leaky_integrator_readout(loss):
+    """norse's MNIST notebook shape: LIFRecurrentCell (its own input weights, recurrence without autapses), a
+    Linear, and an LICell readout whose membrane is read (max over time, last step or every step)."""
+    norse, p = _norse_p64()
+    from norse.torch.functional.leaky_integrator import LIParameters
+
+    torch.manual_seed(0)
+    cell = norse.LIFRecurrentCell(6, 5, p=p, dt=torch.tensor(1e-3, dtype=D))
+    li_p = LIParameters(tau_syn_inv=torch.tensor(200.0, dtype=D), tau_mem_inv=torch.tensor(100.0, dtype=D),
+                        v_leak=torch.tensor(0.0, dtype=D))
+    readout = norse.LICell(p=li_p, dt=torch.tensor(1e-3, dtype=D))
+    model = torch.nn.Sequential(cell, torch.nn.Linear(5, 3), readout).double()
+    with torch.no_grad():
+        cell.input_weights.mul_(8.0)
+        cell.recurrent_weights.mul_(2.0)
+    report = peers.check(model, X, Y, loss=loss)
+    assert report.passed, str(report)
+    names = {report.extra["adapted"].mapping[t.name] for t in report.tensors if t.name != "loss"}
+    assert "0.recurrent_weights" in names and "0.input_weights" in names
+
+
+# ---------------------------------------------------------------------------
+# Refusals: every module that cannot be read, at once
+# ---------------------------------------------------------------------------
+
+def test_refusals_name_every_module_and_the_missing_capability():
+    snn = _snntorch()
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.5), _leaky(),
+                          nn.Linear(5, 3), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True))
+    model.train()
+    with pytest.raises(peers.NotExpressible) as err:
+        peers.from_torch(model)
+    text = str(err.value)
+    assert "module 1 (ReLU)" in text and "module 2 (Dropout)" in text and "module 5 (Alpha)" in text
+    assert text.count("\n") >= 3, text
