@@ -735,6 +735,10 @@ def verify(algo, case, cfg=None, *, tol: float = 1e-9, keys=None, alpha: float =
                                  f"{'spikes' if c['spikes'] else 'rates'} agree exactly: the loss function (or its "
                                  f"normalisation) differs, not the network (refsnn's: "
                                  f"{getattr(cfg, 'loss', 'the default loss')!r})")
+                if name == "stbp" and c["spikes"]:
+                    known = _known_spike_loss(c["loss"], state, y, x.shape[0])
+                    if known:
+                        diagnosis.append(known)
             else:
                 diagnosis.append(f"the loss differs: yours {c['loss']:.12g}, refsnn's {ref_loss:.12g} (relative "
                                  f"{rel:.1e}): the forward pass differs")
@@ -844,6 +848,27 @@ _PROBE_TEXT = {
                "kappa for zero counts, the d-table method, size and lookup, boosting",
     "ssnn_bp": "none (the ANN twin is exact)",
 }
+
+
+def _known_spike_loss(user_loss, spikes, y, T):
+    """The readouts of :mod:`refsnn.stbp_layers` (and their snnTorch names) whose value on refsnn's output spikes
+    is the user's loss: a line for the diagnosis, or None."""
+    from refsnn import stbp_layers as sl
+
+    o = spikes[max(spikes)]
+    found = []
+    for kind, peer in (("mse_rate", "the official STBP code's MSELoss of the rate"), ("mse_rate_paper", "the paper's Eq. (L)"),
+                       ("mse_count", "snnTorch mse_count_loss()"), ("ce_rate", "cross-entropy of the rate"),
+                       ("ce_count", "snnTorch ce_count_loss()"), ("ce_per_step", "snnTorch ce_rate_loss()")):
+        value = sl.Loss(kind).value_and_grads(o.reshape(o.shape[0], o.shape[1], -1), None, y)[0]
+        if abs(value - user_loss) <= 1e-9 * max(abs(value), 1e-300):
+            found.append(f"{kind!r} ({peer})")
+        elif value and abs(user_loss / value - round(user_loss / value)) <= 1e-9 and round(user_loss / value) > 1:
+            found.append(f"{round(user_loss / value)} x {kind!r} ({peer})")
+    if not found:
+        return None
+    return (f"your loss is refsnn's readout {' or '.join(found)} of the same spikes (refsnn.stbp_layers.Loss): "
+            f"check that loss with refsnn.peers.check(model, x, y, loss=...) or a refsnn.stbp_layers.Network")
 
 
 def _ide_solver_error(module, params, x, y, cfg, masks, mine, info):

@@ -338,6 +338,20 @@ def test_stbp_user_with_the_paper_s_printed_temporal_term(tmp_path, capsys):
     assert code == 1 and "your gradient is the paper's printed temporal term" in out, out + err
 
 
+@pytest.mark.parametrize("kind", ["ce_count", "mse_count"])
+def test_stbp_user_with_another_loss_function_on_the_same_spikes(tmp_path, capsys, kind):
+    """The spikes match refsnn's exactly, the loss does not: the diagnosis says the loss function differs (not
+    the network) and names the readout whose value it is."""
+    from refsnn import stbp_layers as sl
+
+    z = stbp_case()
+    o = z[f"spikes/{max(int(k.split('/')[1]) for k in z if k.startswith('spikes/'))}"]
+    z = _set(z, "loss", np.asarray(sl.Loss(kind).value_and_grads(o, None, z["y"])[0]))
+    code, out, err = _cli(capsys, "stbp", _write(tmp_path, z))
+    assert code == 1, out + err
+    assert "agree exactly: the loss function" in out and f"'{kind}'" in out, out
+
+
 def test_ide_user_with_the_official_iter_solver(tmp_path, capsys):
     user = replace(IDE_CFG, solver="code_iter", max_iter=30, early_stop=False)
     out = _diagnosed(tmp_path, capsys, "ide", ide_case(user_cfg=user))
