@@ -444,10 +444,87 @@ def _pool_token(label, m, shape, torch):
     return f"{'ap' if avg else 'mp'}{k}", (shape[0], shape[1] // k, shape[2] // k)
 
 
-def from_torch(model, input_shape=None) -> Adapted:
+def _is_class_model(model) -> bool:
+    """A model written as a class with its own ``forward`` (not an ``nn.Sequential``, not a single neuron)."""
+    torch = _torch()
+    return (isinstance(model, torch.nn.Module) and not isinstance(model, torch.nn.Sequential)
+            and _kind(model) is None and _stack_kind(model) is None and any(True for _ in model.children()))
+
+
+def _atomic_modules(model):
+    """``[(path, module)]``: the neurons (whose inner modules belong to them) and the leaf modules, in order."""
+    out, skip = [], []
+    for path, m in model.named_modules():
+        if not path or any(path.startswith(p + ".") for p in skip):
+            continue
+        if _kind(m) is not None or _stack_kind(m) is not None:
+            out.append((path, m))
+            skip.append(path)
+        elif not any(True for _ in m.children()):
+            out.append((path, m))
+    return out
+
+
+def _recorded_modules(model, example):
+    """The modules a class model calls at one step, in order, read by running a copy of it on ``example``.
+
+    Returns ``(modules, static)``: the chain of one step (each module's input the previous one's output, the
+    same chain at every step) and whether the model takes one static input for all steps (``example`` itself)
+    rather than a sequence it steps through.  Anything else (a residual add, a branch, a module called twice in
+    a step, a computation between two modules) is refused, naming the module and what it saw.
+    """
+    import copy
+
+    torch = _torch()
+    twin = copy.deepcopy(model)
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, args, out, path=path: calls.append((path, args, out)))
+             for path, m in _atomic_modules(twin)]
+    try:
+        with torch.no_grad():
+            twin(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not calls:
+        raise NotExpressible(f"model ({type(model).__name__}): running it called none of its modules")
+    first = calls[0][0]
+    starts = [i for i, c in enumerate(calls) if c[0] == first] + [len(calls)]
+    steps = [calls[a:b] for a, b in zip(starts[:-1], starts[1:])]
+    chain = [c[0] for c in steps[0]]
+    problems = []
+    for t, step in enumerate(steps):
+        if [c[0] for c in step] != chain:
+            problems.append(f"step {t} calls {[c[0] for c in step]}, step 0 {chain}: refsnn reads one chain of "
+                            f"modules, the same at every step")
+            break
+        for (pa, _, out), (pb, args, _) in zip(step[:-1], step[1:]):
+            prev = out[0] if isinstance(out, tuple) else out
+            if not args or args[0] is not prev:
+                problems.append(f"module {pb} ({type(dict(twin.named_modules())[pb]).__name__}) at step {t}: its input "
+                                f"is not the output of module {pa}: a residual add, a branch or a computation "
+                                f"between modules, which refsnn does not read (it reads a chain)")
+                break
+        if problems:
+            break
+    if len(set(chain)) != len(chain):
+        problems.append(f"a module is called twice in one step ({chain}): refsnn reads each module once per step")
+    if problems:
+        raise NotExpressible("refsnn cannot read this model as a chain of modules:\n" + "\n".join(problems))
+    x0 = steps[0][0][1][0] if steps[0][0][1] else None
+    static = x0 is not None and tuple(x0.shape) == tuple(example.shape)
+    named = dict(model.named_modules())
+    return [(path, named[path]) for path in chain], static
+
+
+def from_torch(model, input_shape=None, example_input=None) -> Adapted:
     """Read a PyTorch SNN (an ``nn.Sequential`` of layers and neuron modules) as a refsnn STBP network.
 
-    Models :mod:`refsnn.stbp` expresses get a ``cfg``; anything else it reads as a stack of layers
+    A model written as a class (``class Net(nn.Module)`` with a ``forward`` that loops over the steps, as
+    the peers' tutorials write them) is read by running a copy of it once on ``example_input`` and
+    recording the modules it calls: when they form a chain (each module's input the previous one's output,
+    the same at every step) it is read as that Sequential; a residual add, a branch or a module called
+    twice is refused, naming it.  Models :mod:`refsnn.stbp` expresses get a ``cfg``; anything else it reads as a stack of layers
     (:mod:`refsnn.stbp_layers`: ``Adapted.network``): BatchNorm (PyTorch's, called at every step, or
     spikingjelly's multi-step one, over time and batch), spikingjelly's multi-step dropout (its mask is read
     after a run), pooling of currents, a different neuron in each layer, snnTorch's ``RLeaky`` and
@@ -463,7 +540,14 @@ def from_torch(model, input_shape=None) -> Adapted:
     peer's neuron as :class:`refsnn.stbp.Config`, MSELoss), ``mapping`` (refsnn key -> peer parameter
     name) and ``notes``.  Raises :class:`NotExpressible` for anything refsnn's STBP cannot express.
     """
-    mods = _modules(model)
+    if _is_class_model(model):
+        if example_input is None:
+            raise NotExpressible(f"model ({type(model).__name__}) is written as a class with its own forward: refsnn "
+                                 f"reads it by running it once and recording the modules it calls; pass "
+                                 f"example_input= (refsnn.peers.check does)")
+        mods, _ = _recorded_modules(model, example_input)
+    else:
+        mods = _modules(model)
     try:
         return _from_torch_config(model, mods, input_shape)
     except NotExpressible as first:
@@ -616,8 +700,8 @@ def run(model, x, kinds=None, *, membrane=None):
         handle.remove()
 
 
-def _drive(model, x, kinds, mods, torch):
-    """:func:`run` after its arguments are settled: reset the state, then one call per step or per sequence."""
+def _reset_state(model, kinds, mods):
+    """Every neuron's state back to its start (snnTorch, spikingjelly, the official neuron's port)."""
     if "snntorch" in kinds:
         import snntorch.utils
 
@@ -632,6 +716,11 @@ def _drive(model, x, kinds, mods, torch):
     for m in mods:
         if getattr(m, "refsnn_official_stbp", False):
             m.reset()
+
+
+def _drive(model, x, kinds, mods, torch):
+    """:func:`run` after its arguments are settled: reset the state, then one call per step or per sequence."""
+    _reset_state(model, kinds, mods)
     if "spikingjelly" in kinds and all(getattr(m, "step_mode", "m") == "m" for m in mods if _kind(m)):
         return model(x)
     if "norse" in kinds and any(type(m).__name__ == "LIF" for m in mods):
@@ -714,25 +803,47 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
     torch = _torch()
     from refsnn.torch_golds import _stack_loss
 
-    adapted = from_torch(model, input_shape=_sample_shape(x))
     dtype = next(model.parameters()).dtype
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    static = False
+    if _is_class_model(model):            # a class with its own loop over the steps: run it as it is
+        _, static = _recorded_modules(model, xt)
+        adapted = from_torch(model, input_shape=tuple(xt.shape[1:]) if (static and xt.dim() == 4) else
+                             _sample_shape(x), example_input=xt)
+        _reset_state(model, set(adapted.kinds), [m for _, m in _atomic_modules(model)])
+        model.zero_grad()
+        out = model(xt)
+        o_peer = out[0] if isinstance(out, tuple) else out
+        steps = o_peer.shape[0]
+        x = np.broadcast_to(np.asarray(x, dtype=np.float64), (steps,) + tuple(np.shape(x))) if static else x
+    else:
+        adapted = from_torch(model, input_shape=_sample_shape(x))
+        out = None
+        steps = xt.shape[0]
     net = adapted.stack()
     readout = net.pieces[-1]
-    spec, y_ref, peer_loss, label = _loss_spec(loss, xt.shape[0], np.asarray(y), _out_size(adapted))
+    spec, y_ref, peer_loss, label = _loss_spec(loss, steps, np.asarray(y), _out_size(adapted))
     if spec.reads_membrane and readout.spiking and "snntorch" not in adapted.kinds[-1:]:
         raise NotExpressible(f"loss: {label} reads the membrane of a spiking output layer, which refsnn reads from "
                              f"snnTorch's neurons only (spikingjelly and norse store it after the reset); read the "
                              f"membrane through a leaky-integrator readout (norse LICell)")
     membrane_needed = spec.reads_membrane and readout.spiking
-    model.zero_grad()
-    mem = [] if membrane_needed else None
-    out = run(model, xt, set(adapted.kinds), membrane=mem)
-    if readout.spiking:
-        o, u = out, (torch.stack(mem) if membrane_needed else None)
+    if out is not None:                   # the class model's own outputs: spikes (and the membrane), stacked
+        first = out[0] if isinstance(out, tuple) else out
+        second = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+        if membrane_needed and second is None:
+            raise NotExpressible(f"loss: {label} reads the output membrane, but the model returns no second output "
+                                 f"(return the stacked spikes and membranes, as snnTorch's tutorials do)")
+        o, u = (first, second) if readout.spiking else (None, first)
     else:
-        o, u = None, out
+        model.zero_grad()
+        mem = [] if membrane_needed else None
+        out = run(model, xt, set(adapted.kinds), membrane=mem)
+        if readout.spiking:
+            o, u = out, (torch.stack(mem) if membrane_needed else None)
+        else:
+            o, u = None, out
     if peer_loss is not None:
         L = peer_loss(u if spec.reads_membrane else o, yt)
         L = L.sum() if L.dim() else L

@@ -234,3 +234,70 @@ def test_refusals_name_every_module_and_the_missing_capability():
     text = str(err.value)
     assert "module 1 (ReLU)" in text and "module 2 (Dropout)" in text and "module 5 (Alpha)" in text
     assert text.count("\n") >= 3, text
+
+
+# ---------------------------------------------------------------------------
+# Models written as classes, as the tutorials write them
+# ---------------------------------------------------------------------------
+
+def _tutorial5(static=True, steps=T, residual=False, twice=False):
+    """snnTorch tutorial 5's network: two Linear + Leaky layers, a loop over the steps inside forward, the
+    spikes and membranes of the output recorded and returned stacked."""
+    snn = _snntorch()
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(6, 5)
+            self.lif1 = snn.Leaky(beta=torch.tensor(0.8, dtype=D), graded_spikes_factor=torch.ones(1, dtype=D),
+                                  spike_grad=peers.snntorch_surrogate("atan", 2 / (math.pi * 2.0)))
+            self.fc2 = nn.Linear(5, 5 if residual else 3)
+            self.lif2 = snn.Leaky(beta=torch.tensor(0.7, dtype=D), graded_spikes_factor=torch.ones(1, dtype=D),
+                                  spike_grad=peers.snntorch_surrogate("atan", 2 / (math.pi * 2.0)))
+
+        def forward(self, x):
+            mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+            spk_rec, mem_rec = [], []
+            for step in range(steps):
+                cur1 = self.fc1(x if static else x[step])
+                spk1, mem1 = self.lif1(cur1, mem1)
+                cur2 = self.fc2(spk1)
+                if residual:
+                    cur2 = cur2 + spk1                         # a residual add: not a chain
+                if twice:
+                    cur2 = self.fc2(self.lif1(cur1, mem1)[0])   # fc2 and lif1 called twice in a step
+                spk2, mem2 = self.lif2(cur2, mem2)
+                spk_rec.append(spk2)
+                mem_rec.append(mem2)
+            return torch.stack(spk_rec), torch.stack(mem_rec)
+
+    torch.manual_seed(0)
+    return _scaled(Net().double(), 2.5)
+
+
+def test_a_class_model_with_a_static_input_and_its_membrane_loss():
+    """Tutorial 5 as written: a static input fed at every step, CrossEntropyLoss of the output membrane at every
+    step, summed."""
+    x = np.random.default_rng(3).random((B, 6))
+    report = peers.check(_tutorial5(), x, Y, loss="ce_membrane_sum")
+    assert report.passed, str(report)
+    assert {t.name for t in report.tensors} == {"W1", "b1", "W2", "b2", "loss"}
+
+
+def test_a_class_model_stepping_through_a_sequence_with_an_snntorch_loss():
+    SF = _functional()
+    report = peers.check(_tutorial5(static=False), X, Y, loss=SF.ce_count_loss())
+    assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("how, word", [("residual", "is not the output of module fc2"), ("twice", "twice")])
+def test_a_class_model_that_is_not_a_chain_is_refused_naming_the_module(how, word):
+    model = _tutorial5(residual=how == "residual", twice=how == "twice")
+    with pytest.raises(peers.NotExpressible, match=word):
+        peers.check(model, np.random.default_rng(3).random((B, 6)), Y)
+
+
+def test_a_class_model_needs_an_example_input():
+    with pytest.raises(peers.NotExpressible, match="example_input"):
+        peers.from_torch(_tutorial5())
