@@ -512,7 +512,17 @@ def _recorded_modules(model, example):
     if problems:
         raise NotExpressible("refsnn cannot read this model as a chain of modules:\n" + "\n".join(problems))
     x0 = steps[0][0][1][0] if steps[0][0][1] else None
-    static = x0 is not None and tuple(x0.shape) == tuple(example.shape)
+    shape, ex = (tuple(x0.shape) if x0 is not None else None), tuple(example.shape)
+    if shape == ex:
+        static = True                      # the same input at every step (or a sequence passed whole)
+    elif shape == ex[1:]:
+        static = False                     # x[step]: a sequence it steps through
+    elif shape is not None and shape[1:] == ex and torch.equal(x0, example.expand(shape).to(x0.dtype)):
+        static = True                      # it repeats a static input over the steps itself (spikingjelly's CSNN)
+    else:
+        raise NotExpressible(f"module {chain[0]}: its input has shape {shape}, which is neither the model's input "
+                             f"{ex}, one step of it, nor it repeated over the steps: a computation before the first "
+                             f"module, which refsnn does not read")
     named = dict(model.named_modules())
     return [(path, named[path]) for path in chain], static
 
@@ -775,6 +785,8 @@ def _loss_spec(loss, T, y, n_out):
         spec = loss
     elif isinstance(loss, str):
         kind = {"mse_mean": "mse_rate", "mse_paper": "mse_rate_paper"}.get(loss, loss)
+        if kind != loss:
+            return sl.Loss(kind), y, None, f"{loss!r} = refsnn Loss({kind!r}), written in PyTorch for the peer"
         if kind not in sl.LOSSES or kind == "custom":
             raise ValueError(f"loss: {loss!r} is not a refsnn readout ({', '.join(k for k in sl.LOSSES if k != 'custom')}, "
                              f"'mse_mean', 'mse_paper') nor an snnTorch loss object ({', '.join(_SNNTORCH_LOSSES)})")
@@ -808,14 +820,23 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     static = False
     if _is_class_model(model):            # a class with its own loop over the steps: run it as it is
-        _, static = _recorded_modules(model, xt)
+        chain, static = _recorded_modules(model, xt)
         adapted = from_torch(model, input_shape=tuple(xt.shape[1:]) if (static and xt.dim() == 4) else
                              _sample_shape(x), example_input=xt)
         _reset_state(model, set(adapted.kinds), [m for _, m in _atomic_modules(model)])
         model.zero_grad()
-        out = model(xt)
-        o_peer = out[0] if isinstance(out, tuple) else out
-        steps = o_peer.shape[0]
+        last_out = []                     # the readout's output at every call: its spikes (or an LI's membrane)
+        handle = chain[-1][1].register_forward_hook(
+            lambda mod, args, o: last_out.append(o[0] if isinstance(o, tuple) else o))
+        try:
+            out = model(xt)
+        finally:
+            handle.remove()
+        first = torch.stack(last_out) if len(last_out) > 1 else last_out[0]
+        second = out[1] if isinstance(out, tuple) and len(out) > 1 and tuple(out[1].shape) == tuple(first.shape) \
+            else None
+        out = (first, second)
+        steps = first.shape[0]
         x = np.broadcast_to(np.asarray(x, dtype=np.float64), (steps,) + tuple(np.shape(x))) if static else x
     else:
         adapted = from_torch(model, input_shape=_sample_shape(x))
@@ -829,9 +850,8 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
                              f"snnTorch's neurons only (spikingjelly and norse store it after the reset); read the "
                              f"membrane through a leaky-integrator readout (norse LICell)")
     membrane_needed = spec.reads_membrane and readout.spiking
-    if out is not None:                   # the class model's own outputs: spikes (and the membrane), stacked
-        first = out[0] if isinstance(out, tuple) else out
-        second = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+    if out is not None:                   # the class model's readout, stacked, and the membrane it returns
+        first, second = out
         if membrane_needed and second is None:
             raise NotExpressible(f"loss: {label} reads the output membrane, but the model returns no second output "
                                  f"(return the stacked spikes and membranes, as snnTorch's tutorials do)")

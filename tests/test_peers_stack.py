@@ -301,3 +301,47 @@ def test_a_class_model_that_is_not_a_chain_is_refused_naming_the_module(how, wor
 def test_a_class_model_needs_an_example_input():
     with pytest.raises(peers.NotExpressible, match="example_input"):
         peers.from_torch(_tutorial5())
+
+
+def test_a_spikingjelly_class_that_repeats_a_static_image_and_returns_the_rate():
+    """spikingjelly's CSNN shape: forward repeats the image over T itself, runs a multi-step Sequential once and
+    returns the mean firing rate; refsnn reads the chain, the readout's spikes from the last neuron."""
+    neuron, surrogate = _sj()
+    from spikingjelly.activation_based import functional, layer
+
+    nn = torch.nn
+
+    class CSNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv_fc = nn.Sequential(
+                layer.Conv2d(2, 4, 3, padding=1), layer.BatchNorm2d(4),
+                neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan()), layer.MaxPool2d(2), layer.Flatten(),
+                layer.Linear(4 * 4 * 4, 3), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan()))
+            functional.set_step_mode(self, "m")
+
+        def forward(self, x):
+            return self.conv_fc(x.unsqueeze(0).repeat(T, 1, 1, 1, 1)).mean(0)
+
+    torch.manual_seed(0)
+    model = _scaled(CSNN().double(), 2.0)
+    img = np.random.default_rng(4).random((3, 2, 8, 8))
+    report = peers.check(model, img, YC)
+    assert report.passed, str(report)
+
+
+def test_a_computation_before_the_first_module_is_refused():
+    snn = _snntorch()
+    nn = torch.nn
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.lif = snn.Leaky(beta=0.9, init_hidden=True)
+
+        def forward(self, x):
+            return torch.stack([self.lif(self.fc(x[t, :, :3])) for t in range(x.shape[0])])
+
+    with pytest.raises(peers.NotExpressible, match="computation before the first module"):
+        peers.from_torch(Scaled().double(), example_input=torch.as_tensor(X, dtype=D))
