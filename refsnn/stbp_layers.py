@@ -777,7 +777,14 @@ class Network:
         for i, piece in enumerate(self.pieces):
             rec = {"index": i}
             run.records.append(rec)
-            a = piece.forward(run, rec, a)
+            try:
+                a = piece.forward(run, rec, a)
+            except (ValueError, IndexError) as exc:          # a shape that does not fit: say where and what
+                if str(exc).startswith(("data[", "data:", "decay", "threshold", "alpha")):
+                    raise
+                keys = {k: np.shape(run.params[k]) for k in _piece_keys(piece) if k in run.params}
+                raise ValueError(f"pieces[{i}] ({type(piece).__name__}): its input has shape {a.shape} "
+                                 f"(T, batch, ...), its parameters {keys}: they do not fit ({exc})") from None
         last = run.records[self._last_population()]
         spiking = self.pieces[self._last_population()].spiking
         return (last["o"] if spiking else None), last["u"]
@@ -786,8 +793,14 @@ class Network:
         x = check_array("x", x, dtype=np.float64)
         if x.ndim < 3:
             raise ValueError(f"x: expected (T, batch, *features), got shape {x.shape}")
-        return _Run(params={k: np.asarray(v, dtype=np.float64) for k, v in params.items()}, data=data or {},
-                    mode=mode, anchors=anchors), x
+        if not isinstance(params, dict):
+            raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+        for i, piece in enumerate(self.pieces):
+            for k in _piece_keys(piece):
+                if k not in params:
+                    raise ValueError(f"params: no {k!r} (pieces[{i}], {type(piece).__name__}); have {sorted(params)}")
+        arrays = {k: check_array(f"params[{k!r}]", v, dtype=np.float64) for k, v in params.items()}
+        return _Run(params=arrays, data=data or {}, mode=mode, anchors=anchors), x
 
     def _labels(self, y, o, u):
         if self.loss.kind in ("mse_membrane", "custom"):
@@ -841,6 +854,20 @@ class Network:
             return self.loss.value_and_grads(o, u, yy, select)[0]
 
         return objective
+
+
+def _piece_keys(piece) -> list:
+    """The parameter keys a piece reads."""
+    if isinstance(piece, (Affine, Conv)):
+        return [k for k in (piece.W, piece.b) if k]
+    if isinstance(piece, BatchNorm):
+        return [piece.gamma, piece.beta, piece.mean, piece.var]
+    if isinstance(piece, LIF):
+        keys = [spec[0] for spec in (piece.decay, piece.threshold, piece.alpha) if isinstance(spec, tuple)]
+        if piece.recurrent is not None:
+            keys += [k for k in piece.recurrent[:1] + piece.recurrent[2:3]]
+        return keys
+    return []
 
 
 # ---------------------------------------------------------------------------

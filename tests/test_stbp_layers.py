@@ -325,6 +325,20 @@ def test_bad_pieces_and_settings_are_named():
         net.loss_and_grad({"W1": np.ones((3, 2)), "b1": np.zeros(3)}, np.ones((2, 2)), [0])
 
 
+def test_bad_parameters_are_named():
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN), sl.Affine("W2", "b2"), sl.LIF(ATAN)))
+    params = {"W1": np.ones((5, 6)), "b1": np.zeros(5), "W2": np.ones((3, 5)), "b2": np.zeros(3)}
+    x, y = np.ones((T, B, 6)), np.zeros(B, dtype=int)
+    with pytest.raises(ValueError, match="params: no 'W2' \\(pieces\\[2\\], Affine\\)"):
+        net.loss_and_grad({k: v for k, v in params.items() if k != "W2"}, x, y)
+    with pytest.raises(ValueError, match="pieces\\[2\\] \\(Affine\\): its input has shape"):
+        net.loss_and_grad({**params, "W2": np.ones((3, 4))}, x, y)
+    with pytest.raises(ValueError, match="params\\['b1'\\]: contains 1 NaN"):
+        net.loss_and_grad({**params, "b1": np.array([np.nan, 0, 0, 0, 0])}, x, y)
+    with pytest.raises(ValueError, match="pieces\\[0\\] \\(Affine\\)"):
+        net.loss_and_grad(params, np.ones((T, B, 7)), y)
+
+
 def test_from_config_refuses_the_smoothed_forward():
     cfg = replace(stbp.PRESETS["code"], forward="smooth")
     with pytest.raises(ValueError, match="forward"):
