@@ -842,8 +842,10 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
         adapted = from_torch(model, input_shape=_sample_shape(x))
         out = None
         steps = xt.shape[0]
+    from refsnn import stbp_layers
+
     net = adapted.stack()
-    readout = net.pieces[-1]
+    readout = [p for p in net.pieces if isinstance(p, stbp_layers.LIF)][-1]     # the last population
     spec, y_ref, peer_loss, label = _loss_spec(loss, steps, np.asarray(y), _out_size(adapted))
     if spec.reads_membrane and readout.spiking and "snntorch" not in adapted.kinds[-1:]:
         raise NotExpressible(f"loss: {label} reads the membrane of a spiking output layer, which refsnn reads from "
@@ -896,9 +898,13 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
 
 
 def _out_size(adapted) -> int:
-    """The number of output neurons: the rows of the last weight."""
+    """The number of outputs: the rows of the last weight (divided by a final vote's group size)."""
+    from refsnn import stbp_layers
+
     last = max(int(k[1:]) for k in adapted.params if k.startswith("W") and k[1:].isdigit())
-    return int(np.shape(adapted.params[f"W{last}"])[0])
+    n = int(np.shape(adapted.params[f"W{last}"])[0])
+    tail = adapted.stack().pieces[-1]
+    return n // tail.k if isinstance(tail, stbp_layers.Vote) else n
 
 
 def export_case(model, x, y, path, *, loss: str = "mse_mean", adapted=None):
@@ -1153,6 +1159,9 @@ def _from_torch_stack(model, mods, shape, notes):
             if low_w:
                 notes.append(f"{label}: float32 weights; the peer's own float32 arithmetic caps agreement at ~1e-7")
             continue
+        if mod.startswith("spikingjelly") and type(m).__name__ == "VotingLayer":
+            pieces.append(sl.Vote(int(m.voting_size)))
+            continue
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             k_bn += 1
             piece = _batchnorm_piece(label, m, k_bn, params, mapping, path, problems, torch)
@@ -1183,7 +1192,7 @@ def _from_torch_stack(model, mods, shape, notes):
                 continue
             if kind is None and special is None:
                 problems.append(f"{label}: not a module refsnn reads (layers: Linear, Conv2d, AvgPool2d, MaxPool2d, "
-                                f"Flatten, BatchNorm, Dropout; neurons: snnTorch Leaky, Synaptic, RLeaky, "
+                                f"Flatten, BatchNorm, Dropout, spikingjelly's VotingLayer; neurons: snnTorch Leaky, Synaptic, RLeaky, "
                                 f"RSynaptic; spikingjelly LIFNode, IFNode, ParametricLIFNode; norse LIFCell, "
                                 f"LIFBoxCell, LIFRecurrentCell, LICell, LIBoxCell)")
                 continue
@@ -1216,6 +1225,12 @@ def _from_torch_stack(model, mods, shape, notes):
         raise NotExpressible("refsnn cannot express this model:\n" + "\n".join(problems))
     if not any(isinstance(p, sl.LIF) for p in pieces):
         raise NotExpressible("model: no neuron found (refsnn's STBP reads out a neuron population)")
+    readout_tail = len(pieces)
+    while readout_tail and isinstance(pieces[readout_tail - 1], (sl.Vote, sl.Pool, sl.Flatten)):
+        readout_tail -= 1
+    if readout_tail < len(pieces) and readout_tail and isinstance(pieces[readout_tail - 1], sl.LIF) and \
+            any(isinstance(p, sl.Vote) for p in pieces[readout_tail:]):
+        return sl.Network(tuple(pieces), sl.Loss("mse_rate")), params, mapping, kinds, dropouts
     if not isinstance(pieces[-1], sl.LIF):
         raise NotExpressible(f"model: the last module ({mods[-1][0]}, {type(mods[-1][1]).__name__}) has no neuron "
                              f"after it; refsnn reads out the last neuron population")

@@ -16,6 +16,7 @@ piece                           forward (every step ``t``)
 ``Conv(W, b, stride, pad)``     the cross-correlation of Eq. (C)
 ``Pool(kind, k)``               average, max or sum over ``k x k`` windows              Eq. (P)
 ``Flatten()``                   ``(C, H, W)`` to one vector
+``Vote(k)``                     the mean of groups of ``k`` output neurons (a readout)
 ``BatchNorm(...)``              ``gamma (a - mu) / sqrt(var + eps) + beta``             Eq. (BN)
 ``Dropout(key)``                ``a * mask``, the mask given as data                    Eq. (DO)
 ``LIF(neuron, ...)``            the time recursion Eq. (I)-(R) of a population           (spikes out)
@@ -45,7 +46,7 @@ from refsnn._checks import check_array, check_choice, check_in_range, check_labe
 
 __all__ = [
     "Reset", "ExpReset", "ZeroReset", "ToValue", "Subtract", "NoReset", "RESETS",
-    "Neuron", "Affine", "Conv", "Pool", "Flatten", "BatchNorm", "Dropout", "LIF", "LI",
+    "Neuron", "Affine", "Conv", "Pool", "Flatten", "Vote", "BatchNorm", "Dropout", "LIF", "LI",
     "Loss", "LOSSES", "Network",
 ]
 
@@ -276,6 +277,31 @@ class Flatten:
 
     def backward(self, run, rec, g):
         return g.reshape(rec["shape"])
+
+
+@dataclass(frozen=True)
+class Vote:
+    """The mean of consecutive groups of ``k`` neurons (spikingjelly's ``VotingLayer(k)``): ``(T, B, n)`` to
+    ``(T, B, n // k)`` (a remainder dropped), e.g. 100 output neurons voting for 10 classes.  A readout: it may follow the last
+    population, and the loss then reads its output."""
+
+    k: int
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ValueError(f"k: expected a positive int, got {self.k!r}")
+
+    def forward(self, run, rec, a):
+        groups = a.shape[-1] // self.k                        # a remainder is dropped, as avg_pool1d does
+        if groups == 0:
+            raise ValueError(f"Vote({self.k}): {a.shape[-1]} neurons make no group of {self.k}")
+        rec["shape"] = a.shape
+        return a[..., :groups * self.k].reshape(*a.shape[:-1], groups, self.k).mean(axis=-1)
+
+    def backward(self, run, rec, g):
+        out = np.zeros(rec["shape"])
+        out[..., :g.shape[-1] * self.k] = np.repeat(g / self.k, self.k, axis=-1)
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -766,8 +792,13 @@ class Network:
         if not last.spiking and self.loss.kind not in ("mse_membrane", "custom") and not self.loss.reads_membrane:
             raise ValueError(f"loss: {self.loss.kind!r} reads the output spikes, but the last population is a "
                              f"leaky integrator (LI) that never fires; use a membrane loss")
-        if self._last_population() != len(self.pieces) - 1:
-            raise ValueError("pieces: nothing may follow the last neuron population (it is the readout)")
+        after = self.pieces[self._last_population() + 1:]
+        if any(not isinstance(p, (Vote, Pool, Flatten)) for p in after):
+            raise ValueError("pieces: nothing may follow the last neuron population but a readout of its spikes "
+                             "(Vote, Pool, Flatten)")
+        if after and (not last.spiking or self.loss.reads_membrane):
+            raise ValueError("pieces: a readout after the last population reads spikes; a membrane loss reads the "
+                             "last population itself")
 
     def _last_population(self) -> int:
         return max(i for i, p in enumerate(self.pieces) if isinstance(p, LIF))
@@ -787,7 +818,7 @@ class Network:
                                  f"(T, batch, ...), its parameters {keys}: they do not fit ({exc})") from None
         last = run.records[self._last_population()]
         spiking = self.pieces[self._last_population()].spiking
-        return (last["o"] if spiking else None), last["u"]
+        return (a if spiking else None), last["u"]        # a: the spikes, or their readout (Vote, Pool)
 
     def _run(self, params, x, data, mode, anchors=None):
         x = check_array("x", x, dtype=np.float64)
@@ -820,12 +851,14 @@ class Network:
         y = self._labels(y, o, u)
         L, g_o, g_u, _ = self.loss.value_and_grads(o, u, y)
         last = self._last_population()
-        g = None
+        g = None if g_o is None else g_o
         for i in reversed(range(len(self.pieces))):
             piece, rec = self.pieces[i], run.records[i]
-            if i == last:
+            if i > last:                                       # a readout of the spikes (Vote, Pool, Flatten)
+                g = piece.backward(run, rec, g)
+            elif i == last:
                 if piece.spiking:
-                    g = piece.backward(run, rec, np.zeros_like(rec["o"]) if g_o is None else g_o, g_u)
+                    g = piece.backward(run, rec, np.zeros_like(rec["o"]) if g is None else g, g_u)
                 else:
                     g = piece.backward(run, rec, np.zeros_like(rec["u"]) if g_u is None else g_u)
             else:

@@ -833,6 +833,8 @@ def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple
             a = out.reshape(T, B, *out.shape[1:])
         elif isinstance(piece, sl.Flatten):
             a = a.reshape(T, B, -1)
+        elif isinstance(piece, sl.Vote):                       # spikingjelly's VotingLayer: avg_pool1d over neurons
+            a = F.avg_pool1d(_stack_rows(a)[:, None, :], piece.k, piece.k)[:, 0, :].reshape(T, B, -1)
         elif isinstance(piece, sl.BatchNorm):
             a = _stack_batchnorm(piece, tp, buffers, a)
         elif isinstance(piece, sl.Dropout):
@@ -844,6 +846,7 @@ def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple
         else:
             raise NotImplementedError(f"pieces: no torch form of {type(piece).__name__}")
     u, o = populations[-1]
+    o = a if o is not None else None                           # the spikes, or their readout (Vote, Pool)
     loss = _stack_loss(network.loss, o, u, y)
     loss.backward()
     if info is not None:

@@ -193,6 +193,20 @@ def test_spikingjelly_multistep_conv_with_batchnorm_and_dropout():
     assert any("stack" in n for n in report.notes)
 
 
+def test_spikingjelly_voting_layer_readout():
+    """spikingjelly's examples read 10 classes from 100 neurons with layer.VotingLayer(10); here 6 vote for 3."""
+    neuron, surrogate = _sj()
+    from spikingjelly.activation_based import layer
+
+    torch.manual_seed(0)
+    model = _scaled(torch.nn.Sequential(
+        layer.Linear(6, 5, step_mode="m"), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m"),
+        layer.Linear(5, 6, step_mode="m"), neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m"),
+        layer.VotingLayer(2, step_mode="m")).double(), 2.5)
+    report = _check(model)
+    assert report.tensors[-2].name == "b2" and report["b2"].shape == (6,)
+
+
 # ---------------------------------------------------------------------------
 # norse
 # ---------------------------------------------------------------------------

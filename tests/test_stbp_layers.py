@@ -265,6 +265,18 @@ def test_every_membrane_readout(kind, readout):
     _fd(net, params, x, y, title=f"{kind}, {readout} readout")
 
 
+@pytest.mark.parametrize("kind", ["mse_rate", "ce_count"])
+def test_a_voting_readout_after_the_last_population(kind):
+    """spikingjelly's VotingLayer: 7 output neurons vote in groups of 2 for 3 classes (the last one dropped)."""
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7), sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7),
+                      sl.Vote(2)), sl.Loss(kind))
+    params, x, y = _problem(net, {"W1": (5, 6), "b1": (5,), "W2": (7, 5), "b2": (7,)}, (6,))
+    rep = _fd(net, params, x, y, title=f"vote, {kind}")
+    _, g = net.loss_and_grad(params, x, y)
+    assert not np.any(g["W2"][6]) and np.any(g["W2"][:6]), "the dropped neuron gets no gradient, the voters do"
+    assert rep.passed
+
+
 def test_a_loss_of_your_own():
     """The open door: the user's loss and its gradients with respect to the output spikes and membrane."""
     w = np.random.default_rng(4).standard_normal((T, B, 3))
@@ -316,6 +328,10 @@ def test_bad_pieces_and_settings_are_named():
         sl.Network((sl.Affine("W1"), sl.LI()), sl.Loss("ce_rate"))
     with pytest.raises(ValueError, match="nothing may follow"):
         sl.Network((sl.Affine("W1"), sl.LIF(ATAN), sl.Affine("W2")))
+    with pytest.raises(ValueError, match="membrane loss reads the last population"):
+        sl.Network((sl.Affine("W1"), sl.LIF(ATAN), sl.Vote(2)), sl.Loss("ce_membrane_sum"))
+    with pytest.raises(ValueError, match="k: expected a positive int"):
+        sl.Vote(0)
     with pytest.raises(ValueError, match="neuron population"):
         sl.Network((sl.Affine("W1"),))
     net = sl.Network((sl.Affine("W1", "b1"), sl.Dropout("m"), sl.LIF(ATAN)))

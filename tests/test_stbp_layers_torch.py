@@ -333,3 +333,23 @@ def test_a_custom_loss_has_no_torch_form():
     params = {"W1": np.ones((OUT, N_IN)), "b1": np.zeros(OUT)}
     with pytest.raises(NotImplementedError, match="custom"):
         golds.stack_loss_and_grad(net, params, np.ones((T, B, N_IN)), np.zeros(B, dtype=int))
+
+
+def test_a_voting_readout_agrees_with_torch():
+    """Vote (spikingjelly's VotingLayer, avg_pool1d over neurons) after the last population, 7 neurons in groups of
+    2 (the last dropped), a rate and a count loss."""
+    for kind in ("mse_rate", "ce_count"):
+        net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(sl.Neuron(reset="subtract", surrogate="atan", width=0.4),
+                                                        decay=0.7),
+                          sl.Affine("W2", "b2"), sl.LIF(sl.Neuron(surrogate="sigmoid", width=0.3), decay=0.6),
+                          sl.Vote(2)), sl.Loss(kind))
+        rng = np.random.default_rng(11)
+        params = {"W1": 1.5 * rng.standard_normal((5, 6)), "b1": 0.3 + 0.2 * rng.standard_normal(5),
+                  "W2": 1.5 * rng.standard_normal((7, 5)), "b2": 0.3 + 0.2 * rng.standard_normal(7)}
+        x = (rng.random((6, 4, 6)) < 0.5).astype(float)
+        y = rng.integers(0, 3, 4)
+        loss, g = net.loss_and_grad(params, x, y)
+        t_loss, tg = golds.stack_loss_and_grad(net, params, x, y)
+        assert loss == pytest.approx(t_loss, rel=TWIN_REL)
+        rep = gradcheck.compare(g, tg, tol=TORCH_REL)
+        assert rep.passed, str(rep)
