@@ -8,9 +8,10 @@ same thing fast.  This module decides how the kernels run:
   compiled with ``numba.njit(cache=True)``.  The first call of each kernel
   compiles it (a few seconds); later processes load it from numba's cache.
 * ``NUMBA_DISABLE_JIT=1``, or numba not installed: ``njit`` returns the plain
-  Python function unchanged.  The kernels then run as ordinary (slow) Python
-  and give the same results; this is how coverage is measured and how the
-  test suite checks that the kernels agree with their twins.
+  Python function unchanged, and the algorithms' ``Config(backend="numba")`` runs the NumPy tier instead
+  (:func:`resolve_backend`, said once), which is far faster than the kernels as Python.  With
+  ``REFSNN_KERNELS_AS_PYTHON=1`` the kernels do run as ordinary (slow) Python and give the same results;
+  this is how coverage is measured and how CI checks that the kernels agree with their twins.
 
 Kernels must take every value they use as an argument (no globals), so they
 behave the same compiled and uncompiled.
@@ -30,7 +31,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-__all__ = ["njit", "prange", "JIT_ENABLED", "jit_status", "limit_threads"]
+__all__ = ["njit", "prange", "JIT_ENABLED", "KERNELS_AS_PYTHON", "resolve_backend", "jit_status",
+           "limit_threads"]
 
 
 def _env_disables_jit() -> bool:
@@ -78,6 +80,28 @@ if JIT_ENABLED:  # pragma: no cover - environment dependent
     prange = _numba.prange
 else:  # pragma: no cover
     prange = range
+
+
+#: Set ``REFSNN_KERNELS_AS_PYTHON=1`` to run the kernels as plain Python when numba is off (how CI checks that they
+#: agree with their twins); by default refsnn then uses its NumPy tier instead, which is much faster than the
+#: kernels' Python loops.
+KERNELS_AS_PYTHON: bool = os.environ.get("REFSNN_KERNELS_AS_PYTHON", "0").strip() not in ("", "0")
+_TOLD = []
+
+
+def resolve_backend(backend: str) -> str:
+    """The backend a Config runs: ``"numba"`` becomes ``"numpy"`` (the readable twins) when numba is missing or
+    disabled, unless ``REFSNN_KERNELS_AS_PYTHON=1``; said once per process."""
+    if backend != "numba" or JIT_ENABLED or KERNELS_AS_PYTHON:
+        return backend
+    if not _TOLD:
+        import warnings
+
+        _TOLD.append(True)
+        warnings.warn(f"{jit_status().split(':')[0]}: refsnn runs its NumPy tier (backend='numpy'), the readable "
+                      f"twins, instead of the kernels as slow Python; install numba (or unset NUMBA_DISABLE_JIT) "
+                      f"for the fast kernels", RuntimeWarning, stacklevel=4)
+    return "numpy"
 
 
 def jit_status() -> str:

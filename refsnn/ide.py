@@ -328,7 +328,7 @@ from refsnn._checks import (
     check_labels,
     check_positive,
 )
-from refsnn._jit import njit, prange
+from refsnn._jit import njit, prange, resolve_backend
 
 __all__ = [
     "Config",
@@ -715,6 +715,7 @@ class Config:
             std = check_positive("normalize[1]", self.normalize[1])
             object.__setattr__(self, "normalize", (mean, std))
         check_choice("backend", self.backend, ("numba", "numpy"))
+        object.__setattr__(self, "backend", resolve_backend(self.backend))    # numba off: the NumPy tier
         object.__setattr__(self, "dropout", check_in_range("dropout", self.dropout, 0.0, 1.0, hi_open=True))
         check_choice("sn_method", self.sn_method, SN_METHODS)
         if self.sn_method == "power" and self.spectral_norm is None:

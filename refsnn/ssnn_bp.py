@@ -217,7 +217,7 @@ from refsnn._checks import (
     check_sizes,
     check_spikes,
 )
-from refsnn._jit import njit
+from refsnn._jit import njit, resolve_backend
 
 __all__ = [
     "Config",
@@ -294,6 +294,8 @@ class Config:
         object.__setattr__(self, "gamma_scale",
                            check_in_range("gamma_scale", self.gamma_scale, 0.0, 1.0, lo_open=True))
         check_choice("counter", self.counter, COUNTERS)
+        if self.counter == "events" and resolve_backend("numba") == "numpy":
+            object.__setattr__(self, "counter", "matmul")     # numba off: BLAS counts the same integers
         if not isinstance(self.ann, (bool, np.bool_)):
             raise TypeError(f"ann: expected True or False, got {self.ann!r}")
         object.__setattr__(self, "ann", bool(self.ann))

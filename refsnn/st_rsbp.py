@@ -200,7 +200,7 @@ from refsnn._checks import (
     check_spikes,
     check_time_major,
 )
-from refsnn._jit import limit_threads, njit, prange
+from refsnn._jit import limit_threads, njit, prange, resolve_backend
 from refsnn._paths import data_home
 
 __all__ = [
@@ -440,6 +440,7 @@ class Config:
                 set_(name, check_int(name, getattr(self, name), minimum=2))
         check_choice("dtable_lookup", self.dtable_lookup, ("clip", "code"))
         check_choice("backend", self.backend, ("numba", "numpy"))
+        object.__setattr__(self, "backend", resolve_backend(self.backend))    # numba off: the NumPy tier
         if self.threads is not None:
             set_("threads", check_int("threads", self.threads, minimum=1))
 

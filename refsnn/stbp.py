@@ -189,7 +189,7 @@ from refsnn._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn._jit import njit, prange
+from refsnn._jit import njit, prange, resolve_backend
 
 __all__ = [
     "Config",
@@ -376,6 +376,7 @@ class Config:
         check_choice("init", self.init, ("paper", "torch"))
         check_choice("dtype", self.dtype, ("float64", "float32"))
         check_choice("backend", self.backend, ("numba", "numpy"))
+        object.__setattr__(self, "backend", resolve_backend(self.backend))    # numba off: the NumPy tier
 
     def to_dict(self) -> dict:
         d = asdict(self)
