@@ -558,6 +558,11 @@ def from_torch(model, input_shape=None, example_input=None) -> Adapted:
         mods, _ = _recorded_modules(model, example_input)
     else:
         mods = _modules(model)
+    return _adapt(model, mods, input_shape)
+
+
+def _adapt(model, mods, input_shape) -> Adapted:
+    """:func:`from_torch` once the modules are known: ``refsnn.stbp``'s Config when it can say it, else the stack."""
     try:
         return _from_torch_config(model, mods, input_shape)
     except NotExpressible as first:
@@ -820,9 +825,8 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     static = False
     if _is_class_model(model):            # a class with its own loop over the steps: run it as it is
-        chain, static = _recorded_modules(model, xt)
-        adapted = from_torch(model, input_shape=tuple(xt.shape[1:]) if (static and xt.dim() == 4) else
-                             _sample_shape(x), example_input=xt)
+        chain, static = _recorded_modules(model, xt)                # recorded once, read as a chain
+        adapted = _adapt(model, chain, tuple(xt.shape[1:]) if (static and xt.dim() == 4) else _sample_shape(x))
         _reset_state(model, set(adapted.kinds), [m for _, m in _atomic_modules(model)])
         model.zero_grad()
         last_out = []                     # the readout's output at every call: its spikes (or an LI's membrane)
@@ -1068,8 +1072,7 @@ def _stack_norse(label, m, n, params, mapping, path, problems, notes):
     params[f"V{n}"], mapping[f"V{n}"] = _value("recurrent_weights", m.recurrent_weights)[0], f"{path}.recurrent_weights"
     lif = _stack_lif(s, layer, n, params, mapping)
     kind = "all" if m.autapses else "all_no_autapses"
-    return [sl.Affine(f"W{n}"), sl.LIF(lif.neuron, decay=lif.decay, threshold=lif.threshold, alpha=lif.alpha,
-                                       recurrent=(f"V{n}", kind))], True
+    return [sl.Affine(f"W{n}"), replace(lif, recurrent=(f"V{n}", kind))], True
 
 
 _STACK_ONLY = {("snntorch", "RLeaky"), ("snntorch", "RSynaptic"), ("norse", "LIFRecurrentCell"),
@@ -1212,8 +1215,7 @@ def _from_torch_stack(model, mods, shape, notes):
                 rec = _recurrent_piece(label, m, max(n, 1), params, mapping, path, problems)
                 if rec is None:
                     continue
-                pieces.append(sl.LIF(lif.neuron, decay=lif.decay, threshold=lif.threshold, alpha=lif.alpha,
-                                     recurrent=rec))
+                pieces.append(replace(lif, recurrent=rec))
                 kinds.append("snntorch")
                 continue
             s, layer = _NEURONS[kind](label, m, notes, f"{path}.")

@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -289,8 +290,6 @@ def _run(module, name, params, x, y, cfg, masks):
         kw["dropout_mask"] = masks
     if name == "ssnn_bp":
         cfg = replace(cfg, ann=True)           # the exact gradient the draws estimate
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")        # a probe may stop an iterative solver early on purpose
         loss, grads = module.loss_and_grad(params, x, y, cfg, info=info, **kw)
@@ -985,8 +984,6 @@ def _golden_arrays(name, cfg, params, x, y):
 
 def golden_write(directory) -> Path:
     """(Re)generate every golden case file and ``manifest.json`` into ``directory``; returns the manifest path."""
-    import warnings
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = {"format_version": FORMAT_VERSION, "refsnn_version": refsnn.__version__, "cases": []}
