@@ -145,9 +145,12 @@ step ``t-1``, all ``T`` steps of one layer can run before the next layer, so
 each layer's synaptic input is one matrix product over ``T*batch`` rows and
 only the element-wise time recursions (:func:`_lif_forward_kernel`,
 :func:`_lif_backward_kernel`) remain, as numba kernels.  The reset ``R`` and
-its derivatives (:func:`reset_value`, :func:`reset_du`, :func:`reset_do`) are
-written once, for numbers (kernels) and arrays (twin) alike.  Both tiers agree
-to float64 round-off (``tests/test_stbp.py``).
+its derivatives are a named piece (:class:`Reset`: :class:`ExpReset`,
+:class:`ZeroReset`, :class:`ToValue`, :class:`Subtract`, :class:`NoReset`)
+that the twin and the stack of layers (:mod:`refsnn.stbp_layers`) call; the
+kernels take a layer's constants and settings as two named tuples and read
+the same reset formulas by the piece's code.  Both tiers agree to float64
+round-off (``tests/test_stbp.py``).
 
 Notation differences from the paper
 -----------------------------------
@@ -172,6 +175,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -206,10 +210,15 @@ __all__ = [
     "paper_loss_and_grad",
     "forward_numpy",
     "backward_numpy",
+    "Trace",
     "kink_distance",
-    "reset_value",
-    "reset_du",
-    "reset_do",
+    "Reset",
+    "ExpReset",
+    "ZeroReset",
+    "ToValue",
+    "Subtract",
+    "NoReset",
+    "reset_piece",
     "spike_rule",
     "anchored_rule",
     "param_keys",
@@ -219,7 +228,6 @@ __all__ = [
 #: The reset mechanisms, and the old names of two of them.
 RESETS = ("exp", "zero", "v_reset", "subtract", "none")
 RESET_ALIASES = {"paper": "exp", "code": "zero"}
-RESET_CODES = {name: code for code, name in enumerate(RESETS)}
 TIMINGS = ("immediate", "delayed")
 LOSSES = ("mse_paper", "mse_mean")
 SYNAPSES = ("none", "current")
@@ -953,46 +961,162 @@ def _prepare(params, x, cfg):
 
 
 # ---------------------------------------------------------------------------
-# The neuron's pieces: the reset R and its derivatives, the firing rules
+# The neuron's pieces: the reset R with its partial derivatives, the firing rules
 # ---------------------------------------------------------------------------
-# R, R_u and R_o are written once, with operations that work on numbers (inside the numba kernels) and
-# on arrays (in the readable twin) alike.  ``kind`` is RESET_CODES[cfg.reset].  Constants are integers
-# (``1 - o``, ``0 * u``) so that every branch keeps the dtype of ``u`` (float32 stays float32).
+# A reset is a named piece: R(u, o) (Eq. (R)) and the partial derivatives the backward pass needs
+# (Eq. (B3), (B4)), written with operations that work on numbers and on arrays alike.  Constants are
+# integers (``1 - o``, ``0 * u``) so that every branch keeps the dtype of ``u`` (float32 stays float32).
+# The readable tier and the stack of layers (refsnn.stbp_layers) call these methods; numba cannot take a
+# Python object, so the kernels read the same formulas from ``_kernel_reset_*`` below, selected by the
+# piece's ``code`` (a named constant), and a test holds the two equal for every reset.
 
-@njit
-def reset_value(u, o, kind, lam, thr, v_reset):
-    """``R(u, o)``, the potential after the reset (Eq. (R)); ``lam`` is used by ``"exp"``, ``thr`` by ``"subtract"``."""
-    if kind == 0:                               # exp: the paper's u tau exp(-o/tau) = lam R
+_EXP, _ZERO, _TO_VALUE, _SUBTRACT, _NONE = range(5)     # the kernels' names for the resets (Reset.code)
+
+
+class Reset:
+    """``R(u, o)``, the potential after a spike ``o`` at potential ``u``, with ``dR/du``, ``dR/do``, ``dR/dv_th``.
+
+    ``lam`` (the decay) is used by :class:`ExpReset`, ``thr`` (the threshold) by :class:`Subtract`.
+    """
+
+    name = "reset"
+    code = -1
+
+    def value(self, u, o, lam, thr):
+        raise NotImplementedError
+
+    def du(self, u, o, lam):
+        raise NotImplementedError
+
+    def do(self, u, o, lam, thr):
+        raise NotImplementedError
+
+    def dthr(self, u, o):
+        return 0 * o
+
+
+class ExpReset(Reset):
+    """The paper's: ``lam R = lam u exp(-o/lam)`` (its ``u tau f(o)``, ``f(o) = exp(-o/tau)``)."""
+
+    name, code = "exp", _EXP
+
+    def value(self, u, o, lam, thr):
         return u * np.exp(-o / lam)
-    if kind == 1:                               # zero
+
+    def du(self, u, o, lam):
+        return np.exp(-o / lam) + 0 * u
+
+    def do(self, u, o, lam, thr):
+        return -(u / lam) * np.exp(-o / lam)
+
+
+class ZeroReset(Reset):
+    """The official code's ``mem * (1 - spike)``: ``R = u (1 - o)``."""
+
+    name, code = "zero", _ZERO
+
+    def value(self, u, o, lam, thr):
         return u * (1 - o)
-    if kind == 2:                               # to v_reset
-        return u * (1 - o) + v_reset * o
-    if kind == 3:                               # subtract the threshold
+
+    def du(self, u, o, lam):
+        return (1 - o) + 0 * u
+
+    def do(self, u, o, lam, thr):
+        return -u + 0 * o
+
+
+@dataclass(frozen=True)
+class ToValue(Reset):
+    """Reset to a value: ``R = u (1 - o) + v_reset o``."""
+
+    v_reset: float = 0.0
+    name, code = "v_reset", _TO_VALUE
+
+    def value(self, u, o, lam, thr):
+        return u * (1 - o) + self.v_reset * o
+
+    def du(self, u, o, lam):
+        return (1 - o) + 0 * u
+
+    def do(self, u, o, lam, thr):
+        return self.v_reset - u + 0 * o
+
+
+class Subtract(Reset):
+    """The "soft" reset: ``R = u - v_th o``."""
+
+    name, code = "subtract", _SUBTRACT
+
+    def value(self, u, o, lam, thr):
         return u - thr * o
-    return u + 0 * o                            # none
+
+    def du(self, u, o, lam):
+        return 1 + 0 * (u + o)
+
+    def do(self, u, o, lam, thr):
+        return -thr + 0 * (u + o)
+
+    def dthr(self, u, o):
+        return -o + 0 * u
+
+
+class NoReset(Reset):
+    """No reset: ``R = u``."""
+
+    name, code = "none", _NONE
+
+    def value(self, u, o, lam, thr):
+        return u + 0 * o
+
+    def du(self, u, o, lam):
+        return 1 + 0 * (u + o)
+
+    def do(self, u, o, lam, thr):
+        return 0 * (u + o)
+
+
+def reset_piece(cfg: Config, dtype=np.float64) -> Reset:
+    """The :class:`Reset` that ``cfg.reset`` names (``"v_reset"``: :class:`ToValue` of ``cfg.v_reset``,
+    in ``dtype``)."""
+    if cfg.reset == "v_reset":
+        return ToValue(np.dtype(dtype).type(cfg.v_reset))
+    return {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none": NoReset}[cfg.reset]()
 
 
 @njit
-def reset_du(u, o, kind, lam):
-    """``dR/du``, used by Eq. (B4)."""
-    if kind == 0:
+def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
+    """:meth:`Reset.value` of the reset whose ``code`` is ``reset``, on numbers (for the kernels)."""
+    if reset == _EXP:
+        return u * np.exp(-o / lam)
+    if reset == _ZERO:
+        return u * (1 - o)
+    if reset == _TO_VALUE:
+        return u * (1 - o) + v_reset * o
+    if reset == _SUBTRACT:
+        return u - thr * o
+    return u + 0 * o
+
+
+@njit
+def _kernel_reset_du(u, o, reset, lam):
+    """:meth:`Reset.du`, on numbers."""
+    if reset == _EXP:
         return np.exp(-o / lam) + 0 * u
-    if kind == 1 or kind == 2:
+    if reset == _ZERO or reset == _TO_VALUE:
         return (1 - o) + 0 * u
     return 1 + 0 * (u + o)
 
 
 @njit
-def reset_do(u, o, kind, lam, thr, v_reset):
-    """``dR/do``, the reset path of Eq. (B3)."""
-    if kind == 0:
+def _kernel_reset_do(u, o, reset, lam, thr, v_reset):
+    """:meth:`Reset.do`, on numbers."""
+    if reset == _EXP:
         return -(u / lam) * np.exp(-o / lam)
-    if kind == 1:
+    if reset == _ZERO:
         return -u + 0 * o
-    if kind == 2:
+    if reset == _TO_VALUE:
         return v_reset - u + 0 * o
-    if kind == 3:
+    if reset == _SUBTRACT:
         return -thr + 0 * (u + o)
     return 0 * (u + o)
 
@@ -1031,18 +1155,24 @@ def anchored_rule(cfg: Config, u0, o0, thr0):
 # Readable twin: step-major loops that follow the equations line by line
 # ---------------------------------------------------------------------------
 
-def _run_numpy(layers, x, cfg, fire, reset_spikes, pool_select=None):
-    """Eq. (I)-(R) step by step, layer by layer; returns per layer ``u, o, v, j`` (each (T, batch, n)).
+class Trace(NamedTuple):
+    """What a forward pass records, per layer a (T, batch, n_layer) array each: the potential ``u`` compared
+    with the threshold, the spikes ``o``, and the charge ``v`` and synaptic current ``j`` (Eq. (V), (J))."""
 
-    Also returns ``sel``: per layer and step, the entries a max pooling took (None for other layers),
-    which ``pool_select`` (the same structure) imposes instead.
-    """
-    kind = RESET_CODES[cfg.reset]
+    u: list
+    o: list
+    v: list
+    j: list
+
+
+def _run_numpy(layers, x, cfg, fire, reset_spikes, pool_select=None):
+    """Eq. (I)-(R) step by step, layer by layer: the :class:`Trace`, and ``sel``, per layer and step the
+    entries a max pooling took (None for other layers), which ``pool_select`` (the same structure)
+    imposes instead."""
+    R = reset_piece(cfg, x.dtype)
     delayed = cfg.reset_timing == "delayed"
-    v_reset = x.dtype.type(cfg.v_reset)
     T, B = x.shape[:2]
-    out = {key: [np.zeros((T, B, L.n), x.dtype) for L in layers] for key in ("u", "o", "v", "j")}
-    u, o, v, j = out["u"], out["o"], out["v"], out["j"]
+    u, o, v, j = ([np.zeros((T, B, L.n), x.dtype) for L in layers] for _ in range(4))
     r = [np.broadcast_to(np.asarray(cfg.v_rest, x.dtype), (B, L.n)) for L in layers]   # r^{-1} = v_rest
     o_reset = o if reset_spikes is None else reset_spikes              # the spikes the reset sees
     sel = [[None] * T for _ in layers]
@@ -1053,17 +1183,16 @@ def _run_numpy(layers, x, cfg, fire, reset_spikes, pool_select=None):
             j[n][t] = L.alpha * j[n][t - 1] + I if (cfg.synapse == "current" and t > 0) else I   # Eq. (J)
             v[n][t] = L.lam * r[n] + L.kap * j[n][t] + L.c              # Eq. (V)
             if delayed and t > 0:
-                u[n][t] = reset_value(v[n][t], o_reset[n][t - 1], kind, L.lam, L.thr, v_reset)   # Eq. (u)
+                u[n][t] = R.value(v[n][t], o_reset[n][t - 1], L.lam, L.thr)   # Eq. (u)
             else:
                 u[n][t] = v[n][t]
             o[n][t] = fire(n, t, u[n][t] - L.thr)                       # Eq. (o), or its smoothed stand-in
-            r[n] = u[n][t] if delayed else reset_value(u[n][t], o_reset[n][t], kind, L.lam, L.thr,
-                                                       v_reset)     # Eq. (R)
+            r[n] = u[n][t] if delayed else R.value(u[n][t], o_reset[n][t], L.lam, L.thr)   # Eq. (R)
             a = o[n][t]
-    return u, o, v, j, sel
+    return Trace(u, o, v, j), sel
 
 
-def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None, pool_select=None):
+def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None, pool_select=None, trace=False):
     """Simulate the network, looping over time, then layers (the paper's order).
 
     Parameters
@@ -1084,26 +1213,29 @@ def forward_numpy(params, x, cfg: Config, *, fire=None, reset_spikes=None, pool_
     pool_select : list, optional
         Per layer and step, the entries each max pooling takes (a frozen choice:
         :func:`reference_objective` freezes it at the forward pass's).
+    trace : bool
+        Return the whole :class:`Trace` (``u, o, v, j``), which :func:`backward_numpy` takes.
 
     Returns
     -------
     u, o : list of ndarray, each (T, batch, n_layer)
-        Membrane potentials (the value compared with ``v_th``) and spikes of every layer.
+        Membrane potentials (the value compared with ``v_th``) and spikes of every layer
+        (or the :class:`Trace` with ``trace=True``).
     """
     layers, x, cfg = _prepare(params, x, cfg)
-    u, o, _, _, _ = _run_numpy(layers, x, cfg, spike_rule(cfg) if fire is None else fire, reset_spikes, pool_select)
-    return u, o
+    tr, _ = _run_numpy(layers, x, cfg, spike_rule(cfg) if fire is None else fire, reset_spikes, pool_select)
+    return tr if trace else (tr.u, tr.o)
 
 
-def backward_numpy(params, x, u, o, g_obar, cfg: Config):
+def backward_numpy(params, x, trace, g_obar, cfg: Config):
     """Exact BPTT through the surrogate graph, step-major (Eq. (B1)-(B5)).
 
     Parameters
     ----------
     params, x, cfg
         As for :func:`forward_numpy`.
-    u, o : lists of (T, batch, n_layer) arrays
-        From :func:`forward_numpy`.
+    trace : Trace
+        From ``forward_numpy(params, x, cfg, trace=True)``.
     g_obar : ndarray, shape (batch, n_out)
         ``dL/dobar``, the loss gradient with respect to the output rate.
 
@@ -1115,11 +1247,14 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
         ``dL/dx``, the gradient with respect to the input.
     """
     layers, x, cfg = _prepare(params, x, cfg)
-    kind = RESET_CODES[cfg.reset]
-    v_reset = x.dtype.type(cfg.v_reset)
+    return _backward_numpy(layers, x, trace, g_obar, cfg)
+
+
+def _backward_numpy(layers, x, trace, g_obar, cfg):
+    R = reset_piece(cfg, x.dtype)
     delayed, detach = cfg.reset_timing == "delayed", cfg.detach_reset
     T, N = x.shape[0], len(layers)
-    _, _, v, j = _charges(layers, x, o, u, cfg)                        # what the forward pass charged
+    u, o, v, j = trace
     h = lambda z: surrogates.h(z, cfg.surrogate, cfg.width)           # noqa: E731
     gW = [np.zeros_like(L.W) for L in layers]
     gb = [np.zeros_like(L.b) for L in layers]
@@ -1140,28 +1275,26 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
                 g_r = L.lam * gv_next                                  # dL/dr^t, through the charge of t+1
                 if delayed:
                     if not detach:
-                        delta = delta + eps_next * reset_do(v[n][t + 1], ot, kind, L.lam, L.thr, v_reset)  # (B3)
+                        delta = delta + eps_next * R.do(v[n][t + 1], ot, L.lam, L.thr)   # Eq. (B3)
                     eps_r = g_r
                 else:
                     if not detach:
-                        delta = delta + g_r * reset_do(ut, ot, kind, L.lam, L.thr, v_reset)   # Eq. (B3)
-                    eps_r = g_r * reset_du(ut, ot, kind, L.lam)
-                    if kind == 3:
-                        gthr[n] -= (g_r * ot).sum(axis=0)              # dR/dv_th = -o of the subtract reset
+                        delta = delta + g_r * R.do(ut, ot, L.lam, L.thr)   # Eq. (B3)
+                    eps_r = g_r * R.du(ut, ot, L.lam)
+                    gthr[n] += (g_r * R.dthr(ut, ot)).sum(axis=0)      # the reset's dR/dv_th
             fire_part = delta * h(ut - L.thr)
             eps = fire_part + eps_r                                    # Eq. (B4)
             gthr[n] -= fire_part.sum(axis=0)                           # do/dv_th = -h
             if delayed and t > 0:
-                gv = eps * reset_du(v[n][t], o[n][t - 1], kind, L.lam)
-                if kind == 3:
-                    gthr[n] -= (eps * o[n][t - 1]).sum(axis=0)
+                gv = eps * R.du(v[n][t], o[n][t - 1], L.lam)
+                gthr[n] += (eps * R.dthr(v[n][t], o[n][t - 1])).sum(axis=0)
             else:
                 gv = eps
             gj = L.kap * gv
             if cfg.synapse == "current" and t < T - 1:
                 gj = gj + L.alpha * nxt[n][2]                          # Eq. (B4j)
-            r_prev = cfg.v_rest if t == 0 else (u[n][t - 1] if delayed else reset_value(
-                u[n][t - 1], o[n][t - 1], kind, L.lam, L.thr, v_reset))
+            r_prev = cfg.v_rest if t == 0 else (u[n][t - 1] if delayed else R.value(
+                u[n][t - 1], o[n][t - 1], L.lam, L.thr))
             glam[n] += (gv * (r_prev - cfg.v_rest - (j[n][t] if cfg.decay_input else 0.0))).sum(axis=0)   # dv/dlam
             gWt, gbt, delta = _synapse_backward(L, gj, ain, argmax, False)   # Eq. (B5), and (B2): dL/do^{t,n-1}
             gW[n] += gWt
@@ -1169,33 +1302,6 @@ def backward_numpy(params, x, u, o, g_obar, cfg: Config):
             nxt[n] = (eps, gv, gj)
         g_x[t] = delta
     return _collect(layers, cfg, gW, gb, glam, gthr), g_x
-
-
-def _charges(layers, x, o, u, cfg):
-    """``(u, o, v, j)`` with ``j`` and ``v`` recomputed from the spikes: the inputs each layer charged with."""
-    kind = RESET_CODES[cfg.reset]
-    v_reset = x.dtype.type(cfg.v_reset)
-    T = x.shape[0]
-    v, j = [], []
-    for n, L in enumerate(layers):
-        a = x if n == 0 else o[n - 1]
-        I = _synapse(L, a.reshape(T * a.shape[1], -1), False)[0].reshape(T, a.shape[1], L.n)   # Eq. (I)
-        jn = I.copy()
-        if cfg.synapse == "current":
-            for t in range(1, T):
-                jn[t] = L.alpha * jn[t - 1] + I[t]                     # Eq. (J)
-        vn = np.empty_like(u[n])
-        for t in range(T):
-            if t == 0:
-                r_prev = cfg.v_rest
-            elif cfg.reset_timing == "delayed":
-                r_prev = u[n][t - 1]
-            else:
-                r_prev = reset_value(u[n][t - 1], o[n][t - 1], kind, L.lam, L.thr, v_reset)
-            vn[t] = L.lam * r_prev + L.kap * jn[t] + L.c               # Eq. (V)
-        v.append(vn)
-        j.append(jn)
-    return u, o, v, j
 
 
 def _collect(layers, cfg, gW, gb, glam, gthr) -> dict:
@@ -1227,16 +1333,55 @@ def _reduce(g, like):
 # Fast tier: layer-major, numba kernels for the element-wise time recursions
 # ---------------------------------------------------------------------------
 
+class _Neurons(NamedTuple):
+    """One layer's neuron constants as the kernels read them: one value per neuron, each (H,)."""
+
+    lam: np.ndarray         # decay
+    kap: np.ndarray         # input scale kappa
+    c: np.ndarray           # (1 - lam) v_rest
+    thr: np.ndarray         # threshold
+    alpha: np.ndarray       # synapse decay
+
+
+class _Rule(NamedTuple):
+    """One layer's settings as the kernels read them (:class:`Config`'s, the reset and the surrogate by code)."""
+
+    reset: int              # Reset.code
+    v_reset: float          # for ToValue
+    v_rest: float
+    delayed: bool           # reset_timing == "delayed"
+    synapse: bool           # synapse == "current"
+    strict: bool            # fire on u > v_th (else >=)
+    smooth: bool            # forward == "smooth": o = P(u - v_th)
+    detach: bool            # detach_reset
+    decay_input: bool       # the decay is learned and the input decayed: dv/dlam includes -j
+    surrogate: int          # surrogates.KIND_CODES
+    width: float
+
+
+def _kernel_setting(L, cfg, dt):
+    """``(_Neurons, _Rule)`` of layer ``L`` for the kernels, every number in dtype ``dt``."""
+    rule = _Rule(reset=reset_piece(cfg).code, v_reset=dt.type(cfg.v_reset), v_rest=dt.type(cfg.v_rest),
+                 delayed=cfg.reset_timing == "delayed", synapse=cfg.synapse == "current", strict=cfg.strict,
+                 smooth=cfg.forward == "smooth", detach=cfg.detach_reset,
+                 decay_input=cfg.decay_input and L.decay_key is not None,
+                 surrogate=surrogates.KIND_CODES[cfg.surrogate], width=dt.type(cfg.width))
+    return _Neurons(L.lam, L.kap, L.c, L.thr, L.alpha), rule
+
+
 @njit(parallel=True)
-def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_reset, delayed, strict, smooth,
-                        sur, width, v_out, j_out):
+def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
-    The same arithmetic, in the same order, as :func:`forward_numpy`.  ``lam, kap, c, thr, alpha`` hold
-    one value per neuron.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when they have ``T`` rows
-    (the backward pass needs them for a delayed reset and a learned decay); pass (1, 1, 1) arrays
-    otherwise.  Returns ``u, o``.  Samples are independent: they are shared out among numba's threads.
+    The same arithmetic, in the same order, as :func:`forward_numpy`; ``nrn`` and ``rule`` are the
+    layer's :class:`_Neurons` and :class:`_Rule`.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when
+    they have ``T`` rows (the backward pass needs them for a delayed reset and a learned decay); pass
+    (1, 1, 1) arrays otherwise.  Returns ``u, o``.  Samples are independent: they are shared out among
+    numba's threads.
     """
+    lam, kap, c, thr, alpha = nrn
+    reset, v_reset, v_rest, delayed, synapse = rule.reset, rule.v_reset, rule.v_rest, rule.delayed, rule.synapse
+    strict, smooth, sur, width = rule.strict, rule.smooth, rule.surrogate, rule.width
     T, B, H = I.shape
     u = np.empty_like(I)
     o = np.empty_like(I)
@@ -1255,10 +1400,13 @@ def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_res
                 elif delayed:
                     r = u[t - 1, s, i]
                 else:
-                    r = reset_value(u[t - 1, s, i], o[t - 1, s, i], kind, lam[i], thr[i], v_reset)   # Eq. (R)
+                    r = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)  # (R)
                 vt = lam[i] * r + kap[i] * jt + c[i]                                    # Eq. (V)
-                ut = reset_value(vt, o[t - 1, s, i], kind, lam[i], thr[i], v_reset) if delayed and t > 0 else vt
-                u[t, s, i] = ut                                                         # Eq. (u)
+                if delayed and t > 0:
+                    ut = _kernel_reset_value(vt, o[t - 1, s, i], reset, lam[i], thr[i], v_reset)   # Eq. (u)
+                else:
+                    ut = vt
+                u[t, s, i] = ut
                 z = ut - thr[i]
                 if smooth:
                     o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
@@ -1274,16 +1422,20 @@ def _lif_forward_kernel(I, lam, kap, c, thr, alpha, v_rest, synapse, kind, v_res
 
 
 @njit(parallel=True)
-def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, kind, v_reset, delayed, detach,
-                         decay_input, sur, width, glam, gthr):
+def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
-    The same order as :func:`backward_numpy`.  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and
-    ``dL/dv_th`` into ``gthr[s]`` (both (B, H); the caller sums over samples); ``v`` and ``j`` are the
-    forward kernel's (used for a delayed reset and for ``glam``).  ``decay_input`` must be false unless
-    ``j`` was recorded (a learnable decay with the input decayed): it only enters ``glam``, and ``j`` is
-    otherwise a (1, 1, 1) placeholder.  Samples are shared out among numba's threads.
+    The same order as :func:`backward_numpy`.  ``trace`` is the layer's ``(u, o, v, j)`` from the forward
+    kernel (``v`` used for a delayed reset, ``j`` for ``glam`` when ``rule.decay_input``; otherwise they
+    may be (1, 1, 1) placeholders).  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th``
+    into ``gthr[s]`` (both (B, H); the caller sums over samples).  Samples are shared out among numba's
+    threads.
     """
+    u, o, v, j = trace
+    lam, kap, c, thr, alpha = nrn
+    reset, v_reset, v_rest, delayed, synapse = rule.reset, rule.v_reset, rule.v_rest, rule.delayed, rule.synapse
+    detach, decay_input, sur, width = rule.detach, rule.decay_input, rule.surrogate, rule.width
+    subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
     T, B, H = u.shape
     gI = np.empty_like(u)
     for s in prange(B):
@@ -1302,20 +1454,21 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
                     g_r = lam[i] * gv_n[i]                                              # dL/dr^t
                     if delayed:
                         if not detach:
-                            d = d + eps_n[i] * reset_do(v[t + 1, s, i], ot, kind, lam[i], thr[i], v_reset)  # (B3)
+                            d = d + eps_n[i] * _kernel_reset_do(v[t + 1, s, i], ot, reset, lam[i], thr[i],
+                                                                v_reset)               # Eq. (B3)
                         e_r = g_r
                     else:
                         if not detach:
-                            d = d + g_r * reset_do(ut, ot, kind, lam[i], thr[i], v_reset)            # Eq. (B3)
-                        e_r = g_r * reset_du(ut, ot, kind, lam[i])
-                        if kind == 3:
+                            d = d + g_r * _kernel_reset_do(ut, ot, reset, lam[i], thr[i], v_reset)   # Eq. (B3)
+                        e_r = g_r * _kernel_reset_du(ut, ot, reset, lam[i])
+                        if subtract:
                             gt[i] -= g_r * ot
                 fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
                 e = fire + e_r                                                          # Eq. (B4)
                 gt[i] -= fire
                 if delayed and t > 0:
-                    gv = e * reset_du(v[t, s, i], o[t - 1, s, i], kind, lam[i])
-                    if kind == 3:
+                    gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i])
+                    if subtract:
                         gt[i] -= e * o[t - 1, s, i]
                 else:
                     gv = e
@@ -1328,7 +1481,7 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
                 elif delayed:
                     r_prev = u[t - 1, s, i]
                 else:
-                    r_prev = reset_value(u[t - 1, s, i], o[t - 1, s, i], kind, lam[i], thr[i], v_reset)
+                    r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)
                 dv = r_prev - v_rest
                 if decay_input:
                     dv = dv - j[t, s, i]
@@ -1339,24 +1492,18 @@ def _lif_backward_kernel(g, u, o, v, j, lam, kap, thr, alpha, v_rest, synapse, k
     return gI
 
 
-def _kernel_constants(cfg, dt):
-    """The scalar arguments the kernels share, typed like the arrays."""
-    return (dt.type(cfg.v_rest), cfg.synapse == "current", RESET_CODES[cfg.reset], dt.type(cfg.v_reset),
-            cfg.reset_timing == "delayed")
-
-
 def _forward_fast(layers, x, cfg, keep=False):
-    """Layer-major forward; with ``keep`` also each layer's ``v`` and ``j`` and what its synapse saw
-    (``ins``: the pooled input and a max pooling's choice), for the backward pass."""
+    """Layer-major forward: per layer the :class:`Trace` entries ``u, o, v, j`` (``v`` and ``j`` only when
+    ``keep`` and the backward pass needs them, else (1, 1, 1) placeholders) and, with ``keep``, what its
+    synapse saw (``ins``: the pooled input and a max pooling's choice)."""
     T, B = x.shape[:2]
     dt = x.dtype
-    v_rest, synapse, kind, v_reset, delayed = _kernel_constants(cfg, dt)
-    sur = surrogates.KIND_CODES[cfg.surrogate]
     dummy = np.zeros((1, 1, 1), dt)
-    u, o, vs, js, ins = [], [], [], [], []
+    tr, ins = Trace([], [], [], []), []
     a = x
     for L in layers:
         H = L.n
+        nrn, rule = _kernel_setting(L, cfg, dt)
         if L.spec.op == "dense" and L.spec.pool is None:
             I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H)       # Eq. (I), every t at once
             I += L.b
@@ -1365,35 +1512,29 @@ def _forward_fast(layers, x, cfg, keep=False):
             I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
             I = I.reshape(T, B, H)
             ins.append((ain, argmax) if keep else None)
-        v_out = np.empty((T, B, H), dt) if keep and delayed else dummy
-        j_out = np.empty((T, B, H), dt) if keep and (cfg.decay_input and L.decay_key is not None) else dummy
-        un, on = _lif_forward_kernel(I, L.lam, L.kap, L.c, L.thr, L.alpha, v_rest, synapse, kind, v_reset, delayed,
-                                     cfg.strict, cfg.forward == "smooth", sur, dt.type(cfg.width), v_out, j_out)
-        u.append(un)
-        o.append(on)
-        vs.append(v_out)
-        js.append(j_out)
+        v_out = np.empty((T, B, H), dt) if keep and rule.delayed else dummy
+        j_out = np.empty((T, B, H), dt) if keep and rule.decay_input else dummy
+        un, on = _lif_forward_kernel(I, nrn, rule, v_out, j_out)
+        for seq, arr in zip(tr, (un, on, v_out, j_out)):
+            seq.append(arr)
         a = on
-    return u, o, vs, js, ins
+    return tr, ins
 
 
-def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
+def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
     """Layer-major Eq. (B1)-(B5); ``dL/dx`` (one more matrix product) only when ``input_grad``."""
     T, B = x.shape[:2]
     dt = x.dtype
-    v_rest, synapse, kind, v_reset, delayed = _kernel_constants(cfg, dt)
-    sur = surrogates.KIND_CODES[cfg.surrogate]
     N = len(layers)
     gW, gb, glam, gthr = [None] * N, [None] * N, [None] * N, [None] * N
     g = np.broadcast_to((g_obar / T).astype(dt), (T,) + g_obar.shape)   # Eq. (B1) at every t
     for n in reversed(range(N)):
         L = layers[n]
         H = L.n
+        nrn, rule = _kernel_setting(L, cfg, dt)
         gl, gt = np.zeros((B, H), dt), np.zeros((B, H), dt)          # per sample, summed below
-        gI = _lif_backward_kernel(np.ascontiguousarray(g), u[n], o[n], vs[n], js[n], L.lam, L.kap, L.thr, L.alpha,
-                                  v_rest, synapse, kind, v_reset, delayed, cfg.detach_reset,
-                                  cfg.decay_input and L.decay_key is not None, sur,
-                                  dt.type(cfg.width), gl, gt)
+        layer_trace = (trace.u[n], trace.o[n], trace.v[n], trace.j[n])
+        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt)
         glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]
@@ -1413,17 +1554,17 @@ def _backward_fast(layers, x, u, o, vs, js, ins, g_obar, cfg, input_grad=False):
 # ---------------------------------------------------------------------------
 
 def _gradients(params, x, y, cfg, input_grad=False):
-    layers, xx, cfg = _prepare(params, x, cfg)
+    layers, xx, cfg = _prepare(params, x, cfg)                       # the one validation of the call
     y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])
     if cfg.backend == "numpy":
-        u, o = forward_numpy(params, xx, cfg)
-        loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
-        grads, gx = backward_numpy(params, xx, u, o, g_obar, cfg)
+        tr, _ = _run_numpy(layers, xx, cfg, spike_rule(cfg), None)
+        loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
+        grads, gx = _backward_numpy(layers, xx, tr, g_obar, cfg)
     else:
-        u, o, vs, js, ins = _forward_fast(layers, xx, cfg, keep=True)
-        loss, g_obar = _loss(o[-1].mean(axis=0), y, cfg)
-        grads, gx = _backward_fast(layers, xx, u, o, vs, js, ins, g_obar, cfg, input_grad=input_grad)
-    return loss, grads, gx, o
+        tr, ins = _forward_fast(layers, xx, cfg, keep=True)
+        loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
+        grads, gx = _backward_fast(layers, xx, tr, ins, g_obar, cfg, input_grad=input_grad)
+    return loss, grads, gx, tr.o
 
 
 def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None):
@@ -1484,7 +1625,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None):
     layers = _network(params, cfg)
     x = _check_x(x, layers).astype(np.float64)
     y = check_labels("y", y, layers[-1].n, batch=x.shape[1])
-    u0, o0, _, _, sel0 = _run_numpy(layers, x, cfg, spike_rule(cfg), None)   # the anchor: the pass at params
+    (u0, o0, _, _), sel0 = _run_numpy(layers, x, cfg, spike_rule(cfg), None)   # the anchor: the pass at params
     fire = anchored_rule(cfg, u0, o0, [L.thr for L in layers])
     reset_spikes = o0 if cfg.detach_reset else None             # a detached reset sees the anchor's spikes
 
@@ -1507,7 +1648,8 @@ def kink_distance(params, x, cfg: Config = Config()) -> float:
     if not ks:
         return math.inf
     layers = _network(params, cfg)
-    u, _ = forward_numpy(params, x, cfg)
+    x = _check_x(x, layers).astype(np.float64)
+    u = _run_numpy(layers, x, cfg, spike_rule(cfg), None)[0].u
     d = math.inf
     for un, L in zip(u, layers):
         for k in ks:
@@ -1519,9 +1661,10 @@ def simulate(params, x, cfg: Config = Config()):
     """Run the network and return ``(u, o)``: per-layer membrane potentials and spikes, each (T, batch, n)."""
     layers, xx, cfg = _prepare(params, x, cfg)
     if cfg.backend == "numpy":
-        return forward_numpy(params, xx, cfg)
-    u, o, _, _, _ = _forward_fast(layers, xx, cfg)
-    return u, o
+        tr, _ = _run_numpy(layers, xx, cfg, spike_rule(cfg), None)
+    else:
+        tr, _ = _forward_fast(layers, xx, cfg)
+    return tr.u, tr.o
 
 
 def predict(params, x, cfg: Config = Config(), rng=None) -> np.ndarray:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refsnn import conv, surrogates
+from refsnn import conv, stbp, surrogates
 from refsnn._checks import check_array, check_choice, check_in_range, check_labels, check_positive
 
 __all__ = [
@@ -55,103 +55,9 @@ __all__ = [
 # The reset: R(u, o) and its partial derivatives (Eq. (R), used by (B3) and (B4))
 # ---------------------------------------------------------------------------
 
-class Reset:
-    """``R(u, o)``, the potential after a spike ``o`` at potential ``u``, with ``dR/du``, ``dR/do``, ``dR/dv_th``."""
-
-    name = "reset"
-
-    def value(self, u, o, lam, thr):
-        raise NotImplementedError
-
-    def du(self, u, o, lam):
-        raise NotImplementedError
-
-    def do(self, u, o, lam, thr):
-        raise NotImplementedError
-
-    def dthr(self, u, o):
-        return 0.0 * o
-
-
-class ExpReset(Reset):
-    """The paper's: ``lam R = lam u exp(-o/lam)`` (its ``u tau f(o)``, ``f(o) = exp(-o/tau)``)."""
-
-    name = "exp"
-
-    def value(self, u, o, lam, thr):
-        return u * np.exp(-o / lam)
-
-    def du(self, u, o, lam):
-        return np.exp(-o / lam) + 0 * u
-
-    def do(self, u, o, lam, thr):
-        return -(u / lam) * np.exp(-o / lam)
-
-
-class ZeroReset(Reset):
-    """The official code's ``mem * (1 - spike)``: ``R = u (1 - o)``."""
-
-    name = "zero"
-
-    def value(self, u, o, lam, thr):
-        return u * (1 - o)
-
-    def du(self, u, o, lam):
-        return (1 - o) + 0 * u
-
-    def do(self, u, o, lam, thr):
-        return -u + 0 * o
-
-
-@dataclass(frozen=True)
-class ToValue(Reset):
-    """Reset to a value: ``R = u (1 - o) + v_reset o``."""
-
-    v_reset: float = 0.0
-    name = "v_reset"
-
-    def value(self, u, o, lam, thr):
-        return u * (1 - o) + self.v_reset * o
-
-    def du(self, u, o, lam):
-        return (1 - o) + 0 * u
-
-    def do(self, u, o, lam, thr):
-        return self.v_reset - u + 0 * o
-
-
-class Subtract(Reset):
-    """The "soft" reset: ``R = u - v_th o``."""
-
-    name = "subtract"
-
-    def value(self, u, o, lam, thr):
-        return u - thr * o
-
-    def du(self, u, o, lam):
-        return 1 + 0 * (u + o)
-
-    def do(self, u, o, lam, thr):
-        return -thr + 0 * (u + o)
-
-    def dthr(self, u, o):
-        return -o + 0 * u
-
-
-class NoReset(Reset):
-    """No reset: ``R = u``."""
-
-    name = "none"
-
-    def value(self, u, o, lam, thr):
-        return u + 0 * o
-
-    def du(self, u, o, lam):
-        return 1 + 0 * (u + o)
-
-    def do(self, u, o, lam, thr):
-        return 0 * (u + o)
-
+# The reset pieces live in refsnn.stbp (the Config-driven network uses them too); they are re-exported here.
+Reset, ExpReset, ZeroReset, ToValue = stbp.Reset, stbp.ExpReset, stbp.ZeroReset, stbp.ToValue
+Subtract, NoReset = stbp.Subtract, stbp.NoReset
 
 #: The resets by name, as :class:`refsnn.stbp.Config` names them.
 RESETS = {"exp": ExpReset(), "zero": ZeroReset(), "subtract": Subtract(), "none": NoReset()}
@@ -247,22 +153,20 @@ class Pool:
         check_choice("kind", self.kind, ("avg", "max", "sum"))
 
     def forward(self, run, rec, a):
-        from refsnn.stbp import pool_forward
 
         rec["shape"] = a.shape
         select = run.anchors[rec["index"]]["argmax"] if (run.mode == "anchored" and self.kind == "max") else None
-        out, argmax = pool_forward(_rows(a), "max" if self.kind == "max" else "avg", self.k, select=select)
+        out, argmax = stbp.pool_forward(_rows(a), "max" if self.kind == "max" else "avg", self.k, select=select)
         rec["argmax"] = argmax
         if self.kind == "sum":
             out = out * (self.k * self.k)
         return out.reshape(a.shape[0], a.shape[1], *out.shape[1:])
 
     def backward(self, run, rec, g):
-        from refsnn.stbp import pool_backward
 
         shape = rec["shape"]
         g4 = _rows(g) * (self.k * self.k if self.kind == "sum" else 1)
-        ga = pool_backward(g4, (shape[0] * shape[1], *shape[2:]), "max" if self.kind == "max" else "avg", self.k,
+        ga = stbp.pool_backward(g4, (shape[0] * shape[1], *shape[2:]), "max" if self.kind == "max" else "avg", self.k,
                            rec["argmax"])
         return ga.reshape(shape)
 
@@ -914,7 +818,6 @@ def from_config(cfg, params) -> tuple:
     ``(n_in,)``): reshape ``x`` (T, batch, n_in) to ``(T, batch, *input_shape)`` before the stack.  Used by
     the tests to hold the two equal, and a starting point for a model :mod:`refsnn.stbp` cannot express.
     """
-    from refsnn import stbp
 
     if cfg.forward != "spike":
         raise ValueError(f"cfg: forward={cfg.forward!r}; the stack computes the spiking network")

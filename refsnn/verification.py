@@ -398,7 +398,7 @@ def _stbp_printed_term_gradient(params, x, y, cfg):
     T, S, C, N = x.shape[0], x.shape[1], o[-1].shape[2], len(o)
     diff = o[-1].mean(axis=0) - np.eye(C)[y]
     g_obar = diff / S if cfg.loss == "mse_paper" else 2 * diff / (S * C)
-    kind, lam, thr = stbp.RESET_CODES[cfg.reset], float(cfg.decay), float(cfg.v_th)
+    R, lam, thr = stbp.reset_piece(cfg), float(cfg.decay), float(cfg.v_th)
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     printed_next = [0.0] * N          # delta^{t+1} h(u^{t+1} - v_th), per layer
     eps_next = [0.0] * N
@@ -407,9 +407,9 @@ def _stbp_printed_term_gradient(params, x, y, cfg):
         for n in reversed(range(N)):
             ut, ot = u[n][t], o[n][t]
             if not cfg.detach_reset:
-                delta = delta + lam * printed_next[n] * stbp.reset_do(ut, ot, kind, lam, thr, cfg.v_reset)  # printed
+                delta = delta + lam * printed_next[n] * R.do(ut, ot, lam, thr)  # printed
             hu = surrogates.h(ut - thr, cfg.surrogate, cfg.width)
-            eps = delta * hu + lam * eps_next[n] * stbp.reset_du(ut, ot, kind, lam)
+            eps = delta * hu + lam * eps_next[n] * R.du(ut, ot, lam)
             grads[f"W{n + 1}"] += eps.T @ (x[t] if n == 0 else o[n - 1][t])
             grads[f"b{n + 1}"] += eps.sum(axis=0)
             eps_next[n], printed_next[n] = eps, delta * hu

@@ -132,9 +132,9 @@ def literal_temporal_term_gradient(params, x, y, cfg):
     _, g_obar = stbp._loss(o[-1].mean(axis=0), y, cfg)
     T, N = x.shape[0], len(params) // 2
     h = lambda v: surrogates.h(v - cfg.v_th, cfg.surrogate, cfg.width)  # noqa: E731
-    kind, lam = stbp.RESET_CODES[cfg.reset], cfg.decay
-    f = lambda o: lam * stbp.reset_du(0.0, o, kind, lam)                          # noqa: E731  f(o) = decay (1 - o)
-    u_fp = lambda u, o: lam * stbp.reset_do(u, o, kind, lam, cfg.v_th, 0.0)      # noqa: E731  u f'(o)
+    R, lam = stbp.reset_piece(cfg), cfg.decay
+    f = lambda o: lam * R.du(0.0, o, lam)                                         # noqa: E731  f(o) = decay (1 - o)
+    u_fp = lambda u, o: lam * R.do(u, o, lam, cfg.v_th)                           # noqa: E731  u f'(o)
     grads = {k: np.zeros_like(v) for k, v in params.items()}
     eps_next, delta_next = [None] * N, [None] * N
     for t in reversed(range(T)):
@@ -250,31 +250,53 @@ def test_kernels_compiled_equal_plain_python():
     T, B, H = 6, 3, 5
     I = rng.normal(0.4, 0.6, (T, B, H))
     g = rng.normal(0, 1, (T, B, H))
-    lam, kap, c = np.full(H, 0.3), np.full(H, 0.7), np.full(H, 0.02)
-    thr, alpha = np.linspace(0.4, 0.6, H), np.full(H, 0.5)
-    for kind in range(len(stbp.RESETS)):
+    nrn = stbp._Neurons(lam=np.full(H, 0.3), kap=np.full(H, 0.7), c=np.full(H, 0.02),
+                        thr=np.linspace(0.4, 0.6, H), alpha=np.full(H, 0.5))
+    for reset in stbp.RESETS:
+        code = stbp.reset_piece(stbp.Config(reset=reset)).code
         for delayed in (False, True):
             for synapse in (False, True):
                 for sur in range(len(surrogates.NAMES)):
-                    strict, smooth = bool(sur % 2), sur == 3
-                    outs = []
-                    for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
-                        v, j = np.empty((T, B, H)), np.empty((T, B, H))
-                        u, o = fn(I, lam, kap, c, thr, alpha, 0.1, synapse, kind, -0.2, delayed, strict, smooth,
-                                  sur, 0.8, v, j)
-                        outs.append((u, o, v, j))
-                    for a, b in zip(outs[0], outs[1]):
-                        assert_close(a, b, FORMULA_REL)            # 6 steps of one neuron's recursion
-                    u, o, v, j = outs[0]
                     for detach in (False, True):
+                        rule = stbp._Rule(reset=code, v_reset=-0.2, v_rest=0.1, delayed=delayed, synapse=synapse,
+                                          strict=bool(sur % 2), smooth=sur == 3, detach=detach, decay_input=True,
+                                          surrogate=sur, width=0.8)
+                        outs = []
+                        for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
+                            v, j = np.empty((T, B, H)), np.empty((T, B, H))
+                            u, o = fn(I, nrn, rule, v, j)
+                            outs.append((u, o, v, j))
+                        for a, b in zip(outs[0], outs[1]):
+                            assert_close(a, b, FORMULA_REL)            # 6 steps of one neuron's recursion
                         res = []
                         for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
                             glam, gthr = np.zeros((B, H)), np.zeros((B, H))   # per sample
-                            gI = fn(g, u, o, v, j, lam, kap, thr, alpha, 0.1, synapse, kind, -0.2, delayed, detach,
-                                    True, sur, 0.8, glam, gthr)
+                            gI = fn(g, outs[0], nrn, rule, glam, gthr)
                             res.append((gI, glam, gthr))
                         for a, b in zip(res[0], res[1]):
                             assert_close(a, b, FORMULA_REL)
+
+
+@pytest.mark.parametrize("reset", stbp.RESETS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_reset_formulas_are_the_reset_pieces(reset, dtype):
+    """The kernels read R, dR/du, dR/do from _kernel_reset_* by the piece's code; the twin and the stack call
+    the Reset piece's methods.  Same formulas, same operations: equal (to one rounding, np.exp in numba vs
+    NumPy) on a grid of potentials, both spike values, two decays and thresholds, and in the array's dtype."""
+    cfg = stbp.Config(reset=reset, v_reset=-0.3)
+    R = stbp.reset_piece(cfg, dtype)
+    u = np.linspace(-2, 2, 41).astype(dtype)
+    for o in (dtype(0), dtype(1)):
+        for lam, thr in ((dtype(0.3), dtype(0.5)), (dtype(0.9), dtype(1.5))):
+            vr = dtype(cfg.v_reset)
+            kernel = (np.array([stbp._kernel_reset_value(ui, o, R.code, lam, thr, vr) for ui in u]),
+                      np.array([stbp._kernel_reset_du(ui, o, R.code, lam) for ui in u]),
+                      np.array([stbp._kernel_reset_do(ui, o, R.code, lam, thr, vr) for ui in u]))
+            piece = (R.value(u, o, lam, thr), R.du(u, o, lam), R.do(u, o, lam, thr))
+            for name, k, p in zip(("value", "du", "do"), kernel, piece):
+                assert np.asarray(p).dtype == dtype, (name, np.asarray(p).dtype)
+                assert_close(k.astype(np.float64), np.broadcast_to(p, u.shape).astype(np.float64),
+                             FLOAT32_REL if dtype == np.float32 else FORMULA_REL, what=f"{reset} {name}")
 
 
 _SUBPROCESS = r"""
