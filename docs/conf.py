@@ -5,7 +5,6 @@ The site is built from the repository alone and works offline: MathJax is served
 build (myst-nb), so their figures are in the pages.
 """
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,12 +28,15 @@ extensions = [
 ]
 
 # The notebooks live in ../notebooks; copy them beside the pages for the build (docs/notebooks is not committed).
+# Their links to the derivation pages are written for Jupyter and the repository (``../docs/stbp.md``); beside
+# the pages the same page is ``../stbp.md``, so the copy rewrites that one prefix.
 _nb = HERE / "notebooks"
 _nb.mkdir(exist_ok=True)
 for src in sorted((ROOT / "notebooks").glob("*.ipynb")):
     dst = _nb / src.name
-    if not dst.exists() or dst.read_bytes() != src.read_bytes():
-        shutil.copyfile(src, dst)
+    text = src.read_text(encoding="utf-8").replace("](../docs/", "](../")
+    if not dst.exists() or dst.read_text(encoding="utf-8") != text:
+        dst.write_text(text, encoding="utf-8")
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute"]
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
@@ -69,5 +71,6 @@ html_theme_options = {
     "home_page_in_toc": True,
 }
 html_context = {"default_mode": "light"}   # a fresh browser has no stored mode: say it, no console error
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["refsnn.css"]
 html_last_updated_fmt = None

@@ -251,7 +251,7 @@ Answer: the set of biased ports, names from "independent", "reuse" (set() if nei
 By what factor does the total variance of ghat_W1 grow when the gain is halved (gamma_scale=0.5)?
 On section 5's small net and first digit, compute
 sum(variance_v1(..., Config(T=16, gamma_scale=0.5))["W1"]) / sum(variance_v1(..., Config(T=16))["W1"]).
-Predict it from Eq. (V2) first, then compute it.
+Predict it from Eq. (Var2) first, then compute it.
 
 Answer: one number, the factor. The check allows a relative difference of 2 %.""",
 
@@ -554,7 +554,9 @@ def _ex_04_2(answer):
         return False, 'give a set of port names from {"independent", "reuse"}'
     if given == {"independent", "reuse"}:
         return True, ("both: in V2 the gate, clip and softmax see a noisy zhat, which biases every estimate "
-                      "(0.17); reuse adds a small correlation bias on top (0.18).  In V1 the F units' trains "
+                      "whichever port feeds the coincidences (W1's mean is off by about 17 %, with 3000 estimates "
+                      "as with 30000).  Whether reuse adds a correlation bias on top is below what these draws "
+                      "resolve: the two ports' errors overlap over repeated draws.  In V1 the F units' trains "
                       "feed only the update port, so 'reuse' and 'independent' are the same thing.")
     return False, ("for each port, compare the relative error of the mean with 3000 and with 30000 estimates: "
                    "noise shrinks with more estimates, bias does not")
@@ -575,10 +577,10 @@ def _ex_04_3(answer):
     """Live: the ratio of variance_v1's W1 totals, 2 % tolerance."""
     truth = _gamma_ratio()
     if _close(answer, truth, 0.02 * truth):
-        return True, (f"x{truth:.2f}: the first term of Eq. (V2), x g E|beta| / gamma, doubles, the second does "
-                      f"not change, so slightly more than 2; the output layer (Eq. (V1)) has no gain.")
+        return True, (f"x{truth:.2f}: the first term of Eq. (Var2), x g E|beta| / gamma, doubles, the second does "
+                      f"not change, so slightly more than 2; the output layer (Eq. (Var1)) has no gain.")
     return False, ("use ssnn_bp.variance_v1 with Config(T=16) and Config(T=16, gamma_scale=0.5); when you "
-                   "predict, check which terms of Eq. (V2) contain the gain")
+                   "predict, check which terms of Eq. (Var2) contain the gain")
 
 
 def _ex_04_4(answer):

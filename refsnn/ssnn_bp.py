@@ -130,9 +130,9 @@ Each entry of ``ghat`` is ``-1/(Gamma T)`` times a sum of ``T`` iid
 variables ``X_t = v_i(t)(e+_j(t) - e-_j(t))`` in ``{-1, 0, 1}``, so (one hidden
 layer, ``delta^2 = p - onehot(c)``, ``delta^1`` from Eq. (B2))::
 
-    Var[ghat_W2_kj] = (a1_j |delta2_k| - a1_j^2 delta2_k^2) / T                       # Eq. (V1)
+    Var[ghat_W2_kj] = (a1_j |delta2_k| - a1_j^2 delta2_k^2) / T                       # Eq. (Var1)
     Var[ghat_W1_ji] = (x_i g_j E|beta_j| / gamma - x_i^2 delta1_j^2) / T,
-        E|beta_j| = sum_{k != c} p_k |W2_cj - W2_kj|                                   # Eq. (V2)
+        E|beta_j| = sum_{k != c} p_k |W2_cj - W2_kj|                                   # Eq. (Var2)
 
 (bias entries: set ``a = 1``).  Both fall like ``1/T``; larger ``gamma``
 lowers the hidden layer's.  :func:`variance_v1` computes them.
@@ -971,7 +971,7 @@ def encode(features, cfg: Config = Config(), rng=None) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 def variance_v1(params, x, y, cfg: Config = Config()) -> dict:
-    """Exact per-entry variance of one sample's V1 estimate, Eq. (V1)-(V2) (one hidden layer).
+    """Exact per-entry variance of one sample's V1 estimate, Eq. (Var1)-(Var2) (one hidden layer).
 
     ``x`` (1, n_in) or (n_in,), ``y`` one label.  Returns ``{"W1", "b1",
     "W2", "b2"}`` arrays of the variance of :func:`sample_gradients`' entries.
@@ -996,12 +996,12 @@ def variance_v1(params, x, y, cfg: Config = Config()) -> dict:
     gamma = gains(params, cfg)[0]
     T = cfg.T
     abs2 = np.abs(delta2)                                        # E|e+_k - e-_k|: 1-p_c at c, p_k elsewhere
-    var = {"W2": (np.outer(abs2, a1) - np.outer(delta2 ** 2, a1 ** 2)) / T,           # Eq. (V1)
+    var = {"W2": (np.outer(abs2, a1) - np.outer(delta2 ** 2, a1 ** 2)) / T,           # Eq. (Var1)
            "b2": (abs2 - delta2 ** 2) / T}
     W2 = Ws[1]
     E_abs_beta = (p[:, None] * np.abs(W2[c][None, :] - W2)).sum(axis=0)              # sum_{k != c} (k = c adds 0)
     E_abs_d1 = g * gamma * E_abs_beta                                                # E|e+^1_j - e-^1_j|
     xi = x[0]
-    var["W1"] = (np.outer(E_abs_d1, xi) - np.outer((gamma * delta1) ** 2, xi ** 2)) / (gamma ** 2 * T)  # Eq. (V2)
+    var["W1"] = (np.outer(E_abs_d1, xi) - np.outer((gamma * delta1) ** 2, xi ** 2)) / (gamma ** 2 * T)  # Eq. (Var2)
     var["b1"] = (E_abs_d1 - (gamma * delta1) ** 2) / (gamma ** 2 * T)
     return _sorted(var)

@@ -562,7 +562,7 @@ def _ssnn_bp_verdict(module, c, params, x, y, cfg, tol, alpha, keys):
     if cfg.forward == "spike":
         diagnosis.append("forward='spike' (V2) is biased for the ANN gradient by design (its forward pass is "
                          "itself random); only V1 (forward='rate') is unbiased, so only V1 can be judged this way")
-    # the variance against the closed form Eq. (V1)-(V2): one sample, one hidden layer, V1
+    # the variance against the closed form Eq. (Var1)-(Var2): one sample, one hidden layer, V1
     lay = [k for k in params if k.startswith("W")]
     if cfg.forward == "rate" and x.shape[0] == 1 and len(lay) == 2 and set(keys) == set(exact):
         var = module.variance_v1(params, x, y, cfg)
@@ -580,7 +580,7 @@ def _ssnn_bp_verdict(module, c, params, x, y, cfg, tol, alpha, keys):
                                        extra={"max_abs_z": abs(z), "z_bound": bound, "T2": math.nan, "dof": 0,
                                               "T2_per_dof": math.nan, "band_lo": math.nan, "band_hi": math.nan})
         rep.tensors.append(extra)
-        diagnosis.append(f"total variance of one draw: yours {Vhat:.4e}, the closed form (Eq. (V1)-(V2)) {V:.4e} "
+        diagnosis.append(f"total variance of one draw: yours {Vhat:.4e}, the closed form (Eq. (Var1)-(Var2)) {V:.4e} "
                          f"(z = {z:.2f}, bound {bound:.2f}){'' if ok else ': your estimator is not V1'}")
     if c["loss"] is not None:
         rel = abs(c["loss"] - exact_loss) / max(abs(exact_loss), 1e-300)

@@ -356,7 +356,7 @@ def _moments(qp, qm, Gamma, T):
 
 
 def test_single_trial_variances_match_the_closed_forms():
-    """Eq. (V1)-(V2) on a 6-5-3 net (one input pixel exactly 0) at T = 4, 16, 64.
+    """Eq. (Var1)-(Var2) on a 6-5-3 net (one input pixel exactly 0) at T = 4, 16, 64.
 
     N = 4000 iid single-sample estimates per T.  For each entry the sample variance s^2 of N iid
     values has Var(s^2) = mu4/N - sigma^4 (N - 3)/(N (N - 1)) with mu4 the exact 4th central moment
@@ -392,7 +392,7 @@ def test_single_trial_variances_match_the_closed_forms():
 def test_rms_error_falls_like_one_over_sqrt_T():
     """RMSE of single-trial estimates at T = 16, 64, 256, 1024 (N = 600 each, 6-5-3 net).
 
-    In V1 E||ghat - g||^2 = sum of per-entry variances = V/T exactly (Eq. (V1)-(V2)), so the log-log
+    In V1 E||ghat - g||^2 = sum of per-entry variances = V/T exactly (Eq. (Var1)-(Var2)), so the log-log
     slope of RMSE is -1/2.  The estimate MSE_T (mean of N squared errors) has standard error
     se_T = sd(||ghat - g||^2)/sqrt(N); by the delta method 0.5 log MSE_T has sd 0.5 se_T/MSE_T, and the
     least-squares slope over u = log T is sum_T w_T y_T with w_T = (u_T - mean u)/sum (u - mean u)^2, so

@@ -423,7 +423,7 @@ def test_st_rsbp_user_without_fake_target_spikes(tmp_path, capsys):
 
 def _detect_n(factor, z_target=8.0):
     """Draws needed to see a bias of (1 - factor) x the exact gradient: for the entry where it is largest against
-    the closed-form standard deviation of one draw (one sample, Eq. (V1)-(V2)), N such that the expected z-score
+    the closed-form standard deviation of one draw (one sample, Eq. (Var1)-(Var2)), N such that the expected z-score
     of the mean is ``z_target``, far past the Bonferroni bound (~4.5 for these 46 entries at alpha 1e-3)."""
     params, x, y = problems.ssnn_bp_problem(400, batch=1)
     _, g = ssnn_bp.loss_and_grad(params, x, y, replace(SSNN_CFG, ann=True))
