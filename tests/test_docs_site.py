@@ -88,6 +88,15 @@ def test_page_renders_math_and_images_without_errors(site_url, browser, page_pat
     typeset = page.evaluate("document.querySelectorAll('span.math mjx-container, div.math mjx-container').length")
     text = page.evaluate("document.querySelector('main, article, body').innerText")
     images = page.evaluate("[...document.images].map(i => [i.src, i.complete && i.naturalWidth > 0])")
+    # Nothing cut off by the text column: code wraps (its box is no wider inside than outside), and a display
+    # equation wider than the column scrolls in its own box (docs/_static/refsnn.css).
+    cut_code = page.evaluate("""[...document.querySelectorAll('div.highlight pre, div.cell_output pre')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.split('\\n')[0].slice(0, 60))""")
+    cut_math = page.evaluate("""[...document.querySelectorAll('div.math, mjx-container[display="true"]')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1 && !['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+        .length""")
+    links = page.evaluate("""[...document.querySelectorAll('article a[href]')].map(a => a.href)
+        .filter(h => h.startsWith(location.origin) && !h.includes('#'))""")
     shots = SITE / "_screenshots"
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / (page_path.replace("/", "_").replace(".html", ".png"))), full_page=False)
@@ -102,5 +111,9 @@ def test_page_renders_math_and_images_without_errors(site_url, browser, page_pat
         figures = _figures(page_path)
         assert figures, f"{page_path}: the notebook was not executed into the site (no figure outputs)"
         assert len(images) >= figures, f"{page_path}: {figures} figures produced, {len(images)} shown"
+    assert not cut_code, f"{page_path}: code blocks wider than the column (cut off): {cut_code}"
+    assert not cut_math, f"{page_path}: {cut_math} display equations wider than the column and not scrollable"
+    missing = sorted({h for h in links if not (SITE / h[len(site_url) + 1:].split("?")[0]).exists()})
+    assert not missing, f"{page_path}: links to pages that do not exist: {missing}"
     assert not failed, f"{page_path}: requests that failed (a CDN, a missing file): {failed}"
     assert not errors, f"{page_path}: console errors: {errors}"
