@@ -323,3 +323,33 @@ def test_notebook_exercise_cells_hold_no_answer(path):
             if hits:
                 found.append(f"{path.name} {kind} cell, {exercise}: {hits}")
     assert not found, "answers in the notebooks' exercise cells:\n" + "\n".join(found)
+
+
+EXECUTED = ROOT / "docs" / "_build" / "jupyter_execute" / "notebooks"
+
+
+@pytest.mark.parametrize("name", ["00_overview", "01_stbp", "02_st_rsbp", "03_ide", "04_ssnn_bp"])
+def test_executed_notebook_outputs_hold_no_answer(name):
+    """What the documentation site shows: the outputs of the executed notebooks (the site build runs them).
+    Every output of a cell that calls a check is scanned against that exercise's answer, and every other
+    output of the exercise section against all of the notebook's answers.  Skipped when the site is not
+    built (CI builds it before the tests)."""
+    path = EXECUTED / f"{name}.ipynb"
+    if not path.exists():
+        pytest.skip(f"the documentation site is not built ({path} is missing)")
+    nb = json.loads(path.read_text())
+    ids = sorted(i for i in exercises.EXERCISES if i.startswith(name[:2]))
+    found, scanned = [], 0
+    for kind, src in _exercise_cells(nb):
+        if kind != "code":
+            continue
+        cell = next(c for c in nb["cells"] if "".join(c["source"]) == src)
+        text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                       for o in cell.get("outputs", []))
+        scanned += bool(text)
+        for exercise in re.findall(r'exercises\.check\("(\d\d-\d)"', src) or ids:
+            hits = _leaks(exercise, exercise_solutions.solution(exercise)[0], text)
+            if hits:
+                found.append(f"{name} output, {exercise}: {hits}")
+    assert scanned, f"{name}: no exercise output to scan (was the notebook executed?)"
+    assert not found, "answers in the executed notebooks' outputs:\n" + "\n".join(found)
