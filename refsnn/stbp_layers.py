@@ -43,6 +43,7 @@ import numpy as np
 
 from refsnn import conv, stbp, surrogates
 from refsnn._checks import check_array, check_choice, check_in_range, check_labels, check_positive
+from refsnn._jit import resolve_backend
 
 __all__ = [
     "Reset", "ExpReset", "ZeroReset", "ToValue", "Subtract", "NoReset", "RESETS",
@@ -73,6 +74,8 @@ class _Run:
     data: dict
     mode: str                      # "spike", "smooth" or "anchored"
     anchors: list | None = None    # per piece: the record of the anchor pass (mode "anchored")
+    fast: bool = False             # the fast tier (Network.backend "numba"): kernels, im2col, one GEMM per layer
+    input_grad: bool = True        # whether the first piece returns dL/dx (asked for through info)
     records: list = field(default_factory=list)
     grads: dict = field(default_factory=dict)
     state: dict = field(default_factory=dict)    # next values of buffers (BatchNorm running statistics)
@@ -99,7 +102,7 @@ class Affine:
 
     def forward(self, run, rec, a):
         rec["a"] = a
-        out = a @ run.params[self.W].T                                        # Eq. (I)
+        out = (_rows(a) @ run.params[self.W].T).reshape(*a.shape[:2], -1)     # Eq. (I), every step at once
         return out + run.params[self.b] if self.b else out
 
     def backward(self, run, rec, g):
@@ -107,7 +110,9 @@ class Affine:
         run.add(self.W, _rows(g).T @ _rows(a))                                # Eq. (B5)
         if self.b:
             run.add(self.b, _rows(g).sum(axis=0))
-        return g @ run.params[self.W]                                         # Eq. (B2)
+        if rec["index"] == 0 and not run.input_grad:
+            return None                                                       # nobody asked for dL/dx
+        return (_rows(g) @ run.params[self.W]).reshape(a.shape)               # Eq. (B2)
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,8 @@ class Conv:
     def forward(self, run, rec, a):
         rec["a"] = a
         W = run.params[self.W]
-        out = conv.conv2d(_rows(a), W, self.stride, self.pad)                 # Eq. (C)
+        conv2d = conv.conv2d_fast if run.fast else conv.conv2d               # im2col and a GEMM, or the sum
+        out = conv2d(_rows(a), W, self.stride, self.pad)                      # Eq. (C)
         if self.b:
             out = out + run.params[self.b][None, :, None, None]
         return out.reshape(a.shape[0], a.shape[1], *out.shape[1:])
@@ -130,10 +136,14 @@ class Conv:
     def backward(self, run, rec, g):
         a, W = rec["a"], run.params[self.W]
         g4, a4 = _rows(g), _rows(a)
-        run.add(self.W, conv.conv2d_weight_grad(a4, g4, W.shape[2], self.stride, self.pad))   # Eq. (B5)
+        weight_grad, input_grad = ((conv.conv2d_weight_grad_fast, conv.conv2d_input_grad_fast) if run.fast else
+                                   (conv.conv2d_weight_grad, conv.conv2d_input_grad))
+        run.add(self.W, weight_grad(a4, g4, W.shape[2], self.stride, self.pad))   # Eq. (B5)
         if self.b:
             run.add(self.b, g4.sum(axis=(0, 2, 3)))
-        ga = conv.conv2d_input_grad(g4, W, a.shape[3:], self.stride, self.pad)              # Eq. (B2)
+        if rec["index"] == 0 and not run.input_grad:
+            return None                                                       # nobody asked for dL/dx
+        ga = input_grad(g4, W, a.shape[3:], self.stride, self.pad)            # Eq. (B2)
         return ga.reshape(a.shape)
 
 
@@ -435,7 +445,43 @@ class LIF:
             return anc["o"][t] + P(z) - P(anc["z"][t])
         return (z > 0).astype(z.dtype) if nrn.strict else (z >= 0).astype(z.dtype)   # Eq. (o)
 
+    def _kernel_ready(self, run) -> bool:
+        """Whether this population runs on the numba kernels of :mod:`refsnn.stbp` in this run: the fast
+        tier covers a spiking population without recurrence or a learned synaptic decay, in a plain
+        forward pass, with the gradient arriving through its spikes (the readable form covers the rest)."""
+        return (run.fast and run.mode == "spike" and self.spiking and self.recurrent is None
+                and not isinstance(self.alpha, tuple))
+
+    def _kernel_setting(self, run, shape, lkey):
+        """The kernels' ``(_Neurons, _Rule)``: every constant one value per neuron of the flattened population."""
+        nrn = self.neuron
+        lam, kap, thr, al, _, _ = self._constants(run)
+        H = int(np.prod(shape))
+        per = lambda c: np.ascontiguousarray(np.broadcast_to(np.asarray(c, np.float64), shape).reshape(H))  # noqa
+        neurons = stbp._Neurons(lam=per(lam), kap=per(kap), c=per((1.0 - lam) * nrn.v_rest), thr=per(thr),
+                                alpha=per(al[0] if al is not None else 0.0))
+        rule = stbp._Rule(reset=nrn.reset.code, v_reset=float(getattr(nrn.reset, "v_reset", 0.0)),
+                          v_rest=float(nrn.v_rest), delayed=nrn.timing == "delayed", synapse=al is not None,
+                          strict=nrn.strict, smooth=False, detach=nrn.detach,
+                          decay_input=nrn.decay_input and lkey is not None,
+                          surrogate=surrogates.KIND_CODES[nrn.surrogate], width=float(nrn.width))
+        return neurons, rule
+
+    def _forward_kernel(self, run, rec, I):
+        """The fast tier of :meth:`forward`: stbp's forward kernel on the population flattened to (T, B, H)."""
+        T, B = I.shape[:2]
+        shape = I.shape[2:]
+        neurons, rule = self._kernel_setting(run, shape, None)
+        I3 = np.ascontiguousarray(I.reshape(T, B, -1))
+        v, j = np.empty_like(I3), np.empty_like(I3)                            # recorded for the backward pass
+        u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j)
+        u, o, v, j = (a.reshape(I.shape) for a in (u, o, v, j))
+        rec.update(u=u, o=o, v=v, j=j, z=u - neurons.thr.reshape(shape), I=I, seen=o, kernel=True)
+        return o
+
     def forward(self, run, rec, I):
+        if self._kernel_ready(run):
+            return self._forward_kernel(run, rec, I)
         nrn, R = self.neuron, self.neuron.reset
         lam, kap, thr, al, _, _ = self._constants(run)
         T, B = I.shape[:2]
@@ -468,9 +514,28 @@ class LIF:
         rec.update(u=u, o=o, v=v, j=j, z=z, I=I, seen=o if anchor_o is None else anchor_o)
         return o if self.spiking else u
 
+    def _backward_kernel(self, run, rec, g_o):
+        """The fast tier of :meth:`backward`: stbp's backward kernel, then the same chain rules to the
+        learned constants."""
+        lam, kap, thr, al, (lkey, lhow, lraw), (tkey, traw) = self._constants(run)
+        u = rec["u"]
+        T, B = u.shape[:2]
+        shape = u.shape[2:]
+        neurons, rule = self._kernel_setting(run, shape, lkey)
+        flat = lambda a: np.ascontiguousarray(a.reshape(T, B, -1))            # noqa: E731
+        glam, gthr = np.zeros((B, neurons.lam.size)), np.zeros((B, neurons.lam.size))   # per sample
+        gI = stbp._lif_backward_kernel(flat(g_o), tuple(flat(rec[k]) for k in "uovj"), neurons, rule, glam, gthr)
+        if lkey is not None:
+            run.add(lkey, _to_shape(_chain(glam.sum(axis=0).reshape(shape), lhow, lraw), lraw))
+        if tkey is not None:
+            run.add(tkey, _to_shape(gthr.sum(axis=0).reshape(shape), traw))
+        return gI.reshape(u.shape)
+
     def backward(self, run, rec, g_o, g_u=None):
         """``g_o = dL/do`` (spiking) or ``dL/du`` (a leaky integrator) per step, plus ``g_u`` from a membrane
         loss; returns ``dL/dI``."""
+        if rec.get("kernel") and g_u is None:
+            return self._backward_kernel(run, rec, g_o)
         nrn, R = self.neuron, self.neuron.reset
         lam, kap, thr, al, (lkey, lhow, lraw), (tkey, traw) = self._constants(run)
         u, o, v, j, seen = rec["u"], rec["o"], rec["v"], rec["j"], rec["seen"]
@@ -677,15 +742,20 @@ class Network:
     """A stack of pieces and a :class:`Loss`.  The last population's spikes and membrane are the readout.
 
     ``loss_and_grad(params, x, y, data=None)`` -> ``(loss, grads)``; ``info`` receives the next BatchNorm
-    buffers (``"state"``) and every population's spikes (``"spikes"``).  ``reference_objective(params, x,
+    buffers (``"state"``), every population's spikes (``"spikes"``) and ``dL/dx`` (``"input_grad"``, computed
+    only when ``info`` is given).  ``backend="numpy"`` (the default) runs the readable forms; ``"numba"`` the
+    fast tier behind the same pieces (stbp's kernels for the populations they cover, im2col convolutions).  ``reference_objective(params, x,
     y, data=None)`` -> the smooth function of the parameters whose exact gradient at ``params`` that is.
     """
 
     pieces: tuple
     loss: Loss = Loss()
+    backend: str = "numpy"
 
     def __post_init__(self):
         object.__setattr__(self, "pieces", tuple(self.pieces))
+        check_choice("backend", self.backend, ("numpy", "numba"))
+        object.__setattr__(self, "backend", resolve_backend(self.backend))    # numba off: the readable forms
         if not self.pieces:
             raise ValueError("pieces: a network needs at least one piece")
         if not any(isinstance(p, LIF) for p in self.pieces):
@@ -724,7 +794,7 @@ class Network:
         spiking = self.pieces[self._last_population()].spiking
         return (a if spiking else None), last["u"]        # a: the spikes, or their readout (Vote, Pool)
 
-    def _run(self, params, x, data, mode, anchors=None):
+    def _run(self, params, x, data, mode, anchors=None, fast=False):
         x = check_array("x", x, dtype=np.float64)
         if x.ndim < 3:
             raise ValueError(f"x: expected (T, batch, *features), got shape {x.shape}")
@@ -735,7 +805,7 @@ class Network:
                 if k not in params:
                     raise ValueError(f"params: no {k!r} (pieces[{i}], {type(piece).__name__}); have {sorted(params)}")
         arrays = {k: check_array(f"params[{k!r}]", v, dtype=np.float64) for k, v in params.items()}
-        return _Run(params=arrays, data=data or {}, mode=mode, anchors=anchors), x
+        return _Run(params=arrays, data=data or {}, mode=mode, anchors=anchors, fast=fast), x
 
     def _labels(self, y, o, u):
         if self.loss.kind in ("mse_membrane", "custom"):
@@ -745,12 +815,13 @@ class Network:
 
     def simulate(self, params, x, data=None):
         """Every population's ``(u, o)`` at ``params`` (a list, in order)."""
-        run, x = self._run(params, x, data, "spike")
+        run, x = self._run(params, x, data, "spike", fast=self.backend == "numba")
         self._forward(run, x)
         return [(r["u"], r["o"]) for r, p in zip(run.records, self.pieces) if isinstance(p, LIF)]
 
     def loss_and_grad(self, params, x, y, data=None, *, info=None):
-        run, x = self._run(params, x, data, "spike")
+        run, x = self._run(params, x, data, "spike", fast=self.backend == "numba")
+        run.input_grad = info is not None
         o, u = self._forward(run, x)
         y = self._labels(y, o, u)
         L, g_o, g_u, _ = self.loss.value_and_grads(o, u, y)

@@ -42,6 +42,7 @@ def test_the_stack_computes_stbps_network(case):
                                    tol=GRAD_FD_REL, eps=case.eps, order=case.order,
                                    title=f"stbp_layers (readable): {case.label}")
     assert fd.passed, str(fd)
+    _fast_equals_readable(net, case.params, x, case.y, None, loss, g, case.label)
 
 
 @pytest.mark.parametrize("name", ["paper", "code", "code_fc"])
@@ -114,14 +115,32 @@ def _problem(net, shapes, in_shape, *, data=None, seed0=0, scale=1.0, y=None):
 
 
 def _fd(net, params, x, y, data=None, title=""):
-    _, g = net.loss_and_grad(params, x, y, data)
+    """FD of the reference objective against the readable forms' gradient; then the fast tier
+    (backend="numba": stbp's kernels where a population allows them) against the readable forms."""
+    loss, g = net.loss_and_grad(params, x, y, data)
     objective = net.reference_objective(params, x, y, data)
     rep = gradcheck.check_gradients(g, lambda q: objective({**params, **q}),       # buffers stay as they are
                                     {k: v for k, v in params.items() if k in g}, tol=GRAD_FD_REL,
                                     title=f"stbp_layers (readable): {title}")
     assert rep.passed, str(rep)
     assert any(np.any(v) for v in g.values())
+    _fast_equals_readable(net, params, x, y, data, loss, g, title)
     return rep
+
+
+def _fast_equals_readable(net, params, x, y, data, loss, g, title):
+    """The same spikes, and loss and gradients to the round-off of two orders of the same operations."""
+    fast = replace(net, backend="numba")
+    info_f, info_r = {}, {}
+    loss_f, g_f = fast.loss_and_grad(params, x, y, data, info=info_f)
+    net.loss_and_grad(params, x, y, data, info=info_r)
+    for n, (a, b) in enumerate(zip(info_f["spikes"], info_r["spikes"])):
+        assert np.array_equal(a, b), f"{title}: population {n + 1} spikes differently on the kernels"
+    assert loss_f == pytest.approx(loss, rel=TWIN_REL)
+    # A tensor whose gradient vanishes exactly (a bias before BatchNorm) holds round-off of the size of the
+    # whole computation on both sides: judge every tensor against at least a tenth of the largest one.
+    rep = gradcheck.compare(g_f, g, tol=TWIN_REL, floor_rel=0.1, title=f"stbp_layers (kernels vs readable): {title}")
+    assert rep.passed, str(rep)
 
 
 DENSE = {"W1": (5, 6), "b1": (5,), "W2": (3, 5), "b2": (3,)}
@@ -359,3 +378,22 @@ def test_from_config_refuses_the_smoothed_forward():
     cfg = replace(stbp.PRESETS["code"], forward="smooth")
     with pytest.raises(ValueError, match="forward"):
         sl.from_config(cfg, {"W1": np.ones((3, 2)), "b1": np.zeros(3)})
+
+
+def test_the_fast_tier_runs_the_kernels_where_a_population_allows_them(monkeypatch):
+    """backend="numba" sends every spiking population without recurrence or a learned synaptic decay
+    through stbp's kernels (counted here), the rest through the readable forms; the default is the readable
+    forms."""
+    calls = []
+    for name in ("_lif_forward_kernel", "_lif_backward_kernel"):
+        kernel = getattr(stbp, name)
+        monkeypatch.setattr(stbp, name, lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7, recurrent=("V1", "all")),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)))
+    params, x, y = _problem(net, {**DENSE, "V1": (5, 5)}, (6,))
+    net.loss_and_grad(params, x, y)
+    assert calls == []
+    replace(net, backend="numba").loss_and_grad(params, x, y)
+    assert calls == ["_lif_forward_kernel", "_lif_backward_kernel"], calls     # the output layer only
+    with pytest.raises(ValueError, match="backend"):
+        replace(net, backend="cuda")
