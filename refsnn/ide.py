@@ -657,10 +657,12 @@ class Config:
         feedback and internal currents, shared by all time steps and by ``f``.
         :func:`loss_and_grad` draws it from ``rng`` or takes ``dropout_mask=``;
         :func:`predict` never drops.  0 (default): no dropout.
-    sn_method : {"exact", "power"}
+    sn_method : {"exact", "power", "operator"}
         ``sigma`` of Eq. (SN): the exact ``sigma_max(W_raw)`` (default), or
         the code's one power-iteration step from the state vectors
-        ``params["sn_u"], params["sn_v"]`` (Eq. (PI); needs ``spectral_norm``).
+        ``params["sn_u"], params["sn_v"]`` (Eq. (PI); needs ``spectral_norm``),
+        or, for a convolutional feedback, the norm of the convolution as an
+        operator (:func:`operator_norm`; needs ``spectral_norm``).
     early_stop : bool
         True (default): the iterative adjoint solvers stop at ``tol``.  False:
         ``"fixed_point"`` and ``"code_iter"`` run exactly ``max_iter``

@@ -143,6 +143,10 @@ class Settings:
             raise ValueError(f"lrs: applies to schedule 'list' only, got {len(self.lrs)} rates with schedule "
                              f"{self.schedule!r}")
         check_positive("gamma", self.gamma)
+        for name in ("hidden", "milestones"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple, np.ndarray)):
+                raise TypeError(f"{name}: expected a list (e.g. {name}=[128]), got {type(value).__name__} {value!r}")
         self.hidden = list(self.hidden)
         self.milestones = [check_int("milestones", m, minimum=0) for m in self.milestones]
         for name in ("limit_train", "limit_test"):

@@ -1,4 +1,5 @@
 """Every available algorithm module offers the common contract (CONTRIBUTING.md), and it behaves."""
+import re
 import inspect
 from dataclasses import fields
 
@@ -79,3 +80,30 @@ def test_recipe_and_first_gradcheck_case(algo):
         assert objective(case.params) == pytest.approx(loss, rel=1e-9, abs=1e-12)
     rep = gradcheck.run_cases(mod, [case])[0][1]
     assert rep.passed, str(rep)
+
+
+_CHOICES_DOC = re.compile(r"^\s*(\w+)\s*:\s*\{([^}]*)\}", re.M)
+
+
+def _validator_choices(mod, field):
+    """The names ``mod.Config`` accepts for ``field``: from the error a bogus value raises."""
+    with pytest.raises(ValueError, match=field) as err:
+        mod.Config(**{field: "no-such-choice"})
+    listed = str(err.value).split("expected one of", 1)
+    assert len(listed) == 2, f"{mod.__name__}.Config({field}=...): the error does not list the choices: {err.value}"
+    return set(re.findall(r"'([^']+)'", listed[1]))
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_config_docstring_lists_exactly_the_choices_the_validator_accepts(name):
+    """Each ``field : {"a", "b"}`` line of a Config docstring names every value the validator accepts, and no
+    other (aliases the validator also accepts, such as STBP's old reset names, are listed after "or")."""
+    mod = refsnn.algorithm(name)
+    found = _CHOICES_DOC.findall(mod.Config.__doc__ or "")
+    assert found, f"{name}.Config documents no choices"
+    for field, listed in found:
+        documented = set(re.findall(r'"([^"]+)"', listed))
+        accepted = _validator_choices(mod, field)
+        aliases = set(getattr(mod, "RESET_ALIASES", {})) if field == "reset" else set()
+        assert documented == accepted - aliases, (f"{name}.Config.{field}: the docstring lists {sorted(documented)}, "
+                                                  f"the validator accepts {sorted(accepted)}")

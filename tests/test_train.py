@@ -108,6 +108,10 @@ def test_settings_validation_and_schedules():
         Settings(epochs=0)
     with pytest.raises(TypeError, match="unknown setting"):
         train("stbp", epoch=3, progress=False, log=None)
+    with pytest.raises(TypeError, match=r"hidden: expected a list .*int 128"):
+        train("stbp", hidden=128, progress=False, log=None)
+    with pytest.raises(TypeError, match="milestones"):
+        Settings(milestones=3)
     s = Settings(lr=1.0, schedule="step", milestones=[2, 4], gamma=0.5)
     assert [lr_at(s, e) for e in range(6)] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     s = Settings(lr=1.0, schedule="inv_sqrt")
