@@ -1,4 +1,4 @@
-"""Accuracy of SSNN-BP against the spike-train length T, next to its ANN twin (the table of the README).
+"""Accuracy of SSNN-BP against the spike-train length T, next to its ANN twin (the table of the results page, docs/results.md).
 
 Every run is ``refsnn.train.train("ssnn_bp", ...)`` with ``recipes.recipe("ssnn_bp", dataset)`` and the
 overrides below: same architecture, initialisation, data order, online SGD and learning rate for

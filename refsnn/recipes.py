@@ -9,7 +9,7 @@ Every algorithm has two recipes, side by side below: ``"digits"`` (the bundled
 8x8 images, 64 inputs; each trains in well under a minute on a laptop) and one
 for the 28x28 datasets (784 inputs: Fashion-MNIST, MNIST, EMNIST), which is the
 paper's or the official code's setting.  The accuracies and times they reach
-are in the README's results section.
+are on the results page (docs/results.md).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def st_rsbp_recipe(dataset: str):
 
     784 inputs: the paper's Fashion-MNIST run, 784-400-R400-10, T = 400, tau 64/8, thresholds 20/20/15,
     targets 35/5, margin 5, online Adam with lr 1e-3/sqrt(epoch + 1), boosting, exact gradients, 40 epochs.
-    The logged weight regulariser (lambda 10) is off: see the README's ST-RSBP results for why
+    The logged weight regulariser (lambda 10) is off: see the results page (docs/results.md, ST-RSBP) for why
     (``--set reg_lambda=10`` turns it on)."""
     if dataset == "digits":
         cfg = st_rsbp.Config(T=100, tau_m=32.0, tau_s=4.0, nu_hidden=10.0, nu_out=8.0, desired=20.0,
@@ -69,8 +69,8 @@ def st_rsbp_log_recipe(dataset: str = "fashion-mnist"):
     lambda 10, boosting) and the logged learning rates (:data:`ST_RSBP_LOG_LRS`), 784-400-R400-10, online
     Adam, 40 epochs.  Use it from Python: ``cfg, s = st_rsbp_log_recipe(); train("st_rsbp",
     "fashion-mnist", config=cfg, **s)``; ``refsnn train ... --preset log`` gives the Config with the
-    recipe's schedule (the same learning rate, 1e-3, in epoch 1).  What it reaches is in the README's
-    ST-RSBP results."""
+    recipe's schedule (the same learning rate, 1e-3, in epoch 1).  What it reaches is on the results
+    page (docs/results.md, ST-RSBP)."""
     if not isinstance(dataset, str):
         raise TypeError(f"dataset: expected a dataset name, got {dataset!r}")
     if dataset == "digits":

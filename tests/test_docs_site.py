@@ -21,10 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(os.environ.get("REFSNN_DOCS_HTML", ROOT / "docs" / "_build" / "html"))
 BUILD = "python -m sphinx -W -b html docs docs/_build/html"
 PAGES = ["index.html", "stbp.html", "st_rsbp.html", "ide.html", "ssnn_bp.html", "verify.html", "verify_cases.html",
-         "peers_examples.html", "course.html",
+         "peers_examples.html", "course.html", "usage.html", "results.html",
          "notebooks/00_overview.html", "notebooks/01_stbp.html", "notebooks/02_st_rsbp.html", "notebooks/03_ide.html",
          "notebooks/04_ssnn_bp.html", "api/algorithms.html"]
-NO_MATH = {"index.html", "verify.html", "verify_cases.html", "peers_examples.html", "course.html", "api/algorithms.html"}   # pages without a formula (the rest must have some, all typeset)
+NO_MATH = {"index.html", "verify.html", "verify_cases.html", "peers_examples.html", "course.html", "usage.html",
+           "results.html", "api/algorithms.html"}   # pages without a formula (the rest must have some, all typeset)
 
 
 def _figures(page_path):

@@ -29,3 +29,11 @@ def test_the_two_commands_are_there_and_ci_runs_the_test_command():
     assert "pytest" in test and "[test]" in test
     ci = (ROOT / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in ci and "pip install --quiet torch==2.13.0" in ci
+
+
+def test_the_readme_is_a_front_door():
+    """The README stays short (what refsnn is, how to start, where to read on); the results, the command line
+    and the datasets live on the documentation site, which the README points to."""
+    assert len(README.splitlines()) <= 150, f"README.md has {len(README.splitlines())} lines; move detail to docs/"
+    for page in ("docs/usage.md", "docs/results.md", "docs/verify.md", "docs/course.md"):
+        assert page in README and (ROOT / page).exists(), page

@@ -767,7 +767,7 @@ def test_regulariser_probe_script_shows_the_shrinkage_it_reports():
 
 
 def test_log_gap_script_records_what_it_tabulates(tmp_path):
-    """``data_scripts/st_rsbp_log_gap.py`` (the README's one-change-at-a-time table) trains what
+    """``data_scripts/st_rsbp_log_gap.py`` (the results page's one-change-at-a-time table) trains what
     ``refsnn train`` trains and records beside it: its test accuracy is the run's metrics.json figure, its
     mean regulariser is 0 with lambda 0 and positive with lambda 10, and ``table`` prints one row per run."""
     import json
