@@ -690,13 +690,13 @@ def accuracy_table(results) -> str:
     return "\n".join(lines)
 
 
-def _time_counters(dataset: str, Ts, n_samples: int, n_python: int, log) -> dict:
+def _time_counters(dataset: str, Ts, n_samples: int, log) -> dict:
     """Per-sample time of one V1 training step with each counter, and of each counter alone.
 
     The counters alone are timed on identical recorded spikes, through the module's own (private) net
     counter, as the step uses them.
     """
-    X, y = datasets.load(dataset, "train", limit=max(n_samples, n_python))
+    X, y = datasets.load(dataset, "train", limit=n_samples)
     F = X.reshape(len(X), -1) / 255.0
     n_train = {"digits": 1438, "fashion-mnist": 60000}.get(dataset, len(y))
     sizes = [F.shape[1], 100, datasets.n_classes(dataset)]
@@ -713,24 +713,16 @@ def _time_counters(dataset: str, Ts, n_samples: int, n_python: int, log) -> dict
                 ssnn_bp.loss_and_grad(params, F[i:i + 1], y[i:i + 1], cfg, rng)
             row[f"step {counter}"] = 1e3 * (time.perf_counter() - t0) / n_samples
         traces = [ssnn_bp.simulate(params, F[i:i + 1], y[i:i + 1], ssnn_bp.Config(T=T), np.random.default_rng(i))
-                  for i in range(max(n_samples, n_python))]
+                  for i in range(n_samples)]
         count = ssnn_bp._net_coincidences
         for name, fn in (("events", lambda p, d: count(p, d, "events")),
                          ("matmul", lambda p, d: count(p, d, "matmul")),
-                         ("loop", lambda p, d: count(p, d, "loop")),
-                         ("loop, pure Python", None)):
-            use = traces[:n_python] if fn is None else traces[:n_samples]
+                         ("loop", lambda p, d: count(p, d, "loop"))):
             t0 = time.perf_counter()
-            for tr in use:
+            for tr in traces:
                 for d, port in zip(tr.streams, tr.ports):
-                    if fn is None:
-                        cp = np.zeros((d.shape[1], port.shape[1]), np.int64)
-                        ssnn_bp._coincidence_kernel.py_func(port, d > 0, d < 0, cp, cp.copy())
-                    else:
-                        fn(port, d)
-            row[f"count {name}"] = 1e3 * (time.perf_counter() - t0) / len(use)
-        row["step loop, pure Python (extrapolated)"] = (row["step events"] - row["count events"]
-                                                        + row["count loop, pure Python"])
+                    fn(port, d)
+            row[f"count {name}"] = 1e3 * (time.perf_counter() - t0) / len(traces)
         row["active fraction"] = float(np.mean([len(tr.rows) / T for tr in traces]))
         for k in [k for k in row if k.startswith("step")]:
             row[k.replace("step", "epoch s")] = row[k] * n_train / 1e3
@@ -754,14 +746,14 @@ def ssnn_bp_bench(quick: bool = False, log=print, accuracy: bool = True) -> dict
     result = {"jit": jit_status(), "quick": quick}
     with limit_threads(1):
         result["timing"] = {"digits": _time_counters("digits", (16,) if quick else (16, 64, 256),
-                                                     20 if quick else 200, 2 if quick else 5, log)}
+                                                     20 if quick else 200, log)}
         if not quick:
             try:
                 datasets.load("fashion-mnist", "test", limit=1)
             except (OSError, ValueError, FileNotFoundError):  # pragma: no cover - not installed
                 log("fashion-mnist not available: skipping its timing")
             else:
-                result["timing"]["fashion-mnist"] = _time_counters("fashion-mnist", (16, 64, 256), 100, 2, log)
+                result["timing"]["fashion-mnist"] = _time_counters("fashion-mnist", (16, 64, 256), 100, log)
         if accuracy:
             if quick:
                 acc = accuracy_vs_T("digits", Ts=(1, 4, 16, 64), seeds=(0,), forwards=("rate",), log=log, epochs=5)

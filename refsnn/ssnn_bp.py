@@ -168,9 +168,9 @@ The coincidence counter of Eq. (U1) is the hot loop, and it exists three
 times (``Config(counter=...)``), all giving the same integers from the same
 spikes (``tests/test_ssnn_bp.py``):
 
-* ``"loop"``, :func:`coincidences_loop`: the brute-force, readable twin.  At
-  every step, every synapse ANDs its two spikes and counts.  A numba kernel
-  through ``refsnn._jit``; plain Python with ``NUMBA_DISABLE_JIT=1``.
+* ``"loop"``, :func:`coincidences_loop`: the readable twin, plain NumPy.  At
+  every step, every synapse ANDs its two spikes and counts (one outer product
+  of the step's two spike vectors).
 * ``"events"`` (default), :func:`coincidences`: a numba kernel that visits,
   at each step, only the ports and G units that spiked (the crossbar's outer
   product of two sparse pulse vectors).
@@ -543,20 +543,6 @@ def gradient_units(beta, g, gamma: float, u):
     return fire & (beta > 0), fire & (beta < 0)                  # Eq. (G2)
 
 
-@njit
-def _coincidence_kernel(port, e_plus, e_minus, c_plus, c_minus):
-    """Brute force, Eq. (U1): at every step, every synapse ANDs its two spikes and counts."""
-    R, n_in = port.shape
-    n_out = e_plus.shape[1]
-    for r in range(R):                                           # every (active) time step
-        for j in range(n_out):                                   # every postsynaptic G+/G- pair
-            for i in range(n_in):                                # every presynaptic update port
-                if port[r, i] and e_plus[r, j]:
-                    c_plus[j, i] += 1                            # one potentiating pulse
-                if port[r, i] and e_minus[r, j]:
-                    c_minus[j, i] += 1                           # one depressing pulse
-
-
 def _check_streams(port, e_plus, e_minus):
     """Three spike arrays (bool, or numbers that are all 0 or 1) of shapes (R, n_in), (R, n_out), (R, n_out)."""
     arrays = []
@@ -573,18 +559,19 @@ def _check_streams(port, e_plus, e_minus):
 
 
 def coincidences_loop(port, e_plus, e_minus):
-    """Brute-force coincidence counts ``(C+, C-)``, Eq. (U1): loop over steps and synapses.
+    """Coincidence counts ``(C+, C-)``, Eq. (U1), as the equation reads: the readable twin, plain NumPy.
 
     ``port`` (R, n_in) are presynaptic update-port spikes, ``e_plus`` and
     ``e_minus`` (R, n_out) the postsynaptic gradient spikes at the same ``R``
-    steps.  Returns two int64 arrays of shape ``(n_out, n_in)``.  The readable
-    twin of :func:`coincidences` (compiled by numba when available).
+    steps.  At every step, every synapse ``(j, i)`` ANDs its two spikes and
+    counts.  Returns two int64 arrays of shape ``(n_out, n_in)``.
     """
     port, e_plus, e_minus = _check_streams(port, e_plus, e_minus)
     c_plus = np.zeros((e_plus.shape[1], port.shape[1]), dtype=np.int64)
     c_minus = np.zeros_like(c_plus)
-    _coincidence_kernel(np.ascontiguousarray(port), np.ascontiguousarray(e_plus),
-                        np.ascontiguousarray(e_minus), c_plus, c_minus)
+    for r in range(port.shape[0]):                               # every (active) time step
+        c_plus += np.outer(e_plus[r], port[r])                   # Eq. (U1): e+_j(r) AND v_i(r), one pulse each
+        c_minus += np.outer(e_minus[r], port[r])                 # the depressing pulses
     return c_plus, c_minus
 
 

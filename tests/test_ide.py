@@ -99,6 +99,16 @@ def fd_against(objective, params, grads, tol, eps=1e-6):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
+def test_readable_tier_gradient_matches_fd_of_reference_objective(case):
+    """The readable NumPy tier (backend="numpy": the step-by-step simulation and the NumPy adjoint solvers) on
+    its own: its gradient equals central differences of reference_objective (<= GRAD_FD_REL), so that a wrong
+    line in it fails a test that names it, not only the comparison with the kernels."""
+    c = replace(case, cfg=replace(case.cfg, backend="numpy"), rng=case.rng)
+    (_, rep), = gradcheck.run_cases(ide, [c])
+    assert rep.passed, f"readable tier (ide, backend='numpy'): {case.label}\n{rep}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
 def test_gradient_matches_fd_of_reference_objective(case):
     """loss_and_grad == central differences of reference_objective, every tensor, <= GRAD_FD_REL.
 

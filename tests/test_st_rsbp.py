@@ -455,6 +455,15 @@ def test_ratio_d_makes_S_nonpositive(paper_shape):
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("i", range(11))
+def test_readable_tier_gradient_matches_fd_of_reference_objective(i):
+    """The readable NumPy tier (backend="numpy": the step-by-step simulation, the replayed S-PSPs) on its own:
+    its gradient equals central differences of the frozen-timing model (<= GRAD_FD_REL)."""
+    case = problems.gradcheck_cases("st_rsbp", 0)[i]
+    (_, rep), = gradcheck.run_cases(sr, [replace(case, cfg=replace(case.cfg, backend="numpy"))])
+    assert rep.max_rel_error <= GRAD_FD_REL and rep.passed, f"readable tier (st_rsbp, backend='numpy'): {case.label}\n{rep}"
+
+
+@pytest.mark.parametrize("i", range(11))
 def test_gradient_matches_fd_of_reference_objective(i):
     """loss_and_grad == central differences of the frozen-timing model, every tensor (incl. two recurrent layers)."""
     case = problems.gradcheck_cases("st_rsbp", 0)[i]
