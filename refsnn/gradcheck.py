@@ -405,14 +405,20 @@ def _real_array(value, name: str) -> np.ndarray:
 
 def check_gradients(grads: dict, objective: Callable[[dict], float], params: dict, *, tol: float = 1e-7,
                     eps: float = 1e-6, order: int = 2, max_entries: int | None = None, seed: int = 0,
-                    title: str = "") -> Report:
-    """Compare ``grads`` with central differences of ``objective`` at ``params``."""
+                    floor_rel: float = 1e-8, title: str = "") -> Report:
+    """Compare ``grads`` with central differences of ``objective`` at ``params``.
+
+    ``floor_rel`` as for :func:`compare`.  Central differences carry an absolute error of about the
+    objective's round-off divided by ``eps`` in every entry, whatever the size of the tensor, so a tensor
+    whose gradient is a thousandth of the largest one needs ``floor_rel`` of about 1e-2 to be judged
+    against that error rather than against itself.
+    """
     numeric = numerical_gradient(objective, params, eps=eps, order=order, max_entries=max_entries, seed=seed)
-    return compare(grads, numeric, tol=tol, keys=list(params), float32_hint=False, title=title)
+    return compare(grads, numeric, tol=tol, keys=list(params), floor_rel=floor_rel, float32_hint=False, title=title)
 
 
 def check(module, params: dict, x, y, cfg, rng=None, *, tol: float = 1e-7, eps: float = 1e-6, order: int = 2,
-          max_entries: int | None = None, seed: int = 0, title: str = "") -> Report:
+          max_entries: int | None = None, seed: int = 0, floor_rel: float = 1e-8, title: str = "") -> Report:
     """The contract check for an algorithm module with a deterministic gradient.
 
     Calls ``module.loss_and_grad`` and compares it with central differences of
@@ -422,7 +428,7 @@ def check(module, params: dict, x, y, cfg, rng=None, *, tol: float = 1e-7, eps: 
     _, grads = module.loss_and_grad(params, x, y, cfg, rng=rng)
     objective = module.reference_objective(params, x, y, cfg, rng=rng)
     return check_gradients(grads, objective, params, tol=tol, eps=eps, order=order,
-                           max_entries=max_entries, seed=seed, title=title)
+                           max_entries=max_entries, seed=seed, floor_rel=floor_rel, title=title)
 
 
 def check_statistical(sample_grad: Callable[[np.random.Generator], dict], exact: dict, *, n_samples: int,
