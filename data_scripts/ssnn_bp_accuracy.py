@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from refsnn import benchmarks
+from refsnn import experiments
 from refsnn._jit import limit_threads
 
 
@@ -53,10 +53,10 @@ def main(argv=None) -> int:
         tmp.replace(out)
 
     with limit_threads(1 if args.one_blas_thread else None):
-        results = benchmarks.accuracy_vs_T(args.dataset, Ts=args.Ts, seeds=args.seeds, forwards=args.forwards,
+        results = experiments.accuracy_vs_T(args.dataset, Ts=args.Ts, seeds=args.seeds, forwards=args.forwards,
                                         results=results, on_result=save, **settings)
     save(results)
-    print(benchmarks.accuracy_table(results))
+    print(experiments.accuracy_table(results))
     return 0
 
 

@@ -68,8 +68,7 @@ def status() -> str:
     try:
         import numba
 
-        import refsnn._jit  # noqa: F401  -- applies numba's part of the policy
-        layer = numba.config.THREADING_LAYER
+        layer = numba_layer_choice() or numba.config.THREADING_LAYER    # refsnn._jit applies the choice
     except ImportError:  # pragma: no cover
         layer = "none (numba not installed)"
     return f"thread policy: {blas}; numba threading layer {layer}"

@@ -117,7 +117,7 @@ def _s_03_4():
 
 def _s_04_1():
     return ({"V2 T=4": 0.930, "V2 T=64": 0.967},
-            "Measured, see notebooks/04_ssnn_bp.ipynb, exercise 1: benchmarks.accuracy_vs_T('digits', Ts=(4, 64), "
+            "Measured, see notebooks/04_ssnn_bp.ipynb, exercise 1: experiments.accuracy_vs_T('digits', Ts=(4, 64), "
             "seeds=(0,), forwards=('rate', 'spike'), epochs=4): V2 0.930 at T = 4 and 0.967 at T = 64 (V1: 0.972 "
             "at both).  The check takes each within 0.01.")
 

@@ -232,7 +232,7 @@ Answer: one T from that grid, the smallest at which the difference is below 1 %.
 
     "04-1": """\
 V2 (forward="spike") against V1 (forward="rate") at short and long windows:
-benchmarks.accuracy_vs_T("digits", Ts=(4, 64), seeds=(0,), forwards=("rate", "spike"), epochs=4).
+experiments.accuracy_vs_T("digits", Ts=(4, 64), seeds=(0,), forwards=("rate", "spike"), epochs=4).
 Where does the forward noise hurt?
 
 Answer: V2's two test accuracies, as fractions (between 0 and 1, not percent):
