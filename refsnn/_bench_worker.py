@@ -248,11 +248,11 @@ def ide_refsnn(a):
 
 
 def ide_torch(a):
-    """The official F400 training step re-typed in PyTorch (:func:`refsnn.torch_golds.ide_code_training_step`:
+    """The official F400 training step re-typed in PyTorch (:func:`refsnn.torch_ide_port.ide_code_training_step`:
     simulation without a graph, the equivalent function with one, the code's Broyden or 'iter' adjoint
     with 30 steps), float64, the same masks."""
     torch = _torch()
-    from refsnn.torch_golds import ide_code_training_step
+    from refsnn.torch_ide_port import ide_code_training_step
 
     _, cfg, params, x, y, mask = _ide_problem(a)
     solver = "iter" if a.get("solver") == "iter" else "broy"

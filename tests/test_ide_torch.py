@@ -14,6 +14,7 @@ from refsnn import ide, problems
 
 torch = pytest.importorskip("torch", reason="the PyTorch cross-check needs torch (pip install torch, CPU build)")
 golds = pytest.importorskip("refsnn.torch_golds")
+ide_port = pytest.importorskip("refsnn.torch_ide_port")
 
 
 def _rel(a, b):
@@ -128,7 +129,7 @@ def _code_problem(cfg, seed, **kw):
 
 
 def _port(params, x, y, mask, cfg, leaky, **kw):
-    return golds.ide_code_training_step(params, x, y, mask, time_step=cfg.T, vth=cfg.v_th, leaky=leaky,
+    return ide_port.ide_code_training_step(params, x, y, mask, time_step=cfg.T, vth=cfg.v_th, leaky=leaky,
                                         norm_range=cfg.spectral_norm, **kw)
 
 
@@ -162,7 +163,7 @@ def _compare_step(params, x, y, cfg, mask, port):
 @pytest.mark.parametrize("label,preset,leaky", CODE_PRESETS, ids=[c[0] for c in CODE_PRESETS])
 def test_code_training_step_matches_the_official_port(label, preset, leaky):
     """PRESETS["code"] is the official F400 training step: refsnn's loss, gradient of every parameter, new
-    sn_u, sn_v and BN statistics equal refsnn.torch_golds.ide_code_training_step (the official
+    sn_u, sn_v and BN statistics equal refsnn.torch_ide_port.ide_code_training_step (the official
     SNNIDEFCNet forward and IDE backward re-typed in torch: SNNFC's fc -> BN -> dropout, the power step of
     WeightSpectralNorm, snn_forward, equivalent_func, the Replace/Backward autograd functions and the code's
     Broyden), given the same dropout masks, in float64, <= TORCH_REL.
@@ -223,6 +224,6 @@ def test_code_eval_forward_matches_predict(label, preset, leaky):
     and rates."""
     cfg = ide.PRESETS[preset]
     params, x, y, _ = _code_problem(cfg, 45, hidden=(8,), n_in=6, n_classes=4, batch=5)
-    port = golds.ide_code_eval_rates(params, x, time_step=cfg.T, vth=cfg.v_th, leaky=leaky)
+    port = ide_port.ide_code_eval_rates(params, x, time_step=cfg.T, vth=cfg.v_th, leaky=leaky)
     assert_close(ide.simulate(params, x, replace(cfg, bn_mode="running")), port["a"], FORMULA_REL, scale=1.0)
     np.testing.assert_array_equal(ide.predict(params, x, cfg), np.argmax(port["logits"], axis=1))
