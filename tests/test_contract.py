@@ -5,6 +5,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from tolerances import ANCHOR_ABS, ANCHOR_REL
 
 import refsnn
 from refsnn import gradcheck, problems, recipes
@@ -77,7 +78,7 @@ def test_recipe_and_first_gradcheck_case(algo):
         assert grads[k].shape == np.shape(case.params[k]), k
     if case.kind == "exact":
         objective = mod.reference_objective(case.params, case.x, case.y, case.cfg, rng=case.rng)
-        assert objective(case.params) == pytest.approx(loss, rel=1e-9, abs=1e-12)
+        assert objective(case.params) == pytest.approx(loss, rel=ANCHOR_REL, abs=ANCHOR_ABS)
     rep = gradcheck.run_cases(mod, [case])[0][1]
     assert rep.passed, str(rep)
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tolerances import FORMULA_REL, GRAD_FD_REL, TINY, TWIN_REL, assert_close
+from tolerances import FORMULA_REL, GRAD_FD_REL, SOLVER_TWIN_REL, TINY, TWIN_REL, assert_close
 
 from refsnn import benchmarks, gradcheck, ide, problems, recipes
 
@@ -159,7 +159,7 @@ def test_fixed_point_gradient_is_exact_gradient_of_L_of_a_star(hidden, spectral)
     def objective(p):
         return naive_loss(p, naive_equilibrium(p, x, cfg), y)
 
-    assert objective(params) == pytest.approx(loss, rel=1e-12)
+    assert objective(params) == pytest.approx(loss, rel=TWIN_REL)
     rep = fd_against(objective, params, grads, GRAD_FD_REL, eps=1e-5)
     assert rep.passed, str(rep)
 
@@ -177,12 +177,12 @@ def test_default_gradient_is_exact_gradient_of_anchored_equilibrium(leak, hidden
     a0 = naive_simulate(params, x, cfg)
     r0 = a0 - naive_f(params, a0, x, cfg)
     loss, grads = ide.loss_and_grad(params, x, y, cfg)
-    assert loss == pytest.approx(naive_loss(params, a0, y), rel=1e-12)
+    assert loss == pytest.approx(naive_loss(params, a0, y), rel=TWIN_REL)
 
     def objective(p):
         return naive_loss(p, naive_equilibrium(p, x, cfg, offset=r0, a0=a0), y)
 
-    assert objective(params) == pytest.approx(loss, rel=1e-12)
+    assert objective(params) == pytest.approx(loss, rel=TWIN_REL)
     rep = fd_against(objective, params, grads, GRAD_FD_REL, eps=1e-5)
     assert rep.passed, str(rep)
 
@@ -208,7 +208,7 @@ def test_spectral_norm_bound_and_gain_gradient():
     params, x, y = problems.ide_problem(cfg, 2)
     for g in (0.3, -0.5, 2.0, -3.0):
         p = dict(params, g=np.array(g))
-        assert np.linalg.norm(ide.feedback_weight(p, cfg), 2) == pytest.approx(min(abs(g), 0.7), rel=1e-12)
+        assert np.linalg.norm(ide.feedback_weight(p, cfg), 2) == pytest.approx(min(abs(g), 0.7), rel=TWIN_REL)
     p = dict(params, g=np.array(2.0))
     grads = ide.loss_and_grad(p, x, y, cfg)[1]
     assert grads["g"].shape == () and grads["g"] == 0.0
@@ -269,7 +269,7 @@ def test_broyden_kernel_twin_agree(compiled, monkeypatch):
     beta_np, info_np = ide.adjoint(params, a, x, g, replace(cfg, backend="numpy"))
     assert info.converged and info_np.converged and info.iterations >= 5
     assert info.iterations == info_np.iterations
-    assert np.allclose(info.residuals, info_np.residuals, rtol=1e-8, atol=1e-13), (info.residuals, info_np.residuals)
+    assert np.allclose(info.residuals, info_np.residuals, rtol=SOLVER_TWIN_REL, atol=TINY), (info.residuals, info_np.residuals)
     scale = np.linalg.norm(beta_np)
     assert np.linalg.norm(beta - beta_np) <= 1e-8 * scale
 

@@ -13,7 +13,7 @@ from scipy import stats
 
 from refsnn import gradcheck, problems
 from refsnn import st_rsbp as sr
-from tolerances import FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
+from tolerances import ANCHOR_ABS, FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
 SMALL = problems.ST_RSBP_SMALL
 NUMPY = replace(SMALL, backend="numpy")
@@ -469,7 +469,7 @@ def test_gradient_matches_fd_of_reference_objective(i):
     case = problems.gradcheck_cases("st_rsbp", 0)[i]
     loss, _ = sr.loss_and_grad(case.params, case.x, case.y, case.cfg)
     objective = sr.reference_objective(case.params, case.x, case.y, case.cfg)
-    assert objective(case.params) == pytest.approx(loss, rel=1e-12, abs=1e-12)
+    assert objective(case.params) == pytest.approx(loss, rel=TWIN_REL, abs=ANCHOR_ABS)
     rep = gradcheck.run_cases(sr, [case])[0][1]
     assert len(rep.tensors) == len(case.params)
     assert rep.max_rel_error <= GRAD_FD_REL and rep.passed, str(rep)
@@ -494,7 +494,7 @@ def test_gradient_with_sample_weights_and_batch(paper_shape):
     rep = gradcheck.check_gradients(g, objective, params, tol=GRAD_FD_REL)
     assert rep.passed, str(rep)
     parts = [sr.loss_and_grad(params, x[:, b:b + 1], y[b:b + 1], SMALL, sample_weight=w[b:b + 1]) for b in range(3)]
-    assert loss == pytest.approx(np.mean([p[0] for p in parts]), rel=1e-12)
+    assert loss == pytest.approx(np.mean([p[0] for p in parts]), rel=TWIN_REL)
     for k in g:
         assert_close(g[k], np.mean([p[1][k] for p in parts], axis=0), TWIN_REL, what=k)
 
@@ -538,7 +538,7 @@ def test_code_effect_ratio_emulates_column_major_reading():
         expected = X.ravel(order="F").reshape(n, m)              # written column-major, read back row-major
         assert_close(sr.code_effect_ratio(M, R), expected, TWIN_REL)   # two LAPACK solves, other layouts
         if n == m:
-            assert np.allclose(sr.code_effect_ratio(M, R), R @ np.linalg.inv(M), rtol=1e-12, atol=1e-12)
+            assert_close(sr.code_effect_ratio(M, R), R @ np.linalg.inv(M), TWIN_REL)
             assert not np.allclose(sr.code_effect_ratio(M, R), np.linalg.solve(M, R), rtol=1e-3, atol=1e-3)
 
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from scipy import integrate
-from tolerances import FORMULA_REL, GRAD_FD_REL, TINY, TWIN_REL, assert_close
+from tolerances import FD_PRIMITIVE_ABS, FD_PRIMITIVE_REL, FORMULA_REL, GRAD_FD_REL, QUAD_REL, TINY, TWIN_REL, assert_close
 
 from refsnn import gradcheck, problems, stbp, surrogates
 
@@ -21,7 +21,7 @@ def test_area(name, a):
     cuts = sorted(set(surrogates.kinks(name, a)) | {0.0})
     pieces = [(-np.inf, cuts[0])] + list(zip(cuts[:-1], cuts[1:])) + [(cuts[-1], np.inf)]
     total = sum(integrate.quad(f, lo, hi, limit=500)[0] for lo, hi in pieces)
-    assert total == pytest.approx(surrogates.area(name, a), rel=1e-7)
+    assert total == pytest.approx(surrogates.area(name, a), rel=QUAD_REL)
 
 
 @pytest.mark.parametrize("name", surrogates.NAMES)
@@ -34,7 +34,7 @@ def test_primitive_derivative_is_h(name, a):
         x = x[np.min(np.abs(x[:, None] - np.array(ks)[None]), axis=1) > 1e-3]
     e = 1e-6
     fd = (surrogates.primitive(x + e, name, a) - surrogates.primitive(x - e, name, a)) / (2 * e)
-    np.testing.assert_allclose(fd, surrogates.h(x, name, a), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fd, surrogates.h(x, name, a), rtol=FD_PRIMITIVE_REL, atol=FD_PRIMITIVE_ABS)
 
 
 @pytest.mark.parametrize("name", surrogates.NAMES)
@@ -124,7 +124,7 @@ def test_window_primitive_derivative_is_h(lens):
     x = x[np.min(np.abs(x[:, None] - np.array([-lens, lens])[None]), axis=1) > 1e-3]
     e = 1e-6
     fd = (surrogates.primitive(x + e, "window", lens) - surrogates.primitive(x - e, "window", lens)) / (2 * e)
-    np.testing.assert_allclose(fd, surrogates.h(x, "window", lens), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fd, surrogates.h(x, "window", lens), rtol=FD_PRIMITIVE_REL, atol=FD_PRIMITIVE_ABS)
     np.testing.assert_array_equal(surrogates.primitive(x, "window", lens), np.clip(x, -lens, lens) + lens)
 
 

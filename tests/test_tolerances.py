@@ -1,4 +1,5 @@
-"""No test relies on two implementations rounding identically: no bare tolerance below 1e-13 in a test file.
+"""No test relies on two implementations rounding identically: no bare tolerance below 1e-13 in a test file,
+and no comparison keyword (rel=, abs=, rtol=, atol=) given a bare number below 1e-3.
 
 Every tolerance smaller than that must be a named constant of tests/tolerances.py, where its reason is
 written (and which this check does not read).  Exact equality stays allowed where the operation sequence is
@@ -27,6 +28,44 @@ def _small_literals(path: Path) -> list:
             if 0 < value < LIMIT:
                 out.append((tok.start[0], tok.string))
     return out
+
+
+#: A comparison's tolerance keyword (pytest.approx, np.allclose, assert_allclose) given a number below this is
+#: a tolerance that needs its reason: it must be a named constant too.
+KEYWORD_LIMIT = 1e-3
+_KEYWORD = re.compile(r"\b(rel|abs|rtol|atol)\s*=\s*([0-9][0-9_.]*(?:[eE][-+]?[0-9]+)?)(?![\w.])")
+
+
+def _bare_keyword_tolerances(path: Path) -> list:
+    """``(line, text)`` of every ``rel=``/``abs=``/``rtol=``/``atol=`` given a positive literal below
+    KEYWORD_LIMIT (0, an exact comparison, is allowed)."""
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if "not a tolerance" in line:
+            continue
+        for m in _KEYWORD.finditer(line):
+            value = float(m.group(2).replace("_", ""))
+            if 0 < value < KEYWORD_LIMIT:
+                out.append((n, m.group(0)))
+    return out
+
+
+def test_no_bare_comparison_tolerance():
+    offenders = []
+    for path in sorted(TESTS.glob("*.py")):
+        if path.name in ("tolerances.py", "test_tolerances.py"):
+            continue
+        offenders += [f"{path.name}:{line}: {text}" for line, text in _bare_keyword_tolerances(path)]
+    assert not offenders, ("bare comparison tolerances (use a named constant of tests/tolerances.py, where the "
+                           "reason is written):\n" + "\n".join(offenders))
+
+
+def test_the_keyword_scanner_finds_what_it_must(tmp_path):
+    f = tmp_path / "t.py"
+    f.write_text("a == pytest.approx(b, rel=1e-12)\nnp.allclose(a, b, rtol=1e-8, atol=0)\n"
+                 "ok = pytest.approx(b, rel=TWIN_REL)\nwide = np.allclose(a, b, atol=0.01)\n"
+                 "x = pytest.approx(b, abs=1e-9)  # data, not a tolerance\n")
+    assert [t for _, t in _bare_keyword_tolerances(f)] == ["rel=1e-12", "rtol=1e-8"]
 
 
 def test_no_bare_tolerance_below_1e_13():

@@ -42,6 +42,25 @@ GRAD_FD_REL = 1e-7
 #: operation, accumulated over T steps and layers.
 FLOAT32_REL = 1e-4
 
+#: reference_objective evaluated at the anchor against loss_and_grad's loss, for every algorithm: the same
+#: function by two paths, one of which may end in an iterative solve (IDE's equilibrium, to its tolerance
+#: 1e-10 and below), so 1e-9 relative (and 1e-12 absolute for a loss that is nearly zero).
+ANCHOR_REL, ANCHOR_ABS = 1e-9, 1e-12
+
+#: Two implementations of one iterative solver (a numba kernel and its NumPy twin) compared iteration by
+#: iteration: each step's round-off (TWIN_REL) is carried into the next and amplified where the update is
+#: ill-conditioned; observed differences stay below 1e-10 of the residual, so 1e-8.
+SOLVER_TWIN_REL = 1e-8
+
+#: scipy's adaptive quadrature of a smooth bump over a few pieces at its default requests (epsrel 1.5e-8
+#: per piece), summed over up to five pieces: 1e-7 relative.
+QUAD_REL = 1e-7
+
+#: Central differences of a surrogate's primitive P with step 1e-6: round-off ~1e-16 |P| / 1e-6 (P up to
+#: ~10) and truncation ~1e-12 times the third derivative of P (up to ~1e3 at the narrowest width) stay
+#: below 1e-7 absolute; 1e-6 relative for the steep parts.
+FD_PRIMITIVE_REL, FD_PRIMITIVE_ABS = 1e-6, 1e-7
+
 #: A floor that keeps a division defined when both sides are exactly zero.  Not a tolerance.
 TINY = 1e-300
 
@@ -61,6 +80,27 @@ def assert_close(actual, expected, rel: float, *, scale=None, what: str = ""):
                                            f"NaN/inf")
     if scale is None:
         scale = float(np.max(np.abs(expected), initial=0.0))
-    err = float(np.max(np.abs(actual - expected), initial=0.0))
-    assert err <= rel * max(scale, TINY), (f"{what}: max |difference| {err:.3e} exceeds {rel:.1e} x scale "
-                                           f"{scale:.3e}")
+    diff = np.abs(actual - expected)
+    err = float(np.max(diff, initial=0.0))
+    if err <= rel * max(scale, TINY):
+        return
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+    raise AssertionError(f"{what}: max |difference| {err:.3e} exceeds {rel:.1e} x scale {scale:.3e}\n"
+                         f"  worst at index {tuple(int(i) for i in worst)}: actual {float(actual[worst])!r}, "
+                         f"expected {float(expected[worst])!r}\n  tolerance: {reason(rel)}")
+
+
+def reason(value) -> str:
+    """The name of the tolerance ``value`` is and the first line of the reason written beside it."""
+    import inspect
+
+    lines = inspect.getsource(inspect.getmodule(reason)).splitlines()
+    for i, line in enumerate(lines):
+        names = line.split("=")[0].replace(" ", "").split(",") if "=" in line and line[:1].isupper() else []
+        for name in names:
+            if name in globals() and isinstance(globals()[name], float) and globals()[name] == value:
+                k = i
+                while k > 0 and lines[k - 1].startswith("#:"):
+                    k -= 1
+                return f"{name}: {lines[k][2:].strip()} ..." if k < i else name
+    return f"{value!r} (not a named tolerance)"
