@@ -269,7 +269,8 @@ def test_broyden_kernel_twin_agree(compiled, monkeypatch):
     beta_np, info_np = ide.adjoint(params, a, x, g, replace(cfg, backend="numpy"))
     assert info.converged and info_np.converged and info.iterations >= 5
     assert info.iterations == info_np.iterations
-    assert np.allclose(info.residuals, info_np.residuals, rtol=SOLVER_TWIN_REL, atol=TINY), (info.residuals, info_np.residuals)
+    # residuals are relative to the first (1.0): the history's scale is 1, its round-off TWIN_REL of that
+    assert np.allclose(info.residuals, info_np.residuals, rtol=SOLVER_TWIN_REL, atol=TWIN_REL), (info.residuals, info_np.residuals)
     scale = np.linalg.norm(beta_np)
     assert np.linalg.norm(beta - beta_np) <= 1e-8 * scale
 
