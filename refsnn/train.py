@@ -387,21 +387,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     if resume and restart:
         raise ValueError("resume, restart: choose one (resume continues the checkpoint, restart starts over)")
     log = log or (lambda *_: None)
-    cfg, recipe_settings = recipes.recipe(algo_name, dataset)
-    if config is not None:
-        if isinstance(config, dict):
-            cfg = replace(cfg, **config)
-        elif isinstance(config, type(cfg)):
-            cfg = config
-        else:
-            raise TypeError(f"config: expected {type(cfg).__module__}.Config or a dict, got {type(config).__name__}")
-    known = {f.name for f in fields(Settings)}
-    unknown = set(overrides) - known
-    if unknown:
-        raise TypeError(f"train: unknown setting(s) {sorted(unknown)}; expected among {sorted(known)}")
-    settings = Settings(**{**recipe_settings, **overrides})
-    if getattr(cfg, "arch", None) is not None and "hidden" in overrides:
-        raise ValueError(f"hidden: the configuration's arch {cfg.arch!r} fixes the layers; drop --hidden")
+    cfg, settings = _config_and_settings(algo_name, dataset, config, overrides)
 
     Xtr, ytr = datasets.load(dataset, "train", limit=settings.limit_train)
     Xte, yte = datasets.load(dataset, "test", limit=settings.limit_test)
@@ -419,40 +405,14 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     ckpt = out / "checkpoint.npz" if out is not None else None
     history, start_epoch = [], 0
     params = module.init_params(sizes, cfg, _rng(seed, _INIT))
-    frozen = module.state_keys(cfg) if hasattr(module, "state_keys") else ()      # state, not parameters
-    opt_kwargs = {"weight_decay": settings.weight_decay, "frozen": frozen}
-    if settings.optimizer == "sgd":
-        opt_kwargs["momentum"] = settings.momentum
-    opt = optim.make(settings.optimizer, settings.lr, **opt_kwargs)
+    opt = _optimizer(module, cfg, settings)
     reweight = getattr(module, "update_sample_weights", None)      # optional hook (module docstring)
     sample_w = np.ones(len(ytr)) if reweight is not None else None
 
     if (resume or restart) and ckpt is None:
         raise ValueError(f"{'resume' if resume else 'restart'}: needs an output directory (out=...)")
     if resume:
-        if not ckpt.exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {ckpt}; start the run without resume first")
-        saved_params, opt_state, meta = load_checkpoint(ckpt)
-        mismatch = [k for k in meta_fixed if json.loads(json.dumps(meta_fixed[k], default=_json_default)) != meta.get(k)]
-        if mismatch:
-            raise CheckpointError(f"resume: {ckpt} was written with different {', '.join(mismatch)}; "
-                                  f"use another --out directory or the same settings")
-        params = _checkpoint_params(ckpt, saved_params, params)
-        try:
-            opt.load_state_dict(opt_state)
-            history, start_epoch = list(meta["history"]), check_int("epochs_done", meta["epochs_done"], minimum=0)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {ckpt}: its optimizer state or history is incomplete ({exc}); "
-                                  + _RESTART_HINT.format(name=ckpt.name)) from None
-        if len(history) != start_epoch:
-            raise CheckpointError(f"checkpoint {ckpt}: {len(history)} history entries for {start_epoch} epochs; "
-                                  + _RESTART_HINT.format(name=ckpt.name))
-        if sample_w is not None:
-            saved_w = _load_loop_state(ckpt).get("sample_weight", sample_w)
-            if np.shape(saved_w) != sample_w.shape:
-                raise CheckpointError(f"checkpoint {ckpt}: {np.size(saved_w)} sample weights for {sample_w.size} "
-                                      f"training samples; " + _RESTART_HINT.format(name=ckpt.name))
-            sample_w = np.asarray(saved_w, dtype=np.float64)
+        params, history, start_epoch, sample_w = _resume_from(ckpt, meta_fixed, params, opt, sample_w)
         log(f"resuming {algo_name} on {dataset} after epoch {start_epoch}")
     if out is not None:
         _prepare_run_folder(out)                     # fail now, not after the first epoch
@@ -460,13 +420,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
             kept = _set_aside(ckpt)
             log(f"restarting: the old checkpoint is kept as {kept}")
 
-    tqdm = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # pragma: no cover
-            tqdm = None
-
+    tqdm = _progress_bar() if progress else None
     n = len(ytr)
     eval_subset = np.arange(min(n, 1000))
     t_start = time.perf_counter()
@@ -474,43 +428,14 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     for epoch in range(start_epoch, settings.epochs):
         t0 = time.perf_counter()
         opt.lr = lr_at(settings, epoch)
-        order = _rng(seed, _SHUFFLE, epoch).permutation(n)
-        batches = [order[i:i + settings.batch_size] for i in range(0, n, settings.batch_size)]
-        bar = tqdm(total=len(batches), desc=f"{algo_name} epoch {epoch + 1}/{settings.epochs}", leave=False,
-                   file=sys.stderr) if tqdm else None
-        losses = []
-        correct = np.zeros(n, dtype=bool) if sample_w is not None else None
         try:
-            for k, idx in enumerate(batches):
-                rng = _rng(seed, _BATCH, epoch, k)
-                xb = module.encode(Ftr[idx], cfg, rng)
-                info = {}
-                if sample_w is None:
-                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng, info=info)
-                else:
-                    loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng,
-                                                       sample_weight=sample_w[idx], info=info)
-                    correct[idx] = np.asarray(info["pred"]) == ytr[idx]
-                if not math.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
-                    raise TrainingDiverged(f"epoch {epoch + 1}, batch {k}: loss or gradient is not finite "
-                                           f"(loss={loss}); lower the learning rate. The checkpoint of the last "
-                                           f"finished epoch is kept.")
-                opt.step(params, grads)
-                params.update(info.get("state", {}))                     # buffers (state_keys), after the step
-                losses.append(loss)
-                if bar is not None:
-                    bar.update(1)
-                    if k % 10 == 0:
-                        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+            losses, correct = _train_epoch(module, params, opt, cfg, settings, Ftr, ytr, sample_w, seed, epoch,
+                                           tqdm, algo_name)
         except KeyboardInterrupt:
-            if bar is not None:
-                bar.close()
             done = f"epochs 1..{epoch}" if epoch else "no finished epoch"
             log(f"interrupted during epoch {epoch + 1}; the checkpoint holds {done}"
                 + (f". Continue with: refsnn train {algo_name} --out {out} --resume" if out is not None else ""))
             raise
-        if bar is not None:
-            bar.close()
         if sample_w is not None:
             sample_w = np.asarray(reweight(sample_w, ytr, correct, cfg), dtype=np.float64)
         train_acc = _evaluate(module, params, cfg, Ftr[eval_subset], ytr[eval_subset], settings.eval_batch_size,
@@ -521,24 +446,131 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
                         "train_accuracy": train_acc, "test_accuracy": test_acc, "seconds": seconds})
         log(f"{algo_name} epoch {epoch + 1:>3}/{settings.epochs}  lr {opt.lr:.2e}  loss {np.mean(losses):.4f}  "
             f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  ({seconds:.1f} s)")
-        done_all = epoch + 1 == settings.epochs
-        metrics = {**meta_fixed, "settings": asdict(settings), "status": "complete" if done_all else "running",
-                   "epochs_done": epoch + 1, "test_accuracy": test_acc,
-                   "best_test_accuracy": max(h["test_accuracy"] for h in history),
-                   "n_train": n, "n_test": len(yte), "history": history, "versions": versions(),
-                   "seconds_this_session": time.perf_counter() - t_start}
+        metrics = _metrics(meta_fixed, settings, history, epoch + 1, n, len(yte), time.perf_counter() - t_start)
         if out is not None:
             _save_checkpoint(ckpt, params, opt, {**meta_fixed, "history": history, "epochs_done": epoch + 1},
                              state=None if sample_w is None else {"sample_weight": sample_w})
             _write_atomic(out / "metrics.json",
                           lambda f: f.write(json.dumps(metrics, indent=2, default=_json_default).encode()))
     if metrics is None:  # resumed a finished run: nothing left to do
-        _, _, meta = load_checkpoint(ckpt)
-        metrics = {**meta_fixed, "settings": asdict(settings), "status": "complete", "epochs_done": start_epoch,
-                   "test_accuracy": history[-1]["test_accuracy"],
-                   "best_test_accuracy": max(h["test_accuracy"] for h in history), "n_train": n,
-                   "n_test": len(yte), "history": history, "versions": versions(), "seconds_this_session": 0.0}
+        metrics = _metrics(meta_fixed, settings, history, start_epoch, n, len(yte), 0.0)
         log(f"{algo_name}: the checkpoint already holds all {start_epoch} epochs")
     if out is not None:
         _write_atomic(out / "params.npz", lambda f: np.savez(f, **params))
     return {**metrics, "params": params}
+
+
+def _config_and_settings(algo_name, dataset, config, overrides):
+    """The recipe's Config and Settings for ``dataset``, with ``config`` (a Config or a dict of changes) and
+    the Settings ``overrides`` applied, each checked."""
+    cfg, recipe_settings = recipes.recipe(algo_name, dataset)
+    if config is not None:
+        if isinstance(config, dict):
+            cfg = replace(cfg, **config)
+        elif isinstance(config, type(cfg)):
+            cfg = config
+        else:
+            raise TypeError(f"config: expected {type(cfg).__module__}.Config or a dict, got {type(config).__name__}")
+    known = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"train: unknown setting(s) {sorted(unknown)}; expected among {sorted(known)}")
+    settings = Settings(**{**recipe_settings, **overrides})
+    if getattr(cfg, "arch", None) is not None and "hidden" in overrides:
+        raise ValueError(f"hidden: the configuration's arch {cfg.arch!r} fixes the layers; drop --hidden")
+    return cfg, settings
+
+
+def _optimizer(module, cfg, settings):
+    """The optimizer the settings name; an algorithm's state (BatchNorm buffers, ...) is never stepped."""
+    frozen = module.state_keys(cfg) if hasattr(module, "state_keys") else ()      # state, not parameters
+    opt_kwargs = {"weight_decay": settings.weight_decay, "frozen": frozen}
+    if settings.optimizer == "sgd":
+        opt_kwargs["momentum"] = settings.momentum
+    return optim.make(settings.optimizer, settings.lr, **opt_kwargs)
+
+
+def _resume_from(ckpt, meta_fixed, params, opt, sample_w):
+    """``(params, history, epochs_done, sample_w)`` from the checkpoint ``ckpt``, which must come from the same
+    run (``meta_fixed``); the optimizer's state is loaded into ``opt``."""
+    if not ckpt.exists():
+        raise FileNotFoundError(f"resume: no checkpoint at {ckpt}; start the run without resume first")
+    saved_params, opt_state, meta = load_checkpoint(ckpt)
+    mismatch = [k for k in meta_fixed if json.loads(json.dumps(meta_fixed[k], default=_json_default)) != meta.get(k)]
+    if mismatch:
+        raise CheckpointError(f"resume: {ckpt} was written with different {', '.join(mismatch)}; "
+                              f"use another --out directory or the same settings")
+    params = _checkpoint_params(ckpt, saved_params, params)
+    try:
+        opt.load_state_dict(opt_state)
+        history, start_epoch = list(meta["history"]), check_int("epochs_done", meta["epochs_done"], minimum=0)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt}: its optimizer state or history is incomplete ({exc}); "
+                              + _RESTART_HINT.format(name=ckpt.name)) from None
+    if len(history) != start_epoch:
+        raise CheckpointError(f"checkpoint {ckpt}: {len(history)} history entries for {start_epoch} epochs; "
+                              + _RESTART_HINT.format(name=ckpt.name))
+    if sample_w is not None:
+        saved_w = _load_loop_state(ckpt).get("sample_weight", sample_w)
+        if np.shape(saved_w) != sample_w.shape:
+            raise CheckpointError(f"checkpoint {ckpt}: {np.size(saved_w)} sample weights for {sample_w.size} "
+                                  f"training samples; " + _RESTART_HINT.format(name=ckpt.name))
+        sample_w = np.asarray(saved_w, dtype=np.float64)
+    return params, history, start_epoch, sample_w
+
+
+def _progress_bar():
+    """tqdm, or None when it is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm
+
+
+def _train_epoch(module, params, opt, cfg, settings, Ftr, ytr, sample_w, seed, epoch, tqdm, algo_name):
+    """One epoch of minibatch steps, in the seeded order; updates ``params`` in place.  Returns the batch
+    losses and, when samples are re-weighted, which samples each batch predicted right."""
+    n = len(ytr)
+    order = _rng(seed, _SHUFFLE, epoch).permutation(n)
+    batches = [order[i:i + settings.batch_size] for i in range(0, n, settings.batch_size)]
+    bar = tqdm(total=len(batches), desc=f"{algo_name} epoch {epoch + 1}/{settings.epochs}", leave=False,
+               file=sys.stderr) if tqdm else None
+    losses = []
+    correct = np.zeros(n, dtype=bool) if sample_w is not None else None
+    try:
+        for k, idx in enumerate(batches):
+            rng = _rng(seed, _BATCH, epoch, k)
+            xb = module.encode(Ftr[idx], cfg, rng)
+            info = {}
+            if sample_w is None:
+                loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng, info=info)
+            else:
+                loss, grads = module.loss_and_grad(params, xb, ytr[idx], cfg, rng=rng,
+                                                   sample_weight=sample_w[idx], info=info)
+                correct[idx] = np.asarray(info["pred"]) == ytr[idx]
+            if not math.isfinite(loss) or not all(np.all(np.isfinite(g)) for g in grads.values()):
+                raise TrainingDiverged(f"epoch {epoch + 1}, batch {k}: loss or gradient is not finite "
+                                       f"(loss={loss}); lower the learning rate. The checkpoint of the last "
+                                       f"finished epoch is kept.")
+            opt.step(params, grads)
+            params.update(info.get("state", {}))                     # buffers (state_keys), after the step
+            losses.append(loss)
+            if bar is not None:
+                bar.update(1)
+                if k % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return losses, correct
+
+
+def _metrics(meta_fixed, settings, history, epochs_done, n_train, n_test, seconds) -> dict:
+    """The contents of ``metrics.json`` after ``epochs_done`` epochs."""
+    return {**meta_fixed, "settings": asdict(settings),
+            "status": "complete" if epochs_done >= settings.epochs else "running",
+            "epochs_done": epochs_done, "test_accuracy": history[-1]["test_accuracy"],
+            "best_test_accuracy": max(h["test_accuracy"] for h in history),
+            "n_train": n_train, "n_test": n_test, "history": history, "versions": versions(),
+            "seconds_this_session": seconds}
