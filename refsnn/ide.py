@@ -317,7 +317,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from refsnn import conv, encoding
+from refsnn import conv, encoding, solvers
 from refsnn._checks import (
     as_generator,
     check_array,
@@ -1772,141 +1772,6 @@ def _adjoint_dense(net, lin, g, cfg):
     return beta, 1
 
 
-def _adjoint_fixed_point(net, lin, g, cfg, gnorm, trace):
-    beta = g.copy()
-    for k in range(cfg.max_iter):
-        R = _JT(net, lin, beta, cfg.v_th) + g - beta                   # residual of Eq. (A)
-        trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
-        if (cfg.early_stop and trace[-1] <= cfg.tol) or not math.isfinite(trace[-1]):
-            return beta, k + 1
-        beta = beta + R                                                # beta <- J^T beta + g
-    R = _JT(net, lin, beta, cfg.v_th) + g - beta
-    trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
-    return beta, cfg.max_iter + 1
-
-
-def _adjoint_code_iter(net, lin, g, cfg, gnorm, trace):
-    """The official code's ``'iter'`` solver: beta <- (beta + R(beta)) / 2, from beta = g (biased).
-
-    The code always runs exactly ``threshold`` iterations (``early_stop=False``).
-    """
-    beta = g.copy()
-    for k in range(cfg.max_iter):
-        Rc = _JT(net, lin, beta, cfg.v_th) + g - beta                  # the code's g(beta) = (J^T - I) beta + g, Eq. (A)
-        own = Rc - beta                                                # residual of (2I - J^T) beta = g
-        trace.append(float(np.max(_rel_res(own, gnorm), initial=0.0)))
-        if (cfg.early_stop and trace[-1] <= cfg.tol) or not math.isfinite(trace[-1]):
-            return beta, k + 1
-        beta = 0.5 * (beta + Rc)
-    Rc = _JT(net, lin, beta, cfg.v_th) + g - beta
-    trace.append(float(np.max(_rel_res(Rc - beta, gnorm), initial=0.0)))
-    return beta, cfg.max_iter + 1
-
-
-def _adjoint_broyden(net, lin, g, cfg, gnorm, trace):
-    """Broyden's good method on R(beta) = J^T beta + g - beta = 0, per sample, from beta = 0.
-
-    Inverse-Jacobian estimate ``H = -I + sum_i u_i v_i^T`` (Sherman-Morrison
-    updates), step ``dbeta = -H R``; converged samples are frozen; the lowest
-    residual iterate of each sample is returned.  This NumPy loop is the
-    readable form (``backend="numpy"``); the numba backend runs the same
-    per-sample arithmetic in :func:`_broyden_kernel`, samples in parallel.
-    """
-    m = cfg.max_iter
-    B, n = g.shape
-    U = np.zeros((B, m, n), g.dtype)   # per sample b, the i-th rank-one update of H is U[b, i] V[b, i]^T:
-    V = np.zeros((B, m, n), g.dtype)   # memory 2 * max_iter * B * n floats, independent of T
-    k = 0                              # updates made so far
-
-    def H(y):           # H y = -y + sum_{i<k} u_i (v_i . y): two stacked matrix-vector products per sample
-        return np.matmul((V[:, :k] @ y[:, :, None]).transpose(0, 2, 1), U[:, :k])[:, 0] - y
-
-    def HT(y):          # H^T y = -y + sum_{i<k} v_i (u_i . y)
-        return np.matmul((U[:, :k] @ y[:, :, None]).transpose(0, 2, 1), V[:, :k])[:, 0] - y
-
-    beta = np.zeros_like(g)
-    R = g.copy()                                                       # R(0) = g, Eq. (A) at beta = 0
-    rel = _rel_res(R, gnorm)
-    best, best_rel = beta.copy(), rel.copy()
-    trace.append(float(np.max(rel, initial=0.0)))
-    HR = -R                                                            # H R, with H = -I before any update
-    fast = cfg.backend != "numpy"
-    while k < m and trace[-1] > cfg.tol and math.isfinite(trace[-1]):
-        active = (rel > cfg.tol)[:, None]
-        dbeta = np.where(active, -HR, 0.0)                             # Broyden step towards R = 0, Eq. (A)
-        beta_new = beta + dbeta
-        JTb = _JT(net, lin, beta_new, cfg.v_th)
-        if fast:
-            _broyden_kernel(k, JTb, g, gnorm, active[:, 0], dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel)
-        else:
-            R_new = JTb + g - beta_new                                 # R(beta) = J^T beta + g - beta, Eq. (A)
-            dR = R_new - R
-            HdR = H(dR)
-            den = np.sum(dbeta * HdR, axis=1, keepdims=True)
-            ok = active & (np.abs(den) > 1e-300)
-            U[:, k] = np.where(ok, (dbeta - HdR) / np.where(ok, den, 1.0), 0.0)   # Sherman-Morrison update of H
-            V[:, k] = np.where(ok, HT(dbeta), 0.0)
-            # H R_new for the updated H without another pass over the updates: H R_new = H R + H dR before the
-            # update, then the update's own term u (v . R_new)
-            HR = HR + HdR + U[:, k] * np.sum(V[:, k] * R_new, axis=1, keepdims=True)
-            beta, R = beta_new, R_new
-            rel = _rel_res(R, gnorm)
-            better = rel < best_rel
-            best[better], best_rel[better] = beta[better], rel[better]
-        k += 1
-        trace.append(float(np.max(rel, initial=0.0)))
-    trace[-1] = float(np.max(best_rel, initial=0.0))
-    return best, k
-
-
-@njit
-def _dot(a, b):
-    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel."""
-    acc = 0.0
-    for i in range(a.shape[0]):
-        acc += a[i] * b[i]
-    return acc
-
-
-@njit(parallel=True)
-def _broyden_kernel(k, JTb, g, gnorm, active, dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel):
-    """One Broyden iteration after the batched product ``JTb = J^T beta_new``, for every sample in parallel:
-    the same arithmetic as the NumPy loop of :func:`_adjoint_broyden`, written per sample.
-
-    Updates in place: ``beta, R, HR`` (to the new iterate), the ``k``-th updates ``U[:, k], V[:, k]``,
-    ``rel`` and the best iterate ``best, best_rel``.
-    """
-    B, n = g.shape
-    for b in prange(B):
-        r_new = JTb[b] + g[b] - beta_new[b]                            # R(beta_new), Eq. (A)
-        dR = r_new - R[b]
-        HdR = -dR                                                       # H dR with the first k updates
-        HTd = -dbeta[b]                                                 # H^T dbeta likewise
-        for i in range(k):
-            cu = _dot(V[b, i], dR)
-            cv = _dot(U[b, i], dbeta[b])
-            for j in range(n):
-                HdR[j] += U[b, i, j] * cu
-                HTd[j] += V[b, i, j] * cv
-        den = _dot(dbeta[b], HdR)
-        if active[b] and abs(den) > 1e-300:                            # Sherman-Morrison update of H
-            for j in range(n):
-                U[b, k, j] = (dbeta[b, j] - HdR[j]) / den
-                V[b, k, j] = HTd[j]
-        else:
-            U[b, k] = 0.0
-            V[b, k] = 0.0
-        c = _dot(V[b, k], r_new)
-        for j in range(n):
-            HR[b, j] += HdR[j] + U[b, k, j] * c
-            beta[b, j] = beta_new[b, j]
-            R[b, j] = r_new[j]
-        rel[b] = np.sqrt(_dot(r_new, r_new)) / gnorm[b]
-        if rel[b] < best_rel[b]:
-            best[b] = beta_new[b]
-            best_rel[b] = rel[b]
-
-
 def _bound(net, cfg):
     bound = operator_norm(net.W)[0]
     for Fl in net.Fs:
@@ -1934,9 +1799,15 @@ def _adjoint(net, lin, g, cfg) -> tuple:
         trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
         tol = max(cfg.tol, 1e-8)
     else:
-        solve = {"fixed_point": _adjoint_fixed_point, "broyden": _adjoint_broyden,
-                 "code_iter": _adjoint_code_iter}[cfg.solver]
-        beta, iters = solve(net, lin, g, cfg, gnorm, trace)
+        def JT(beta):                                                  # J^T beta, batched (the solvers' one input)
+            return _JT(net, lin, beta, cfg.v_th)
+
+        if cfg.solver == "broyden":
+            beta, iters = solvers.broyden(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, trace=trace,
+                                          fast=cfg.backend != "numpy")
+        else:
+            solve = {"fixed_point": solvers.fixed_point, "code_iter": solvers.halved_iteration}[cfg.solver]
+            beta, iters = solve(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, early_stop=cfg.early_stop, trace=trace)
         tol = cfg.tol
     true = float(np.max(_rel_res(_JT(net, lin, beta, cfg.v_th) + g - beta, gnorm), initial=0.0))
     info = SolverInfo(cfg.solver, bool(trace[-1] <= tol), iters, trace[-1], tol, np.array(trace),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tolerances import FORMULA_REL, GRAD_FD_REL, SOLVER_TWIN_REL, TINY, TWIN_REL, assert_close
 
-from refsnn import benchmarks, gradcheck, ide, problems, recipes
+from refsnn import benchmarks, gradcheck, ide, problems, recipes, solvers
 
 CASES = problems.gradcheck_cases("ide", 0)
 
@@ -262,7 +262,7 @@ def test_broyden_kernel_twin_agree(compiled, monkeypatch):
     from 1e-16 (1e-8 leaves many orders of magnitude), while a wrong update changes the trace at order one.
     Several layers, 12 samples."""
     if not compiled:
-        monkeypatch.setattr(ide, "_broyden_kernel", ide._broyden_kernel.py_func)
+        monkeypatch.setattr(solvers, "_broyden_kernel", solvers._broyden_kernel.py_func)
     cfg = ide.Config(T=15, solver="broyden", tol=1e-11, max_iter=40)
     params, x, a, g = _problem_at_a(cfg, 8, hidden=(20, 15), batch=12)
     beta, info = ide.adjoint(params, a, x, g, cfg)
