@@ -1352,34 +1352,23 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, d
     """
     net, x, cfg = (_net, x, cfg) if _net is not None else _prepare(params, x, cfg, dropout_mask=dropout_mask)
     T, lam, vth, N = cfg.T, cfg.leak, cfg.v_th, net.N
-    m = net.drop
+    m = _masks(net)                                                    # the masks of Eq. (DO), or 1
     static = x.ndim == 2
     B = x.shape[-2]
     if static:
-        I = net.current(1, x)                                          # I = F x + b, computed once
-        if m is not None:
-            I = m["F"] * I                                             # Eq. (DO): the same mask at every step
+        I = m["F"] * net.current(1, x)                                 # I = F x + b, computed once
     u = [np.zeros((B, n)) for n in net.sizes]                          # u_0 = 0
     s = [np.zeros((B, n)) for n in net.sizes]                          # s_0 = 0
     acc = [np.zeros((B, n)) for n in net.sizes]
     a_t, s_t = [], []
     norm = 0.0
     for t in range(T):
-        if static:
-            It = I
-        else:
-            It = net.current(1, x[t])
-            if m is not None:
-                It = m["F"] * It                                       # Eq. (DO)
+        It = I if static else m["F"] * net.current(1, x[t])
         for l in range(N):
-            if l == 0 and m is None:
-                v = lam * u[0] + net.W(s[N - 1]) + It                  # Eq. (N1): s^N from step t-1
-            elif l == 0:
-                v = lam * u[0] + m["W"] * net.W(s[N - 1]) + It         # Eq. (DO) in Eq. (N1)
-            elif m is None:
-                v = lam * u[l] + net.current(l + 1, s[l - 1])          # Eq. (N2): s^{l-1} from step t
+            if l == 0:
+                v = lam * u[0] + m["W"] * net.W(s[N - 1]) + It         # Eq. (N1): s^N from step t-1
             else:
-                v = lam * u[l] + m[f"F{l + 1}"] * net.current(l + 1, s[l - 1])   # Eq. (DO) in (N2)
+                v = lam * u[l] + m[f"F{l + 1}"] * net.current(l + 1, s[l - 1])   # Eq. (N2): s^{l-1} from step t
             s[l] = (v >= vth).astype(np.float64)                       # Eq. (N3)
             u[l] = v - vth * s[l]                                      # Eq. (N4)
             acc[l] = lam * acc[l] + s[l]                               # Eq. (R), numerator
@@ -1402,7 +1391,7 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
     otherwise.  ``Ms = (W^T, F2^T, ..., FN^T)``, ``cs = (unused, b2, ..., bN)``.
     ``us, ss`` (per layer, (B, n_l)) hold ``u`` and ``s`` (zeros on entry,
     the state after step ``T`` on exit); ``acc`` (B, n_N) receives
-    ``sum_t lam^(T-t) s^N_t``.  With ``masked`` (Eq. (DO)), ``mx`` (B, n_1)
+    ``sum_t lam^(T-t) s^N_t``.  With ``masked`` (dropout), ``mx`` (B, n_1)
     scales the spike input's current and ``ms[l]`` (B, n_l) every term of
     layer ``l``'s synaptic current (``ms[0]``: the feedback).  Nothing is
     allocated: memory is independent of ``T``.
@@ -1416,11 +1405,11 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
                 n = u.shape[1]
                 m = ms[l]
                 for i in range(n):
-                    u[bb, i] = leak * u[bb, i]
+                    u[bb, i] = leak * u[bb, i]                                 # Eq. (N1), (N2): the leak
                 if l == 0:
                     if static:
                         for i in range(n):
-                            u[bb, i] += I[bb, i]
+                            u[bb, i] += I[bb, i]                               # Eq. (N1): + I
                     elif masked:
                         for i in range(n):
                             u[bb, i] += mx[bb, i] * b[i]
@@ -1428,7 +1417,7 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
                             xj = x[t, bb, j]
                             if xj != 0.0:
                                 for i in range(n):
-                                    u[bb, i] += mx[bb, i] * (xj * FT[j, i])    # Eq. (DO)
+                                    u[bb, i] += mx[bb, i] * (xj * FT[j, i])    # Eq. (N1): + I, masked
                     else:
                         for i in range(n):
                             u[bb, i] += b[i]
@@ -1436,36 +1425,36 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
                             xj = x[t, bb, j]
                             if xj != 0.0:
                                 for i in range(n):
-                                    u[bb, i] += xj * FT[j, i]
+                                    u[bb, i] += xj * FT[j, i]                  # Eq. (N1): + I
                     src = ss[N - 1]                      # s^N_{t-1}: layer N not yet updated at step t
                 else:
                     c = cs[l]
                     if masked:
                         for i in range(n):
-                            u[bb, i] += m[bb, i] * c[i]                        # Eq. (DO)
+                            u[bb, i] += m[bb, i] * c[i]                        # Eq. (N2): + b^l, masked
                     else:
                         for i in range(n):
-                            u[bb, i] += c[i]
+                            u[bb, i] += c[i]                                   # Eq. (N2): + b^l
                     src = ss[l - 1]                      # s^{l-1}_t
                 M = Ms[l]
                 for j in range(src.shape[1]):
                     if src[bb, j] != 0.0:
                         if masked:
                             for i in range(n):
-                                u[bb, i] += m[bb, i] * M[j, i]                 # Eq. (DO)
+                                u[bb, i] += m[bb, i] * M[j, i]                 # Eq. (N1), (N2): a spike's row, masked
                         else:
                             for i in range(n):
-                                u[bb, i] += M[j, i]
+                                u[bb, i] += M[j, i]                            # Eq. (N1), (N2): a spike's row
                 s = ss[l]
                 for i in range(n):
                     if u[bb, i] >= v_th:
-                        s[bb, i] = 1.0
-                        u[bb, i] -= v_th
+                        s[bb, i] = 1.0                                         # Eq. (N3)
+                        u[bb, i] -= v_th                                       # Eq. (N4)
                     else:
                         s[bb, i] = 0.0
             sN = ss[N - 1]
             for i in range(acc.shape[1]):
-                acc[bb, i] = leak * acc[bb, i] + sN[bb, i]
+                acc[bb, i] = leak * acc[bb, i] + sN[bb, i]                     # Eq. (R), numerator
 
 
 def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
@@ -1477,10 +1466,7 @@ def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     static = x.ndim == 2
     m = net.drop
     if static:
-        I = net.current(1, x)
-        if m is not None:
-            I = m["F"] * I                                             # Eq. (DO)
-        I = np.ascontiguousarray(I)
+        I = np.ascontiguousarray(_masks(net)["F"] * net.current(1, x))  # Eq. (N1): I = F x + b, once
         xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
     else:
         I = np.zeros((1, 1))
@@ -1549,16 +1535,11 @@ class _Lin:
 
 def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
     pre, h, dsig = [], [], []
-    m = net.drop
-    if m is None:
-        p = net.W(a) + net.current(1, xbar)                            # Eq. (FP), layer 1
-    else:
-        p = m["W"] * net.W(a) + m["F"] * net.current(1, xbar)          # Eq. (DO) in Eq. (FP), layer 1
+    m = _masks(net)                                                    # the masks of Eq. (DO), or 1
+    p = m["W"] * net.W(a) + m["F"] * net.current(1, xbar)              # Eq. (FP), layer 1
     for l in range(net.N):
         if l > 0:
-            p = net.current(l + 1, h[-1])                              # Eq. (FP), layer l >= 2
-            if m is not None:
-                p = m[f"F{l + 1}"] * p                                 # Eq. (DO)
+            p = m[f"F{l + 1}"] * net.current(l + 1, h[-1])             # Eq. (FP), layer l >= 2
         z = p / v_th
         pre.append(p)
         h.append(_sigma(z))
@@ -1580,9 +1561,22 @@ def fixed_point_map(params, a, x, cfg: Config = Config(), *, dropout_mask=None) 
     return _apply_f(net, a, input_average(x, cfg), cfg.v_th).h[-1]
 
 
+class _NoDropout(dict):
+    """The masks of Eq. (DO) when there is no dropout: 1 for every key (multiplying by 1.0 is exact)."""
+
+    def __missing__(self, key):
+        return 1.0
+
+
+def _masks(net: _Net):
+    """The dropout masks ``{"F", "W", "F2", ...}`` of Eq. (DO), or 1 for each without dropout: the variant is
+    data the paper's equations take, not a second copy of their lines."""
+    return net.drop if net.drop is not None else _NoDropout()
+
+
 def _masked(net: _Net, key: str, d):
-    """``d`` times the dropout mask of the current ``key`` ("F", "W", "F2", ...), or ``d`` without dropout."""
-    return d if net.drop is None else net.drop[key] * d                # Eq. (DO), backward
+    """``d`` times the dropout mask of ``key`` ("F", "W", "F2", ...): the backward pass of Eq. (DO)."""
+    return _masks(net)[key] * d
 
 
 def _deltas(net: _Net, lin: _Lin, beta, v_th) -> list:
