@@ -219,7 +219,7 @@ statistics are state, not parameters (:func:`state_keys`): in batch mode
 without touching ``params``; the training loop writes them back after each
 step, and no optimizer updates them.  BN is per unit and
 affine for a given batch, so it folds into an effective ``F, b``
-(:func:`_fold_bn`); the same map scales every step's current for spike
+(:func:`refsnn.ide_variants.fold_batchnorm`); the same map scales every step's current for spike
 input, with the statistics of ``F xbar`` (as the code).  Its backward,
 including through the batch statistics, is exact (finite differences pass
 in both modes).  BN inside multi-layer blocks is not implemented.
@@ -318,6 +318,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from refsnn import conv, encoding, solvers
+from refsnn import ide_variants as variants
 from refsnn._checks import (
     as_generator,
     check_array,
@@ -364,9 +365,8 @@ __all__ = [
 SOLVERS = ("dense", "fixed_point", "broyden", "code_iter")
 SN_METHODS = ("exact", "power", "operator")
 SN_KEYS = ("sn_u", "sn_v")
-SN_EPS = 1e-12                       # torch.nn.functional.normalize's eps, as the code's power step
 BN_KEYS = ("bn_gamma", "bn_beta", "bn_mean", "bn_var")
-BN_MOMENTUM, BN_EPS = 0.1, 1e-5      # PyTorch's BatchNorm1d defaults
+BN_MOMENTUM = 0.1                    # PyTorch's BatchNorm1d default (its eps: ide_variants.BN_EPS)
 LINEARIZE = ("simulated", "fixed_point")
 
 
@@ -578,7 +578,7 @@ def operator_norm(op: _Op, tol: float = 1e-14, max_iter: int = 5000) -> tuple:
     singular vectors (output, input), by power iteration on ``op^T op`` from a fixed start (exact SVD
     of the explicit matrix when it has at most 4096 columns)."""
     if op.spec.kind == "dense" or op.spec.n_in <= 4096:
-        return _top_singular(op.matrix())
+        return variants.top_singular(op.matrix())
     v = np.random.default_rng(0).standard_normal(op.spec.n_in)
     v /= np.linalg.norm(v)
     sigma = 0.0
@@ -586,13 +586,13 @@ def operator_norm(op: _Op, tol: float = 1e-14, max_iter: int = 5000) -> tuple:
         u = op(v[None])[0]
         new = float(np.linalg.norm(u))
         v = op.T(u[None])[0]
-        v /= max(float(np.linalg.norm(v)), SN_EPS)
+        v /= max(float(np.linalg.norm(v)), variants.SN_EPS)
         if abs(new - sigma) <= tol * new:
             break
         sigma = new
     u = op(v[None])[0]
     sigma = float(np.linalg.norm(u))
-    return sigma, u / max(sigma, SN_EPS), v
+    return sigma, u / max(sigma, variants.SN_EPS), v
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -819,7 +819,7 @@ class _Net:
     bo: np.ndarray
     sn: tuple | None    # (W_raw, g, s, sigma, u1, v1, dsigma/dW_raw) when spectral-normed (Eq. (SN), (PI))
     bn: tuple | None = None     # (gamma, beta, running mean, running var) with Config.batchnorm
-    fold: dict | None = None    # set by _fold_bn: F, b above are then the folded (effective) ones
+    fold: dict | None = None    # set by ide_variants.fold_batchnorm: F, b above are then the folded (effective) ones
     drop: dict | None = None    # dropout masks {"F", "W", "F2", ...} of Eq. (DO), each (B, n_l); None: no dropout
 
     @property
@@ -856,30 +856,6 @@ def _float_array(name, value, ndim):
     if not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"{name}: expected a float array, got dtype {arr.dtype}")
     return arr.astype(np.float64, copy=False)
-
-
-def _top_singular(W):
-    """``(sigma_max, u1, v1)`` of ``W`` from the top eigenpair of ``W^T W``."""
-    from scipy.linalg import eigh
-
-    n = W.shape[1]
-    lam, V = eigh(W.T @ W, subset_by_index=[n - 1, n - 1])
-    sigma = math.sqrt(max(float(lam[0]), 0.0))
-    v1 = V[:, 0]
-    u1 = W @ v1 / sigma if sigma > 0 else np.zeros(W.shape[0])
-    return sigma, u1, v1
-
-
-def _normalize(z):
-    """``z / max(||z||, 1e-12)``: ``torch.nn.functional.normalize``, as the code's power step."""
-    return z / max(float(np.linalg.norm(z)), SN_EPS)
-
-
-def _power_step(Wr, u):
-    """One power-iteration step from ``u`` and the estimate at the updated vectors: ``(sigma, u1, v1)`` (Eq. (PI))."""
-    v1 = _normalize(Wr.T @ u)                                          # Eq. (PI)
-    u1 = _normalize(Wr @ v1)                                           # Eq. (PI)
-    return float(u1 @ (Wr @ v1)), u1, v1                               # Eq. (PI): sigma = u1^T W_raw v1
 
 
 def _specs(params, cfg: Config, name: str, N: int):
@@ -973,9 +949,8 @@ def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
         if g.size != 1 or g.ndim > 1:
             raise ValueError(f"{name}['g']: expected a scalar (0-d array), got shape {g.shape}")
         g = float(g.reshape(()))
-        c = cfg.spectral_norm
-        s = min(max(g, -c), c)
         W2 = Wr.reshape(Wr.shape[0], -1)                                 # the code's reshape along dim 0
+        su = None
         if cfg.sn_method == "power":
             su = _float_array(f"{name}['sn_u']", params["sn_u"], 1)
             sv = _float_array(f"{name}['sn_v']", params["sn_v"], 1)
@@ -985,27 +960,7 @@ def _unpack(params, cfg: Config, name: str = "params", sn_vectors=None) -> _Net:
             if sv.shape != (W2.shape[1],):
                 raise ValueError(f"{name}['sn_v']: the power-iteration vector of W's columns must have shape "
                                  f"({W2.shape[1]},), got {sv.shape}")
-            if sn_vectors is None:
-                sigma, u1, v1 = _power_step(W2, su)                      # Eq. (PI): one step from sn_u
-            else:
-                u1, v1 = sn_vectors
-                sigma = float(u1 @ (W2 @ v1))                            # Eq. (PI), vectors held fixed
-            if not sigma > 0:
-                raise ValueError(f"{name}['sn_u']: the power-iteration estimate u1^T W v1 is {sigma:g}, not > 0 "
-                                 f"(sn_u all zeros or orthogonal to the range of W, or W all zeros)")
-            dsigma = np.outer(u1, v1).reshape(Wr.shape)
-        elif cfg.sn_method == "operator":
-            sigma, u1, v1 = operator_norm(raw)                           # ||W||_2 of the map itself
-            if sigma <= 0:
-                raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
-            dsigma = raw.wgrad(u1[None], v1[None])                       # d sigma / d W_raw = u1^T (dW) v1
-        else:
-            sigma, u1, v1 = _top_singular(W2)
-            if sigma <= 0:
-                raise ValueError(f"{name}['W']: spectral normalisation needs a nonzero raw W, got all zeros")
-            dsigma = np.outer(u1, v1).reshape(Wr.shape)
-        W = replace(raw, w=(s / sigma) * Wr)                             # Eq. (SN)
-        sn = (Wr, g, s, sigma, u1, v1, dsigma)
+        W, sn = variants.spectral_norm(raw, g, cfg.spectral_norm, cfg.sn_method, su, sn_vectors, operator_norm, name)
     else:
         W = raw
     Wo = _float_array(f"{name}['Wo']", params["Wo"], 2)
@@ -1095,20 +1050,20 @@ def init_params(sizes=None, cfg: Config = Config(), rng=0) -> dict:
     W2 = params["W"].reshape(params["W"].shape[0], -1)                  # the code's reshape along dim 0
     if cfg.spectral_norm is not None:
         params["g"] = np.array(operator_norm(_Op(wspec, params["W"]))[0] if cfg.sn_method == "operator"
-                               else _top_singular(W2)[0])
+                               else variants.top_singular(W2)[0])
     nN = specs[-1].n_out
     bound = 1.0 / math.sqrt(nN)
     params["Wo"] = rng.uniform(-bound, bound, (n_classes, nN))
     params["bo"] = rng.uniform(-bound, bound, n_classes)
     if cfg.sn_method == "power":
-        u = _normalize(rng.normal(size=W2.shape[0]))                    # the buffers weight_u, weight_v
-        v = _normalize(rng.normal(size=W2.shape[1]))
-        u10, v10 = _normalize(rng.normal(size=W2.shape[0])), _normalize(rng.normal(size=W2.shape[1]))
+        u = variants.normalize(rng.normal(size=W2.shape[0]))                    # the buffers weight_u, weight_v
+        v = variants.normalize(rng.normal(size=W2.shape[1]))
+        u10, v10 = variants.normalize(rng.normal(size=W2.shape[0])), variants.normalize(rng.normal(size=W2.shape[1]))
         for _ in range(10):                                             # compute_spectral_norm(W, iterations=10)
-            v10 = _normalize(W2.T @ u10)
-            u10 = _normalize(W2 @ v10)
+            v10 = variants.normalize(W2.T @ u10)
+            u10 = variants.normalize(W2 @ v10)
         params["g"] = np.array(float(u10 @ (W2 @ v10)))
-        _, u, v = _power_step(W2, u)                                    # Eq. (PI): the step at construction
+        _, u, v = variants.power_step(W2, u)                            # the power step at construction
         params["sn_u"], params["sn_v"] = u, v
     return {k: params[k] for k in param_keys(len(specs), cfg)}
 
@@ -1167,81 +1122,12 @@ def input_average(x, cfg: Config = Config()) -> np.ndarray:
     return np.tensordot(w / w.sum(), x, axes=(0, 0))
 
 
-def _fold_bn(net: _Net, xbar, mode: str) -> _Net:
-    """Fold BatchNorm into an effective input layer: ``BN(F xbar + b) = F_e xbar + b_e`` (Eq. (BN)).
-
-    ``r = gamma / sqrt(var + eps)``; ``F_e = diag(r) F``.  Batch mode:
-    ``mean, var`` are the batch's (biased) statistics of ``F xbar`` and
-    ``b_e = beta - r * mean`` (``b`` cancels exactly, as in any batch-mode
-    BN).  Running mode: ``b_e = beta + r * (b - running_mean)`` with the
-    running variance.  The simulation applies the same affine map to every
-    step's current ``F x_t + b``; f uses it on ``xbar``.
-    """
-    if net.bn is None:
-        return net
-    gamma, beta, rmean, rvar = net.bn
-    P = None
-    if mode == "batch":
-        P = _per_channel(net.F, net.F(xbar))                            # F xbar (b cancels), (B, C, positions)
-        mean = P.mean(axis=(0, 2))                                      # per unit, or per channel (BatchNorm2d)
-        var = np.mean((P - mean[None, :, None]) ** 2, axis=(0, 2))
-        s = np.sqrt(var + BN_EPS)
-        r = gamma / s
-        b_e = beta - r * mean                                           # Eq. (BN), batch statistics
-    else:
-        mean, var = None, None
-        s = np.sqrt(rvar + BN_EPS)
-        r = gamma / s
-        b_e = beta + r * (net.b - rmean)                                # Eq. (BN), running statistics
-    fold = {"mode": mode, "F": net.F, "b": net.b, "r": r, "s": s, "mean": mean, "var": var, "xbar": xbar, "P": P}
-    return replace(net, F=net.F.scaled(r), b=b_e, fold=fold)
-
-
-def _per_channel(op: _Op, v):
-    """Unit values ``v`` (B, n_out) as (B, channels, positions): one position per unit of a dense layer."""
-    return v.reshape(v.shape[0], op.spec.channels, -1)
-
-
-def _bn_backward(net: _Net, gF, gb) -> dict:
-    """Gradients of the raw ``F, b`` and of the BN parameters from those of the folded ``F_e, b_e``."""
-    fo = net.fold
-    gamma, beta, rmean, rvar = net.bn
-    F, r, s = fo["F"], fo["r"], fo["s"]                                 # F: the raw input operation
-    out = {"bn_beta": gb}
-    rows = F.channel_rows(gF * F.w)                                     # d(r F)/dr: one row per channel
-    if fo["mode"] == "batch":
-        dmean = -r * gb
-        dr = rows.sum(axis=1) - gb * fo["mean"]
-        ds = -dr * gamma / s ** 2
-        dvar = ds / (2 * s)
-        P = fo["P"]                                                     # F xbar, (B, C, positions)
-        M = P.shape[0] * P.shape[2]                                     # values per channel
-        dP = dmean[None, :, None] / M + (2 * dvar)[None, :, None] * (P - fo["mean"][None, :, None]) / M
-        out["F"] = _scale_grad(F, gF, r) + F.wgrad(dP.reshape(P.shape[0], -1), fo["xbar"])   # + through the stats
-        out["b"] = np.zeros_like(gb)
-        out["bn_mean"], out["bn_var"] = np.zeros_like(gb), np.zeros_like(gb)
-    else:
-        dr = rows.sum(axis=1) + gb * (fo["b"] - rmean)
-        ds = -dr * gamma / s ** 2
-        out["F"] = _scale_grad(F, gF, r)
-        out["b"] = r * gb
-        out["bn_mean"] = -r * gb
-        out["bn_var"] = ds / (2 * s)
-    out["bn_gamma"] = dr / s
-    return out
-
-
-def _scale_grad(F: _Op, gF, r):
-    """The gradient of the raw weight from that of the channel-scaled one ``r F``: ``gF`` scaled per channel."""
-    return replace(F, w=gF).scaled(r).w
-
-
 def _prepare(params, x, cfg, bn_mode=None, dropout_mask=None):
     cfg = check_config(cfg, Config)
     net = _unpack(params, cfg)
     x = _check_x(x, net, cfg)
     if net.bn is not None:
-        net = _fold_bn(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
+        net = variants.fold_batchnorm(net, input_average(x, cfg), bn_mode or cfg.bn_mode)
     if dropout_mask is not None:
         net = replace(net, drop=_check_mask(dropout_mask, net, x.shape[-2], cfg))
     return net, x, cfg
@@ -1269,7 +1155,7 @@ def _mask_sizes(net: _Net) -> dict:
 def _draw_mask(net: _Net, B: int, cfg: Config, rng) -> dict:
     """Fresh masks ``Bernoulli(1 - p) / (1 - p)``, (B, n_l) each, drawn in the order of :func:`dropout_keys`."""
     p = cfg.dropout
-    return {k: (rng.random((B, n)) < 1.0 - p) / (1.0 - p) for k, n in _mask_sizes(net).items()}   # Eq. (DO)
+    return {k: (rng.random((B, n)) < 1.0 - p) / (1.0 - p) for k, n in _mask_sizes(net).items()}   # kept units scaled by 1/(1-p)
 
 
 def _check_mask(mask, net: _Net, B: int, cfg: Config) -> dict:
@@ -1848,19 +1734,13 @@ def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
         dl = _masked(net, f"F{l}", deltas[l - 1])
         grads[f"F{l}"] = net.Fs[l - 2].wgrad(dl, lin.h[l - 2])
         grads[f"b{l}"] = net.Fs[l - 2].channel_sum(dl)
-    if net.fold is not None:
-        grads.update(_bn_backward(net, grads["F"], grads["b"]))
+    if net.fold is not None:                                           # BatchNorm's pullback to stored params
+        grads.update(variants.batchnorm_backward(net, grads["F"], grads["b"]))
     GW = net.W.wgrad(_masked(net, "W", deltas[0]), lin.a)             # dL/dW (effective)
     if net.sn is None:
         grads["W"] = GW
-    else:
-        Wr, g, s, sigma, u1, v1, dsigma = net.sn
-        c = cfg.spectral_norm
-        inner = float(np.sum(GW * Wr))
-        grads["W"] = (s / sigma) * (GW - (inner / sigma) * dsigma)     # Eq. (SN), chain rule, u1, v1 fixed
-        grads["g"] = np.array(inner / sigma if -c <= g <= c else 0.0)
-        if cfg.sn_method == "power":                                   # state: held constant, as torch does
-            grads["sn_u"], grads["sn_v"] = np.zeros(u1.shape[0]), np.zeros(v1.shape[0])
+    else:                                                              # spectral norm's pullback
+        grads.update(variants.spectral_norm_backward(net.sn, GW, cfg.spectral_norm, cfg.sn_method))
     return grads
 
 
@@ -1979,7 +1859,7 @@ def _next_state(net: _Net, params, x, cfg: Config) -> dict:
     """The buffers' next values after this step: BN running statistics (batch mode) and the power-iteration vectors."""
     state = _running_statistics(net, params, x)
     if cfg.sn_method == "power":
-        state["sn_u"], state["sn_v"] = net.sn[4].copy(), net.sn[5].copy()      # Eq. (PI): u1, v1
+        state["sn_u"], state["sn_v"] = net.sn[4].copy(), net.sn[5].copy()      # the power step's u1, v1: state
     return state
 
 
@@ -2036,7 +1916,7 @@ def reference_objective(params, x, y, cfg: Config = Config(), rng=None, *, dropo
     def objective(p) -> float:
         net = replace(_unpack(p, cfg, sn_vectors=sn_vectors), drop=mask)
         if net.bn is not None:
-            net = _fold_bn(net, xbar, cfg.bn_mode)
+            net = variants.fold_batchnorm(net, xbar, cfg.bn_mode)
         a, _ = _solve_equilibrium(net, xbar, cfg, r0, a0)
         regions.add(_regions(_apply_f(net, a, xbar, cfg.v_th), cfg.v_th))
         return _readout(net, a, y)[0]

@@ -19,7 +19,8 @@ PKG = ROOT / "refsnn"
 ALGOS = list(refsnn.ALGORITHMS)
 
 #: What an algorithm module may import from refsnn: the shared building blocks below it.
-ALLOWED_REFSNN = {"refsnn.surrogates", "refsnn.encoding", "refsnn.conv", "refsnn.solvers", "refsnn._checks", "refsnn._jit",
+ALLOWED_REFSNN = {"refsnn.surrogates", "refsnn.encoding", "refsnn.conv", "refsnn.solvers", "refsnn.ide_variants",
+                  "refsnn._checks", "refsnn._jit",
                   "refsnn._paths"}
 #: Third-party modules an algorithm may use (the library's run-time dependencies).
 ALLOWED_THIRD_PARTY = {"numpy", "scipy"}
