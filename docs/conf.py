@@ -58,6 +58,9 @@ autodoc_typehints = "none"
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = False
+napoleon_custom_sections = [(title, "params_style") for title in (   # the Configs group their fields by owner
+    "Model settings", "Neuron-family settings (the official code's and the peers' variants)", "Official-code variants",
+    "Reconstruction choices (no public code)", "Numerical settings", "Backend settings")]
 napoleon_use_ivar = True                 # a class's Attributes section is text, not a second object description
 # "x : ndarray, shape (T, batch, n_in)" makes napoleon look for a class T; several modules have one: not an error.
 suppress_warnings = ["myst.header", "ref.python"]

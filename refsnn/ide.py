@@ -603,14 +603,59 @@ class ConvergenceWarning(RuntimeWarning):
 class Config:
     """Settings of a feedback SNN trained by IDE.  Every field is validated on construction.
 
-    Parameters
-    ----------
+    Model settings
+    --------------
     T : int
         Time steps of the simulation (>= 1).  Spike input must have this many steps.
     v_th : float
         Firing threshold ``V_th`` (> 0); a neuron fires when ``v >= v_th``.
     leak : float
         ``lam`` in (0, 1]: ``1`` is IF, ``< 1`` LIF (the code's 0.95 / 0.99).
+    linearize_at : {"simulated", "fixed_point"}
+        Where loss, ``J`` and ``sigma'`` are evaluated: the simulated ``a[T]``
+        (paper and code) or the exact equilibrium ``a*`` (the exact gradient
+        of ``L(a*(theta))``).
+    arch : str or None
+        A convolutional feedback block (:func:`parse_arch`), e.g. the official
+        MNIST net ``"28x28x1-64c5s2p2-fbc5p2-10"``; None for a fully connected
+        block whose sizes come from the parameters.
+    encoding : {"direct", "bernoulli"}
+        What :func:`encode` makes of features in [0, 1]: the (normalised)
+        analog values, shape (batch, n_in) (the paper, all static datasets),
+        or ``T`` Bernoulli spike frames, shape (T, batch, n_in).
+
+    Official-code variants
+    ----------------------
+    spectral_norm : float or None
+        The bound ``c`` of the feedback re-parameterisation Eq. (SN) (the code:
+        1.0), or None for a raw ``W``.
+    sn_method : {"exact", "power", "operator"}
+        ``sigma`` of Eq. (SN): the exact ``sigma_max(W_raw)`` (default), or
+        the code's one power-iteration step from the state vectors
+        ``params["sn_u"], params["sn_v"]`` (Eq. (PI); needs ``spectral_norm``),
+        or, for a convolutional feedback, the norm of the convolution as an
+        operator (:func:`operator_norm`; needs ``spectral_norm``).
+    batchnorm : bool
+        BatchNorm on the input current ``F xbar + b`` (the official code's
+        ``network_x``; Eq. (BN)), with parameters ``bn_gamma, bn_beta`` and
+        running statistics ``bn_mean, bn_var``.
+    bn_mode : {"batch", "running"}
+        What :func:`loss_and_grad` normalises with: the batch's statistics
+        (training; it then also returns the next ``bn_mean``/``bn_var`` in
+        ``info["state"]``) or the running ones (eval mode).  :func:`predict`
+        always uses the running ones.
+    dropout : float
+        ``p`` in [0, 1) of the variational dropout Eq. (DO) (the code's F400:
+        0.2): one mask per sample and unit for the batch, on the input,
+        feedback and internal currents, shared by all time steps and by ``f``.
+        :func:`loss_and_grad` draws it from ``rng`` or takes ``dropout_mask=``;
+        :func:`predict` never drops.  0 (default): no dropout.
+    normalize : tuple (mean, std) or None
+        ``"direct"`` encoding maps features to ``(x - mean) / std`` (the code
+        uses MNIST's (0.1307, 0.3081) for MNIST and Fashion-MNIST).
+
+    Numerical settings
+    ------------------
     solver : {"broyden", "fixed_point", "dense", "code_iter"}
         How the adjoint system ``(I - J^T) beta = dL/da`` is solved (module
         docstring).  ``"code_iter"`` is the official code's biased damped
@@ -621,57 +666,21 @@ class Config:
         They stop when every sample's ``||(I - J^T) beta - dL/da|| <= tol * ||dL/da||``
         (for ``"code_iter"``: the residual of its own fixed-point equation),
         unless ``early_stop`` is False; a solver that ends above it warns.
-    linearize_at : {"simulated", "fixed_point"}
-        Where loss, ``J`` and ``sigma'`` are evaluated: the simulated ``a[T]``
-        (paper and code) or the exact equilibrium ``a*`` (the exact gradient
-        of ``L(a*(theta))``).
-    spectral_norm : float or None
-        The bound ``c`` of the feedback re-parameterisation Eq. (SN) (the code:
-        1.0), or None for a raw ``W``.
     eq_max_iter : int
         Most fixed-point iterations of :func:`solve_equilibrium` before its
         Newton (active-set) polish.
     eq_tol : float
         :func:`solve_equilibrium` warns when ``max |f(a) - a|`` stays above this.
-    batchnorm : bool
-        BatchNorm on the input current ``F xbar + b`` (the official code's
-        ``network_x``; Eq. (BN)), with parameters ``bn_gamma, bn_beta`` and
-        running statistics ``bn_mean, bn_var``.
-    bn_mode : {"batch", "running"}
-        What :func:`loss_and_grad` normalises with: the batch's statistics
-        (training; it then also returns the next ``bn_mean``/``bn_var`` in
-        ``info["state"]``) or the running ones (eval mode).  :func:`predict`
-        always uses the running ones.
-    encoding : {"direct", "bernoulli"}
-        What :func:`encode` makes of features in [0, 1]: the (normalised)
-        analog values, shape (batch, n_in) (the paper, all static datasets),
-        or ``T`` Bernoulli spike frames, shape (T, batch, n_in).
-    normalize : tuple (mean, std) or None
-        ``"direct"`` encoding maps features to ``(x - mean) / std`` (the code
-        uses MNIST's (0.1307, 0.3081) for MNIST and Fashion-MNIST).
-    backend : {"numba", "numpy"}
-        The event-driven numba kernel or the readable NumPy twin for the simulation.
-    dropout : float
-        ``p`` in [0, 1) of the variational dropout Eq. (DO) (the code's F400:
-        0.2): one mask per sample and unit for the batch, on the input,
-        feedback and internal currents, shared by all time steps and by ``f``.
-        :func:`loss_and_grad` draws it from ``rng`` or takes ``dropout_mask=``;
-        :func:`predict` never drops.  0 (default): no dropout.
-    sn_method : {"exact", "power", "operator"}
-        ``sigma`` of Eq. (SN): the exact ``sigma_max(W_raw)`` (default), or
-        the code's one power-iteration step from the state vectors
-        ``params["sn_u"], params["sn_v"]`` (Eq. (PI); needs ``spectral_norm``),
-        or, for a convolutional feedback, the norm of the convolution as an
-        operator (:func:`operator_norm`; needs ``spectral_norm``).
     early_stop : bool
         True (default): the iterative adjoint solvers stop at ``tol``.  False:
         ``"fixed_point"`` and ``"code_iter"`` run exactly ``max_iter``
         iterations whatever the residual (the official ``'iter'`` solver:
         always 30).  Not for ``"broyden"`` or ``"dense"``.
-    arch : str or None
-        A convolutional feedback block (:func:`parse_arch`), e.g. the official
-        MNIST net ``"28x28x1-64c5s2p2-fbc5p2-10"``; None for a fully connected
-        block whose sizes come from the parameters.
+
+    Backend settings
+    ----------------
+    backend : {"numba", "numpy"}
+        The event-driven numba kernel or the readable NumPy twin for the simulation.
     """
 
     T: int = 30

@@ -251,8 +251,8 @@ COUNTERS = ("events", "matmul", "loop")
 class Config:
     """Settings of an SSNN-BP network.  Every field is validated on construction.
 
-    Parameters
-    ----------
+    Model settings
+    --------------
     T : int
         Spike-train length (steps per window), >= 1.  The update quantum is
         ``dw_min = eta / (Gamma T)`` and the estimate's variance falls like ``1/T``.
@@ -262,6 +262,12 @@ class Config:
         unbiased.  ``"spike"`` (V2): every layer's F units spike and the next
         layer counts them over the window (Eq. (S1)-(S3)); the estimate is
         consistent, with a bias that falls with ``T``.
+    ann : bool
+        True: the ANN twin.  :func:`loss_and_grad` returns the exact backprop
+        gradient and :func:`predict` uses exact rates; the other fields are unused.
+
+    Reconstruction choices (no public code)
+    ---------------------------------------
     update_port : {"independent", "reuse"}
         Presynaptic spikes used in the coincidences: fresh ``Bernoulli(a)``
         trains independent of everything (default, unbiased), or the F units'
@@ -270,14 +276,14 @@ class Config:
         In (0, 1]: the gain of the G units as a fraction of the largest gain
         that never clips a firing probability (Eq. (G3)).  1 gives the lowest
         variance.
+
+    Numerical settings
+    ------------------
     counter : {"events", "matmul", "loop"}
         How coincidences are counted (Eq. (U1)): a numba kernel visiting only
         the spikes of each step (default), a product of 0/1 matrices (BLAS),
         or the brute-force per-step, per-synapse twin.  All three give the
         same integers given the same spikes.
-    ann : bool
-        True: the ANN twin.  :func:`loss_and_grad` returns the exact backprop
-        gradient and :func:`predict` uses exact rates; the other fields are unused.
     """
 
     T: int = 64

@@ -247,8 +247,8 @@ class Config:
     Defaults are the official code's Fashion-MNIST run with the exact
     gradient of the frozen-timing model (see the module docstring).
 
-    Parameters
-    ----------
+    Model settings
+    --------------
     tau_m, tau_s : float
         Membrane and synaptic time constants in steps (> 1: the leak factors
         are ``1 - 1/tau``).
@@ -271,37 +271,17 @@ class Config:
     lateral : float
         Strength ``w0`` of the fixed lateral inhibition ``-w0`` between output
         neurons (code: 1); 0 disables it.
+    d_method : {"table", "ratio"}
+        ``d_ij``: derivative of the Monte Carlo polynomial table (code) or
+        HM2-BP's ``e_{i|j}/o_i``.
+
+    Official-code variants
+    ----------------------
     kappa_zero : float
         Effect ratio used when the pre- or postsynaptic count is zero (code at
         HEAD: 0.5; the first commit ``fe5bf2d``, which made the Fashion-MNIST
         log: 0, in the effect ratio, the reservoir's linear system and the
         lateral factor alike).
-    d_method : {"table", "ratio"}
-        ``d_ij``: derivative of the Monte Carlo polynomial table (code) or
-        HM2-BP's ``e_{i|j}/o_i``.
-    dtable_trials, dtable_seed, dtable_max_count, dtable_degree : int
-        Monte Carlo trials per postsynaptic count, seed, largest count
-        tabulated (code at HEAD: 100; ``fe5bf2d``: 50) and polynomial degree
-        (code: 4) of the d-table.
-    dtable_T, dtable_T_recurrent : int or None
-        Spike-train length the d-table is generated for: ``dtable_T`` for the
-        feed-forward and output layers, ``dtable_T_recurrent`` for recurrent
-        layers (None: the simulated ``T``; ``dtable_T_recurrent=None`` follows
-        ``dtable_T``).  ``fe5bf2d`` read a table made for 400 steps in its
-        spiking layers and one made for 600 steps in the reservoir, both used
-        at T = 400.
-    dtable_lookup : {"clip", "code"}
-        How counts index the table (:meth:`DTable.lookup`).  "clip": both
-        counts clipped into the table, ``d = 0`` where either is 0.  "code":
-        the official code's rules, different per layer kind: feed-forward and
-        output layers clip the presynaptic count into ``[1, n_max]`` (a silent
-        input uses row 1), evaluate ``P_n'`` at the postsynaptic count without
-        clipping (the polynomial is extrapolated beyond ``o_max``) and give
-        ``d = 0`` only to a silent postsynaptic neuron; recurrent layers clip
-        both counts into ``[1, n_max]`` x ``[1, o_max]`` (silent neurons use 1).
-    s_min : float
-        The self-consistency factors are clamped to ``|S_i| >= s_min``
-        (sign kept; code: 1e-4, in the reservoir only).
     fake_target_spikes : bool
         The code's silent-target trick (on in the code).
     recurrent_grad : {"exact", "diagonal"}
@@ -335,6 +315,35 @@ class Config:
         inputs + 1 ("neuron"), or the code's ``reservoirSize + n_in + 1`` for
         every neuron, with ``reservoirSize`` the whole layer's recurrent
         synapse count ("layer").  Feed-forward layers: ``n_in + 1`` either way.
+    dtable_T, dtable_T_recurrent : int or None
+        Spike-train length the d-table is generated for: ``dtable_T`` for the
+        feed-forward and output layers, ``dtable_T_recurrent`` for recurrent
+        layers (None: the simulated ``T``; ``dtable_T_recurrent=None`` follows
+        ``dtable_T``).  ``fe5bf2d`` read a table made for 400 steps in its
+        spiking layers and one made for 600 steps in the reservoir, both used
+        at T = 400.
+    dtable_lookup : {"clip", "code"}
+        How counts index the table (:meth:`DTable.lookup`).  "clip": both
+        counts clipped into the table, ``d = 0`` where either is 0.  "code":
+        the official code's rules, different per layer kind: feed-forward and
+        output layers clip the presynaptic count into ``[1, n_max]`` (a silent
+        input uses row 1), evaluate ``P_n'`` at the postsynaptic count without
+        clipping (the polynomial is extrapolated beyond ``o_max``) and give
+        ``d = 0`` only to a silent postsynaptic neuron; recurrent layers clip
+        both counts into ``[1, n_max]`` x ``[1, o_max]`` (silent neurons use 1).
+
+    Numerical settings
+    ------------------
+    dtable_trials, dtable_seed, dtable_max_count, dtable_degree : int
+        Monte Carlo trials per postsynaptic count, seed, largest count
+        tabulated (code at HEAD: 100; ``fe5bf2d``: 50) and polynomial degree
+        (code: 4) of the d-table.
+    s_min : float
+        The self-consistency factors are clamped to ``|S_i| >= s_min``
+        (sign kept; code: 1e-4, in the reservoir only).
+
+    Backend settings
+    ----------------
     backend : {"numba", "numpy"}
         Fast kernels or the readable twins.
     threads : int or None

@@ -253,17 +253,17 @@ def _bool(name, value):
 class Config:
     """Settings of an STBP network.  Every field is validated on construction.
 
-    Parameters
-    ----------
+    Model settings
+    --------------
     v_th : float or tuple of float
         Firing threshold ``V_th`` (> 0); one per layer if a tuple.
+    decay : float or tuple of float
+        Leak factor ``lam`` in (0, 1] (the paper's ``tau``): the fraction of the
+        reset potential carried to the next step; ``1`` is the IF neuron.
     arch : str or None
         A convolutional architecture in the papers' notation, e.g.
         ``"28x28x1-32c3p1-ap2-32c3p1-ap2-128-10"`` (:func:`parse_arch`); None for a
         fully connected net, whose sizes come from the parameters.
-    decay : float or tuple of float
-        Leak factor ``lam`` in (0, 1] (the paper's ``tau``): the fraction of the
-        reset potential carried to the next step; ``1`` is the IF neuron.
     surrogate : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid", "window"}
         The surrogate derivative ``h`` of the spike (h1..h4 of the paper, the
         peers' defaults, and the official code's height-1 window;
@@ -272,6 +272,19 @@ class Config:
         Its width ``a`` (> 0).  The official code's window ``|u - thresh| < lens``
         is ``"window"`` with ``a = lens``; at its default ``lens = 0.5`` that is
         exactly ``"rect"`` with ``a = 1`` (the ``code`` presets).
+    loss : {"mse_paper", "mse_mean"}
+        ``1/(2S) sum ||y - obar||^2`` (paper) or the mean over batch and
+        classes (PyTorch ``MSELoss``, the official code).
+    T : int
+        Time steps produced by :func:`encode` (``loss_and_grad`` takes ``T``
+        from ``x``).
+    encoding : {"bernoulli", "direct"}
+        How :func:`encode` presents static inputs: fresh Bernoulli spikes
+        with probability = intensity at every step (paper and official conv
+        code), or the analog value at every step (official FC MNIST code).
+
+    Neuron-family settings (the official code's and the peers' variants)
+    --------------------------------------------------------------------
     reset : {"exp", "zero", "v_reset", "subtract", "none"}
         The reset ``R(u, o)`` (module docstring); ``"paper"`` and ``"code"``
         are the old names of ``"exp"`` and ``"zero"``.
@@ -308,16 +321,9 @@ class Config:
     learn_threshold : bool
         Make each layer's threshold a parameter ``thr{n}`` (snnTorch
         ``learn_threshold``); ``v_th`` then only sets the starting value.
-    loss : {"mse_paper", "mse_mean"}
-        ``1/(2S) sum ||y - obar||^2`` (paper) or the mean over batch and
-        classes (PyTorch ``MSELoss``, the official code).
-    T : int
-        Time steps produced by :func:`encode` (``loss_and_grad`` takes ``T``
-        from ``x``).
-    encoding : {"bernoulli", "direct"}
-        How :func:`encode` presents static inputs: fresh Bernoulli spikes
-        with probability = intensity at every step (paper and official conv
-        code), or the analog value at every step (official FC MNIST code).
+
+    Numerical settings
+    ------------------
     forward : {"spike", "smooth"}
         ``"spike"`` is the spiking network.  ``"smooth"`` replaces every
         ``H`` by the surrogate's primitive: a differentiable network whose
@@ -328,6 +334,9 @@ class Config:
         ``U(-1/sqrt(n_in), 1/sqrt(n_in))`` for ``W`` and ``b``.
     dtype : {"float64", "float32"}
         Precision of the simulation and gradient.
+
+    Backend settings
+    ----------------
     backend : {"numba", "numpy"}
         The fast layer-major kernels or the readable step-major twin.
     """

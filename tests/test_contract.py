@@ -108,3 +108,26 @@ def test_config_docstring_lists_exactly_the_choices_the_validator_accepts(name):
         aliases = set(getattr(mod, "RESET_ALIASES", {})) if field == "reset" else set()
         assert documented == accepted - aliases, (f"{name}.Config.{field}: the docstring lists {sorted(documented)}, "
                                                   f"the validator accepts {sorted(accepted)}")
+
+
+#: The owners a Config field can have; each Config docstring groups its fields under these headings.
+OWNERS = ("Model settings", "Neuron-family settings (the official code's and the peers' variants)",
+          "Official-code variants", "Reconstruction choices (no public code)", "Numerical settings", "Backend settings")
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_config_docstring_says_who_owns_each_field(name):
+    """Every field of a Config is documented under exactly one owner: the model, the official code's variants
+    (or, for SSNN-BP, which has no public code, our reconstruction's choices), numerics, or the backend."""
+    mod = refsnn.algorithm(name)
+    doc = mod.Config.__doc__
+    sections = re.split(r"^    ([^\n]+)\n    -+\n", doc, flags=re.M)
+    owned = {}
+    for title, body in zip(sections[1::2], sections[2::2]):
+        assert title in OWNERS, f"{name}.Config: a section {title!r} is not one of the owners {OWNERS}"
+        for line in re.findall(r"^    (\w[\w, ]*) :", body, flags=re.M):
+            for field in (f.strip() for f in line.split(",")):
+                assert field not in owned, f"{name}.Config.{field}: documented under {owned[field]!r} and {title!r}"
+                owned[field] = title
+    missing = [f.name for f in fields(mod.Config) if f.name not in owned]
+    assert not missing, f"{name}.Config: fields without an owner in the docstring: {missing}"
