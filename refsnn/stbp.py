@@ -1092,7 +1092,7 @@ def reset_piece(cfg: Config, dtype=np.float64) -> Reset:
     return {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none": NoReset}[cfg.reset]()
 
 
-@njit
+@njit(error_model="numpy")
 def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
     """:meth:`Reset.value` of the reset whose ``code`` is ``reset``, on numbers (for the kernels)."""
     if reset == _EXP:
@@ -1106,7 +1106,7 @@ def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
     return u + 0 * o
 
 
-@njit
+@njit(error_model="numpy")
 def _kernel_reset_du(u, o, reset, lam):
     """:meth:`Reset.du`, on numbers."""
     if reset == _EXP:
@@ -1116,7 +1116,7 @@ def _kernel_reset_du(u, o, reset, lam):
     return 1 + 0 * (u + o)
 
 
-@njit
+@njit(error_model="numpy")
 def _kernel_reset_do(u, o, reset, lam, thr, v_reset):
     """:meth:`Reset.do`, on numbers."""
     if reset == _EXP:
@@ -1378,7 +1378,7 @@ def _kernel_setting(L, cfg, dt):
     return _Neurons(L.lam, L.kap, L.c, L.thr, L.alpha), rule
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")   # IEEE division (lam, width > 0 are validated): loops vectorise
 def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
@@ -1430,7 +1430,7 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
     return u, o
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
