@@ -13,7 +13,7 @@ from scipy import stats
 
 from refsnn import gradcheck, problems
 from refsnn import st_rsbp as sr
-from tolerances import ANCHOR_ABS, FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
+from tolerances import ANCHOR_ABS, FD_LINEAR_REL, FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
 SMALL = problems.ST_RSBP_SMALL
 NUMPY = replace(SMALL, backend="numpy")
@@ -211,7 +211,7 @@ def test_tpsp_identity_sum_of_potentials_at_spikes(paper_shape):
                 a = a + (layer.Wr * Er).sum(1)
                 scale = scale + (np.abs(layer.Wr) * Er).sum(1)
             v_at_spikes = (fwd.S[k][:, b] * fwd.V[k][:, b]).sum(0)
-            assert np.all(np.abs(a - v_at_spikes) <= 1e-12 * (scale + 1.0)), (k, a, v_at_spikes)
+            assert np.all(np.abs(a - v_at_spikes) <= TWIN_REL * (scale + 1.0)), (k, a, v_at_spikes)
             # Each spike needs v >= nu, so nu o_i <= a_i: the count bias of o ~ a/nu.
             o = fwd.counts[k][b]
             assert np.all(layer.nu * o <= v_at_spikes + 1e-12)
@@ -245,7 +245,7 @@ def test_frozen_timing_fd_of_simulated_tpsp_equals_spsp():
                 assert all(np.array_equal(f.S[m], fwd.S[m]) for m in range(3)), "a spike moved: not frozen"
                 a.append((f.S[k][:, b, i] * f.V[k][:, b, i]).sum())
             fd = (a[0] - a[1]) / (2 * h)
-            assert abs(fd - E[i, j]) <= 1e-6 * max(1.0, abs(E[i, j])), (key, i, j, fd, E[i, j])
+            assert abs(fd - E[i, j]) <= FD_LINEAR_REL * max(1.0, abs(E[i, j])), (key, i, j, fd, E[i, j])
             checked += E[i, j] != 0
     assert checked >= 8
 

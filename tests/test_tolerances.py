@@ -30,10 +30,11 @@ def _small_literals(path: Path) -> list:
     return out
 
 
-#: A comparison's tolerance keyword (pytest.approx, np.allclose, assert_allclose) given a number below this is
-#: a tolerance that needs its reason: it must be a named constant too.
+#: A comparison's tolerance keyword (pytest.approx, np.allclose, assert_allclose), or a bound written
+#: ``<= 1e-8 * scale``, given a number below this is a tolerance that needs its reason: a named constant too.
 KEYWORD_LIMIT = 1e-3
-_KEYWORD = re.compile(r"\b(rel|abs|rtol|atol)\s*=\s*([0-9][0-9_.]*(?:[eE][-+]?[0-9]+)?)(?![\w.])")
+_KEYWORD = re.compile(r"\b(rel|abs|rtol|atol)\s*=\s*([0-9][0-9_.]*(?:[eE][-+]?[0-9]+)?)(?![\w.])"
+                      r"|(<=?|>=?)\s*()([0-9][0-9_.]*[eE][-+]?[0-9]+)\s*\*")
 
 
 def _bare_keyword_tolerances(path: Path) -> list:
@@ -44,7 +45,7 @@ def _bare_keyword_tolerances(path: Path) -> list:
         if "not a tolerance" in line:
             continue
         for m in _KEYWORD.finditer(line):
-            value = float(m.group(2).replace("_", ""))
+            value = float((m.group(2) or m.group(5)).replace("_", ""))
             if 0 < value < KEYWORD_LIMIT:
                 out.append((n, m.group(0)))
     return out
@@ -62,10 +63,10 @@ def test_no_bare_comparison_tolerance():
 
 def test_the_keyword_scanner_finds_what_it_must(tmp_path):
     f = tmp_path / "t.py"
-    f.write_text("a == pytest.approx(b, rel=1e-12)\nnp.allclose(a, b, rtol=1e-8, atol=0)\n"
+    f.write_text("a == pytest.approx(b, rel=1e-12)\nnp.allclose(a, b, rtol=1e-8, atol=0)\nassert e <= 1e-9 * s\n"
                  "ok = pytest.approx(b, rel=TWIN_REL)\nwide = np.allclose(a, b, atol=0.01)\n"
                  "x = pytest.approx(b, abs=1e-9)  # data, not a tolerance\n")
-    assert [t for _, t in _bare_keyword_tolerances(f)] == ["rel=1e-12", "rtol=1e-8"]
+    assert [t for _, t in _bare_keyword_tolerances(f)] == ["rel=1e-12", "rtol=1e-8", "<= 1e-9 *"]
 
 
 def test_no_bare_tolerance_below_1e_13():

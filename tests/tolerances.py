@@ -61,6 +61,16 @@ QUAD_REL = 1e-7
 #: below 1e-7 absolute; 1e-6 relative for the steep parts.
 FD_PRIMITIVE_REL, FD_PRIMITIVE_ABS = 1e-6, 1e-7
 
+#: An iterative solve run to a relative residual of 1e-13 and beyond, against the dense solution of the same
+#: system: the residual times the conditioning of the system (below 3 for the contractions the tests build),
+#: with a hundredfold margin: 1e-11 relative to the right-hand side.
+CONVERGED_REL = 1e-11
+
+#: Central differences with step h = 1e-7 of a quantity that is linear in the perturbed weight (a re-simulated
+#: potential sum with the spike trains frozen): exact up to the round-off of the simulation, ~1e-16 |a| / h,
+#: about 1e-8 for sums of order 10, so 1e-6 relative (1e-6 absolute below 1).
+FD_LINEAR_REL = 1e-6
+
 #: A floor that keeps a division defined when both sides are exactly zero.  Not a tolerance.
 TINY = 1e-300
 
