@@ -72,6 +72,19 @@ def stbp_refsnn(a):
     return lambda: stbp.loss_and_grad(params, x, y, cfg), {}
 
 
+def stbp_refsnn_stack(a):
+    """The same step through the stack of layers (``refsnn.stbp_layers.Network``, ``backend="numba"``): the
+    pieces the peers' models are read into, on the kernels where they apply.  The stack runs float64."""
+    import refsnn
+    from refsnn import stbp_layers
+
+    if hasattr(refsnn, "keep_freed_memory"):
+        refsnn.keep_freed_memory()
+    _, cfg, params, x, y = _stbp_problem(dict(a, dtype="float64"))
+    net = replace(stbp_layers.from_config(cfg, params)[0], backend="numba")
+    return lambda: net.loss_and_grad(params, x, y), {}
+
+
 def _stbp_torch_tensors(a, torch):
     _, cfg, params, x, y = _stbp_problem(dict(a, dtype="float64"))
     tdt = _dtype(torch, a["dtype"])

@@ -255,7 +255,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
            log=print) -> dict:
     """The paired table of ``algo`` (``refsnn bench ALGO``): refsnn beside the implementations people use.
 
-    * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), eager
+    * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), the same
+      network as a stack of layers (``refsnn.stbp_layers``, float64 only), eager
       PyTorch of the same graph, ``torch.compile`` of it, snnTorch and spikingjelly (each its stock LIF with
       the same constants), and the GEMM floor (the step's matrix products alone).
     * IDE: the official F400 step (``PRESETS["code"]``, T = 5, batch 128, dropout masks given) with the
@@ -280,6 +281,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
         for dt in ("float64", "float32"):
             a = dict(shape, dtype=dt)
             comps = [Competitor("refsnn", "stbp_refsnn", a), Competitor("torch eager", "stbp_torch", a)]
+            if dt == "float64":                      # the stack of layers runs float64 (not a "refsnn" row:
+                comps.insert(1, Competitor("stack (stbp_layers)", "stbp_refsnn_stack", a))   # no baseline twin)
             if not quick:
                 comps.append(Competitor("torch.compile", "stbp_torch", dict(a, compile=True)))
             comps += [Competitor("snntorch", "stbp_snntorch", a), Competitor("spikingjelly", "stbp_spikingjelly", a),

@@ -69,11 +69,14 @@ def test_versus_quick_tables_for_every_algorithm():
     for algo, ref in (("stbp", "refsnn"), ("ide", "refsnn broyden"), ("st_rsbp", "refsnn"),
                       ("ssnn_bp", "ANN twin")):
         out = benchmarks.versus(algo, quick=True, threads=1, rounds=1, log=lines.append)
+        if algo == "stbp":
+            out_stbp = out
         for name, table in out["tables"].items():
             assert table["reference"] == ref and table["rows"][ref]["ratio"] == 1.0, name
             assert all(r["median_ms"] > 0 for r in table["rows"].values()), name
     text = "\n".join(lines)
     assert "GEMM floor" in text and "torch port broyden" in text and "ANN twin" in text
+    assert "stack (stbp_layers)" in out_stbp["tables"]["stbp float64"]["rows"]      # the stack's row ran
     try:
         import torch  # noqa: F401
     except ImportError:
