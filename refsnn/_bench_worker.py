@@ -331,7 +331,7 @@ def ssnn_bp_refsnn(a):
     return step, {}
 
 
-CASES = {"stbp_refsnn": stbp_refsnn, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
+CASES = {"stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
          "stbp_spikingjelly": stbp_spikingjelly, "stbp_gemm_floor": stbp_gemm_floor, "ide_refsnn": ide_refsnn,
          "ide_torch": ide_torch, "st_rsbp_refsnn": st_rsbp_refsnn, "ssnn_bp_refsnn": ssnn_bp_refsnn}
 
