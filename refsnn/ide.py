@@ -1646,10 +1646,6 @@ def solve_equilibrium(params, x, cfg: Config = Config(), *, offset=None, a0=None
 # Step 2: the adjoint linear system (I - J^T) beta = g
 # ---------------------------------------------------------------------------
 
-def _rel_res(R, gnorm):
-    return np.linalg.norm(R, axis=1) / gnorm
-
-
 def _adjoint_dense(net, lin, g, cfg):
     J = _jacobian(net, lin, cfg.v_th)
     A = np.eye(g.shape[1])[None] - np.transpose(J, (0, 2, 1))
@@ -1679,13 +1675,12 @@ def _warn_nonconvergence(info: SolverInfo, net, cfg, what: str):
 
 
 def _adjoint(net, lin, g, cfg) -> tuple:
-    gnorm = np.linalg.norm(g, axis=1)
-    gnorm = np.where(gnorm > 0, gnorm, 1.0)
+    gnorm = solvers.rhs_norms(g)
     trace = []
     if cfg.solver == "dense":
         beta, iters = _adjoint_dense(net, lin, g, cfg)
         R = _JT(net, lin, beta, cfg.v_th) + g - beta
-        trace.append(float(np.max(_rel_res(R, gnorm), initial=0.0)))
+        trace.append(float(np.max(solvers.relative_residual(R, gnorm), initial=0.0)))
         tol = max(cfg.tol, 1e-8)
     else:
         def JT(beta):                                                  # J^T beta, batched (the solvers' one input)
@@ -1698,7 +1693,7 @@ def _adjoint(net, lin, g, cfg) -> tuple:
             solve = {"fixed_point": solvers.fixed_point, "code_iter": solvers.halved_iteration}[cfg.solver]
             beta, iters = solve(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, early_stop=cfg.early_stop, trace=trace)
         tol = cfg.tol
-    true = float(np.max(_rel_res(_JT(net, lin, beta, cfg.v_th) + g - beta, gnorm), initial=0.0))
+    true = float(np.max(solvers.relative_residual(_JT(net, lin, beta, cfg.v_th) + g - beta, gnorm), initial=0.0))
     info = SolverInfo(cfg.solver, bool(trace[-1] <= tol), iters, trace[-1], tol, np.array(trace),
                       {"adjoint_residual": true})
     if not info.converged:

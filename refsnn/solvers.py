@@ -23,7 +23,7 @@ import numpy as np
 
 from refsnn._jit import njit, prange
 
-__all__ = ["fixed_point", "halved_iteration", "broyden", "relative_residual"]
+__all__ = ["fixed_point", "halved_iteration", "broyden", "relative_residual", "rhs_norms"]
 
 
 def relative_residual(R, gnorm):
@@ -31,7 +31,8 @@ def relative_residual(R, gnorm):
     return np.linalg.norm(R, axis=1) / gnorm
 
 
-def _norms(g):
+def rhs_norms(g):
+    """``||g||`` per sample, 1 where ``g`` is zero (the scale the residuals are relative to)."""
     gnorm = np.linalg.norm(g, axis=1)
     return np.where(gnorm > 0, gnorm, 1.0)
 
@@ -39,7 +40,7 @@ def _norms(g):
 def fixed_point(A, g, *, tol: float, max_iter: int, early_stop: bool = True, trace: list):
     """``beta <- A(beta) + g`` from ``beta = g``; with ``early_stop`` it stops once the residual is below
     ``tol``, else it runs exactly ``max_iter`` steps.  Returns ``(beta, iterations)``."""
-    gnorm = _norms(g)
+    gnorm = rhs_norms(g)
     beta = g.copy()
     for k in range(max_iter):
         R = A(beta) + g - beta                                         # the residual
@@ -56,7 +57,7 @@ def halved_iteration(A, g, *, tol: float, max_iter: int, early_stop: bool = True
     """``beta <- (beta + R(beta)) / 2`` with ``R(beta) = (A - I) beta + g``, from ``beta = g``: the official
     IDE code's ``'iter'`` solver.  Its own residual, recorded in ``trace``, is that of ``(2I - A) beta = g``
     (the equation it solves, which is not ``beta = A beta + g``).  Returns ``(beta, iterations)``."""
-    gnorm = _norms(g)
+    gnorm = rhs_norms(g)
     beta = g.copy()
     for k in range(max_iter):
         Rc = A(beta) + g - beta                                        # the code's g(beta) = (A - I) beta + g
@@ -80,7 +81,7 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
     """
     m = max_iter
     B, n = g.shape
-    gnorm = _norms(g)
+    gnorm = rhs_norms(g)
     U = np.zeros((B, m, n), g.dtype)   # per sample b, the i-th rank-one update of H is U[b, i] V[b, i]^T:
     V = np.zeros((B, m, n), g.dtype)   # memory 2 * max_iter * B * n floats
     k = 0                              # updates made so far

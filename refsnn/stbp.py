@@ -1089,7 +1089,11 @@ def reset_piece(cfg: Config, dtype=np.float64) -> Reset:
     in ``dtype``)."""
     if cfg.reset == "v_reset":
         return ToValue(np.dtype(dtype).type(cfg.v_reset))
-    return {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none": NoReset}[cfg.reset]()
+    return RESET_PIECES[cfg.reset]()
+
+
+#: The resets that take no value, by the name :class:`Config` gives them (``"v_reset"`` is :class:`ToValue`).
+RESET_PIECES = {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none": NoReset}
 
 
 @njit(error_model="numpy")

@@ -61,7 +61,7 @@ Reset, ExpReset, ZeroReset, ToValue = stbp.Reset, stbp.ExpReset, stbp.ZeroReset,
 Subtract, NoReset = stbp.Subtract, stbp.NoReset
 
 #: The resets by name, as :class:`refsnn.stbp.Config` names them.
-RESETS = {"exp": ExpReset(), "zero": ZeroReset(), "subtract": Subtract(), "none": NoReset()}
+RESETS = {name: cls() for name, cls in stbp.RESET_PIECES.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -452,10 +452,11 @@ class LIF:
         return (run.fast and run.mode == "spike" and self.spiking and self.recurrent is None
                 and not isinstance(self.alpha, tuple))
 
-    def _kernel_setting(self, run, shape, lkey):
-        """The kernels' ``(_Neurons, _Rule)``: every constant one value per neuron of the flattened population."""
+    def _kernel_setting(self, constants, shape):
+        """The kernels' ``(_Neurons, _Rule)`` from :meth:`_constants`: every constant one value per neuron of
+        the flattened population."""
         nrn = self.neuron
-        lam, kap, thr, al, _, _ = self._constants(run)
+        lam, kap, thr, al, (lkey, _, _), _ = constants
         H = int(np.prod(shape))
         per = lambda c: np.ascontiguousarray(np.broadcast_to(np.asarray(c, np.float64), shape).reshape(H))  # noqa
         neurons = stbp._Neurons(lam=per(lam), kap=per(kap), c=per((1.0 - lam) * nrn.v_rest), thr=per(thr),
@@ -471,12 +472,12 @@ class LIF:
         """The fast tier of :meth:`forward`: stbp's forward kernel on the population flattened to (T, B, H)."""
         T, B = I.shape[:2]
         shape = I.shape[2:]
-        neurons, rule = self._kernel_setting(run, shape, None)
+        neurons, rule = self._kernel_setting(self._constants(run), shape)
         I3 = np.ascontiguousarray(I.reshape(T, B, -1))
         v, j = np.empty_like(I3), np.empty_like(I3)                            # recorded for the backward pass
         u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j)
         u, o, v, j = (a.reshape(I.shape) for a in (u, o, v, j))
-        rec.update(u=u, o=o, v=v, j=j, z=u - neurons.thr.reshape(shape), I=I, seen=o, kernel=True)
+        rec.update(u=u, o=o, v=v, j=j, I=I, seen=o, kernel=True)   # no z: only an anchor pass (readable) needs it
         return o
 
     def forward(self, run, rec, I):
@@ -517,11 +518,12 @@ class LIF:
     def _backward_kernel(self, run, rec, g_o):
         """The fast tier of :meth:`backward`: stbp's backward kernel, then the same chain rules to the
         learned constants."""
-        lam, kap, thr, al, (lkey, lhow, lraw), (tkey, traw) = self._constants(run)
+        constants = self._constants(run)
+        _, _, _, _, (lkey, lhow, lraw), (tkey, traw) = constants
         u = rec["u"]
         T, B = u.shape[:2]
         shape = u.shape[2:]
-        neurons, rule = self._kernel_setting(run, shape, lkey)
+        neurons, rule = self._kernel_setting(constants, shape)
         flat = lambda a: np.ascontiguousarray(a.reshape(T, B, -1))            # noqa: E731
         glam, gthr = np.zeros((B, neurons.lam.size)), np.zeros((B, neurons.lam.size))   # per sample
         gI = stbp._lif_backward_kernel(flat(g_o), tuple(flat(rec[k]) for k in "uovj"), neurons, rule, glam, gthr)

