@@ -1,6 +1,6 @@
 """Accuracy of SSNN-BP against the spike-train length T, next to its ANN twin (the table of the results page, docs/results.md).
 
-Every run is ``refsnn.train.train("ssnn_bp", ...)`` with ``recipes.recipe("ssnn_bp", dataset)`` and the
+Every run is ``refsnn.harness.train.train("ssnn_bp", ...)`` with ``recipes.recipe("ssnn_bp", dataset)`` and the
 overrides below: same architecture, initialisation, data order, online SGD and learning rate for
 the ANN twin and for V1 / V2 at each T.  Results are appended to a JSON file after every run, so an
 interrupted run continues where it stopped (run it again with the same --out).
@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from refsnn import experiments
-from refsnn._jit import limit_threads
+from refsnn.harness import experiments
+from refsnn.blocks._jit import limit_threads
 
 
 def main(argv=None) -> int:

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from refsnn import st_rsbp
-from refsnn.train import train
+from refsnn.harness.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from st_rsbp_regulariser_probe import _log_cost  # noqa: E402  (the log's cost x2 of one sample, written once)
 
-#: One change each from today's Fashion-MNIST recipe (``refsnn.recipes.st_rsbp_recipe``); all but
+#: One change each from today's Fashion-MNIST recipe (``refsnn.harness.recipes.st_rsbp_recipe``); all but
 #: ``recipe`` turn the regulariser on as the log lists it.  ``log`` is every change at once
 #: (``st_rsbp.PRESETS["log"]``, with the log's learning-rate list from epoch 2 on).
 LAM = {"reg_lambda": 10.0}
@@ -65,7 +65,7 @@ def _rms(params):
 
 def run(change: str, out: str, epochs: int, seed: int, dataset: str = "fashion-mnist", limit_train=None,
         limit_test=None) -> None:
-    from refsnn import datasets, recipes
+    from refsnn.harness import datasets, recipes
     if change == "log":
         cfg, settings = recipes.st_rsbp_log_recipe(dataset)
         sets = "--preset log (and the log's learning-rate list)"

@@ -32,7 +32,8 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from refsnn import datasets, optim, recipes, st_rsbp
+from refsnn import st_rsbp
+from refsnn.harness import datasets, optim, recipes
 
 
 def _overrides(preset: str, pairs) -> dict:
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     params = st_rsbp.init_params([feats.shape[1], *settings["hidden"], int(y.max()) + 1], cfg, rng=rng)
     exists = {k: w != 0 for k, w in params.items()}          # recurrent matrices are sparse
     print("initial rms w: " + "  ".join(f"{k} {np.sqrt(np.mean(w[exists[k]] ** 2)):.3f}" for k, w in params.items()))
-    adam = optim.Adam(settings["lr"])             # the recipe's optimiser, as refsnn.train uses it
+    adam = optim.Adam(settings["lr"])             # the recipe's optimiser, as refsnn.harness.train uses it
     err_rms = {k: [] for k in params}
     reg_rms = {k: [] for k in params}
     costs, correct = [], []

@@ -12,20 +12,31 @@ name           algorithm                                                   modul
 Every algorithm module has the same functional surface (``Config``,
 ``PRESETS``, ``init_params``, ``loss_and_grad``, ``reference_objective``,
 ``predict``, ``encode``); :func:`algorithm` finds one by name.  What is not
-the paper lives beside them, keyed by algorithm name: training recipes in
-:mod:`refsnn.recipes`, small test problems and gradient-check cases in
-:mod:`refsnn.problems`, benchmarks and experiments in
-:mod:`refsnn.benchmarks`, the PyTorch golds in :mod:`refsnn.torch_golds`.
+the paper lives in four folders, by job:
+
+* ``refsnn.blocks``: the building blocks an algorithm may import (surrogates,
+  encoding, convolution, solvers, IDE's official-code variants, argument checks,
+  the numba shim);
+* ``refsnn.checking``: checking gradients, yours and refsnn's (finite differences,
+  case files and golden vectors, the peers' models, the PyTorch golds);
+* ``refsnn.harness``: training and measuring (recipes, test problems, datasets,
+  optimizers, the training loop, benchmarks, experiments);
+* ``refsnn.teaching``: the notebooks' plots and exercise checks.
+
+The flat names of earlier versions (``refsnn.surrogates``, ``refsnn.train``,
+``refsnn.plots``, ...) still import, as the same module objects (:data:`MOVED`).
 """
 
 from __future__ import annotations
 
-from refsnn import _pools  # noqa: F401, I001  -- first: OpenBLAS reads its thread policy when NumPy loads it
+from refsnn.blocks import _pools  # noqa: F401, I001  -- first: OpenBLAS reads its thread policy when NumPy loads it
 
 import importlib
+import importlib.abc
 import importlib.util
+import sys
 
-from refsnn._memory import keep_freed_memory
+from refsnn.blocks._memory import keep_freed_memory
 
 __version__ = "0.1.0"
 
@@ -44,8 +55,8 @@ def available_algorithms() -> list:
 
 
 def verify(algo, case, cfg=None, *, tol: float = 1e-9, keys=None, alpha: float = 1e-3):
-    """Check another implementation's gradient in a case file against refsnn's (:func:`refsnn.verification.verify`)."""
-    from refsnn.verification import verify as _verify
+    """Check another implementation's gradient in a case file against refsnn's (:func:`refsnn.checking.verification.verify`)."""
+    from refsnn.checking.verification import verify as _verify
 
     return _verify(algo, case, cfg, tol=tol, keys=keys, alpha=alpha)
 
@@ -72,3 +83,45 @@ def algorithm(name: str):
         raise ValueError(f"algorithm: {key!r} is not implemented in this version of refsnn "
                          f"(available: {', '.join(available_algorithms())})")
     return importlib.import_module(ALGORITHMS[key])
+
+
+#: Where each module of the earlier flat layout lives now.  ``import refsnn.train``, ``from refsnn import
+#: plots`` and ``refsnn.gradcheck`` keep working and give the module itself (not a copy), so code written for
+#: the flat layout, monkeypatching included, sees the same objects as code that uses the folders.
+MOVED = {
+    **{m: f"refsnn.blocks.{m}" for m in ("surrogates", "encoding", "conv", "solvers", "ide_variants",
+                                         "_checks", "_jit", "_paths", "_pools", "_memory")},
+    **{m: f"refsnn.checking.{m}" for m in ("gradcheck", "verification", "peers", "torch_golds", "torch_ide_port")},
+    **{m: f"refsnn.harness.{m}" for m in ("recipes", "problems", "benchmarks", "experiments", "_bench_worker",
+                                          "train", "datasets", "optim")},
+    **{m: f"refsnn.teaching.{m}" for m in ("exercises", "exercise_solutions", "plots")},
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Import ``refsnn.<old name>`` as the module that now lives at ``MOVED[old name]``."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix != "refsnn" or name not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        module = importlib.import_module(MOVED[spec.name.partition(".")[2]])
+        spec.loader_state = module.__spec__          # the import system is about to overwrite it
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = module.__spec__.loader_state  # the module keeps its own name and spec
+
+
+if not any(isinstance(f, _MovedModules) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
+
+
+def __getattr__(name):
+    """``refsnn.plots`` and the other flat names, as attributes, without an explicit import first."""
+    if name in MOVED:
+        return importlib.import_module(f"refsnn.{name}")
+    raise AttributeError(f"module 'refsnn' has no attribute {name!r}")

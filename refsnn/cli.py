@@ -58,7 +58,7 @@ def _config_overrides(module, pairs) -> dict:
 
 
 def _cmd_train(args) -> int:
-    from refsnn.train import TrainingDiverged, train
+    from refsnn.harness.train import TrainingDiverged, train
 
     module = refsnn.algorithm(args.algo)
     overrides = {}
@@ -90,8 +90,8 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_gradcheck(args) -> int:
-    from refsnn.gradcheck import run_cases
-    from refsnn.problems import gradcheck_cases
+    from refsnn.checking.gradcheck import run_cases
+    from refsnn.harness.problems import gradcheck_cases
 
     module = refsnn.algorithm(args.algo)
     results = run_cases(module, gradcheck_cases(module, args.seed), seed=args.seed)
@@ -141,7 +141,7 @@ def _verify_config(module, args):
 
 
 def _cmd_verify(args) -> int:
-    from refsnn import verification
+    from refsnn.checking import verification
 
     module = refsnn.algorithm(args.algo)
     case = verification.read_case(args.case)
@@ -165,7 +165,7 @@ def _cmd_verify(args) -> int:
 def _cmd_golden(args) -> int:
     import tempfile
 
-    from refsnn import verification
+    from refsnn.checking import verification
 
     if args.action == "write":
         if args.dir is None:
@@ -184,11 +184,11 @@ def _cmd_golden(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from refsnn.benchmarks import bench
+    from refsnn.harness.benchmarks import bench
 
     if args.baseline is not None and not os.path.isdir(os.path.join(args.baseline, "refsnn")):
         raise ValueError(f"--baseline: {args.baseline!r} is not a refsnn checkout (no refsnn/ folder in it)")
-    from refsnn._checks import check_int
+    from refsnn.blocks._checks import check_int
 
     for flag, value in (("--threads", args.threads), ("--rounds", args.rounds)):
         if value is not None:
@@ -201,7 +201,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_info(args) -> int:
-    from refsnn.train import versions
+    from refsnn.harness.train import versions
 
     print(f"refsnn {refsnn.__version__}")
     print(f"algorithms available: {', '.join(refsnn.available_algorithms())}")
@@ -211,7 +211,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from refsnn import datasets
+    from refsnn.harness import datasets
 
     if args.action == "list":
         rows = datasets.describe(root=args.root)
@@ -242,11 +242,11 @@ def _cmd_data(args) -> int:
             print("refsnn: interrupted; a partly downloaded file is kept as FILE.part and the next "
                   "'refsnn data fetch' resumes it", file=sys.stderr)
             return 130
-        rows = datasets.verify(args.name, root=args.root)
-        print(f"{args.name}: {'all files verified' if all(r[2] == 'ok' for r in rows) else 'see refsnn data verify'}"
+        rows = datasets.checksums(args.name, root=args.root)
+        print(f"{args.name}: {'all files verified' if all(r[2] == 'ok' for r in rows) else 'see refsnn data checksums'}"
               f" (downloads go to {target})")
         return 0
-    rows = datasets.verify(args.name, root=args.root)
+    rows = datasets.checksums(args.name, root=args.root)
     for filename, path, status, detail in rows:
         print(f"{status if status == 'ok' else status.upper():>10}  {filename}  {path or '-'}\n            {detail}")
     return 0 if all(r[2] == "ok" for r in rows) else 1
@@ -317,11 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions and what is installed")
     i.set_defaults(func=_cmd_info)
 
-    d = sub.add_parser("data", help="datasets: list, where they are, fetch, verify",
+    d = sub.add_parser("data", help="datasets: list, where they are, fetch, checksums",
                        description="list: every dataset and where it was found; path [NAME]: the download folder, "
                                    "or the folders searched for NAME; fetch NAME: download and verify into the "
-                                   "cache; verify NAME: re-check every file's checksum (exit 1 on any problem)")
-    d.add_argument("action", choices=["list", "path", "fetch", "verify"])
+                                   "cache; checksums NAME: re-check every file's checksum (exit 1 on any problem; 'verify' is its "
+                                   "earlier name)")
+    d.add_argument("action", choices=["list", "path", "fetch", "checksums", "verify"])
     d.add_argument("name", nargs="?", help="dataset name (see refsnn data list)")
     d.add_argument("--root", help="folder searched first and downloaded into (default: $REFSNN_DATA or the cache)")
     d.add_argument("--mirror", action="append", metavar="URL", help="base URL to fetch from instead of the "
@@ -335,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    refsnn.keep_freed_memory()       # reuse freed arrays between steps (refsnn/_memory.py)
+    refsnn.keep_freed_memory()       # reuse freed arrays between steps (refsnn/blocks/_memory.py)
     try:
         return args.func(args)
     except (ValueError, TypeError, OSError) as exc:           # a user's mistake or the machine's state: one line

@@ -219,7 +219,7 @@ statistics are state, not parameters (:func:`state_keys`): in batch mode
 without touching ``params``; the training loop writes them back after each
 step, and no optimizer updates them.  BN is per unit and
 affine for a given batch, so it folds into an effective ``F, b``
-(:func:`refsnn.ide_variants.fold_batchnorm`); the same map scales every step's current for spike
+(:func:`refsnn.blocks.ide_variants.fold_batchnorm`); the same map scales every step's current for spike
 input, with the statistics of ``F xbar`` (as the code).  Its backward,
 including through the batch statistics, is exact (finite differences pass
 in both modes).  BN inside multi-layer blocks is not implemented.
@@ -233,7 +233,7 @@ BatchNorm2d, giving 14x14x64; ``W``: a 5x5 convolution, padding 2, 64 -> 64, no
 bias; the readout on the 12544 rates), and an AlexNet-F-shaped block ends in a
 transposed-convolution feedback (``fbt3s2p1o1``, PyTorch's ``ConvTranspose2d``
 with ``output_padding``).  Every equation above holds with the matrix products
-replaced by the operations (:mod:`refsnn.conv`): ``F x``, ``W a`` and ``F^l h``
+replaced by the operations (:mod:`refsnn.blocks.conv`): ``F x``, ``W a`` and ``F^l h``
 are convolutions of the maps flattened in ``(C, H, W)`` order, ``delta F^l`` and
 ``J^T beta = (m_W delta_1) W`` their transposes, ``dL/dF = delta_1^T xbar`` the
 correlation of ``delta_1`` with the input patches; a bias (and BatchNorm's
@@ -317,9 +317,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from refsnn import conv, encoding, solvers
-from refsnn import ide_variants as variants
-from refsnn._checks import (
+from refsnn.blocks import conv, encoding, solvers
+from refsnn.blocks import ide_variants as variants
+from refsnn.blocks._checks import (
     as_generator,
     check_array,
     check_choice,
@@ -329,7 +329,7 @@ from refsnn._checks import (
     check_labels,
     check_positive,
 )
-from refsnn._jit import njit, prange, resolve_backend
+from refsnn.blocks._jit import njit, prange, resolve_backend
 
 __all__ = [
     "Config",

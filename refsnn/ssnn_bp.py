@@ -205,7 +205,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from refsnn._checks import (
+from refsnn.blocks._checks import (
     as_generator,
     check_array,
     check_choice,
@@ -217,7 +217,7 @@ from refsnn._checks import (
     check_sizes,
     check_spikes,
 )
-from refsnn._jit import njit, resolve_backend
+from refsnn.blocks._jit import njit, resolve_backend
 
 __all__ = [
     "Config",

@@ -188,8 +188,8 @@ from pathlib import Path
 
 import numpy as np
 
-from refsnn import encoding
-from refsnn._checks import (
+from refsnn.blocks import encoding
+from refsnn.blocks._checks import (
     as_generator,
     check_array,
     check_choice,
@@ -200,8 +200,8 @@ from refsnn._checks import (
     check_spikes,
     check_time_major,
 )
-from refsnn._jit import limit_threads, njit, prange, resolve_backend
-from refsnn._paths import data_home
+from refsnn.blocks._jit import limit_threads, njit, prange, resolve_backend
+from refsnn.blocks._paths import data_home
 
 __all__ = [
     "Config",
@@ -477,7 +477,7 @@ class Config:
 #: steps (spiking layers) and 600 steps (reservoir) and read by the code's
 #: lookup rules, and the whole reservoir's synapse count in the
 #: regulariser's ``D``.  (Its learning rates are a training setting:
-#: ``refsnn.recipes.st_rsbp_log_recipe``.)
+#: ``refsnn.harness.recipes.st_rsbp_log_recipe``.)
 PRESETS = {
     "exact": Config(),
     "code": Config(recurrent_grad="diagonal", recurrent_delta="code", lateral_grad="code", boost=True,
@@ -1207,7 +1207,7 @@ _DTABLE_MEMO: dict = {}
 
 
 def _cache_dir() -> Path:
-    """Where d-tables are cached: ``data_home() / "st_rsbp"`` (``$REFSNN_DATA`` or the user cache, :mod:`refsnn._paths`)."""
+    """Where d-tables are cached: ``data_home() / "st_rsbp"`` (``$REFSNN_DATA`` or the user cache, :mod:`refsnn.blocks._paths`)."""
     return data_home() / "st_rsbp"
 
 
@@ -1725,7 +1725,7 @@ def update_sample_weights(weights, y, correct, cfg: Config = Config()) -> np.nda
     For each class ``c``: ``err_c = sum_{n in c, wrong} w_n / sum_{n in c} w_n``,
     then every misclassified sample gets ``w_n <- w_n exp(err_c / 20)``.
     ``correct`` are the training-time predictions' outcomes.  Returns new
-    weights (unchanged when ``cfg.boost`` is False).  ``refsnn.train`` calls
+    weights (unchanged when ``cfg.boost`` is False).  ``refsnn.harness.train`` calls
     this hook and passes ``sample_weight`` to :func:`loss_and_grad`.
     """
     cfg = check_config(cfg, Config)

@@ -76,7 +76,7 @@ sub-gradient of that choice, and :func:`reference_objective` keeps the choice fr
 The backward pass (the exact form)
 ----------------------------------
 ``H`` has no useful derivative, so ``dH/du`` is replaced by a surrogate
-``h(u - v_th)`` (``refsnn.surrogates``).  Back-propagating through the
+``h(u - v_th)`` (``refsnn.blocks.surrogates``).  Back-propagating through the
 unrolled graph (BPTT) gives, with ``delta = dL/do``, ``eps = dL/du``,
 ``g_v = dL/dv``, ``g_j = dL/dj`` and ``R_u, R_o`` the partial derivatives of
 the reset, from ``t = T-1`` down to 0 (terms with ``t + 1`` vanish at ``T-1``)::
@@ -179,8 +179,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refsnn import conv, encoding, surrogates
-from refsnn._checks import (
+from refsnn.blocks import conv, encoding, surrogates
+from refsnn.blocks._checks import (
     as_generator,
     check_array,
     check_choice,
@@ -193,7 +193,7 @@ from refsnn._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn._jit import njit, prange, resolve_backend
+from refsnn.blocks._jit import njit, prange, resolve_backend
 
 __all__ = [
     "Config",
@@ -267,7 +267,7 @@ class Config:
     surrogate : {"rect", "triangle", "sigmoid", "gauss", "atan", "fast_sigmoid", "window"}
         The surrogate derivative ``h`` of the spike (h1..h4 of the paper, the
         peers' defaults, and the official code's height-1 window;
-        ``refsnn.surrogates`` maps their parameters).
+        ``refsnn.blocks.surrogates`` maps their parameters).
     width : float
         Its width ``a`` (> 0).  The official code's window ``|u - thresh| < lens``
         is ``"window"`` with ``a = lens``; at its default ``lens = 0.5`` that is
@@ -678,8 +678,8 @@ PRESETS = {
 # Synaptic operations: dense, convolution, pooling -- and their transposes
 # ---------------------------------------------------------------------------
 # ``a`` has one row per sample (and step): (R, n_in) flat; a convolution sees it as (R, C, H, W).
-# The readable twin writes the convolution as the sum it is (refsnn.conv.conv2d, an einsum over each
-# output's patch); the fast tier as BLAS products over the patches of every row (refsnn.conv.*_fast).
+# The readable twin writes the convolution as the sum it is (refsnn.blocks.conv.conv2d, an einsum over each
+# output's patch); the fast tier as BLAS products over the patches of every row (refsnn.blocks.conv.*_fast).
 
 def pool_forward(a, kind, k, select=None):
     """Pooling of (R, C, H, W) maps with window and stride ``k`` (the remainder dropped): ``(out, argmax)``.

@@ -41,9 +41,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refsnn import conv, stbp, surrogates
-from refsnn._checks import check_array, check_choice, check_in_range, check_labels, check_positive
-from refsnn._jit import resolve_backend
+from refsnn import stbp
+from refsnn.blocks import conv, surrogates
+from refsnn.blocks._checks import check_array, check_choice, check_in_range, check_labels, check_positive
+from refsnn.blocks._jit import resolve_backend
 
 __all__ = [
     "Reset", "ExpReset", "ZeroReset", "ToValue", "Subtract", "NoReset", "RESETS",
@@ -327,7 +328,7 @@ class Neuron:
     ``reset`` a :class:`Reset` (or its name); ``timing`` ``"immediate"`` or ``"delayed"`` (snnTorch's
     ``reset_delay=True``); ``detach`` drops (B3); ``strict`` fires on ``u > v_th`` (else ``>=``);
     ``decay_input`` scales the input by ``1 - lam`` (spikingjelly, norse); ``v_rest`` the resting
-    potential; ``surrogate`` and ``width`` the surrogate derivative (:mod:`refsnn.surrogates`).
+    potential; ``surrogate`` and ``width`` the surrogate derivative (:mod:`refsnn.blocks.surrogates`).
     """
 
     reset: object = "zero"

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 import refsnn
-from refsnn import datasets, encoding, gradcheck, ide, optim, problems, ssnn_bp, st_rsbp, stbp, surrogates
+from refsnn import ide, ssnn_bp, st_rsbp, stbp
+from refsnn.blocks import encoding, surrogates
+from refsnn.checking import gradcheck
+from refsnn.harness import datasets, optim, problems
 from refsnn.cli import main
-from refsnn.train import train
+from refsnn.harness.train import train
 
 # ---------------------------------------------------------------------------
 # Small valid problems, built once; each row below breaks one argument.
@@ -240,7 +243,7 @@ API_CASES = [
      ValueError, r"lrs\[1\]"),
     ("train lrs without the list schedule", lambda: train("stbp", schedule="constant", lrs=[1e-3]), ValueError,
      "lrs"),
-    ("recipes.st_rsbp_log_recipe digits", lambda: refsnn.recipes.st_rsbp_log_recipe("digits"), ValueError,
+    ("recipes.st_rsbp_log_recipe digits", lambda: refsnn.harness.recipes.st_rsbp_log_recipe("digits"), ValueError,
      "dataset"),
 ]
 
@@ -264,7 +267,7 @@ def test_api_table_is_large_enough():
 def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
     """check_array's min/max test agrees with np.isfinite wherever a NaN or an infinity sits (first, last,
     middle entry; alone or with the other kind; the largest finite value is finite)."""
-    from refsnn._checks import _all_finite
+    from refsnn.blocks._checks import _all_finite
 
     rng = np.random.default_rng(5)
     base = rng.normal(size=(4, 5, 6)).astype(dtype)
@@ -493,7 +496,7 @@ def test_a_full_disk_during_the_checkpoint_write_leaves_nothing_half_written(tmp
 
 def test_an_unwritable_run_folder_fails_before_the_first_epoch(tmp_path, capsys, monkeypatch):
     """The folder is checked before training: no epoch is trained into a folder that cannot take its result."""
-    import refsnn.train as train_mod
+    import refsnn.harness.train as train_mod
 
     trained = []
     real = train_mod._evaluate

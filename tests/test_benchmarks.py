@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tolerances import FORMULA_REL
 
-from refsnn import benchmarks
-from refsnn.benchmarks import Competitor
+from refsnn.harness import benchmarks
+from refsnn.harness.benchmarks import Competitor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = {"sizes": [20, 12, 4], "T": 3, "batch": 5, "dtype": "float64"}
@@ -85,7 +85,7 @@ def test_versus_quick_tables_for_every_algorithm():
 
 
 # ---------------------------------------------------------------------------
-# The thread-pool policy (refsnn/_pools.py), read in fresh processes
+# The thread-pool policy (refsnn/blocks/_pools.py), read in fresh processes
 # ---------------------------------------------------------------------------
 
 _STATUS = "import sys\n{first}\nfrom refsnn import _pools\nimport os\nprint(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n" \
@@ -96,7 +96,7 @@ def _policy_in_fresh_process(first: str, **env) -> list:
     import subprocess
     import sys
 
-    from refsnn._pools import user_environment
+    from refsnn.blocks._pools import user_environment
 
     base = {k: v for k, v in user_environment().items()
             if k not in ("OPENBLAS_THREAD_TIMEOUT", "REFSNN_THREAD_POLICY", "NUMBA_THREADING_LAYER")}
@@ -126,7 +126,7 @@ def test_thread_policy_is_what_the_environment_and_import_order_allow(case):
 
 def test_paired_workers_start_from_the_users_environment():
     """What refsnn set in this process is not passed on: a baseline checkout must run as it would alone."""
-    from refsnn import _pools
+    from refsnn.blocks import _pools
 
     env = _pools.user_environment()
     for key in _pools.SET_BY_REFSNN:

@@ -8,7 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refsnn import gradcheck, plots, problems, stbp, surrogates
+from refsnn import stbp
+from refsnn.blocks import surrogates
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
+from refsnn.teaching import plots
 from refsnn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +152,7 @@ def test_keep_freed_memory_applies_on_glibc_and_steps_aside_otherwise(monkeypatc
     import platform
 
     import refsnn
-    from refsnn import _memory
+    from refsnn.blocks import _memory
 
     on_glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert refsnn.keep_freed_memory() is on_glibc

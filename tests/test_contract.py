@@ -8,7 +8,8 @@ import pytest
 from tolerances import ANCHOR_ABS, ANCHOR_REL
 
 import refsnn
-from refsnn import gradcheck, problems, recipes
+from refsnn.checking import gradcheck
+from refsnn.harness import problems, recipes
 
 ALGOS = refsnn.available_algorithms()
 
@@ -64,7 +65,7 @@ def test_info_is_filled_and_params_are_not_modified(algo):
 @pytest.mark.parametrize("algo", ALGOS)
 def test_recipe_and_first_gradcheck_case(algo):
     """The recipe builds a valid config and settings; the first gradcheck case passes and its loss matches."""
-    from refsnn.train import Settings
+    from refsnn.harness.train import Settings
 
     mod = refsnn.algorithm(algo)
     for dataset in ("digits", "fashion-mnist"):

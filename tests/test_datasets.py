@@ -1,4 +1,4 @@
-"""refsnn.datasets without the network: IDX and N-MNIST formats, search order, checksums, errors, loaders.
+"""refsnn.harness.datasets without the network: IDX and N-MNIST formats, search order, checksums, errors, loaders.
 
 The helpers at the top (isolated environment, hand-written IDX encoder, manifest entries for generated
 files) are also used by tests/test_datasets_download.py.
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refsnn import datasets
+from refsnn.harness import datasets
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_a_wrong_file_is_refused_naming_it_and_the_fix(isolated, monkeypatch):
         datasets.load("mnist", "test", root=isolated / "d")
     assert str(folder / "t10k-labels-idx1-ubyte.gz") in str(info.value)
     assert "refsnn data fetch mnist" in str(info.value)
-    rows = {r[0]: r[2] for r in datasets.verify("mnist", root=isolated / "d")}
+    rows = {r[0]: r[2] for r in datasets.checksums("mnist", root=isolated / "d")}
     assert rows["t10k-labels-idx1-ubyte.gz"] == "mismatch" and rows["train-images-idx3-ubyte.gz"] == "ok"
 
 
@@ -230,7 +230,7 @@ def test_recompressed_copy_is_accepted_by_its_content_and_only_by_it(isolated, m
     write_files(isolated / "d" / "mnist", recompressed)
     X, _ = datasets.load("mnist", "train", root=isolated / "d")
     np.testing.assert_array_equal(X, arrays["train-images-idx3-ubyte.gz"])
-    assert all("decompressed content" in r[3] for r in datasets.verify("mnist", root=isolated / "d"))
+    assert all("decompressed content" in r[3] for r in datasets.checksums("mnist", root=isolated / "d"))
     # without a content checksum, the same copy is refused
     monkeypatch.setitem(datasets.MANIFEST, "mnist", source_for("mnist", files, raw=False))
     monkeypatch.setattr(datasets, "_VERIFIED", {})
@@ -245,7 +245,7 @@ def test_md5_only_entries_are_checked_by_md5(isolated, monkeypatch):
     assert res.sha256 is None and "no SHA-256 published; checked by MD5" in res.checksum_text()
     write_files(isolated / "d" / "mnist", files)
     datasets.load("mnist", "train", root=isolated / "d")
-    assert all(r[2] == "ok" and r[3].startswith("md5") for r in datasets.verify("mnist", root=isolated / "d"))
+    assert all(r[2] == "ok" and r[3].startswith("md5") for r in datasets.checksums("mnist", root=isolated / "d"))
     _, other = small_mnist(6)
     (isolated / "d" / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(other["train-images-idx3-ubyte.gz"])
     with pytest.raises(datasets.ChecksumError, match="expected md5"):
@@ -449,7 +449,7 @@ def test_nmnist_loads_from_archive_or_extracted_tree(isolated, monkeypatch, layo
             np.testing.assert_array_equal(ev["x"], [r[0] for r in raw])
     X, y = datasets.load("n-mnist", "train", root=isolated / "d", limit=5)
     assert len(X) == len(y) == 5
-    status = {r[0]: r[2] for r in datasets.verify("n-mnist", root=isolated / "d")}
+    status = {r[0]: r[2] for r in datasets.checksums("n-mnist", root=isolated / "d")}
     assert set(status.values()) == ({"ok"} if layout == "archive" else {"unverified"})
 
 
@@ -463,7 +463,7 @@ def test_nmnist_extracted_tree_with_missing_files_is_not_taken(isolated, monkeyp
     next((folder / "Train").rglob("*.bin")).unlink()
     with pytest.raises(datasets.DatasetNotFoundError, match="train.zip"):
         datasets.load("n-mnist", "train", root=isolated / "d")
-    assert {r[0]: r[2] for r in datasets.verify("n-mnist", root=isolated / "d")}["train.zip"] == "mismatch"
+    assert {r[0]: r[2] for r in datasets.checksums("n-mnist", root=isolated / "d")}["train.zip"] == "mismatch"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,12 +530,12 @@ def test_debian_fashion_mnist_loads_verified_with_the_published_counts(isolated)
     assert np.bincount(yte, minlength=10).tolist() == [1000] * 10
     assert np.bincount(ytr, minlength=10).tolist() == [6000] * 10
     assert Xtr.max() == 255 and Xtr.min() == 0
-    rows = datasets.verify("fashion-mnist")
+    rows = datasets.checksums("fashion-mnist")
     assert [r[2] for r in rows] == ["ok"] * 4 and all(r[1].parent == DEBIAN_FMNIST for r in rows)
 
 
 def test_train_refuses_event_streams_with_a_clear_error(monkeypatch):
-    from refsnn import train as train_mod
+    from refsnn.harness import train as train_mod
 
     events = np.empty(4, dtype=object)
     events[:] = [np.zeros(3, dtype=datasets.EVENT_DTYPE)] * 4
@@ -548,7 +548,7 @@ def test_train_refuses_event_streams_with_a_clear_error(monkeypatch):
 @pytest.mark.parametrize("algo", __import__("refsnn").available_algorithms())
 def test_train_runs_on_fashion_mnist(isolated, algo):
     """``refsnn train ALGO --dataset fashion-mnist`` works for every algorithm in the package (one short epoch)."""
-    from refsnn.train import train
+    from refsnn.harness.train import train
 
     metrics = train(algo, "fashion-mnist", epochs=1, limit_train=64, limit_test=32, progress=False, log=None,
                     seed=0)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from test_datasets import isolated, small_mnist, source_for, write_files  # noqa: F401 (isolated is a fixture)
 
-from refsnn import cli, datasets
+from refsnn import cli
+from refsnn.harness import datasets
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -214,12 +215,12 @@ def test_offline_mode_still_loads_files_already_there(isolated, fake_mnist, no_s
 
 def test_cli_data_fetch_verify_list_path(isolated, server, fake_mnist, monkeypatch, capsys):  # noqa: F811
     root = str(isolated / "d")
-    assert cli.main(["data", "verify", "mnist", "--root", root]) == 1
+    assert cli.main(["data", "checksums", "mnist", "--root", root]) == 1
     assert "MISSING" in capsys.readouterr().out
     assert cli.main(["data", "fetch", "mnist", "--root", root, "--mirror", server.base + "/good/",
                      "--no-progress"]) == 0
     assert "downloaded and verified" in capsys.readouterr().out
-    assert cli.main(["data", "verify", "mnist", "--root", root]) == 0
+    assert cli.main(["data", "checksums", "mnist", "--root", root]) == 0
     out = capsys.readouterr().out
     assert out.count(" ok ") == 4
     assert cli.main(["data", "list", "--root", root]) == 0
@@ -228,7 +229,7 @@ def test_cli_data_fetch_verify_list_path(isolated, server, fake_mnist, monkeypat
     assert cli.main(["data", "path", "mnist", "--root", root]) == 0
     assert str(isolated / "d" / "mnist") in capsys.readouterr().out
     (isolated / "d" / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"garbage")
-    assert cli.main(["data", "verify", "mnist", "--root", root]) == 1
+    assert cli.main(["data", "checksums", "mnist", "--root", root]) == 1
     assert "MISMATCH" in capsys.readouterr().out
     monkeypatch.setenv("REFSNN_OFFLINE", "1")
     assert cli.main(["data", "fetch", "mnist", "--root", str(isolated / "e")]) == 2

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from tolerances import FORMULA_REL, assert_close
 
-from refsnn import encoding, optim
+from refsnn.blocks import encoding
+from refsnn.harness import optim
 
 
 def test_bernoulli_shapes_rates_and_determinism():

@@ -1,10 +1,10 @@
-"""Every exercise's self-check (refsnn/exercises.py) passes on the intended answer and fails on the wrong ones.
+"""Every exercise's self-check (refsnn/teaching/exercises.py) passes on the intended answer and fails on the wrong ones.
 
 The wrong answers include the ones the exercises used to suggest: the diagonal ST-RSBP gradient being exact
 (because the first case, feed-forward, passes), 0.4-0.7 % for the paper's literal temporal term, and "only
 the reused update port is biased" in V2 at T = 2.  The notebooks call exactly these checks, one per exercise.
 
-The teachers' answers (refsnn/exercise_solutions.py) pass their checks, and nothing a student reads (the
+The teachers' answers (refsnn/teaching/exercise_solutions.py) pass their checks, and nothing a student reads (the
 question, the expected form, the hint after a wrong answer, the notebooks' exercise cells) gives an answer away.
 """
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from refsnn import exercises
+from refsnn.teaching import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,35 +72,35 @@ def test_every_exercise_has_answers_here():
 
 @pytest.mark.parametrize("exercise", sorted(INTENDED))
 def test_check_passes_on_the_intended_answer(exercise):
-    assert exercises.check(exercise, _value(INTENDED[exercise]), quiet=True)
+    assert exercises.check_answer(exercise, _value(INTENDED[exercise]), quiet=True)
 
 
 @pytest.mark.parametrize("exercise", sorted(WRONG))
 def test_check_fails_on_wrong_answers(exercise):
     for answer in WRONG[exercise]:
-        assert not exercises.check(exercise, answer, quiet=True), f"{exercise} accepted {answer!r}"
+        assert not exercises.check_answer(exercise, answer, quiet=True), f"{exercise} accepted {answer!r}"
 
 
 @pytest.mark.parametrize("exercise", sorted(exercises.EXERCISES))
 def test_unanswered_and_malformed_answers_are_not_accepted(exercise, capsys):
-    assert not exercises.check(exercise, None)
+    assert not exercises.check_answer(exercise, None)
     assert "not answered yet" in capsys.readouterr().out
-    assert not exercises.check(exercise, "no idea", quiet=True)
+    assert not exercises.check_answer(exercise, "no idea", quiet=True)
     assert exercises.answer_format(exercise)
 
 
 def test_unknown_exercise_is_an_error():
     with pytest.raises(ValueError, match="exercise"):
-        exercises.check("09-9", 1)
+        exercises.check_answer("09-9", 1)
 
 
 def test_the_notebooks_call_every_check_once():
-    """Each notebook's exercises end with exercises.check(ID, ...), and the IDs are exactly the checks."""
+    """Each notebook's exercises end with exercises.check_answer(ID, ...), and the IDs are exactly the checks."""
     called = []
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         nb = json.loads(path.read_text())
         src = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-        ids = re.findall(r'exercises\.check\("(\d\d-\d)"', src)
+        ids = re.findall(r'exercises\.check_answer\("(\d\d-\d)"', src)
         assert all(i.startswith(path.name[:2]) for i in ids), f"{path.name} checks another notebook's exercise"
         called += ids
     assert sorted(called) == sorted(exercises.EXERCISES)
@@ -110,13 +110,13 @@ def test_the_notebooks_call_every_check_once():
 # The teachers' solutions, and no answer in anything a student reads
 # ---------------------------------------------------------------------------
 
-from refsnn import exercise_solutions  # noqa: E402
+from refsnn.teaching import exercise_solutions  # noqa: E402
 
 
 @pytest.mark.parametrize("exercise", sorted(exercises.EXERCISES))
 def test_the_solution_passes_its_check(exercise):
     answer, explanation = exercise_solutions.solution(exercise)
-    assert exercises.check(exercise, answer, quiet=True), f"{exercise}: the solution {answer!r} is not accepted"
+    assert exercises.check_answer(exercise, answer, quiet=True), f"{exercise}: the solution {answer!r} is not accepted"
     assert explanation.strip()
 
 
@@ -228,10 +228,10 @@ def _student_texts(module, exercise, capsys):
     """Everything a student can read about ``exercise`` without answering it right."""
     texts = {"answer_format": module.answer_format(exercise)}
     capsys.readouterr()
-    module.check(exercise, None)
+    module.check_answer(exercise, None)
     texts["check(None)"] = capsys.readouterr().out
     for i, wrong in enumerate(WRONG[exercise] + ["no idea"]):
-        module.check(exercise, wrong)
+        module.check_answer(exercise, wrong)
         texts[f"check(wrong #{i}: {wrong!r})"] = capsys.readouterr().out
     return texts
 
@@ -285,7 +285,7 @@ def _exercise_cells(nb):
         if c["cell_type"] == "markdown" and re.search(r"^#+ .*Exercises", src, re.M):
             inside = True
             src = src[re.search(r"^#+ .*Exercises", src, re.M).start():]
-        if inside or "exercises.check(" in src:
+        if inside or "exercises.check_answer(" in src:
             cells.append((c["cell_type"], src))
     return cells
 

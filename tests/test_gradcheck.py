@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from tolerances import FORMULA_REL
 
-from refsnn import gradcheck
+from refsnn.checking import gradcheck
 
 
 def cubic(p):

@@ -1,7 +1,7 @@
 """Property-based tests of the gradient checker: a NaN or an infinity anywhere never passes.
 
 ``gradcheck.compare`` is the path every check in refsnn goes through (the contract checks, ``refsnn
-verify``, ``peers.check``, the exercises) and the one users call on their own gradients.  These tests draw
+verify``, ``peers.verify``, the exercises) and the one users call on their own gradients.  These tests draw
 (with hypothesis, derandomised so that a run is reproducible) random shapes, dtypes and reference sizes --
 exactly zero, tiny, ordinary and large -- place NaN and infinities anywhere on either side, drop keys, and
 give bad tolerances; the only acceptable outcomes are a failed report that names the non-finite entry, or
@@ -19,7 +19,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from tolerances import TINY  # noqa: E402
 
-from refsnn import gradcheck  # noqa: E402
+from refsnn.checking import gradcheck  # noqa: E402
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
 
@@ -159,7 +159,9 @@ def test_a_non_numeric_array_is_a_type_error_naming_the_side(bad, side):
 def test_the_issue_example_fails_with_the_nan_named():
     """The report that used to pass: a silent 64-16-10 STBP net (every reference gradient exactly 0), one NaN
     in W1 of mine."""
-    from refsnn import datasets, encoding, stbp
+    from refsnn import stbp
+    from refsnn.blocks import encoding
+    from refsnn.harness import datasets
 
     cfg = stbp.Config(T=5)
     images, y = datasets.load("digits", "train", limit=4)

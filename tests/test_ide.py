@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from tolerances import CONVERGED_REL, FORMULA_REL, GRAD_FD_REL, SOLVER_TWIN_REL, TINY, TWIN_REL, assert_close
 
-from refsnn import benchmarks, gradcheck, ide, problems, recipes, solvers
+from refsnn import ide
+from refsnn.blocks import solvers
+from refsnn.checking import gradcheck
+from refsnn.harness import benchmarks, problems, recipes
 
 CASES = problems.gradcheck_cases("ide", 0)
 
@@ -115,7 +118,7 @@ def test_gradient_matches_fd_of_reference_objective(case):
     Covers both linearisation points, every solver, IF and LIF, 1-3 layers,
     spectral norm off, exact and by power iteration, static and spike input,
     BatchNorm, dropout (the masks drawn from the case's rng, the same seed for
-    both calls) and the official code's F400 setting (refsnn.problems.gradcheck_cases).
+    both calls) and the official code's F400 setting (refsnn.harness.problems.gradcheck_cases).
     Kinks: the case was drawn with every z = pre/v_th at least 1e-3 from 0 and
     1 (asserted below; eps = 1e-6 moves z by ~1e-6); and `objective.regions`
     proves that all 4*(#entries) evaluations lay on the same linear piece of
@@ -694,8 +697,8 @@ def test_conv_training_step_memory_does_not_grow_with_T():
 
 def test_train_on_digits_reaches_90_percent():
     """`refsnn train ide` (the digits recipe) learns: >= 90 % test accuracy after 4 epochs (seeded)."""
-    from refsnn._jit import JIT_ENABLED
-    from refsnn.train import train
+    from refsnn.blocks._jit import JIT_ENABLED
+    from refsnn.harness.train import train
 
     # without the JIT the kernel runs as plain Python (slow); the twin computes the same rates
     m = train("ide", "digits", seed=0, progress=False, log=None, epochs=4,
@@ -978,11 +981,11 @@ def test_early_stop_false_runs_exactly_max_iter(solver):
 
 
 def test_two_training_steps_carry_the_power_iteration_state(monkeypatch):
-    """Through refsnn.train (the code preset: BN, dropout, power iteration) two SGD steps (momentum, weight
+    """Through refsnn.harness.train (the code preset: BN, dropout, power iteration) two SGD steps (momentum, weight
     decay): step 2 starts from exactly the sn_u, sn_v, bn_mean, bn_var that step 1 returned in
     info["state"]; each returned sn_u, sn_v is one power step from that step's own sn_u and W (so the
     optimizer never touched them); W itself moves; the run ends with step 2's state."""
-    from refsnn.train import train
+    from refsnn.harness.train import train
 
     calls = []
     original = ide.loss_and_grad

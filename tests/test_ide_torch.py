@@ -1,6 +1,6 @@
 """IDE against PyTorch autograd (float64): the VJP step, J, and the whole implicit gradient two ways.
 
-The golds are in refsnn.torch_golds (written from the equations, with torch's own spectral norm and batch
+The golds are in refsnn.checking.torch_golds (written from the equations, with torch's own spectral norm and batch
 norm).  torch is a test-only dependency; these tests are skipped when it is not installed.
 """
 import warnings
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from tolerances import FORMULA_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
-from refsnn import ide, problems
+from refsnn import ide
+from refsnn.harness import problems
 
 torch = pytest.importorskip("torch", reason="the PyTorch cross-check needs torch (pip install torch, CPU build)")
-golds = pytest.importorskip("refsnn.torch_golds")
-ide_port = pytest.importorskip("refsnn.torch_ide_port")
+golds = pytest.importorskip("refsnn.checking.torch_golds")
+ide_port = pytest.importorskip("refsnn.checking.torch_ide_port")
 
 
 def _rel(a, b):
@@ -75,9 +76,9 @@ def test_implicit_gradient_matches_autograd(label, cfg, kw):
     """The whole IDE gradient, computed by torch in two independent ways, equals loss_and_grad.
 
     1. The implicit function theorem with torch's pieces (its Jacobian, its solver, autograd of beta . f):
-       :func:`refsnn.torch_golds.ide_gradient_ift`.
+       :func:`refsnn.checking.torch_golds.ide_gradient_ift`.
     2. No implicit differentiation at all: autograd through K = 120 unrolled iterations a <- f(a) + r0
-       from the linearisation point (:func:`refsnn.torch_golds.ide_gradient_unrolled`).  Its gradient is the
+       from the linearisation point (:func:`refsnn.checking.torch_golds.ide_gradient_unrolled`).  Its gradient is the
        Neumann series sum_{k<K} (J^T)^k of the IFT gradient; the remainder is <= ||J||^K / (1 - ||J||)
        < 1e-30 here (||J|| < 0.9), far below round-off.
     """
@@ -163,7 +164,7 @@ def _compare_step(params, x, y, cfg, mask, port):
 @pytest.mark.parametrize("label,preset,leaky", CODE_PRESETS, ids=[c[0] for c in CODE_PRESETS])
 def test_code_training_step_matches_the_official_port(label, preset, leaky):
     """PRESETS["code"] is the official F400 training step: refsnn's loss, gradient of every parameter, new
-    sn_u, sn_v and BN statistics equal refsnn.torch_ide_port.ide_code_training_step (the official
+    sn_u, sn_v and BN statistics equal refsnn.checking.torch_ide_port.ide_code_training_step (the official
     SNNIDEFCNet forward and IDE backward re-typed in torch: SNNFC's fc -> BN -> dropout, the power step of
     WeightSpectralNorm, snn_forward, equivalent_func, the Replace/Backward autograd functions and the code's
     Broyden), given the same dropout masks, in float64, <= TORCH_REL.

@@ -18,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "refsnn"
 ALGOS = list(refsnn.ALGORITHMS)
 
-#: What an algorithm module may import from refsnn: the shared building blocks below it.
-ALLOWED_REFSNN = {"refsnn.surrogates", "refsnn.encoding", "refsnn.conv", "refsnn.solvers", "refsnn.ide_variants",
-                  "refsnn._checks", "refsnn._jit",
-                  "refsnn._paths"}
+#: What an algorithm module may import from refsnn: the shared building blocks (the folder refsnn/blocks/).
+ALLOWED_REFSNN = {f"refsnn.blocks.{p.stem}" for p in (PKG / "blocks").glob("*.py") if p.stem != "__init__"}
 #: Third-party modules an algorithm may use (the library's run-time dependencies).
 ALLOWED_THIRD_PARTY = {"numpy", "scipy"}
 
@@ -37,11 +35,25 @@ def _imports(path: Path) -> set:
             if node.level:
                 raise AssertionError(f"{path.name}: relative import; write 'from refsnn... import ...'")
             base = node.module or ""
-            if base == "refsnn":
-                names.update(f"refsnn.{a.name}" for a in node.names)
-            else:
-                names.add(base)
-    return names
+            for a in node.names:                        # 'from refsnn.blocks import conv' imports a module
+                sub = f"{base}.{a.name}"
+                names.add(sub if _is_module(sub) else base)
+    return {_canonical(n) for n in names}
+
+
+def _is_module(dotted: str) -> bool:
+    if not dotted.startswith("refsnn."):
+        return False
+    parts = dotted.split(".")[1:]
+    return parts[0] in refsnn.MOVED or (PKG.joinpath(*parts).with_suffix(".py")).exists()
+
+
+def _canonical(dotted: str) -> str:
+    """A flat name of the earlier layout (refsnn.train) as the module it names (refsnn.harness.train)."""
+    parts = dotted.split(".")
+    if len(parts) >= 2 and parts[0] == "refsnn" and parts[1] in refsnn.MOVED:
+        return ".".join([refsnn.MOVED[parts[1]], *parts[2:]])
+    return dotted
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -66,7 +78,7 @@ def test_the_import_check_can_fail(tmp_path):
     """The rule above catches what it is meant to catch (a function-level import of the training loop, torch)."""
     f = tmp_path / "algo.py"
     f.write_text("import numpy as np\n\ndef g():\n    from refsnn import train\n    import torch\n")
-    assert {"refsnn.train", "torch"} <= _imports(f)
+    assert {"refsnn.harness.train", "torch"} <= _imports(f)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -77,11 +89,11 @@ def test_algorithm_modules_hold_no_recipe_problem_or_benchmark(algo):
     harness = {"recipe", "gradcheck_cases", "bench", "small_problem", "_small_problem", "SMALL", "accuracy_vs_T",
                "training_step_memory", "_peak_bytes", "_blas_one_thread"}
     assert not defined & harness, f"refsnn/{algo}.py defines {sorted(defined & harness)}: those belong in " \
-                                  f"refsnn/recipes.py, refsnn/problems.py or refsnn/benchmarks.py"
+                                  f"refsnn/harness/recipes.py, refsnn/harness/problems.py or refsnn/harness/benchmarks.py"
 
 
 def test_harness_modules_cover_every_algorithm():
-    from refsnn import benchmarks, problems, recipes
+    from refsnn.harness import benchmarks, problems, recipes
 
     for table in (recipes.RECIPES, problems.CASES, benchmarks.BENCHMARKS):
         assert sorted(table) == sorted(ALGOS)
@@ -128,3 +140,74 @@ def test_cited_docs_pages_exist():
             if not (ROOT / "docs" / m.group(1)).exists():
                 missing.add(f"{path.relative_to(ROOT)} cites docs/{m.group(1)}")
     assert not missing, "\n".join(sorted(missing))
+
+
+#: The top of the package: the four papers (and STBP's stack of layers), the command, and the folders.
+TOP = {"__init__", "__main__", "cli", "stbp_layers", *ALGOS}
+FOLDERS = ("blocks", "checking", "harness", "teaching")
+
+
+def test_the_top_of_the_package_is_the_papers_and_the_folders():
+    files = {p.stem for p in PKG.glob("*.py")}
+    assert files == TOP, f"refsnn/ holds {sorted(files - TOP)} beside the algorithms: put each module in the " \
+                         f"folder of its job ({', '.join(FOLDERS)}; CONTRIBUTING.md, 'The house')"
+    dirs = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert dirs == set(FOLDERS)
+
+
+def test_contributing_lists_every_module_where_it_lives():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    missing = []
+    for folder in FOLDERS:
+        for p in sorted((PKG / folder).glob("*.py")):
+            if p.stem != "__init__" and not re.search(rf"\b{p.stem}\.py\b", text):
+                missing.append(f"refsnn/{folder}/{p.name}")
+    for folder in FOLDERS:
+        if f"refsnn/{folder}/" not in text:
+            missing.append(f"refsnn/{folder}/")
+    assert not missing, f"CONTRIBUTING.md does not say where these live: {missing}"
+
+
+def test_the_flat_names_of_the_earlier_layout_import_the_same_modules():
+    """`import refsnn.train`, `from refsnn import plots` and `refsnn.gradcheck` keep working, as the modules
+    themselves (a copy would let monkeypatching one name miss the other)."""
+    import importlib
+
+    moved = {f"{folder}.{p.stem}" for folder in FOLDERS for p in (PKG / folder).glob("*.py") if p.stem != "__init__"}
+    assert {v.split(".", 1)[1] for v in refsnn.MOVED.values()} == moved, "refsnn.MOVED and the folders disagree"
+    for old, new in refsnn.MOVED.items():
+        try:
+            real = importlib.import_module(new)
+        except ImportError as exc:              # pragma: no cover - an optional dependency missing
+            pytest.skip(f"{new}: {exc}")
+        assert importlib.import_module(f"refsnn.{old}") is real
+        assert getattr(refsnn, old) is real
+        assert real.__name__ == new and real.__spec__.name == new, "the old name must not rename the module"
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        refsnn.nonexistent  # noqa: B018
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("refsnn.nonexistent")
+
+
+@pytest.mark.parametrize("module, old, new", [("refsnn.harness.datasets", "verify", "checksums"),
+                                              ("refsnn.checking.peers", "check", "verify"),
+                                              ("refsnn.teaching.exercises", "check", "check_answer")])
+def test_renamed_functions_still_answer_to_their_earlier_names(module, old, new, monkeypatch):
+    """'verify' names checking another implementation against refsnn, 'check' the finite-difference check of
+    refsnn's own gradient; the functions that used those words for something else were renamed, and the earlier
+    names forward to the new ones with a DeprecationWarning."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    seen = []
+    monkeypatch.setattr(mod, new, lambda *a, **k: seen.append((a, k)) or "forwarded")
+    with pytest.warns(DeprecationWarning, match=f"is now .*{new}"):
+        assert getattr(mod, old)(1, key=2) == "forwarded"
+    assert seen == [((1,), {"key": 2})]
+    assert old not in mod.__all__ and new in mod.__all__
+
+
+def test_the_data_command_keeps_its_earlier_verb():
+    from refsnn.cli import main
+
+    assert main(["data", "verify", "digits"]) == main(["data", "checksums", "digits"]) == 0

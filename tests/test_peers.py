@@ -1,8 +1,8 @@
-"""refsnn.peers: snnTorch, spikingjelly and norse models (and a port of the official STBP neuron) against refsnn.
+"""refsnn.checking.peers: snnTorch, spikingjelly and norse models (and a port of the official STBP neuron) against refsnn.
 
 Each case builds a small float64 peer model (6-5-3, T = 12, batch 4, Bernoulli input), runs the peer's own
 autograd on the MSE of its output rate, and compares every gradient tensor with refsnn's STBP gradient of
-the adapted model (refsnn.peers.from_torch).  The peers are optional: each family is skipped, saying so,
+the adapted model (refsnn.checking.peers.from_torch).  The peers are optional: each family is skipped, saying so,
 when its library is not installed (CI installs all three).
 """
 import math
@@ -14,7 +14,8 @@ import pytest
 from tolerances import FLOAT32_REL, TWIN_REL
 
 torch = pytest.importorskip("torch", reason="the peer cross-checks need torch (pip install torch, CPU build)")
-from refsnn import gradcheck, peers, stbp  # noqa: E402
+from refsnn import stbp  # noqa: E402
+from refsnn.checking import gradcheck, peers
 
 D = torch.float64
 RNG = np.random.default_rng(0)
@@ -136,7 +137,7 @@ def test_adapter_agrees_with_the_peers_autograd(label, make, gain):
     hidden = peers.run(model[:2], torch.tensor(X))
     out = peers.run(model, torch.tensor(X))
     assert 0.02 < float(hidden.detach().mean()) < 0.98 and float(out.detach().sum()) > 0, "the check needs spikes in every layer"
-    report = peers.check(model, X, Y, tol=PEER_REL)
+    report = peers.verify(model, X, Y, tol=PEER_REL)
     assert report.passed, str(report)
     assert report.extra["peer_loss"] == pytest.approx(report.extra["refsnn_loss"], rel=TWIN_REL)
     names = dict(model.named_parameters())
@@ -149,26 +150,26 @@ def test_learned_decay_and_threshold_get_gradients(capsys):
     """The snnTorch beta/threshold and spikingjelly w gradients are compared (and are not zero)."""
     model = _stack(_leaky(threshold=torch.tensor(1.0, dtype=D), learn_beta=True, learn_threshold=True),
                    _leaky(threshold=torch.tensor(1.0, dtype=D), learn_beta=True, learn_threshold=True), 3.0)
-    report = peers.check(model, X, Y, tol=PEER_REL)
+    report = peers.verify(model, X, Y, tol=PEER_REL)
     for key in ("beta1", "thr1", "beta2", "thr2"):
         assert report[key].passed and report[key].norm_reference > 0, (key, str(report))
     model = _stack(_sj_node("ParametricLIFNode"), _sj_node("ParametricLIFNode"), 6.0)
-    report = peers.check(model, X, Y, tol=PEER_REL)
+    report = peers.verify(model, X, Y, tol=PEER_REL)
     assert report["tau_w1"].passed and report["tau_w1"].norm_reference > 0, str(report)
 
 
 def test_stock_snntorch_agrees_to_float32_round_off_and_says_why():
     """snnTorch's own atan returns float32 spikes and rounds the incoming gradient to float32: the same
-    model with refsnn.peers.snntorch_surrogate agrees to float64 round-off, the stock one only to float32's,
+    model with refsnn.checking.peers.snntorch_surrogate agrees to float64 round-off, the stock one only to float32's,
     and the report says so."""
     snn = _snntorch()
     g = torch.ones(1, dtype=D)      # a 1-d float64 factor promotes the stock float32 spikes (else the 2nd Linear fails)
     stock = _stack(snn.Leaky(beta=torch.tensor(0.8, dtype=D), init_hidden=True, graded_spikes_factor=g),
                    snn.Leaky(beta=torch.tensor(0.8, dtype=D), init_hidden=True, graded_spikes_factor=g), 3.0)
-    report = peers.check(stock, X, Y, tol=PEER_REL)
+    report = peers.verify(stock, X, Y, tol=PEER_REL)
     assert not report.passed and report.max_rel_error <= FLOAT32_REL
     assert any("float32" in n for n in report.notes)
-    assert peers.check(stock, X, Y, tol=FLOAT32_REL).passed
+    assert peers.verify(stock, X, Y, tol=FLOAT32_REL).passed
 
 
 def test_float32_values_stored_by_the_peers_are_used_exactly_and_reported():
@@ -182,13 +183,13 @@ def test_float32_values_stored_by_the_peers_are_used_exactly_and_reported():
     adapted = peers.from_torch(model)
     assert adapted.cfg.decay == float(np.float32(0.9)) != 0.9
     assert any("float32" in n and "0.8999999761581421" in n for n in adapted.notes), adapted.notes
-    assert peers.check(model, X, Y, tol=PEER_REL).passed
+    assert peers.verify(model, X, Y, tol=PEER_REL).passed
     norse = _norse()
     model = _stack(norse.LIFCell(), norse.LIFCell(), 30.0)
     adapted = peers.from_torch(model)
     assert adapted.cfg.decay == 1.0 - float(np.float32(np.float32(0.001) * np.float32(100.0)))
     assert any("float32" in n for n in adapted.notes)
-    assert peers.check(model, X, Y, tol=PEER_REL).passed
+    assert peers.verify(model, X, Y, tol=PEER_REL).passed
 
 
 def test_what_refsnn_cannot_express_raises_one_error_naming_it():
@@ -272,7 +273,7 @@ def test_conv_adapter_agrees_with_the_peers_autograd(label, make):
     out = peers.run(model, torch.tensor(XC))
     hidden = peers.run(model[:2], torch.tensor(XC))
     assert 0.02 < float(hidden.detach().mean()) < 0.98 and float(out.detach().sum()) > 0, "the check needs spikes in every layer"
-    report = peers.check(model, XC, YC, tol=PEER_REL)
+    report = peers.verify(model, XC, YC, tol=PEER_REL)
     assert report.passed, str(report)
     assert {adapted.mapping[t.name] for t in report.tensors if t.name != "loss"} == set(dict(model.named_parameters()))
     assert report["loss"].passed
@@ -319,7 +320,7 @@ def test_official_neuron_agrees_for_every_lens(lens):
     hidden = peers.run(model[:2], torch.tensor(X))
     out = peers.run(model, torch.tensor(X))
     assert 0.02 < float(hidden.detach().mean()) < 0.98 and float(out.detach().sum()) > 0, "the check needs spikes in every layer"
-    report = peers.check(model, X, Y, tol=PEER_REL)
+    report = peers.verify(model, X, Y, tol=PEER_REL)
     assert report.passed, str(report)
     assert all(t.norm_reference > 0 for t in report.tensors if t.name != "loss"), "the window is open somewhere"
     assert {adapted.mapping[t.name] for t in report.tensors if t.name != "loss"} == set(dict(model.named_parameters()))
@@ -331,7 +332,7 @@ def test_the_rect_reading_of_the_window_is_right_at_lens_half_only(lens):
     1 / (2 lens): it disagrees with the port at lens 1 and 0.25, and at lens 0.5 it is the window exactly
     (so stbp.PRESETS["code"], rect of width 1, is the code's neuron)."""
     model = _official(lens)
-    report = peers.check(model, X, Y, tol=PEER_REL)        # leaves the port's gradient in .grad
+    report = peers.verify(model, X, Y, tol=PEER_REL)        # leaves the port's gradient in .grad
     adapted = report.extra["adapted"]
     peer = adapted.peer_grads(model)
     rect = replace(adapted.cfg, surrogate="rect", width=2 * lens)

@@ -1,8 +1,8 @@
-"""docs/peers_examples.md tells the truth: each library's tutorial-style model, checked by refsnn.peers, passes.
+"""docs/peers_examples.md tells the truth: each library's tutorial-style model, checked by refsnn.checking.peers, passes.
 
 The page has one section per peer library (snnTorch, spikingjelly, norse, in that order), each with one
 self-contained ```python block that builds a small float64 model the way that library's tutorials write it,
-calls ``report = peers.check(...)`` and ends with ``assert report.passed``.  Each block runs here as it is,
+calls ``report = peers.verify(...)`` and ends with ``assert report.passed``.  Each block runs here as it is,
 in a fresh namespace and a temporary working directory; the block's own assert is the check, and the test
 also asserts that the namespace holds a passing ``report`` whose title names the loss the block compared.
 A block is skipped, saying so, when torch or its library is not installed.
@@ -40,7 +40,7 @@ def test_one_python_block_per_library_section_in_order():
         assert len(blocks) == 1, f"section {heading}: {len(blocks)} python blocks, expected one"
         block = blocks[0]
         assert len(block.splitlines()) < 45, f"section {heading}: the block has {len(block.splitlines())} lines"
-        assert "report = peers.check(" in block and loss_arg in block, f"section {heading}: no check with {loss_arg}"
+        assert "report = peers.verify(" in block and loss_arg in block, f"section {heading}: no check with {loss_arg}"
         assert block.rstrip().endswith("assert report.passed"), f"section {heading}: must end with the assert"
         assert "torch.manual_seed(" in block, f"section {heading}: the input must be seeded"
 

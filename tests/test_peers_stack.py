@@ -1,8 +1,8 @@
-"""refsnn.peers on models refsnn.stbp cannot express, read as a stack of layers (refsnn.stbp_layers).
+"""refsnn.checking.peers on models refsnn.stbp cannot express, read as a stack of layers (refsnn.stbp_layers).
 
 Each model is a small float64 peer model built as the peers' tutorials build theirs (BatchNorm between a
 layer and its neuron, recurrence, a different neuron per layer, pooled currents, a leaky-integrator
-readout, the peers' own losses); one ``peers.check`` call runs the peer's autograd and compares every
+readout, the peers' own losses); one ``peers.verify`` call runs the peer's autograd and compares every
 trainable tensor and the loss with refsnn's, to TWIN_REL (float64 round-off of two implementations).
 """
 import math
@@ -14,7 +14,7 @@ from tolerances import FLOAT32_REL, TWIN_REL
 torch = pytest.importorskip("torch", reason="the peer cross-checks need torch (pip install torch, CPU build)")
 from test_peers import D, _leaky, _norse_p64, _sj, _snntorch  # noqa: E402
 
-from refsnn import peers  # noqa: E402
+from refsnn.checking import peers  # noqa: E402
 
 RNG = np.random.default_rng(0)
 T, B = 10, 4
@@ -35,7 +35,7 @@ def _scaled(model, gain, bias=0.1):
 
 
 def _check(model, x=X, y=Y, **kw):
-    report = peers.check(model, x, y, **kw)
+    report = peers.verify(model, x, y, **kw)
     assert report.passed, str(report)
     assert report["loss"].passed
     adapted = report.extra["adapted"]
@@ -138,7 +138,7 @@ def test_snntorch_own_losses(make):
     torch.manual_seed(0)
     model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3), _leaky()).double(), 2.5)
     _firing(model, X)
-    report = peers.check(model, X, Y, loss=loss)
+    report = peers.verify(model, X, Y, loss=loss)
     assert report.passed, str(report)
     assert f"snnTorch {make}" in report.title
 
@@ -152,11 +152,11 @@ def test_snntorch_losses_that_sum_in_float32_and_the_report_says_so(make, same):
     loss = SF.ce_rate_loss() if make == "ce_rate_loss" else SF.mse_membrane_loss(on_target=1.2, off_target=0.1)
     torch.manual_seed(0)
     model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3), _leaky()).double(), 2.5)
-    report = peers.check(model, X, Y, loss=loss, tol=FLOAT32_REL)
+    report = peers.verify(model, X, Y, loss=loss, tol=FLOAT32_REL)
     assert report.passed, str(report)
     assert any("float32 accumulator" in n for n in report.notes)
     if make == "ce_rate_loss":
-        strict = peers.check(model, X, Y, loss=same)
+        strict = peers.verify(model, X, Y, loss=same)
         assert strict.passed, str(strict)
 
 
@@ -166,7 +166,7 @@ def test_snntorch_membrane_cross_entropy_summed_over_steps_with_a_no_reset_outpu
     torch.manual_seed(0)
     model = _scaled(torch.nn.Sequential(torch.nn.Linear(6, 5), _leaky(), torch.nn.Linear(5, 3),
                                         _leaky(reset_mechanism="none")).double(), 2.5)
-    report = peers.check(model, X, Y, loss="ce_membrane_sum")
+    report = peers.verify(model, X, Y, loss="ce_membrane_sum")
     assert report.passed, str(report)
     assert "ce_membrane_sum" in report.title
 
@@ -227,7 +227,7 @@ def test_norse_recurrent_cell_with_a_leaky_integrator_readout(loss):
     with torch.no_grad():
         cell.input_weights.mul_(8.0)
         cell.recurrent_weights.mul_(2.0)
-    report = peers.check(model, X, Y, loss=loss)
+    report = peers.verify(model, X, Y, loss=loss)
     assert report.passed, str(report)
     names = {report.extra["adapted"].mapping[t.name] for t in report.tensors if t.name != "loss"}
     assert "0.recurrent_weights" in names and "0.input_weights" in names
@@ -294,14 +294,14 @@ def test_a_class_model_with_a_static_input_and_its_membrane_loss():
     """Tutorial 5 as written: a static input fed at every step, CrossEntropyLoss of the output membrane at every
     step, summed."""
     x = np.random.default_rng(3).random((B, 6))
-    report = peers.check(_tutorial5(), x, Y, loss="ce_membrane_sum")
+    report = peers.verify(_tutorial5(), x, Y, loss="ce_membrane_sum")
     assert report.passed, str(report)
     assert {t.name for t in report.tensors} == {"W1", "b1", "W2", "b2", "loss"}
 
 
 def test_a_class_model_stepping_through_a_sequence_with_an_snntorch_loss():
     SF = _functional()
-    report = peers.check(_tutorial5(static=False), X, Y, loss=SF.ce_count_loss())
+    report = peers.verify(_tutorial5(static=False), X, Y, loss=SF.ce_count_loss())
     assert report.passed, str(report)
 
 
@@ -309,7 +309,7 @@ def test_a_class_model_stepping_through_a_sequence_with_an_snntorch_loss():
 def test_a_class_model_that_is_not_a_chain_is_refused_naming_the_module(how, word):
     model = _tutorial5(residual=how == "residual", twice=how == "twice")
     with pytest.raises(peers.NotExpressible, match=word):
-        peers.check(model, np.random.default_rng(3).random((B, 6)), Y)
+        peers.verify(model, np.random.default_rng(3).random((B, 6)), Y)
 
 
 def test_a_class_model_needs_an_example_input():
@@ -340,7 +340,7 @@ def test_a_spikingjelly_class_that_repeats_a_static_image_and_returns_the_rate()
     torch.manual_seed(0)
     model = _scaled(CSNN().double(), 2.0)
     img = np.random.default_rng(4).random((3, 2, 8, 8))
-    report = peers.check(model, img, YC)
+    report = peers.verify(model, img, YC)
     assert report.passed, str(report)
 
 

@@ -3,7 +3,7 @@ are refused with an error that names the setting.
 
 hypothesis draws (derandomised, so a run is reproducible) a configuration from the whole space each module
 documents, small layer sizes, step counts and batches, and a seed for the problem generator of
-``refsnn.problems`` (which keeps every potential ``KINK_MARGIN`` from a kink, so that central differences
+``refsnn.harness.problems`` (which keeps every potential ``KINK_MARGIN`` from a kink, so that central differences
 are of one smooth function). The gradient must equal central differences of ``reference_objective`` to
 GRAD_FD_REL, every tensor. SSNN-BP's spiking update is stochastic and checked statistically elsewhere; its
 ANN twin (``ann=True``) is the exact gradient drawn here.
@@ -20,7 +20,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from tolerances import GRAD_FD_REL  # noqa: E402
 
-from refsnn import gradcheck, ide, problems, ssnn_bp, stbp  # noqa: E402
+from refsnn import ide, ssnn_bp, stbp  # noqa: E402
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
 from refsnn import st_rsbp as sr  # noqa: E402
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from refsnn import benchmarks, gradcheck, problems
+from refsnn.checking import gradcheck
+from refsnn.harness import benchmarks, problems
 from refsnn import ssnn_bp as S
 from tolerances import FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
@@ -239,7 +240,7 @@ def test_ann_twin_matches_central_differences_and_is_what_ann_mode_returns():
 
 def test_ann_twin_matches_torch_autograd():
     pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")
-    from refsnn import torch_golds
+    from refsnn.checking import torch_golds
 
     params, x, y = problem(sizes=(10, 8, 6, 4), batch=5)
     loss_t, ref = torch_golds.ssnn_bp_ann_gradient(params, x, y)
@@ -591,13 +592,13 @@ def test_v2_bias_shrinks_at_least_twofold_per_fourfold_T_sampled():
 
 
 # ---------------------------------------------------------------------------
-# Training through refsnn.train
+# Training through refsnn.harness.train
 # ---------------------------------------------------------------------------
 
 def test_train_runs_for_ssnn_v1_v2_and_the_ann_twin():
     """`refsnn train ssnn_bp` machinery on 400 digits, 2 epochs: every variant learns far above chance
     (10 %)."""
-    from refsnn.train import train
+    from refsnn.harness.train import train
 
     accs = {}
     for name, cfg in [("v1", {"T": 16}), ("v2", {"T": 16, "forward": "spike"}), ("ann", {"ann": True})]:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from refsnn import gradcheck, problems
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
 from refsnn import st_rsbp as sr
 from tolerances import ANCHOR_ABS, FD_LINEAR_REL, FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
@@ -500,10 +501,10 @@ def test_gradient_with_sample_weights_and_batch(paper_shape):
 
 
 def test_gradient_matches_torch_autograd_of_the_frozen_model(paper_shape):
-    """An independent PyTorch implementation of Eq. (surrogate) (refsnn.torch_golds, built from the same
+    """An independent PyTorch implementation of Eq. (surrogate) (refsnn.checking.torch_golds, built from the same
     frozen E, K, D, b) and autograd give the same gradient: no finite-difference error at all."""
     pytest.importorskip("torch")
-    from refsnn import torch_golds
+    from refsnn.checking import torch_golds
 
     params, x, y = paper_shape
     loss, g = sr.loss_and_grad(params, x, y, SMALL)
@@ -743,7 +744,7 @@ def test_training_on_digits_learns():
     With 100 test images, chance is 10%; P(Binomial(100, 0.1) >= 40) < 1e-12,
     so accuracy >= 40% cannot come from an untrained readout.
     """
-    from refsnn.train import train
+    from refsnn.harness.train import train
 
     m = train("st_rsbp", "digits", epochs=2, limit_train=300, limit_test=100, progress=False, log=None)
     assert m["test_accuracy"] >= 0.4, m["history"]
@@ -798,8 +799,8 @@ def test_log_gap_script_records_what_it_tabulates(tmp_path):
         assert set(extra["epochs"][0]["rms_w_end"]) == {"W1", "Wr1", "W2"}
         reg = extra["epochs"][0]["mean_regulariser"]
         assert (reg == 0.0) if change == "recipe" else (reg > 0.0), (change, reg)
-    from refsnn._jit import limit_threads
-    from refsnn.train import train
+    from refsnn.blocks._jit import limit_threads
+    from refsnn.harness.train import train
     with limit_threads(1):       # the same run without the recording, on one BLAS thread as the script ran
         plain = train("st_rsbp", "digits", config={"reg_lambda": 10.0}, epochs=1, limit_train=12, limit_test=10,
                       progress=False, log=None)

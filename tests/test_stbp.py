@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from tolerances import FLOAT32_REL, FORMULA_REL, GRAD_FD_REL, TINY, TORCH_REL, TWIN_REL, assert_close
 
-from refsnn import gradcheck, problems, stbp, surrogates
+from refsnn import stbp
+from refsnn.blocks import surrogates
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = problems.gradcheck_cases("stbp", 0)
@@ -81,7 +84,7 @@ def test_the_papers_network_names_a_setting_outside_it(change):
 
 
 # ---------------------------------------------------------------------------
-# The contract: FD of reference_objective == loss_and_grad, every variant (refsnn.problems)
+# The contract: FD of reference_objective == loss_and_grad, every variant (refsnn.harness.problems)
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -182,9 +185,9 @@ def test_detached_and_attached_gradients_differ():
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_matches_torch_autograd(case):
     """Every case, every parameter tensor (learned decays and thresholds included) and dL/dx, against
-    autograd of refsnn.torch_golds.stbp_family_loss (the equations written again in torch)."""
+    autograd of refsnn.checking.torch_golds.stbp_family_loss (the equations written again in torch)."""
     torch = pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")
-    from refsnn import torch_golds
+    from refsnn.checking import torch_golds
 
     tp = torch_golds.tensors(case.params)
     xt = torch.tensor(case.x, dtype=torch.float64, requires_grad=True)
@@ -203,7 +206,7 @@ def test_matches_torch_autograd(case):
 def test_code_preset_matches_torch_on_a_wider_net():
     """The official code's setting (thresh 0.5, decay 0.2, rect a=1, MSELoss, reset kept), 20-16-12-10, T=8."""
     torch = pytest.importorskip("torch", reason="torch not installed")
-    from refsnn.torch_golds import stbp_loss
+    from refsnn.checking.torch_golds import stbp_loss
 
     cfg = replace(stbp.PRESETS["code"], T=8)
     rng = np.random.default_rng(3)
@@ -302,7 +305,9 @@ def test_kernel_reset_formulas_are_the_reset_pieces(reset, dtype):
 _SUBPROCESS = r"""
 import sys, numpy as np
 {block}
-from refsnn import problems, stbp, _jit
+from refsnn import stbp
+from refsnn.blocks import _jit
+from refsnn.harness import problems
 case = problems.gradcheck_cases("stbp", 0)[{i}]
 loss, g = stbp.loss_and_grad(case.params, case.x, case.y, case.cfg)
 np.savez(sys.argv[1], loss=loss, jit=_jit.JIT_ENABLED, **g)

@@ -1,7 +1,7 @@
 """Convolutional STBP: the architecture strings, the convolution and pooling operations of both tiers, and the
 gradient through them.
 
-The FD and autograd checks of whole conv nets run with every other STBP case (``refsnn.problems.STBP_CONV``
+The FD and autograd checks of whole conv nets run with every other STBP case (``refsnn.harness.problems.STBP_CONV``
 is part of ``gradcheck_cases("stbp")``, so tests/test_stbp.py checks them); this file checks the pieces.
 """
 from dataclasses import replace
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from tolerances import FLOAT32_REL, TORCH_REL, TWIN_REL, assert_close
 
-from refsnn import conv, problems, stbp
+from refsnn import stbp
+from refsnn.blocks import conv
+from refsnn.harness import problems
 
 CONV_CASES = [c for c in problems.gradcheck_cases("stbp", 0) if c.cfg.arch is not None]
 
@@ -202,7 +204,7 @@ def test_params_must_fit_the_architecture():
 
 
 def test_conv_bench_reports_refsnn_torch_and_the_gemm_floor():
-    from refsnn import benchmarks
+    from refsnn.harness import benchmarks
 
     res = benchmarks.stbp_conv_bench(quick=True, log=lambda *_: None)
     assert {"refsnn numba float64", "refsnn numba float32"} <= set(res["results"])

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from tolerances import GRAD_FD_REL, TWIN_REL
 
-from refsnn import gradcheck, problems, stbp
+from refsnn import stbp
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
 from refsnn import stbp_layers as sl
 
 # ---------------------------------------------------------------------------

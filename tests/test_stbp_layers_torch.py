@@ -1,6 +1,6 @@
 """The STBP layer stack (refsnn.stbp_layers) against PyTorch autograd of the same network (float64).
 
-refsnn.torch_golds.stack_loss_and_grad writes every piece again in torch from its equations (conv2d,
+refsnn.checking.torch_golds.stack_loss_and_grad writes every piece again in torch from its equations (conv2d,
 avg/max pooling, batch_norm, the neuron's step loop with the spike as a Heaviside whose backward is the
 surrogate, cross_entropy and mse_loss) and lets autograd differentiate it.  For every piece, reset, timing,
 learnable constant and loss, a small seeded network (6 inputs, 5 hidden, 3 outputs; T = 6, batch 4; conv
@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from tolerances import TORCH_REL, TWIN_REL, assert_close
 
-from refsnn import gradcheck
+from refsnn.checking import gradcheck
 from refsnn import stbp_layers as sl
 
 torch = pytest.importorskip("torch", reason="the PyTorch cross-check needs torch (pip install torch, CPU build)")
-golds = pytest.importorskip("refsnn.torch_golds")
+golds = pytest.importorskip("refsnn.checking.torch_golds")
 
 T, B, N_IN, HIDDEN, OUT = 6, 4, 6, 5, 3
 CONV_IN = (2, 6, 6)
-#: (surrogate, width): every surrogate of refsnn.surrogates, cycled through the cases.
+#: (surrogate, width): every surrogate of refsnn.blocks.surrogates, cycled through the cases.
 SURROGATES = [("atan", 0.4), ("sigmoid", 0.3), ("gauss", 0.3), ("fast_sigmoid", 0.3), ("triangle", 1.0),
               ("rect", 1.0), ("window", 0.5)]
 

@@ -7,7 +7,10 @@ import pytest
 from scipy import integrate
 from tolerances import FD_PRIMITIVE_ABS, FD_PRIMITIVE_REL, FORMULA_REL, GRAD_FD_REL, QUAD_REL, TINY, TWIN_REL, assert_close
 
-from refsnn import gradcheck, problems, stbp, surrogates
+from refsnn import stbp
+from refsnn.blocks import surrogates
+from refsnn.checking import gradcheck
+from refsnn.harness import problems
 
 WIDTHS = [0.05, 0.3, 1.0, 4.0]
 
@@ -180,9 +183,9 @@ def test_stbp_window_gradient_matches_fd_of_reference_objective(lens, forward, r
 
 
 def test_window_matches_the_torch_gold():
-    """refsnn.torch_golds writes the window from the official code's formula: the same values."""
+    """refsnn.checking.torch_golds writes the window from the official code's formula: the same values."""
     torch = pytest.importorskip("torch", reason="the torch gold needs torch")
-    from refsnn import torch_golds
+    from refsnn.checking import torch_golds
 
     x = np.linspace(-3, 3, 601)
     for lens in LENSES:

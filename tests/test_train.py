@@ -4,8 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from refsnn import recipes, stbp, train as train_mod
-from refsnn.train import Settings, TrainingDiverged, load_checkpoint, lr_at, train
+from refsnn import stbp
+from refsnn.harness import recipes, train as train_mod
+from refsnn.harness.train import Settings, TrainingDiverged, load_checkpoint, lr_at, train
 
 QUICK = dict(epochs=3, limit_train=200, limit_test=100, hidden=[16], batch_size=50, progress=False, log=None)
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import refsnn
-from refsnn import problems, stbp, verification
+from refsnn import stbp
+from refsnn.checking import verification
+from refsnn.harness import problems
 from refsnn.cli import main
 
 
@@ -95,7 +97,7 @@ def test_the_diagnosis_names_a_forward_difference_before_a_gradient_one(tmp_path
 def _snn_case(tmp_path, name, **leaky):
     torch = pytest.importorskip("torch", reason="the export needs torch")
     snn = pytest.importorskip("snntorch", reason="snnTorch not installed (pip install snntorch)")
-    from refsnn import peers
+    from refsnn.checking import peers
 
     D = torch.float64
     alpha = leaky.pop("alpha", 2.0)

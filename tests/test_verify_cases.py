@@ -17,7 +17,9 @@ import pytest
 from tolerances import TINY
 
 import refsnn
-from refsnn import ide, problems, ssnn_bp, st_rsbp, stbp, verification
+from refsnn import ide, ssnn_bp, st_rsbp, stbp
+from refsnn.checking import verification
+from refsnn.harness import problems
 from refsnn.cli import main
 
 # ---------------------------------------------------------------------------

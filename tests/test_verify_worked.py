@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch", reason="the worked case files compute their
                                             "(pip install torch, CPU build)")
 
 import refsnn  # noqa: E402
-from refsnn.verification import Verdict  # noqa: E402
+from refsnn.checking.verification import Verdict  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "verify_cases.md"
 #: The page's sections, in order; each holds exactly one python block.

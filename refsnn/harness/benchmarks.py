@@ -8,7 +8,7 @@ load.  Three tools serve every algorithm:
   machine the minimum is the least disturbed);
 * :func:`peak_bytes` -- one memory probe: the peak of ``tracemalloc`` over a
   call, above what was allocated before it;
-* :func:`refsnn._jit.limit_threads` -- one thread limiter, for BLAS and numba.
+* :func:`refsnn.blocks._jit.limit_threads` -- one thread limiter, for BLAS and numba.
 
 ``bench(algo, quick)`` runs the benchmark ``refsnn bench ALGO`` prints and
 returns its numbers as a dict (``--json`` prints that).  ``quick`` shrinks
@@ -30,11 +30,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 import refsnn
-from refsnn import datasets, ide, optim, recipes, ssnn_bp, st_rsbp, stbp
-from refsnn._checks import check_int, check_positive
-from refsnn._jit import jit_status, limit_threads
-from refsnn._pools import user_environment
-from refsnn.experiments import accuracy_table, accuracy_vs_T
+from refsnn import ide, ssnn_bp, st_rsbp, stbp
+from refsnn.harness import datasets, optim, recipes
+from refsnn.blocks._checks import check_int, check_positive
+from refsnn.blocks._jit import jit_status, limit_threads
+from refsnn.blocks._pools import user_environment
+from refsnn.harness.experiments import accuracy_table, accuracy_vs_T
 
 __all__ = ["paired", "paired_table", "versus", "Competitor", "timed", "peak_bytes", "bench", "stbp_conv_bench", "ide_conv_bench", "training_step_memory", "BENCHMARKS"]
 
@@ -97,7 +98,7 @@ _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bench_worke
 @dataclass
 class Competitor:
     """One row of a paired benchmark: a ``label``, the worker case that builds its step
-    (``refsnn/_bench_worker.py``: ``CASES``) and that case's ``args``; ``pythonpath`` runs it with another
+    (``refsnn/harness/_bench_worker.py``: ``CASES``) and that case's ``args``; ``pythonpath`` runs it with another
     refsnn checkout first on the path (to time an older version beside this one); ``env`` adds environment
     variables to its process (an A/B of a setting, e.g. ``{"NUMBA_DISABLE_JIT": "1"}``)."""
 
@@ -368,7 +369,7 @@ def _conv_step_flops(specs, T: int, B: int) -> float:
 def stbp_conv_bench(quick: bool = False, repeats: int | None = None, log=print) -> dict:
     """Time one STBP training step of the official conv net (``PRESETS["code_conv"]``,
     ``28x28x1-32c3p1-ap2-32c3p1-ap2-128-10``), T = 20, batch 32, Bernoulli input with rate 0.2, in float64 and
-    float32, against eager PyTorch of the same graph (:func:`refsnn.torch_golds.stbp_family_loss`: torch's
+    float32, against eager PyTorch of the same graph (:func:`refsnn.checking.torch_golds.stbp_family_loss`: torch's
     conv2d and avg_pool2d) on as many threads, and beside them the GEMM floor: the step's FLOPs divided by
     the BLAS rate measured on the im2col product of the second convolution (the step's largest).
     ``quick``: ``8x8x1-4c3p1-ap2-10``, T = 4, batch 4."""
@@ -394,7 +395,7 @@ def stbp_conv_bench(quick: bool = False, repeats: int | None = None, log=print) 
         floor[dtype] = {"blas_gflops": rate / 1e9, "floor_ms": 1e3 * flops / rate}
     torch, threads = _torch_on_threads()
     if torch is not None:
-        from refsnn.torch_golds import stbp_family_loss
+        from refsnn.checking.torch_golds import stbp_family_loss
 
         for dtype, tdt in (("float64", torch.float64), ("float32", torch.float32)):
             xs = torch.tensor(x, dtype=tdt)
@@ -611,7 +612,7 @@ def st_rsbp_bench(quick: bool = False, *, reps: int | None = None, log=print) ->
 
 
 # ---------------------------------------------------------------------------
-# SSNN-BP: the coincidence counters (accuracy against T is refsnn.experiments')
+# SSNN-BP: the coincidence counters (accuracy against T is refsnn.harness.experiments')
 # ---------------------------------------------------------------------------
 
 def _time_counters(dataset: str, Ts, n_samples: int, log) -> dict:

@@ -3,12 +3,12 @@
 ``train("stbp")`` (or ``refsnn train stbp`` on the command line):
 
 1. takes the algorithm's default ``(Config, settings)`` from
-   :func:`refsnn.recipes.recipe` and applies your overrides;
-2. loads the dataset (``refsnn.datasets``), scales pixels to [0, 1] and
+   :func:`refsnn.harness.recipes.recipe` and applies your overrides;
+2. loads the dataset (``refsnn.harness.datasets``), scales pixels to [0, 1] and
    flattens images to feature vectors;
 3. for each epoch: shuffles, and for each minibatch encodes the features
    (``module.encode``), calls ``module.loss_and_grad`` and takes an optimizer
-   step (``refsnn.optim``); then evaluates test accuracy with ``module.predict``;
+   step (``refsnn.harness.optim``); then evaluates test accuracy with ``module.predict``;
 4. after every epoch writes, atomically, ``checkpoint.npz`` (parameters,
    optimizer state, history) and ``metrics.json`` (``test_accuracy``, the
    per-epoch history, the config, the settings, the seed and the versions).
@@ -54,9 +54,10 @@ from pathlib import Path
 import numpy as np
 
 import refsnn
-from refsnn import _pools, datasets, optim, recipes
-from refsnn._checks import check_choice, check_in_range, check_int, check_positive
-from refsnn._jit import jit_status
+from refsnn.blocks import _pools
+from refsnn.harness import datasets, optim, recipes
+from refsnn.blocks._checks import check_choice, check_in_range, check_int, check_positive
+from refsnn.blocks._jit import jit_status
 
 __all__ = ["Settings", "train", "lr_at", "versions", "load_checkpoint", "TrainingDiverged", "CheckpointError",
            "RunFolderError"]
@@ -188,7 +189,7 @@ def _features(X) -> np.ndarray:
     X = np.asarray(X)
     if X.dtype == object:
         raise ValueError("dataset: its samples are variable-length event streams (e.g. N-MNIST); training needs "
-                         "fixed-size samples: bin each one with refsnn.datasets.bin_events first")
+                         "fixed-size samples: bin each one with refsnn.harness.datasets.bin_events first")
     flat = X.reshape(X.shape[0], -1).astype(np.float64)
     return flat / 255.0 if X.dtype == np.uint8 else flat
 
@@ -352,7 +353,7 @@ def train(algo, dataset: str = "digits", *, seed: int = 0, out=None, resume: boo
     algo : str or module
         ``"stbp"``, ``"st_rsbp"``, ``"ide"``, ``"ssnn_bp"`` (or the module).
     dataset : str
-        A name :func:`refsnn.datasets.load` knows (default: the bundled digits).
+        A name :func:`refsnn.harness.datasets.load` knows (default: the bundled digits).
     seed : int
         Seeds everything (initialisation, shuffles, encodings, evaluation).
     out : path, optional

@@ -22,7 +22,7 @@ name                X                                    classes     train / tes
 ==================  ===================================  ==========  ================  =========================
 
 ``y`` is always ``int64`` of shape ``(N,)`` with values in ``[0, n_classes(name))``.
-Turning images into spikes is :mod:`refsnn.encoding`'s job; the loaders never do it.
+Turning images into spikes is :mod:`refsnn.blocks.encoding`'s job; the loaders never do it.
 
 * ``digits``: scikit-learn's bundled 8x8 digits, pixel values 0..16 rescaled to
   0..255 (``round(v * 255 / 16)``).  Fixed split: sample ``i`` (scikit-learn's
@@ -72,7 +72,7 @@ archives: only their MD5 is published, in tonic, and the files could not be
 obtained here to hash them) it is checked by **MD5 only**; a re-compressed
 copy (Debian's Fashion-MNIST files carry a different gzip header, so their
 bytes differ) is accepted when its decompressed content matches.  ``load``
-verifies each file the first time a process reads it; ``refsnn data verify
+verifies each file the first time a process reads it; ``refsnn data checksums
 NAME`` re-checks on demand.  An extracted N-MNIST tree has no published
 checksum: it is accepted when its class folders hold the expected number of
 ``.bin`` files (60000 / 10000), and ``verify`` says it is unverified.  The
@@ -112,12 +112,12 @@ from pathlib import Path
 
 import numpy as np
 
-from refsnn._checks import as_generator, check_choice, check_in_range, check_int
-from refsnn._paths import data_home, env_path, user_cache_dir
+from refsnn.blocks._checks import as_generator, check_choice, check_in_range, check_int
+from refsnn.blocks._paths import data_home, env_path, user_cache_dir
 
 __all__ = [
     "load", "n_classes", "NAMES", "read_idx", "write_idx", "read_nmnist", "bin_events", "synthetic_spikes",
-    "data_home", "search_dirs", "find", "fetch", "verify", "describe", "Resource", "Source", "MANIFEST",
+    "data_home", "search_dirs", "find", "fetch", "checksums", "describe", "Resource", "Source", "MANIFEST",
     "download", "DatasetNotFoundError", "ChecksumError", "DownloadError", "EVENT_DTYPE", "IDX_TYPES",
     "EMNIST_VARIANTS",
 ]
@@ -449,7 +449,7 @@ def _missing_message(name: str, split, root, *, offline: bool) -> str:
     lines.append(f"Put the files in {target}/ (or pass root=..., or set REFSNN_DATA), or fetch them on a "
                  f"connected machine with:")
     lines.append(f"  refsnn data fetch {name}" + (f" --root {root}" if root is not None else "")
-                 + f"     (Python: refsnn.datasets.load({name!r}, download=True))")
+                 + f"     (Python: refsnn.harness.datasets.load({name!r}, download=True))")
     urls = [u for r in files for u in _urls(source, r, None)]
     if urls:
         lines.append("Download addresses (tried in order for each file):")
@@ -650,12 +650,12 @@ def fetch(name: str, *, root=None, mirrors=None, offline=None, progress: bool = 
     return target
 
 
-def verify(name: str, *, root=None) -> list:
+def checksums(name: str, *, root=None) -> list:
     """Check every file of ``name`` against the manifest: a list of ``(filename, path or None, status, detail)``.
 
     ``status`` is ``"ok"``, ``"missing"``, ``"mismatch"`` or ``"unverified"``
     (an extracted N-MNIST tree, which has no published checksum).  The hash is
-    recomputed (nothing remembered from earlier checks).  This is ``refsnn data verify NAME``.
+    recomputed (nothing remembered from earlier checks).  This is ``refsnn data checksums NAME``.
     """
     name = _canonical(name)
     key = _source_key(name)
@@ -1050,3 +1050,11 @@ def load(name: str, split: str = "train", *, root=None, download: bool = False, 
     if limit is not None:
         X, y = X[:limit], y[:limit]
     return X, y
+
+
+def verify(*args, **kwargs):
+    """The earlier name of :func:`checksums` ('verify' names checking another implementation's gradient); it still works and warns."""
+    import warnings
+
+    warnings.warn("datasets.verify is now datasets.checksums", DeprecationWarning, stacklevel=2)
+    return checksums(*args, **kwargs)

@@ -68,7 +68,7 @@ def status() -> str:
     try:
         import numba
 
-        layer = numba_layer_choice() or numba.config.THREADING_LAYER    # refsnn._jit applies the choice
+        layer = numba_layer_choice() or numba.config.THREADING_LAYER    # refsnn.blocks._jit applies the choice
     except ImportError:  # pragma: no cover
         layer = "none (numba not installed)"
     return f"thread policy: {blas}; numba threading layer {layer}"

@@ -1,6 +1,6 @@
 """The official IDE code's F400 training step (pkuxmq/IDE-FSNN), re-typed in float64 PyTorch.
 
-A port of another codebase, kept apart from refsnn's own PyTorch golds (``refsnn.torch_golds``, written from
+A port of another codebase, kept apart from refsnn's own PyTorch golds (``refsnn.checking.torch_golds``, written from
 the equations): ``tests/test_ide_torch.py`` holds refsnn's ``PRESETS["code"]`` step equal to it, and
 ``refsnn bench ide`` times it beside refsnn's. Importing this module needs PyTorch.
 """

@@ -1,7 +1,7 @@
-"""The answers to the notebooks' exercises, for teachers (not shown by :mod:`refsnn.exercises`).
+"""The answers to the notebooks' exercises, for teachers (not shown by :mod:`refsnn.teaching.exercises`).
 
 ``solution(ID)`` returns ``(answer, explanation)``: ``answer`` is a value that
-``exercises.check(ID, answer)`` accepts, ``explanation`` says why, and where the number comes from.
+``exercises.check_answer(ID, answer)`` accepts, ``explanation`` says why, and where the number comes from.
 
 Two kinds of answers:
 
@@ -16,7 +16,7 @@ Two kinds of answers:
 
 from __future__ import annotations
 
-from refsnn import exercises as _ex
+from refsnn.teaching import exercises as _ex
 
 __all__ = ["solution", "SOLUTIONS"]
 
@@ -154,7 +154,7 @@ SOLUTIONS = {
 
 
 def solution(exercise: str):
-    """``(answer, explanation)`` for exercise ``exercise``; ``exercises.check(exercise, answer)`` accepts ``answer``."""
+    """``(answer, explanation)`` for exercise ``exercise``; ``exercises.check_answer(exercise, answer)`` accepts ``answer``."""
     if exercise not in SOLUTIONS:
         raise ValueError(f"exercise: expected one of {sorted(SOLUTIONS)}, got {exercise!r}")
     return SOLUTIONS[exercise]()

@@ -19,7 +19,7 @@ behave the same compiled and uncompiled.
 ``JIT_ENABLED`` tells which of the two is in force; ``refsnn.cli`` prints it in
 ``refsnn info``.
 
-Threads: :mod:`refsnn._pools` makes BLAS's idle workers sleep at once, so that they do not hold the
+Threads: :mod:`refsnn.blocks._pools` makes BLAS's idle workers sleep at once, so that they do not hold the
 cores numba's parallel kernels need.  :func:`limit_threads` is the one place that caps how many threads the
 BLAS libraries (NumPy's and SciPy's, through threadpoolctl) and numba's
 parallel kernels may use inside a ``with`` block.  ST-RSBP uses it for every
@@ -48,9 +48,9 @@ except ImportError:  # pragma: no cover
 JIT_ENABLED: bool = _numba is not None and not _env_disables_jit()
 
 if _numba is not None:  # pragma: no cover - environment dependent
-    from refsnn._pools import numba_layer_choice
+    from refsnn.blocks._pools import numba_layer_choice
 
-    if numba_layer_choice() is not None:      # the thread-pool policy (refsnn/_pools.py)
+    if numba_layer_choice() is not None:      # the thread-pool policy (refsnn/blocks/_pools.py)
         _numba.config.THREADING_LAYER = numba_layer_choice()
 
 

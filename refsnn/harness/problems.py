@@ -28,9 +28,10 @@ from dataclasses import replace
 import numpy as np
 
 import refsnn
-from refsnn import ide, ssnn_bp, st_rsbp, stbp, surrogates
-from refsnn._checks import check_int
-from refsnn.gradcheck import Case
+from refsnn import ide, ssnn_bp, st_rsbp, stbp
+from refsnn.blocks import surrogates
+from refsnn.blocks._checks import check_int
+from refsnn.checking.gradcheck import Case
 
 __all__ = [
     "KINK_MARGIN",
@@ -422,7 +423,7 @@ def ssnn_bp_problem(seed: int = 0, sizes=(10, 8, 4), batch: int = 3, margin: flo
 
 def _ssnn_bp_cases(seed: int) -> list:
     """Statistical cases (the mean of many V1 estimates against the exact gradient,
-    :func:`refsnn.gradcheck.check_statistical`): a 10-8-4 net, batch 3, at T = 16, T = 1 (the coarsest
+    :func:`refsnn.checking.gradcheck.check_statistical`): a 10-8-4 net, batch 3, at T = 16, T = 1 (the coarsest
     quantisation) and T = 4 with half the maximal gain, and a two-hidden-layer 8-6-5-3 net at T = 16.  One
     exact case: the ANN twin against central differences.  V2 is biased by design and is checked
     separately (``tests/test_ssnn_bp.py``)."""
@@ -445,5 +446,5 @@ CASES = {"stbp": _stbp_cases, "st_rsbp": _st_rsbp_cases, "ide": _ide_cases, "ssn
 
 
 def gradcheck_cases(algo, seed: int = 0) -> list:
-    """The :class:`refsnn.gradcheck.Case` list ``refsnn gradcheck algo`` runs (name or module)."""
+    """The :class:`refsnn.checking.gradcheck.Case` list ``refsnn gradcheck algo`` runs (name or module)."""
     return CASES[refsnn.algorithm_name(algo)](check_int("seed", seed, minimum=0))

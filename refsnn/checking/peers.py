@@ -2,10 +2,10 @@
 
 ::
 
-    from refsnn import peers
+    from refsnn.checking import peers
     adapted = peers.from_torch(model)            # model: nn.Sequential of layers and neuron modules
     loss, grads = adapted.loss_and_grad(x, y)    # refsnn's STBP gradient of the same model, float64
-    report = peers.check(model, x, y)            # ... against the peer's own autograd, tensor by tensor
+    report = peers.verify(model, x, y)            # ... against the peer's own autograd, tensor by tensor
 
 ``from_torch`` reads the model once: each ``nn.Linear`` or ``nn.Conv2d`` becomes ``W{n}, b{n}`` (the
 peer's values, same layout: ``(n_out, n_in)``, ``(c_out, c_in, k, k)``), poolings of spikes
@@ -56,10 +56,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from refsnn import gradcheck, stbp
-from refsnn._checks import check_in_range, check_positive
+from refsnn import stbp
+from refsnn.checking import gradcheck
+from refsnn.blocks._checks import check_in_range, check_positive
 
-__all__ = ["NotExpressible", "Adapted", "from_torch", "check", "run", "export_case", "snntorch_surrogate",
+__all__ = ["NotExpressible", "Adapted", "from_torch", "verify", "run", "export_case", "snntorch_surrogate",
            "official_stbp_neuron"]
 
 
@@ -137,7 +138,7 @@ def _torch():
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is optional
-        raise ImportError("refsnn.peers needs PyTorch: pip install torch (the CPU build)") from None
+        raise ImportError("refsnn.checking.peers needs PyTorch: pip install torch (the CPU build)") from None
     return torch
 
 
@@ -172,7 +173,7 @@ def snntorch_surrogate(name: str = "atan", width: float = 1.0 / math.pi):
     surrogate name works.  The adapter recognises it.
     """
     torch = _torch()
-    from refsnn import surrogates
+    from refsnn.blocks import surrogates
 
     surrogates.get(name, width)
 
@@ -210,10 +211,10 @@ def _snntorch_surrogate(label, fn, notes):
         out = ("sigmoid", 1.0 / float(free["slope"]))
     else:
         raise NotExpressible(f"{label}: spike_grad {qual or fn!r} has no refsnn counterpart (supported: snnTorch's "
-                             f"atan, fast_sigmoid, sigmoid, or refsnn.peers.snntorch_surrogate)")
+                             f"atan, fast_sigmoid, sigmoid, or refsnn.checking.peers.snntorch_surrogate)")
     notes.append(f"{label}: snnTorch's stock {qual.split('.')[0]} surrogate returns float32 spikes and rounds the "
                  f"incoming gradient to float32: expect agreement to ~1e-7, not 1e-12 (use "
-                 f"refsnn.peers.snntorch_surrogate({out[0]!r}, {out[1]!r}) for a float64 model)")
+                 f"refsnn.checking.peers.snntorch_surrogate({out[0]!r}, {out[1]!r}) for a float64 model)")
     return out
 
 
@@ -554,7 +555,7 @@ def from_torch(model, input_shape=None, example_input=None) -> Adapted:
         if example_input is None:
             raise NotExpressible(f"model ({type(model).__name__}) is written as a class with its own forward: refsnn "
                                  f"reads it by running it once and recording the modules it calls; pass "
-                                 f"example_input= (refsnn.peers.check does)")
+                                 f"example_input= (refsnn.checking.peers.verify does)")
         mods, _ = _recorded_modules(model, example_input)
     else:
         mods = _modules(model)
@@ -628,7 +629,7 @@ def _from_torch_config(model, mods, input_shape):
         if kind is None:
             raise NotExpressible(f"{label}: not a supported layer (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d, "
                                  f"nn.Flatten and the neurons of snnTorch, spikingjelly, norse or "
-                                 f"refsnn.peers.official_stbp_neuron)")
+                                 f"refsnn.checking.peers.official_stbp_neuron)")
         if pending is None:
             raise NotExpressible(f"{label}: a neuron must follow an nn.Linear or nn.Conv2d")
         lpath, lin = pending
@@ -771,7 +772,7 @@ _SNNTORCH_LOSSES = {"ce_rate_loss": "ce_per_step", "ce_count_loss": "ce_count", 
 
 
 def _loss_spec(loss, T, y, n_out):
-    """``(refsnn Loss, refsnn's y, the peer's loss object or None, a label)`` for ``peers.check``'s ``loss``."""
+    """``(refsnn Loss, refsnn's y, the peer's loss object or None, a label)`` for ``peers.verify``'s ``loss``."""
     from refsnn import stbp_layers as sl
 
     name = type(loss).__name__
@@ -804,7 +805,7 @@ def _loss_spec(loss, T, y, n_out):
     return spec, y, None, f"refsnn Loss({spec.kind!r}), written in PyTorch for the peer"
 
 
-def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Report:
+def verify(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Report:
     """The peer's autograd gradient of a loss of its output against refsnn's, tensor by tensor, and the loss.
 
     ``x`` (T, batch, n_in), or (T, batch, C, H, W) for a convolutional model, and ``y`` (batch,) may be
@@ -813,12 +814,12 @@ def check(model, x, y, *, loss="mse_mean", tol: float = 1e-12) -> gradcheck.Repo
     ``ce_count_loss()``, ``mse_count_loss(...)``, ``ce_max_membrane_loss()``, ``mse_membrane_loss(...)``: the
     peer's loss is the object itself), a refsnn readout name (``"mse_mean"``, the default: PyTorch's
     ``MSELoss`` of the output rate; ``"mse_paper"``; any kind of :class:`refsnn.stbp_layers.Loss`) or such a
-    Loss.  The report's title names the loss compared.  Returns a :class:`refsnn.gradcheck.Report` (mine = the
+    Loss.  The report's title names the loss compared.  Returns a :class:`refsnn.checking.gradcheck.Report` (mine = the
     peer, reference = refsnn) with a row for every trainable tensor and one for the loss; its notes include
     the adapter's.
     """
     torch = _torch()
-    from refsnn.torch_golds import _stack_loss
+    from refsnn.checking.torch_golds import _stack_loss
 
     dtype = next(model.parameters()).dtype
     xt = torch.as_tensor(np.asarray(x), dtype=dtype)
@@ -919,7 +920,7 @@ def export_case(model, x, y, path, *, loss: str = "mse_mean", adapted=None):
     ``refsnn verify stbp CASE.npz --preset ...`` (no ``config``: that is refsnn's side of the check).
     """
     torch = _torch()
-    from refsnn import verification
+    from refsnn.checking import verification
 
     adapted = adapted or from_torch(model, input_shape=_sample_shape(x))
     dtype = dict(model.named_parameters())[adapted.mapping["W1"]].dtype
@@ -1248,3 +1249,11 @@ def _as_leaky(m):
         setattr(view, attr, getattr(m, attr, None))
     view.named_parameters = lambda: [(k, v) for k, v in m.named_parameters() if k in ("beta", "threshold")]
     return view
+
+
+def check(*args, **kwargs):
+    """The earlier name of :func:`verify` ('check' names the finite-difference check of refsnn's own gradient); it still works and warns."""
+    import warnings
+
+    warnings.warn("peers.check is now peers.verify", DeprecationWarning, stacklevel=2)
+    return verify(*args, **kwargs)

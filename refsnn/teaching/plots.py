@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from refsnn import surrogates
-from refsnn._checks import check_array
+from refsnn.blocks import surrogates
+from refsnn.blocks._checks import check_array
 
 __all__ = ["raster", "membrane", "surrogate_curves", "residuals", "learning_curves", "stbp_unrolled_graph",
            "ssnn_bp_composite_neuron"]

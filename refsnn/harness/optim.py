@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from refsnn._checks import check_in_range, check_positive
-from refsnn._jit import JIT_ENABLED, njit
+from refsnn.blocks._checks import check_in_range, check_positive
+from refsnn.blocks._jit import JIT_ENABLED, njit
 
 __all__ = ["SGD", "Adam", "make"]
 

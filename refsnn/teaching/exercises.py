@@ -2,8 +2,8 @@
 
 Every exercise in ``notebooks/`` ends with a cell like ::
 
-    from refsnn import exercises
-    exercises.check("01-1", None)          # replace None with your answer
+    from refsnn.teaching import exercises
+    exercises.check_answer("01-1", None)          # replace None with your answer
 
 :func:`check` prints whether the answer holds (and, if not, a hint) and returns True or False.
 ``None`` prints the question and what form the answer takes.  :func:`answer_format` returns that
@@ -14,7 +14,7 @@ no answer: no value, no range around it, no verdict on a yes/no.  Where the trut
 compute (a gradient check, a variance formula, a contraction bound) a check computes it live from
 the package, on the same seeded problem the notebook uses; where it needs training runs, a check
 compares with a recorded measurement, with a tolerance for round-off between machines.  The answers,
-the measured numbers and their settings and seeds are in :mod:`refsnn.exercise_solutions` (for
+the measured numbers and their settings and seeds are in :mod:`refsnn.teaching.exercise_solutions` (for
 teachers).  ``tests/test_exercises.py`` asserts that every check passes on its intended answer, fails
 on the wrong answers the exercises used to suggest, and that no student-facing text gives an answer away.
 """
@@ -27,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-__all__ = ["check", "answer_format", "EXERCISES"]
+__all__ = ["check_answer", "answer_format", "EXERCISES"]
 
 
 def _close(value, target, tol) -> bool:
@@ -63,7 +63,8 @@ def _dict(value, keys) -> dict | None:
 def _gradcheck_results(algo: str, change: tuple) -> tuple:
     """``(label, passed, max relative error)`` of every gradient-check case of ``algo`` with ``change``."""
     import refsnn
-    from refsnn import gradcheck, problems
+    from refsnn.checking import gradcheck
+    from refsnn.harness import problems
 
     mod = refsnn.algorithm(algo)
     cases = problems.gradcheck_cases(algo, 0)
@@ -87,7 +88,7 @@ _SWITCHES = {"stbp": (("reset", "zero"),), "ide": (("solver", "code_iter"),),
 
 @functools.lru_cache(maxsize=None)
 def _st_rsbp_problem():
-    from refsnn import problems
+    from refsnn.harness import problems
 
     return problems.st_rsbp_problem("8-6-R6-4", problems.ST_RSBP_SMALL, 0)
 
@@ -108,7 +109,7 @@ def _ide_problem():
 
 
 def _digit0():
-    from refsnn import datasets
+    from refsnn.harness import datasets
 
     X, y = datasets.load("digits", "train")
     return X[:1].reshape(1, -1) / 255.0, y[:1]
@@ -266,7 +267,7 @@ Answer: a dict {"unbiased": True/False, "first_layer_noise": "larger"/"smaller"/
 
 
 # ---------------------------------------------------------------------------
-# The checks (what they compare with: refsnn.exercise_solutions)
+# The checks (what they compare with: refsnn.teaching.exercise_solutions)
 # ---------------------------------------------------------------------------
 
 def _fractions_hint(values) -> str | None:
@@ -380,7 +381,7 @@ def _ex_02_1(answer):
 
 @functools.lru_cache(maxsize=None)
 def _ratio_max_S() -> float:
-    from refsnn import problems
+    from refsnn.harness import problems
     from refsnn import st_rsbp as sr
 
     params, x, y = _st_rsbp_problem()
@@ -419,7 +420,7 @@ def _ex_02_3(answer):
 
 @functools.lru_cache(maxsize=None)
 def _silent_target_grad() -> float:
-    from refsnn import problems
+    from refsnn.harness import problems
     from refsnn import st_rsbp as sr
 
     params, x, y = _st_rsbp_problem()
@@ -610,7 +611,7 @@ def answer_format(exercise: str) -> str:
     return _QUESTIONS[exercise]
 
 
-def check(exercise: str, answer, *, quiet: bool = False) -> bool:
+def check_answer(exercise: str, answer, *, quiet: bool = False) -> bool:
     """Whether ``answer`` to ``exercise`` holds; prints why (or a hint) unless ``quiet``.
 
     ``answer=None`` prints the question and the expected form and returns False.
@@ -625,3 +626,11 @@ def check(exercise: str, answer, *, quiet: bool = False) -> bool:
     if not quiet:
         print(f"exercise {exercise}: {'holds' if ok else 'does not hold'}. {why}")
     return bool(ok)
+
+
+def check(*args, **kwargs):
+    """The earlier name of :func:`check_answer` ('check' names the finite-difference check of refsnn's own gradient); it still works and warns."""
+    import warnings
+
+    warnings.warn("exercises.check is now exercises.check_answer", DeprecationWarning, stacklevel=2)
+    return check_answer(*args, **kwargs)

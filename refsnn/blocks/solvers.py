@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from refsnn._jit import njit, prange
+from refsnn.blocks._jit import njit, prange
 
 __all__ = ["fixed_point", "halved_iteration", "broyden", "relative_residual", "rhs_norms"]
 

@@ -1,7 +1,7 @@
 """Training recipes: the ``Config`` and training settings that ``refsnn train ALGO --dataset D`` starts from.
 
 ``recipe(algo, dataset)`` returns ``(cfg, settings)``: the algorithm's
-``Config`` and a dict of :class:`refsnn.train.Settings` fields (hidden layers,
+``Config`` and a dict of :class:`refsnn.harness.train.Settings` fields (hidden layers,
 optimizer, learning rate and schedule, epochs, batch size).  ``refsnn train``
 applies ``--preset``, ``--set`` and the other flags on top.
 

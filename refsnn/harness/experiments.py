@@ -1,7 +1,7 @@
 """Experiments that train many runs and tabulate them: accuracy against a setting, beside a baseline.
 
 Not benchmarks (nothing here is timed for its own sake) and not the algorithms: each function trains through
-:func:`refsnn.train.train` with a recipe and collects what the runs reached, resumably.
+:func:`refsnn.harness.train.train` with a recipe and collects what the runs reached, resumably.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def accuracy_vs_T(dataset: str = "digits", Ts=(1, 2, 4, 8, 16, 32, 64, 128, 256)
                   **settings) -> dict:
     """Train SSNN-BP's ANN twin and SSNN-BP at every ``T`` with identical settings; collect test accuracies.
 
-    Every run goes through :func:`refsnn.train.train` with the ``ssnn_bp`` recipe of ``dataset`` and the
+    Every run goes through :func:`refsnn.harness.train.train` with the ``ssnn_bp`` recipe of ``dataset`` and the
     given ``settings`` overrides (``epochs=``, ``limit_train=``, ...): same architecture, initialisation,
     data order, online SGD and learning rate for the ANN twin (``Config(ann=True)``) and for V1/V2 at each
     ``T``.
@@ -39,7 +39,7 @@ def accuracy_vs_T(dataset: str = "digits", Ts=(1, 2, 4, 8, 16, 32, 64, 128, 256)
         ``{"dataset", "settings", "runs": [{"model", "T", "seed", "test_accuracy",
         "best_test_accuracy", "seconds"}, ...]}``; :func:`accuracy_table` formats it.
     """
-    from refsnn.train import train
+    from refsnn.harness.train import train
 
     log = log or (lambda *_: None)
     results = results if results is not None else {"dataset": dataset, "settings": dict(settings), "runs": []}

@@ -38,7 +38,7 @@ def surrogate_torch(x: torch.Tensor, name: str, a: float) -> torch.Tensor:
 
     atan is written as snnTorch and spikingjelly write it, with ``alpha = 2 / (pi a)``; fast_sigmoid as
     snnTorch's ``1 / (slope |x| + 1)^2`` with ``slope = 1 / a``; window as the official code's
-    ``abs(u - thresh) < lens`` (height 1) with ``lens = a``.  Not from refsnn.surrogates.
+    ``abs(u - thresh) < lens`` (height 1) with ``lens = a``.  Not from refsnn.blocks.surrogates.
     """
     if name == "atan":
         alpha = 2.0 / (math.pi * a)

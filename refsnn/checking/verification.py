@@ -28,8 +28,8 @@ float32 band with an identical forward (a float32 piece on one side; for IDE, a 
 the gradient is that close to the exact adjoint); larger gradient differences.  Then it tries the algorithm's
 named settings (``_stbp_probes``, ``_ide_probes``, ``_st_rsbp_probes``; for STBP a search over every
 surrogate's width) and names the first that reproduces the case, with the ``--set`` that does.  SSNN-BP's
-draws are judged statistically (:func:`refsnn.gradcheck.check_statistical`).  The golden vectors
-(:func:`golden_write`, ``refsnn/golden/``) are case files in the same format, made by refsnn itself.
+draws are judged statistically (:func:`refsnn.checking.gradcheck.check_statistical`).  The golden vectors
+(:func:`golden_write`, ``refsnn/checking/golden/``) are case files in the same format, made by refsnn itself.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 import refsnn
-from refsnn import gradcheck
-from refsnn._checks import check_in_range, check_positive
+from refsnn.checking import gradcheck
+from refsnn.blocks._checks import check_in_range, check_positive
 
 __all__ = ["Verdict", "read_case", "write_case", "verify", "golden_dir", "golden_cases", "golden_write",
            "golden_compare", "FORMAT_VERSION"]
@@ -388,7 +388,8 @@ def _stbp_printed_term_gradient(params, x, y, cfg):
     The printed term drops the path ``u^{t+1} -> u^{t+2}``; refsnn's ``loss_and_grad`` follows the exact
     chain rule.  Kept here only to recognise an implementation that follows the print.
     """
-    from refsnn import stbp, surrogates
+    from refsnn import stbp
+    from refsnn.blocks import surrogates
 
     if (cfg.arch is not None or cfg.reset_timing != "immediate" or cfg.synapse != "none" or cfg.decay_input
             or cfg.learn_decay != "none" or cfg.learn_threshold or not np.isscalar(cfg.decay)
@@ -474,7 +475,7 @@ class _Case:
 def _width_search(case: _Case, cfg):
     """The surrogate (name, width, detach) whose gradient is nearest the user's: a bounded search over the
     log-width for every surrogate, so that any width is found, not only those of a list."""
-    from refsnn import surrogates
+    from refsnn.blocks import surrogates
 
     best = None
     for detach in (cfg.detach_reset, not cfg.detach_reset):
@@ -868,7 +869,7 @@ def _known_spike_loss(user_loss, spikes, y, T):
     if not found:
         return None
     return (f"your loss is refsnn's readout {' or '.join(found)} of the same spikes (refsnn.stbp_layers.Loss): "
-            f"check that loss with refsnn.peers.check(model, x, y, loss=...) or a refsnn.stbp_layers.Network")
+            f"check that loss with refsnn.checking.peers.verify(model, x, y, loss=...) or a refsnn.stbp_layers.Network")
 
 
 def _ide_solver_error(module, params, x, y, cfg, masks, mine, info):
@@ -897,7 +898,7 @@ def _ide_solver_error(module, params, x, y, cfg, masks, mine, info):
 # ---------------------------------------------------------------------------
 
 def golden_dir() -> Path:
-    """The golden vectors shipped with the package (``refsnn/golden/``)."""
+    """The golden vectors shipped with the package (``refsnn/checking/golden/``)."""
     return Path(__file__).resolve().parent / "golden"
 
 
@@ -913,12 +914,13 @@ def _threshold_margin(module_name, params, x, cfg):
 def golden_cases() -> list:
     """``(file stem, algorithm, label, cfg, params, x, y)`` of every golden vector, built from seeded problems.
 
-    STBP: its presets and one case per setting of :data:`refsnn.problems.STBP_FAMILY` (the peers'
+    STBP: its presets and one case per setting of :data:`refsnn.harness.problems.STBP_FAMILY` (the peers'
     neurons); ST-RSBP: the exact and the code presets on the small problem; IDE: one- and two-layer
     blocks, static and spike input, BatchNorm; SSNN-BP: the ANN twin.  Every STBP case keeps every
     potential at least 1e-6 from its threshold, so no spike flips on round-off.
     """
-    from refsnn import ide, problems, ssnn_bp, st_rsbp, stbp
+    from refsnn import ide, ssnn_bp, st_rsbp, stbp
+    from refsnn.harness import problems
 
     cases = []
     base = stbp.Config(v_th=0.5, decay=0.3, loss="mse_mean")

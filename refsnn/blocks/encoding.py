@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refsnn._checks import as_generator, check_array, check_int, check_positive
+from refsnn.blocks._checks import as_generator, check_array, check_int, check_positive
 
 __all__ = ["bernoulli", "poisson", "direct", "rates"]
 

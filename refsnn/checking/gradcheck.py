@@ -53,7 +53,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-from refsnn._checks import as_generator, check_in_range, check_int, check_positive
+from refsnn.blocks._checks import as_generator, check_in_range, check_int, check_positive
 
 __all__ = [
     "numerical_gradient",

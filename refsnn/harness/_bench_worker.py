@@ -1,6 +1,6 @@
 """One competitor of a paired benchmark, in a process of its own (``refsnn bench ALGO``).
 
-:func:`refsnn.benchmarks.paired` starts this file as a script, once per competitor, and talks to it over
+:func:`refsnn.harness.benchmarks.paired` starts this file as a script, once per competitor, and talks to it over
 its standard input and output, one JSON object per line:
 
 * ``{"case": NAME, "args": {...}}`` -- build the competitor's training step (:data:`CASES`), call it once
@@ -17,7 +17,7 @@ torch too.
 Run as a file, ``import refsnn`` finds whichever refsnn is first on ``PYTHONPATH``: the parent points it
 at another checkout to time an older version beside this one.  The cases therefore use only refsnn's
 public functions.  It imports refsnn before NumPy, as a program using refsnn should, so that refsnn's
-thread-pool policy (``refsnn/_pools.py``) is in force for this version's cases (an older version has its
+thread-pool policy (``refsnn/blocks/_pools.py``) is in force for this version's cases (an older version has its
 own or none; torch is not affected by it).
 """
 import json
@@ -94,10 +94,10 @@ def _stbp_torch_tensors(a, torch):
 
 
 def stbp_torch(a):
-    """Eager PyTorch autograd of the same graph: refsnn's torch gold (:func:`refsnn.torch_golds.stbp_loss`);
+    """Eager PyTorch autograd of the same graph: refsnn's torch gold (:func:`refsnn.checking.torch_golds.stbp_loss`);
     ``compile=True``: the same function under ``torch.compile``."""
     torch = _torch()
-    from refsnn.torch_golds import stbp_loss
+    from refsnn.checking.torch_golds import stbp_loss
 
     cfg, ps, xs, y = _stbp_torch_tensors(a, torch)
     n = len(ps) // 2
@@ -261,11 +261,11 @@ def ide_refsnn(a):
 
 
 def ide_torch(a):
-    """The official F400 training step re-typed in PyTorch (:func:`refsnn.torch_ide_port.ide_code_training_step`:
+    """The official F400 training step re-typed in PyTorch (:func:`refsnn.checking.torch_ide_port.ide_code_training_step`:
     simulation without a graph, the equivalent function with one, the code's Broyden or 'iter' adjoint
     with 30 steps), float64, the same masks."""
     torch = _torch()
-    from refsnn.torch_ide_port import ide_code_training_step
+    from refsnn.checking.torch_ide_port import ide_code_training_step
 
     _, cfg, params, x, y, mask = _ide_problem(a)
     solver = "iter" if a.get("solver") == "iter" else "broy"
@@ -286,7 +286,8 @@ def ide_torch(a):
 def st_rsbp_refsnn(a):
     """One online ST-RSBP sample (``loss_and_grad`` and Adam) of ``arch`` at ``T``, cycling over 32 encoded
     images (the first Fashion-MNIST training images, or random ones of the same mean intensity)."""
-    from refsnn import datasets, optim, st_rsbp
+    from refsnn import st_rsbp
+    from refsnn.harness import datasets, optim
 
     try:
         X, _ = datasets.load("fashion-mnist", "train", limit=32)
@@ -313,7 +314,8 @@ def st_rsbp_refsnn(a):
 def ssnn_bp_refsnn(a):
     """One online SSNN-BP sample on digits (64-100-10) or Fashion-MNIST: V1 at ``T`` with ``counter``, or the
     ANN twin (``ann=True``); the same images in turn."""
-    from refsnn import datasets, ssnn_bp
+    from refsnn import ssnn_bp
+    from refsnn.harness import datasets
 
     X, y = datasets.load(a.get("dataset", "digits"), "train", limit=64)
     F = X.reshape(len(X), -1) / 255.0

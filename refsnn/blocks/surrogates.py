@@ -74,7 +74,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erfc
 
-from refsnn._jit import njit
+from refsnn.blocks._jit import njit
 
 __all__ = [
     "NAMES",

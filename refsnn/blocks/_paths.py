@@ -4,7 +4,7 @@
 ``$XDG_CACHE_HOME/refsnn`` (default ``~/.cache/refsnn``).  The environment is
 read at call time, never at import, and nothing is created here.
 
-:mod:`refsnn.datasets` downloads into ``data_home()/NAME``; ST-RSBP caches its
+:mod:`refsnn.harness.datasets` downloads into ``data_home()/NAME``; ST-RSBP caches its
 d-tables in ``data_home()/st_rsbp``.  This module is the one both import, so
 that an algorithm module needs nothing of the dataset machinery.
 """
