@@ -16,6 +16,7 @@ piece                           forward (every step ``t``)
 ``Conv(W, b, stride, pad)``     the cross-correlation of Eq. (C)
 ``Pool(kind, k)``               average, max or sum over ``k x k`` windows              Eq. (P)
 ``Flatten()``                   ``(C, H, W)`` to one vector
+``Scale(s)``                    ``s * a``, a constant per feature (NIR's ``Scale``)
 ``Vote(k)``                     the mean of groups of ``k`` output neurons (a readout)
 ``BatchNorm(...)``              ``gamma (a - mu) / sqrt(var + eps) + beta``             Eq. (BN)
 ``Dropout(key)``                ``a * mask``, the mask given as data                    Eq. (DO)
@@ -48,7 +49,7 @@ from refsnn.blocks._jit import resolve_backend
 
 __all__ = [
     "Reset", "ExpReset", "ZeroReset", "ToValue", "Subtract", "NoReset", "RESETS",
-    "Neuron", "Affine", "Conv", "Pool", "Flatten", "Vote", "BatchNorm", "Dropout", "LIF", "LI",
+    "Neuron", "Affine", "Conv", "Pool", "Flatten", "Scale", "Vote", "BatchNorm", "Dropout", "LIF", "LI",
     "Loss", "LOSSES", "Network",
 ]
 
@@ -192,6 +193,25 @@ class Flatten:
 
     def backward(self, run, rec, g):
         return g.reshape(rec["shape"])
+
+
+@dataclass(frozen=True)
+class Scale:
+    """``s * a`` with a constant ``s`` (a number, or one value per feature, broadcast over time and batch):
+    NIR's ``Scale`` node.  Pullback: ``s * g``."""
+
+    s: object = 1.0
+
+    def __post_init__(self):
+        s = np.asarray(self.s, dtype=np.float64)
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"s: must be finite, got {self.s!r}")
+
+    def forward(self, run, rec, a):
+        return a * np.asarray(self.s, dtype=a.dtype)
+
+    def backward(self, run, rec, g):
+        return g * np.asarray(self.s, dtype=g.dtype)
 
 
 @dataclass(frozen=True)
@@ -387,7 +407,7 @@ def _to_shape(g, raw):
 class LIF:
     r"""A population of LIF neurons: the time recursion (one layer of ``docs/stbp.md``, section 1)::
 
-        I'^t = I^t + V o^{t-1}                       (recurrent; o^{-1} = 0)      Eq. (Rec)
+        I'^t = g (I^t + V o^{t-1})                   (recurrent; o^{-1} = 0)      Eq. (Rec)
         j^t  = alpha j^{t-1} + I'^t                  (synapse; else j^t = I'^t)   Eq. (J)
         v^t  = lam r^{t-1} + kappa j^t + (1 - lam) v_rest                         Eq. (V)
         u^t  = R(v^t, o^{t-1}) (delayed, t >= 1);  else v^t                       Eq. (u)
@@ -404,6 +424,9 @@ class LIF:
     it; a third entry names the bias of snnTorch's recurrent ``nn.Linear``, which enters at every step
     (``t = 0`` included, where the spikes before are 0).
     ``spiking=False`` makes a leaky integrator that never fires nor resets (its output is ``u``: :class:`LI`).
+    ``gain`` (``g`` above; ``None`` is 1): a constant input gain, a number or one value per neuron, applied to
+    the whole input (recurrent part included) before the synapse: a NIR neuron's ``r``, ``w_in`` and
+    ``dt / tau`` factors (:mod:`refsnn.checking.nir_io`).
     """
 
     neuron: Neuron = Neuron()
@@ -412,6 +435,7 @@ class LIF:
     alpha: object = None
     recurrent: tuple | None = None
     spiking: bool = True
+    gain: object = None
 
     def __post_init__(self):
         if not isinstance(self.neuron, Neuron):
@@ -422,6 +446,8 @@ class LIF:
                                            or self.recurrent[1] not in ("all", "all_no_autapses", "one")):
             raise ValueError(f"recurrent: expected (key, 'all' | 'one') or (key, 'all' | 'one', bias key), got "
                              f"{self.recurrent!r}")
+        if self.gain is not None and not np.all(np.isfinite(np.asarray(self.gain, dtype=np.float64))):
+            raise ValueError(f"gain: must be finite, got {self.gain!r}")
 
     @staticmethod
     def _recurrent_weights(V, kind):
@@ -474,6 +500,8 @@ class LIF:
         T, B = I.shape[:2]
         shape = I.shape[2:]
         neurons, rule = self._kernel_setting(self._constants(run), shape)
+        if self.gain is not None:
+            I = I * np.asarray(self.gain, dtype=I.dtype)                      # Eq. (Rec): g I
         I3 = np.ascontiguousarray(I.reshape(T, B, -1))
         v, j = np.empty_like(I3), np.empty_like(I3)                            # recorded for the backward pass
         u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j)
@@ -494,6 +522,7 @@ class LIF:
         if self.recurrent is not None:
             Vkey, kind, ckey = (*self.recurrent, None)[:3]
             V = self._recurrent_weights(run.params[Vkey], kind)
+        gain = None if self.gain is None else np.asarray(self.gain, dtype=I.dtype)
         anchor_o = run.anchors[rec["index"]]["o"] if (run.mode == "anchored" and nrn.detach) else None
         for t in range(T):
             inp = I[t]
@@ -502,6 +531,8 @@ class LIF:
                     inp = inp + (o[t - 1] * V if kind == "one" else o[t - 1] @ V.T)
                 if ckey is not None:
                     inp = inp + run.params[ckey]
+            if self.gain is not None:
+                inp = inp * gain                                              # Eq. (Rec): the input gain
             j[t] = al[0] * j[t - 1] + inp if (al is not None and t > 0) else inp  # Eq. (J)
             v[t] = lam * r + kap * j[t] + (1.0 - lam) * nrn.v_rest            # Eq. (V)
             seen = o if anchor_o is None else anchor_o                        # the spikes the reset sees
@@ -532,7 +563,8 @@ class LIF:
             run.add(lkey, _to_shape(_chain(glam.sum(axis=0).reshape(shape), lhow, lraw), lraw))
         if tkey is not None:
             run.add(tkey, _to_shape(gthr.sum(axis=0).reshape(shape), traw))
-        return gI.reshape(u.shape)
+        gI = gI.reshape(u.shape)
+        return gI if self.gain is None else gI * np.asarray(self.gain, dtype=gI.dtype)
 
     def backward(self, run, rec, g_o, g_u=None):
         """``g_o = dL/do`` (spiking) or ``dL/du`` (a leaky integrator) per step, plus ``g_u`` from a membrane
@@ -542,6 +574,7 @@ class LIF:
         nrn, R = self.neuron, self.neuron.reset
         lam, kap, thr, al, (lkey, lhow, lraw), (tkey, traw) = self._constants(run)
         u, o, v, j, seen = rec["u"], rec["o"], rec["v"], rec["j"], rec["seen"]
+        gain = None if self.gain is None else np.asarray(self.gain, dtype=u.dtype)
         T = u.shape[0]
         if not self.spiking:
             g_u, g_o = (g_o if g_u is None else g_o + g_u), np.zeros_like(u)
@@ -589,15 +622,16 @@ class LIF:
             r_prev = nrn.v_rest if t == 0 else (u[t - 1] if (delayed or not self.spiking) else
                                                 R.value(u[t - 1], seen[t - 1], lam, thr))
             glam = glam + gv * (r_prev - nrn.v_rest - (j[t] if nrn.decay_input else 0.0))   # dv/dlam
-            gI[t] = gj
+            gin = gj if self.gain is None else gj * gain                      # through the input gain
+            gI[t] = gin
             carry = 0.0
             if self.recurrent is not None and t > 0:                          # Eq. (Rec), backward
                 if kind != "one":
-                    gV = gV + _rows(gj[None]).T @ _rows(o[t - 1][None])
-                    carry = gj @ V
+                    gV = gV + _rows(gin[None]).T @ _rows(o[t - 1][None])
+                    carry = gin @ V
                 else:
-                    gV = gV + (gj * o[t - 1]).reshape(-1, gj.shape[-1]).sum(axis=0)
-                    carry = gj * V
+                    gV = gV + (gin * o[t - 1]).reshape(-1, gin.shape[-1]).sum(axis=0)
+                    carry = gin * V
             nxt = (eps, gv, gj)
         per_neuron = lambda g: np.asarray(g).reshape(-1, *u.shape[2:]).sum(axis=0) if np.ndim(g) else g  # noqa
         if lkey is not None:
@@ -613,11 +647,11 @@ class LIF:
         return gI
 
 
-def LI(decay=0.5, alpha=None, v_rest: float = 0.0, decay_input: bool = False):
+def LI(decay=0.5, alpha=None, v_rest: float = 0.0, decay_input: bool = False, gain=None):
     """A leaky integrator that never fires (snnTorch's ``Leaky(reset_mechanism="none")`` read through its
     membrane): the :class:`LIF` recursion without spike or reset; its output is the membrane ``u``."""
     return LIF(Neuron(reset="none", decay_input=decay_input, v_rest=v_rest), decay=decay, threshold=1.0,
-               alpha=alpha, spiking=False)
+               alpha=alpha, spiking=False, gain=gain)
 
 
 # ---------------------------------------------------------------------------

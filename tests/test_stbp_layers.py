@@ -399,3 +399,24 @@ def test_the_fast_tier_runs_the_kernels_where_a_population_allows_them(monkeypat
     assert calls == ["_lif_forward_kernel", "_lif_backward_kernel"], calls     # the output layer only
     with pytest.raises(ValueError, match="backend"):
         replace(net, backend="cuda")
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_an_input_gain_and_a_scale(recurrent):
+    """A constant per-neuron input gain before the synapse (a NIR neuron's r, w_in and dt/tau: the whole input,
+    recurrent part included, is scaled) and a Scale piece between layers: the pullbacks by FD, both tiers."""
+    rng = np.random.default_rng(5)
+    gain = 0.5 + rng.random(5)
+    rec = ("V1", "all", "c1") if recurrent else None
+    net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7, gain=gain, recurrent=rec, alpha=0.6),
+                      sl.Scale(0.5 + rng.random(5)), sl.Affine("W2", "b2"),
+                      sl.LIF(ATAN, decay=0.7, gain=1.7)))
+    shapes = {**DENSE, **({"V1": (5, 5), "c1": (5,)} if recurrent else {})}
+    params, x, y = _problem(net, shapes, (6,))
+    _fd(net, params, x, y, title=f"input gain{' with recurrence' if recurrent else ''} and a Scale")
+    # the gain is the input scaled: the same population without it, fed g * I, spikes identically
+    plain = sl.Network((sl.Affine("W1", "b1"), sl.Scale(gain), sl.LIF(ATAN, decay=0.7, alpha=0.6)))
+    gained = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7, alpha=0.6, gain=gain)))
+    (u1, o1), = plain.simulate(params, x)
+    (u2, o2), = gained.simulate(params, x)
+    assert np.array_equal(o1, o2) and np.array_equal(u1, u2)    # the same products in the same order
