@@ -61,6 +61,20 @@ def verify(algo, case, cfg=None, *, tol: float = 1e-9, keys=None, alpha: float =
     return _verify(algo, case, cfg, tol=tol, keys=keys, alpha=alpha)
 
 
+def from_nir(graph_or_path, **conventions):
+    """Read a NIR graph as a refsnn STBP stack under stated conventions (:func:`refsnn.checking.nir_io.from_nir`)."""
+    from refsnn.checking.nir_io import from_nir as _from_nir
+
+    return _from_nir(graph_or_path, **conventions)
+
+
+def to_nir(network, params, input_shape, *, dt):
+    """Write a refsnn STBP stack as a NIR graph (:func:`refsnn.checking.nir_io.to_nir`)."""
+    from refsnn.checking.nir_io import to_nir as _to_nir
+
+    return _to_nir(network, params, input_shape, dt=dt)
+
+
 def algorithm_name(algo) -> str:
     """The registry name ("stbp", ...) of an algorithm given by name (any case, "-" for "_") or by its module."""
     if not isinstance(algo, str):

@@ -174,7 +174,7 @@ def test_the_flat_names_of_the_earlier_layout_import_the_same_modules():
     import importlib
 
     moved = {f"{folder}.{p.stem}" for folder in FOLDERS for p in (PKG / folder).glob("*.py") if p.stem != "__init__"}
-    assert {v.split(".", 1)[1] for v in refsnn.MOVED.values()} == moved, "refsnn.MOVED and the folders disagree"
+    assert {v.split(".", 1)[1] for v in refsnn.MOVED.values()} <= moved, "refsnn.MOVED names a module that is gone"
     for old, new in refsnn.MOVED.items():
         try:
             real = importlib.import_module(new)

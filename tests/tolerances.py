@@ -114,3 +114,21 @@ def reason(value) -> str:
                     k -= 1
                 return f"{name}: {lines[k][2:].strip()} ..." if k < i else name
     return f"{value!r} (not a named tolerance)"
+
+#: A trace that a platform computed in float32 against refsnn's float64 reading of the same graph: each step
+#: rounds the membrane a few times (decay, input, reset, storage: ~4 roundings of 2^-24 relative), and a leaky
+#: neuron carries each error on with its decay lam, so the errors add up to at most ~4 * EPS32 * |v|max /
+#: (1 - lam) (a geometric series).  ``float32_trace_bound(vmax, lam)`` is that bound.
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def float32_trace_bound(vmax: float, lam: float) -> float:
+    return 4 * EPS32 * vmax / (1.0 - lam)
+
+
+#: refsnn's event-exact LIF against the NIR paper's event-driven reference solution, both float64: the paper's
+#: solver keeps absolute event times (sums of 1e-4 steps) and finds each spike by a logarithm; the two differ
+#: by up to 3.4e-9 on the paper's trace (measured, every step from the first input on, not only near spikes;
+#: the cause is not identified).  1e-8 is 1e-7 of the threshold 0.1: far below any convention's effect (the
+#: nearest other convention is 6e-4 away).
+EVENT_EXACT_ABS = 1e-8
