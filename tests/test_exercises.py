@@ -35,6 +35,8 @@ INTENDED = {
     "04-2": {"independent", "reuse"},
     "04-3": 2.22,
     "04-4": {"unbiased": True, "first_layer_noise": "larger"},
+    "05-1": {"discretization": "euler", "reset": "subtract", "reset_timing": "delayed", "input_late": False,
+             "spike_late": True},
 }
 
 WRONG = {
@@ -58,6 +60,12 @@ WRONG = {
     "04-2": [{"reuse"}, {"independent"}, set()],                    # "which one is biased": both are
     "04-3": [2.0, 1.0, 4.0],
     "04-4": [{"unbiased": False, "first_layer_noise": "larger"}, {"unbiased": True, "first_layer_noise": "same"}],
+    "05-1": [{"discretization": "euler", "reset": "to_value", "reset_timing": "immediate", "input_late": False,
+              "spike_late": False},                                        # norse's reading
+             {"discretization": "euler", "reset": "to_value", "reset_timing": "immediate", "input_late": True,
+              "spike_late": False},                                        # Lava's: the spikes agree, not the membrane
+             {"discretization": "rk4", "reset": "subtract", "reset_timing": "delayed", "input_late": False,
+              "spike_late": True}],
 }
 
 
@@ -67,7 +75,7 @@ def _value(answer):
 
 def test_every_exercise_has_answers_here():
     assert sorted(INTENDED) == sorted(exercises.EXERCISES) == sorted(WRONG)
-    assert len(exercises.EXERCISES) == 17
+    assert len(exercises.EXERCISES) == 18
 
 
 @pytest.mark.parametrize("exercise", sorted(INTENDED))

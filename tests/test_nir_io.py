@@ -24,7 +24,7 @@ def _conv(**kw):
 
 
 def _trace(adapted, current):
-    before, after, o = nir_io._single_trace(adapted, np.asarray(current, dtype=np.float64), 0)
+    before, after, o = nir_io.neuron_trace(adapted, np.asarray(current, dtype=np.float64), 0)
     return before, after, o
 
 

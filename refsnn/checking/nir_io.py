@@ -61,7 +61,7 @@ from refsnn.blocks import surrogates
 from refsnn.blocks._checks import check_choice, check_positive
 
 __all__ = ["Conventions", "CONVENTIONS", "from_nir", "to_nir", "read_graph", "explain_trace", "event_exact_lif",
-           "Candidate", "NotExpressible", "PAPER_DATA", "paper_traces"]
+           "Candidate", "NotExpressible", "PAPER_DATA", "paper_traces", "neuron_trace"]
 
 #: The NIR paper's graphs and single-neuron traces, shipped with refsnn (its README says what each file is).
 PAPER_DATA = Path(__file__).resolve().parent / "nir_paper"
@@ -115,6 +115,11 @@ CONVENTIONS = {
     # which is fast_sigmoid of width 1 in refsnn's terms.  dt defaults to 1e-3 in norse: pass the graph's.
     "norse": dict(dt=1e-3, discretization="euler", reset="zero", reset_timing="immediate", firing=">",
                   gain_as="input", surrogate="fast_sigmoid", width=1.0),
+    # spikingjelly import_from_nir(graph, dt=...): NIR's forward Euler exactly (r = 1 or r = tau/dt, v_leak must
+    # equal v_reset), a hard reset to v_reset in the step that fires, fires on v - v_th >= 0; its LIF gets the
+    # Sigmoid(alpha=4) surrogate = refsnn sigmoid width 1/4 (its CubaLIF gets Rect(alpha=1) = rect width 1).
+    "spikingjelly": dict(dt=1e-4, discretization="euler", reset="to_value", reset_timing="immediate", firing=">=",
+                         gain_as="input", surrogate="sigmoid", width=0.25),
     # NIR's own equations read step by step: Euler, reset to the graph's v_reset in the step that fires.
     "nir": dict(dt=1e-4, discretization="euler", reset="to_value", reset_timing="immediate", firing=">",
                 gain_as="input", surrogate="atan", width=1.0 / math.pi),
@@ -587,9 +592,10 @@ class Candidate:
         return f"{self.spike_mismatches} spike steps differ{v} [{c}]"
 
 
-def _single_trace(adapted, current, lag):
-    """(membrane before the reset, after the reset, spikes) of the graph's last population for a current
-    into its input (one sample, one neuron)."""
+def neuron_trace(adapted, current, lag=0):
+    """``(membrane before the reset, membrane after the reset, spikes)``, each (T,), of the first neuron of the
+    graph's last population, for one sample whose single input carries ``current`` (T,), delivered ``lag``
+    steps late.  For reading a one-neuron graph such as the NIR paper's against a recording."""
     T = len(current)
     x = np.zeros((T, 1, 1))
     x[lag:, 0, 0] = current[:T - lag]
@@ -646,7 +652,7 @@ def explain_trace(graph_or_path, current, *, dt, spikes=None, voltage=None, top=
             adapted = from_nir(graph, **conv)
         except NotExpressible:
             continue
-        before, after, o = _single_trace(adapted, current, lag)
+        before, after, o = neuron_trace(adapted, current, lag)
         for spike_lag, (recorded, u) in itertools.product((0, 1), (("after_reset", after), ("before_reset", before))):
             oo = np.concatenate([[0.0], o[:-1]]) if spike_lag else o
             score({**conv, "input_lag": lag, "spike_lag": spike_lag, "recorded": recorded}, u, oo)

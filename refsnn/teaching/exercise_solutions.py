@@ -144,12 +144,23 @@ def _s_04_4():
             "0.54-0.56 with one hidden layer, because Gamma_1 = gamma_1 gamma_2 and gamma_1 ~ 0.48.")
 
 
+def _s_05_1():
+    return ({"discretization": "euler", "reset": "subtract", "reset_timing": "delayed", "input_late": False,
+             "spike_late": True},
+            "spyx's membrane equals norse's until the crossing (Euler, input on time); in the crossing step it "
+            "shows 0.1064, above the threshold, with no spike; the spike appears one step later, in the step "
+            "where the membrane drops by exactly the threshold (0.1064 * 0.96 - 0.1 = 0.0021): a reset by "
+            "subtraction applied at the next step, and the spike reported with it. The check compares the "
+            "membrane before the reset, where the recording's 0.1064 lives.")
+
+
 SOLUTIONS = {
     "00-1": _s_00_1, "00-2": _s_00_2,
     "01-1": _s_01_1, "01-2": _s_01_2, "01-3": _s_01_3,
     "02-1": _s_02_1, "02-2": _s_02_2, "02-3": _s_02_3, "02-4": _s_02_4,
     "03-1": _s_03_1, "03-2": _s_03_2, "03-3": _s_03_3, "03-4": _s_03_4,
     "04-1": _s_04_1, "04-2": _s_04_2, "04-3": _s_04_3, "04-4": _s_04_4,
+    "05-1": _s_05_1,
 }
 
 

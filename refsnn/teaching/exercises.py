@@ -263,6 +263,17 @@ gradcheck.check_statistical. Is V1's estimate still unbiased? Is W1's estimate (
 relative to its norm) noisier than with one hidden layer, less noisy, or about the same?
 
 Answer: a dict {"unbiased": True/False, "first_layer_noise": "larger"/"smaller"/"same"}.""",
+
+    "05-1": """\
+Reproduce spyx's recording of the NIR paper's neuron (paper_traces()["spyx"]) with from_nir and your own
+choice of conventions, without explain_trace. Read the recording around its first spike and compare it
+with norse's: when does the spike appear, what happens to the membrane in that step and in the next?
+
+Answer: a dict {"discretization": "euler"/"zoh"/"exp_decay", "reset": "to_value"/"zero"/"subtract",
+"reset_timing": "immediate"/"delayed", "input_late": True/False, "spike_late": True/False}
+("input_late": the input reaches the neuron one step later; "spike_late": the spike is reported one step
+after the membrane that caused it). The check runs your conventions on the graph and compares the spikes
+and the membrane with the recording.""",
 }
 
 
@@ -595,12 +606,43 @@ def _ex_04_4(answer):
     return False, "draw 3000 estimates with sample_gradients and run gradcheck.check_statistical; compare the RMS"
 
 
+def _ex_05_1(answer):
+    """Computed live: the student's conventions run on lif_norse.nir against spyx's recording."""
+    keys = ["discretization", "reset", "reset_timing", "input_late", "spike_late"]
+    a = _dict(answer, keys)
+    if a is None:
+        return False, "give a dict with the keys " + ", ".join(keys)
+    from refsnn.checking import nir_io
+
+    rec = nir_io.paper_traces()["spyx"]
+    try:
+        net = nir_io.from_nir(nir_io.PAPER_DATA / "lif_norse.nir", dt=1e-4, discretization=a["discretization"],
+                              reset=a["reset"], reset_timing=a["reset_timing"], firing=">", gain_as="input",
+                              surrogate="atan", width=1.0)
+    except (TypeError, ValueError) as exc:
+        return False, f"from_nir refuses these conventions: {exc}"
+    before, after, o = nir_io.neuron_trace(net, rec[:, 0], 1 if a["input_late"] else 0)
+    if a["spike_late"]:
+        o = np.concatenate([[0.0], o[:-1]])
+    ours, theirs = np.flatnonzero(o).tolist(), np.flatnonzero(rec[:, 2]).tolist()
+    if ours != theirs:
+        return False, f"your reading fires at steps {ours}; the recording's spikes are at steps {theirs}"
+    gap = min(float(np.abs(before - rec[:, 1]).max()), float(np.abs(after - rec[:, 1]).max()))
+    if gap > 1e-6:                          # spyx computes in float32: its round-off here is ~5e-8
+        worst = int(np.argmax(np.minimum(np.abs(before - rec[:, 1]), np.abs(after - rec[:, 1]))))
+        return False, (f"the spike steps agree; the membrane does not: {gap:.3g} apart at step {worst} "
+                       f"(recording {rec[worst, 1]:.4f})")
+    return True, (f"these conventions reproduce spyx's spikes and membrane ({gap:.1e} apart: float32 round-off); "
+                  f"the one-step lag of the paper's figure has a name now.")
+
+
 EXERCISES = {
     "00-1": _ex_00_1, "00-2": _ex_00_2,
     "01-1": _ex_01_1, "01-2": _ex_01_2, "01-3": _ex_01_3,
     "02-1": _ex_02_1, "02-2": _ex_02_2, "02-3": _ex_02_3, "02-4": _ex_02_4,
     "03-1": _ex_03_1, "03-2": _ex_03_2, "03-3": _ex_03_3, "03-4": _ex_03_4,
     "04-1": _ex_04_1, "04-2": _ex_04_2, "04-3": _ex_04_3, "04-4": _ex_04_4,
+    "05-1": _ex_05_1,
 }
 
 
