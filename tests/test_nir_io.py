@@ -19,7 +19,7 @@ LAM = 1 - DT / 0.0025                           # the neuron's Euler decay (tau 
 
 def _conv(**kw):
     base = dict(dt=DT, discretization="euler", reset="to_value", reset_timing="immediate", firing=">",
-                gain_as="input", surrogate="atan", width=1.0)
+                gain_as="input", surrogate="atan", width=1.0, detach_reset=False)
     return {**base, **kw}
 
 
@@ -177,7 +177,7 @@ def test_a_stack_written_as_nir_reads_back_as_the_same_network(tmp_path):
     graph = nir_io.to_nir(net, params, (4,), dt=1e-3)
     nir.write(tmp_path / "net.nir", graph)
     back = nir_io.from_nir(tmp_path / "net.nir", dt=1e-3, discretization="euler", reset="to_value",
-                           reset_timing="immediate", firing=">", gain_as="input", surrogate="atan", width=1.0)
+                           reset_timing="immediate", firing=">", gain_as="input", surrogate="atan", width=1.0, detach_reset=False)
     assert [type(p).__name__ for p in back.network.pieces] == ["Affine", "LIF", "Affine", "LIF", "Affine", "LIF"]
     x = (rng.random((20, 3, 4)) < 0.5).astype(float)
     renamed = {"W1": "0_affine.weight", "b1": "0_affine.bias", "V1": "1_lif_rec.weight", "W2": "2_affine.weight",

@@ -27,6 +27,8 @@ convention          what it decides
                     are the same (snnTorch's import: its voltages are 25x the NIR paper's)
 ``surrogate``,      the surrogate derivative used for gradients (:mod:`refsnn.blocks.surrogates`); NIR
 ``width``           says nothing about training
+``detach_reset``    whether the gradient flows through the reset (``False``: it does, as in the three
+                    frameworks' NIR imports; ``True``: snnTorch's and spikingjelly's ``detach_reset`` option)
 ==================  =====================================================================================
 
 None of them has a default: :data:`CONVENTIONS` holds each framework's choices (``from_nir(g,
@@ -90,6 +92,7 @@ class Conventions:
     gain_as: str
     surrogate: str
     width: float
+    detach_reset: bool
 
     def __post_init__(self):
         check_positive("dt", self.dt)
@@ -100,6 +103,8 @@ class Conventions:
         check_choice("gain_as", self.gain_as, ("input", "threshold"))
         check_choice("surrogate", self.surrogate, surrogates.NAMES)
         check_positive("width", self.width)
+        if not isinstance(self.detach_reset, (bool, np.bool_)):
+            raise TypeError(f"detach_reset: expected True or False, got {self.detach_reset!r}")
 
 
 #: What each framework's NIR import does, as :func:`from_nir`'s arguments (read from their import code at
@@ -109,20 +114,20 @@ CONVENTIONS = {
     # time scale; the threshold divided by r dt / tau instead of scaling the input; reset_mechanism "zero"
     # (the graph's v_reset ignored), reset_delay=False; its default surrogate atan(alpha=2) = atan width 1/pi.
     "snntorch": dict(dt=1e-4, discretization="euler", reset="zero", reset_timing="immediate", firing=">",
-                     gain_as="threshold", surrogate="atan", width=1.0 / math.pi),
+                     gain_as="threshold", surrogate="atan", width=1.0 / math.pi, detach_reset=False),
     # norse from_nir(graph, dt=...): LIFBoxCell, Euler with dt/tau on the input, reset to v_reset = 0 (the
     # graph's v_reset is not passed on), fires on v - v_th > 0; its default surrogate "super" (alpha 100),
     # which is fast_sigmoid of width 1 in refsnn's terms.  dt defaults to 1e-3 in norse: pass the graph's.
     "norse": dict(dt=1e-3, discretization="euler", reset="zero", reset_timing="immediate", firing=">",
-                  gain_as="input", surrogate="fast_sigmoid", width=1.0),
+                  gain_as="input", surrogate="fast_sigmoid", width=1.0, detach_reset=False),
     # spikingjelly import_from_nir(graph, dt=...): NIR's forward Euler exactly (r = 1 or r = tau/dt, v_leak must
     # equal v_reset), a hard reset to v_reset in the step that fires, fires on v - v_th >= 0; its LIF gets the
     # Sigmoid(alpha=4) surrogate = refsnn sigmoid width 1/4 (its CubaLIF gets Rect(alpha=1) = rect width 1).
     "spikingjelly": dict(dt=1e-4, discretization="euler", reset="to_value", reset_timing="immediate", firing=">=",
-                         gain_as="input", surrogate="sigmoid", width=0.25),
+                         gain_as="input", surrogate="sigmoid", width=0.25, detach_reset=False),
     # NIR's own equations read step by step: Euler, reset to the graph's v_reset in the step that fires.
     "nir": dict(dt=1e-4, discretization="euler", reset="to_value", reset_timing="immediate", firing=">",
-                gain_as="input", surrogate="atan", width=1.0 / math.pi),
+                gain_as="input", surrogate="atan", width=1.0 / math.pi, detach_reset=False),
 }
 
 _NEURONS = ("LIF", "CubaLIF", "LI", "CubaLI", "IF", "I", "Threshold")
@@ -288,8 +293,8 @@ def _population(name, node, conv, recurrent_key, notes):
     kind = type(node).__name__
     spiking = kind in ("LIF", "CubaLIF", "IF", "Threshold")
     nrn = lambda reset, v_rest=0.0: stbp_layers.Neuron(                    # noqa: E731
-        reset=reset, timing=conv.reset_timing, strict=conv.firing == ">", decay_input=False, v_rest=v_rest,
-        surrogate=conv.surrogate, width=conv.width)
+        reset=reset, timing=conv.reset_timing, detach=conv.detach_reset, strict=conv.firing == ">",
+        decay_input=False, v_rest=v_rest, surrogate=conv.surrogate, width=conv.width)
     if kind == "Threshold":
         return stbp_layers.LIF(nrn("none"), decay=0.0, threshold=_f64(node.threshold),
                                recurrent=recurrent_key)
@@ -401,7 +406,7 @@ def _pieces(order, nodes, recurrent, conv, notes):
 
 
 def from_nir(graph_or_path, *, dt, discretization, reset, reset_timing, firing, gain_as, surrogate, width,
-             loss=None):
+             detach_reset, loss=None):
     """Read a NIR graph (a ``nir.NIRGraph`` or a ``.nir`` file) as a refsnn STBP stack under stated conventions.
 
     Every keyword is required (see :class:`Conventions`; :data:`CONVENTIONS` holds each framework's:
@@ -415,7 +420,7 @@ def from_nir(graph_or_path, *, dt, discretization, reset, reset_timing, firing, 
     from refsnn.checking.peers import Adapted
 
     conv = Conventions(dt=dt, discretization=discretization, reset=reset, reset_timing=reset_timing, firing=firing,
-                       gain_as=gain_as, surrogate=surrogate, width=width)
+                       gain_as=gain_as, surrogate=surrogate, width=width, detach_reset=detach_reset)
     graph, notes = read_graph(graph_or_path)
     nodes, edges = _flatten(graph)
     order, recurrent = _chain(nodes, edges)
@@ -647,7 +652,7 @@ def explain_trace(graph_or_path, current, *, dt, spikes=None, voltage=None, top=
                              (">", ">="), (0, 1))
     for disc, reset, timing, firing, lag in grid:
         conv = dict(dt=dt, discretization=disc, reset=reset, reset_timing=timing, firing=firing, gain_as="input",
-                    surrogate="atan", width=1.0)
+                    surrogate="atan", width=1.0, detach_reset=False)
         try:
             adapted = from_nir(graph, **conv)
         except NotExpressible:

@@ -618,7 +618,7 @@ def _ex_05_1(answer):
     try:
         net = nir_io.from_nir(nir_io.PAPER_DATA / "lif_norse.nir", dt=1e-4, discretization=a["discretization"],
                               reset=a["reset"], reset_timing=a["reset_timing"], firing=">", gain_as="input",
-                              surrogate="atan", width=1.0)
+                              surrogate="atan", width=1.0, detach_reset=False)
     except (TypeError, ValueError) as exc:
         return False, f"from_nir refuses these conventions: {exc}"
     before, after, o = nir_io.neuron_trace(net, rec[:, 0], 1 if a["input_late"] else 0)
