@@ -25,6 +25,7 @@ import json
 import os
 import sys
 from dataclasses import fields, replace
+from pathlib import Path
 
 import refsnn
 
@@ -172,15 +173,36 @@ def _cmd_golden(args) -> int:
             raise ValueError("DIR: refsnn golden write needs a folder to write into")
         path = verification.golden_write(args.dir)
         print(f"wrote {len(json.loads(path.read_text())['cases'])} golden cases and {path}")
+        nir_io = _nir_io()
+        if nir_io is not None:
+            path = nir_io.golden_write(Path(args.dir) / "nir")
+            print(f"wrote {len(json.loads(path.read_text())['cases'])} of them as NIR graphs and {path}")
         return 0
-    shipped = args.dir or verification.golden_dir()
+    shipped = Path(args.dir) if args.dir else verification.golden_dir()
     with tempfile.TemporaryDirectory() as tmp:
         verification.golden_write(tmp)
         diffs = verification.golden_compare(shipped, tmp)
+        nir_io = _nir_io()
+        if nir_io is not None and (shipped / "nir" / "manifest.json").is_file():
+            nir_io.golden_write(Path(tmp) / "nir")
+            diffs += [f"nir/{d}" for d in nir_io.golden_compare(shipped / "nir", Path(tmp) / "nir")]
     for d in diffs:
         print(d)
     print(f"golden vectors in {shipped}: {'regenerate identically (to 1e-12)' if not diffs else 'DIFFER'}")
+    if nir_io is None:
+        print("(the NIR graphs among them not checked: pip install 'refsnn[nir]')")
     return 1 if diffs else 0
+
+
+def _nir_io():
+    """refsnn.checking.nir_io, or None when the optional nir package is missing."""
+    try:
+        from refsnn.checking import nir_io
+
+        nir_io._nir()
+    except ImportError:
+        return None
+    return nir_io
 
 
 def _cmd_bench(args) -> int:

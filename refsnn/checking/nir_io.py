@@ -454,8 +454,9 @@ def to_nir(network, params, input_shape, *, dt):
     A population with decay ``lam`` and gain ``g`` becomes ``tau = dt / (1 - lam)`` and ``r = g / (1 - lam)``
     (so ``lam = 0`` with no reset is a ``Threshold``; ``lam = 1`` an ``IF``/``I`` with ``r = g / dt``); a synapse
     ``alpha`` becomes a ``CubaLIF`` with ``tau_syn = dt / (1 - alpha)`` and ``w_in = 1``.  Refused with the
-    piece and the reason: learned decays or thresholds (parameters rather than constants), a ``decay_input``
-    neuron with a resting potential, BatchNorm, Dropout, Vote, max pooling, one-to-one recurrence.
+    piece and the reason: learned decays or thresholds (parameters rather than constants), a detached or delayed
+    reset, a reset by subtraction or refsnn's exp reset, BatchNorm, Dropout, Vote, max pooling, one-to-one
+    recurrence.  A ``decay_input`` neuron's input factor ``1 - lam`` is written into ``r``.
     """
     nir = _nir()
     if not isinstance(network, stbp_layers.Network):
@@ -505,13 +506,16 @@ def _population_node(name, p, params, dt):
         if isinstance(getattr(p, what), tuple):
             raise NotExpressible(f"{name}: a learned {what} is a parameter; NIR holds constants")
     nrn = p.neuron
-    if nrn.decay_input:
-        raise NotExpressible(f"{name}: decay_input scales the input by 1 - lam: write it as gain=1 - lam")
+    if nrn.detach:
+        raise NotExpressible(f"{name}: a detached reset is a training convention NIR does not hold (read the graph "
+                             f"back with detach_reset=True)")
     if not isinstance(nrn.reset, (stbp.ZeroReset, stbp.ToValue, stbp.NoReset)) or nrn.timing != "immediate":
         raise NotExpressible(f"{name}: NIR's neurons reset to a value in the step that fires; this population "
                              f"resets with {nrn.reset.name!r} ({nrn.timing})")
     lam = np.asarray(p.decay, dtype=np.float64)
     gain = np.ones_like(lam) if p.gain is None else np.asarray(p.gain, dtype=np.float64)
+    if nrn.decay_input:                                                   # kappa = 1 - lam is a gain too
+        gain = gain * (1.0 - lam)
     n = None
     f32 = lambda a: np.asarray(a, dtype=np.float32)                       # noqa: E731
     v_reset = float(getattr(nrn.reset, "v_reset", 0.0))
@@ -690,3 +694,113 @@ def _single_lif(graph):
             return None
         return float(_f64(inner[0].weight).ravel()[0]), inner[1]
     return None
+
+
+# ---------------------------------------------------------------------------
+# Golden vectors as NIR graphs
+# ---------------------------------------------------------------------------
+
+#: How the golden graphs are read (and so how their arrays were computed): NIR's own equations step by step.
+GOLDEN_CONVENTIONS = dict(dt=1.0, discretization="euler", reset="to_value", reset_timing="immediate",
+                          gain_as="input", detach_reset=False)
+_GOLDEN_LOSSES = {"mse_mean": "mse_rate", "mse_paper": "mse_rate_paper"}
+
+
+def golden_dir() -> Path:
+    """The golden vectors as NIR graphs, shipped with the package (``refsnn/checking/golden/nir/``)."""
+    return Path(__file__).resolve().parent / "golden" / "nir"
+
+
+def golden_write(directory) -> Path:
+    """Write every golden STBP case that a NIR graph expresses as ``<case>.nir`` (the network, float32 as NIR
+    stores it) and ``<case>.npz`` (a case file: ``x``, ``y``, ``param/<node>.weight`` ..., ``grad/...``, ``loss``,
+    ``spikes/<n>``, ``potential/<n>`` (the membrane before the reset), ``conventions`` (the JSON of
+    :func:`from_nir`'s keywords) and ``loss_kind`` (a :class:`refsnn.stbp_layers.Loss` kind)), computed by reading the written graph back under those conventions; plus
+    ``manifest.json`` (the cases written, and the ones not expressible with the reason).  Returns its path."""
+    import hashlib
+    import json
+
+    from refsnn.checking import verification
+
+    nir = _nir()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {"conventions": GOLDEN_CONVENTIONS, "cases": [], "not_expressible": []}
+    for stem, name, label, cfg, params, x, y in verification.golden_cases():
+        if name != "stbp":
+            continue
+        try:
+            net, shape = stbp_layers.from_config(cfg, params)
+            graph = to_nir(net, params, shape, dt=GOLDEN_CONVENTIONS["dt"])
+        except NotExpressible as exc:
+            manifest["not_expressible"].append({"case": stem, "label": label, "reason": str(exc)})
+            continue
+        conv = {**GOLDEN_CONVENTIONS, "firing": ">" if cfg.strict else ">=", "surrogate": cfg.surrogate,
+                "width": float(cfg.width)}
+        path = directory / f"{stem}.nir"
+        tmp = path.with_name(path.name + ".tmp")
+        nir.write(tmp, graph)
+        tmp.replace(path)
+        back = from_nir(path, **conv, loss=stbp_layers.Loss(_GOLDEN_LOSSES[cfg.loss]))
+        xx = np.asarray(x, dtype=np.float64).reshape(x.shape[0], x.shape[1], *shape)
+        info = {}
+        loss, grads = back.network.loss_and_grad(back.params, xx, y, info=info)
+        pops = back.network.simulate(back.params, xx)
+        thr = [np.ravel(p.threshold) for p in back.network.pieces if isinstance(p, stbp_layers.LIF)]
+        margin = min(float(np.min(np.abs(u - t.reshape((1, 1) + np.shape(u)[2:]) if t.size > 1 else np.abs(u - t[0]))))
+                     for (u, _), t in zip(pops, thr))
+        if margin < 1e-6:
+            path.unlink()
+            manifest["not_expressible"].append({"case": stem, "label": label, "reason": f"a potential is {margin:.1e} "
+                                                "from its threshold after float32 storage"})
+            continue
+        case = verification.write_case(
+            directory / f"{stem}.npz", xx, y, back.params, grads, loss=loss,
+            spikes={n + 1: o for n, (_, o) in enumerate(pops)},
+            extra={**{f"potential/{n + 1}": u for n, (u, _) in enumerate(pops)},
+                   "conventions": np.array(json.dumps(conv, sort_keys=True)), "graph": np.array(path.name),
+                   "loss_kind": np.array(_GOLDEN_LOSSES[cfg.loss])})
+        manifest["cases"].append({"case": stem, "label": label, "graph": path.name, "arrays": case.name,
+                                  "conventions": conv, "sha256": hashlib.sha256(case.read_bytes()).hexdigest()})
+    out = directory / "manifest.json"
+    out.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def golden_compare(a_dir, b_dir, *, rel: float = 1e-12) -> list:
+    """Differences between two sets of NIR golden vectors (``[]`` if none): the same cases and graphs' arrays,
+    spikes and strings equal, every other array to ``rel`` norm-wise."""
+    import json
+
+    ma = json.loads((Path(a_dir) / "manifest.json").read_text())
+    mb = json.loads((Path(b_dir) / "manifest.json").read_text())
+    if [c["case"] for c in ma["cases"]] != [c["case"] for c in mb["cases"]]:
+        return ["the case lists differ"]
+    found = []
+    for ca in ma["cases"]:
+        for kind in ("graph", "arrays"):
+            if kind == "graph":
+                ga, gb = (read_graph(Path(d) / ca["graph"])[0] for d in (a_dir, b_dir))
+                za = {f"{n}.{k}": np.asarray(v) for n, node in ga.nodes.items() for k, v in vars(node).items()
+                      if isinstance(v, np.ndarray)}
+                zb = {f"{n}.{k}": np.asarray(v) for n, node in gb.nodes.items() for k, v in vars(node).items()
+                      if isinstance(v, np.ndarray)}
+            else:
+                with np.load(Path(a_dir) / ca["arrays"]) as f:
+                    za = {k: f[k] for k in f.files}
+                with np.load(Path(b_dir) / ca["arrays"]) as f:
+                    zb = {k: f[k] for k in f.files}
+            if sorted(za) != sorted(zb):
+                found.append(f"{ca['case']} ({kind}): keys differ: {sorted(set(za) ^ set(zb))}")
+                continue
+            for k in za:
+                va, vb = za[k], zb[k]
+                if va.dtype.kind in "USb" or k.startswith("spikes/") or k == "y":
+                    if not np.array_equal(va, vb):
+                        found.append(f"{ca['case']} ({kind}): {k} differs")
+                    continue
+                den = max(float(np.linalg.norm(va)), float(np.linalg.norm(vb)), 1e-300)
+                err = float(np.linalg.norm(va.astype(np.float64) - vb.astype(np.float64))) / den
+                if not err <= rel:
+                    found.append(f"{ca['case']} ({kind}): {k} differs by {err:.2e} relative")
+    return found
