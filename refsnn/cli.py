@@ -8,6 +8,7 @@
     refsnn verify ALGO CASE.npz [--preset P | --config cfg.json] [--set field=value ...] [--tol T]
     refsnn golden write DIR | check [DIR]
     refsnn bench ALGO [--quick] [--paired] [--baseline DIR] [--threads N] [--rounds N] [--json]
+    refsnn bench peers [--n N ...] [--T T] [--batch B] [--no-compile] [--out DIR]
     refsnn info
     refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | verify NAME   [--root DIR]
 
@@ -215,6 +216,17 @@ def _cmd_bench(args) -> int:
     for flag, value in (("--threads", args.threads), ("--rounds", args.rounds)):
         if value is not None:
             check_int(flag, value, minimum=1)
+    if args.algo.strip().lower() == "peers":
+        from refsnn.harness.bench_peers import peers_bench, table
+
+        ns = args.n or ((64, 128) if args.quick else (512, 1024, 2048))
+        T = args.T or (50 if args.quick else 500)
+        result = peers_bench(ns, T=T, batch=args.batch, compile_=not args.no_compile, threads=args.threads,
+                             rounds=args.rounds or (1 if args.quick else 3), out=args.out)
+        print(table(result))
+        if args.json:
+            print(json.dumps(result, indent=2))
+        return 0
     result = bench(args.algo, quick=args.quick, paired_only=args.paired, baseline=args.baseline,
                    threads=args.threads, rounds=args.rounds)
     if args.json:
@@ -325,8 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     gd.add_argument("dir", nargs="?", help="folder (write: required; check: default the shipped set)")
     gd.set_defaults(func=_cmd_golden)
 
-    b = sub.add_parser("bench", help="time an algorithm's training step")
-    b.add_argument("algo")
+    b = sub.add_parser("bench", help="time an algorithm's training step; 'bench peers': one layer in every library")
+    b.add_argument("algo", help="an algorithm, or 'peers' (a Linear + LIF layer in refsnn, PyTorch and the peers)")
     b.add_argument("--quick", action="store_true", help="small sizes, a few repetitions")
     b.add_argument("--json", action="store_true", help="also print the results as JSON")
     b.add_argument("--paired", action="store_true",
@@ -334,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--baseline", metavar="DIR", help="also time the refsnn of another checkout in the same rounds")
     b.add_argument("--threads", type=int, help="threads per competitor (default: numba's thread count)")
     b.add_argument("--rounds", type=int, help="rounds of the paired table (default 7)")
+    b.add_argument("--n", type=int, nargs="+", help="peers: layer sizes (default 512 1024 2048)")
+    b.add_argument("--T", type=int, help="peers: time steps (default 500)")
+    b.add_argument("--batch", type=int, default=16, help="peers: batch size (default 16)")
+    b.add_argument("--no-compile", action="store_true", help="peers: leave out the torch.compile forms")
+    b.add_argument("--out", metavar="DIR", help="peers: write peers_bench.json, .md and .png into DIR")
     b.set_defaults(func=_cmd_bench)
 
     i = sub.add_parser("info", help="versions and what is installed")

@@ -333,7 +333,54 @@ def ssnn_bp_refsnn(a):
     return step, {}
 
 
-CASES = {"stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
+def peers_layer(a):
+    """One case of ``refsnn bench peers``: the Linear + LIF layer of ``a["lib"]`` at ``n``, ``T``, ``batch``,
+    ``dtype``, ``mode`` ("forward" or "train": forward + backward), eager or ``compile``d
+    (:mod:`refsnn.harness.bench_peers`)."""
+    from refsnn.harness import bench_peers as bp
+
+    lib, n, T, batch = a["lib"], int(a["n"]), int(a["T"]), int(a["batch"])
+    dtype, mode = a["dtype"], a["mode"]
+    x = bp._input(T, batch, n, 0)
+    y = np.random.default_rng(2).integers(0, n, batch)
+    if lib == "refsnn":
+        import refsnn
+        from refsnn import stbp
+
+        if hasattr(refsnn, "keep_freed_memory"):
+            refsnn.keep_freed_memory()
+        _, cfg, params = bp._refsnn_config(n, dtype)
+        cfg = replace(cfg, T=T)
+        xx = x.astype(dtype)
+        if mode == "train":
+            return lambda: stbp.loss_and_grad(params, xx, y, cfg), {}
+        return lambda: stbp.simulate(params, xx, cfg), {}
+    torch = _torch()
+    model = bp.build(lib, n, dtype)
+    xt = torch.tensor(x, dtype=_dtype(torch, dtype))
+    target = torch.nn.functional.one_hot(torch.as_tensor(y), n).to(xt.dtype)
+
+    def forward(xx):
+        return bp._drive(lib, model, xx)
+
+    fn = torch.compile(forward) if a.get("compile") else forward
+    if mode == "train":
+        def step():
+            model.zero_grad(set_to_none=True)
+            ((fn(xt).mean(0) - target) ** 2).mean().backward()
+    else:
+        def step():
+            with torch.no_grad():
+                fn(xt)
+    versions = {"torch": torch.__version__}
+    if lib != "torch":
+        from importlib.metadata import version
+
+        versions[lib] = version(lib)
+    return step, versions
+
+
+CASES = {"peers_layer": peers_layer, "stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
          "stbp_spikingjelly": stbp_spikingjelly, "stbp_gemm_floor": stbp_gemm_floor, "ide_refsnn": ide_refsnn,
          "ide_torch": ide_torch, "st_rsbp_refsnn": st_rsbp_refsnn, "ssnn_bp_refsnn": ssnn_bp_refsnn}
 
