@@ -114,8 +114,8 @@ def _torch_layer_class():
             current = self.lin(x)
             v = torch.zeros_like(current[0])
             out = []
-            for t in range(current.shape[0]):
-                v = DECAY * v + current[t]
+            for c in current.unbind(0):                 # unbind: indexing current[t] would make every step's
+                v = DECAY * v + c                       # backward write a full (T, batch, n) zero tensor
                 o = Spike.apply(v - THRESHOLD)
                 v = v * (1 - o)
                 out.append(o)
