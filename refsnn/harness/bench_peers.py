@@ -286,9 +286,15 @@ def _figure(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     combos = sorted({(r["dtype"], r["mode"]) for r in result["results"]})
-    fig, axes = plt.subplots(1, len(combos), figsize=(4.2 * len(combos), 3.6), squeeze=False)
-    for ax, (dtype, mode) in zip(axes[0], combos):
+    cols = min(2, len(combos))
+    rows = (len(combos) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.ravel()[len(combos):]:
+        ax.set_visible(False)
+    for ax, (dtype, mode) in zip(axes.ravel(), combos):
         rs = [r for r in result["results"] if r["dtype"] == dtype and r["mode"] == mode]
         labels = []
         for r in rs:
@@ -299,7 +305,8 @@ def _figure(result, path):
         ax.set(xscale="log", yscale="log", xlabel="n (neurons)", ylabel="median time (ms)",
                title=f"{dtype}, {'forward + backward' if mode == 'train' else 'forward'}")
         ax.set_xticks([r["n"] for r in rs], [str(r["n"]) for r in rs])
-    axes[0][-1].legend(fontsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[0][0].legend(fontsize=7)
     s = result["setup"]
     fig.suptitle(f"Linear + LIF, batch {s['batch']}, T {s['T']}, CPU; each library checked equal to refsnn first",
                  fontsize=9)
