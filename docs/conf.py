@@ -51,6 +51,9 @@ nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
+# Markdown that a cell displays (IPython.display.Markdown: the notebooks' result tables) is parsed as MyST, so
+# that its tables render as tables (the default CommonMark renderer has none and prints the pipes).
+nb_render_markdown_format = "myst"
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "undoc-members": False, "show-inheritance": False}

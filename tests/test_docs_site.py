@@ -23,7 +23,8 @@ BUILD = "python -m sphinx -W -b html docs docs/_build/html"
 PAGES = ["index.html", "stbp.html", "st_rsbp.html", "ide.html", "ssnn_bp.html", "verify.html", "verify_cases.html",
          "peers_examples.html", "course.html", "usage.html", "results.html",
          "notebooks/00_overview.html", "notebooks/01_stbp.html", "notebooks/02_st_rsbp.html", "notebooks/03_ide.html",
-         "notebooks/04_ssnn_bp.html", "api/algorithms.html"]
+         "notebooks/04_ssnn_bp.html", "notebooks/05_one_neuron_many_answers.html", "nir.html", "surrogates.html",
+         "api/algorithms.html"]
 NO_MATH = {"index.html", "verify.html", "verify_cases.html", "peers_examples.html", "course.html", "usage.html",
            "results.html", "api/algorithms.html"}   # pages without a formula (the rest must have some, all typeset)
 
@@ -118,3 +119,17 @@ def test_page_renders_math_and_images_without_errors(site_url, browser, page_pat
     assert not missing, f"{page_path}: links to pages that do not exist: {missing}"
     assert not failed, f"{page_path}: requests that failed (a CDN, a missing file): {failed}"
     assert not errors, f"{page_path}: console errors: {errors}"
+
+
+@pytest.mark.parametrize("page_path", [p for p in PAGES if p.startswith("notebooks/")])
+def test_tables_a_notebook_displays_render_as_tables(page_path):
+    """A table a notebook cell displays as Markdown (its results) is a table on the site, not a paragraph of
+    pipes (myst-nb's default CommonMark renderer has no tables)."""
+    if not (SITE / "index.html").exists():
+        pytest.skip(f"the documentation site is not built ({SITE} has no index.html): run `{BUILD}` first")
+    import re
+
+    html = (SITE / page_path).read_text()
+    text = re.sub(r"<pre.*?</pre>|<code.*?</code>|<script.*?</script>", " ", html, flags=re.S)
+    raw = re.findall(r"<p>\s*\|[^<\n]*\|[^<\n]*\|", text)
+    assert not raw, f"{page_path}: a Markdown table printed as text: {raw[0][:120]}"
