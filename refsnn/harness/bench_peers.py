@@ -48,11 +48,9 @@ def build(lib: str, n: int, dtype: str = "float64", seed: int = 0):
     """The layer as ``lib`` writes it: an ``nn.Sequential`` (``Linear`` then the library's LIF), in ``dtype``.
 
     ``"torch"`` is the same layer written in plain PyTorch (a loop over the steps, the atan surrogate);
-    ``"refsnn"`` is not a torch model (see :func:`_refsnn_layer`)."""
+    ``"refsnn"`` is not a torch model (its layer is ``refsnn.stbp`` with one dense layer: :func:`_refsnn_config`)."""
     check_choice("lib", lib, tuple(k for k in LIBRARIES if k != "refsnn"))
     import torch
-
-    from refsnn.checking import peers
 
     tdt = {"float32": torch.float32, "float64": torch.float64}[dtype]
     W, b = _weights(n, seed)
@@ -63,10 +61,19 @@ def build(lib: str, n: int, dtype: str = "float64", seed: int = 0):
     if lib == "snntorch":
         import snntorch as snn
 
-        # snnTorch's own atan surrogate returns float32 spikes; refsnn's copy keeps the dtype (same formula)
+        # float32: snnTorch's stock atan surrogate; float64: the same formula keeping the dtype (snnTorch's own
+        # returns float32 spikes, which a float64 Linear after it refuses), written in torch as snnTorch's is
+        if dtype == "float32":
+            grad = snn.surrogate.atan(alpha=2.0)
+        else:
+            spike = _spike_function().apply
+
+            def grad(z):
+                return spike(z)
+
+            grad.refsnn_surrogate = ("atan", 1.0 / math.pi)      # what peers.from_torch reads (checked by verify)
         neuron = snn.Leaky(beta=torch.tensor(DECAY), threshold=torch.tensor(THRESHOLD), init_hidden=True,
-                           reset_mechanism="zero", reset_delay=False,
-                           spike_grad=peers.snntorch_surrogate("atan", 2 / (math.pi * 2.0)),
+                           reset_mechanism="zero", reset_delay=False, spike_grad=grad,
                            graded_spikes_factor=torch.ones(1))
     elif lib == "spikingjelly":
         from spikingjelly.activation_based import layer, neuron as sj_neuron
@@ -89,7 +96,8 @@ def build(lib: str, n: int, dtype: str = "float64", seed: int = 0):
     return torch.nn.Sequential(lin, neuron).to(tdt)
 
 
-def _torch_layer_class():
+def _spike_function():
+    """The spike with snnTorch's default surrogate, atan(alpha=2) = refsnn's atan of width 1/pi, in torch."""
     import torch
 
     class Spike(torch.autograd.Function):
@@ -101,7 +109,15 @@ def _torch_layer_class():
         @staticmethod
         def backward(ctx, g):
             (z,) = ctx.saved_tensors
-            return g / (1 + (math.pi * z) ** 2)                   # atan, alpha 2 (snnTorch's default)
+            return g / (1 + (math.pi * z) ** 2)
+
+    return Spike
+
+
+def _torch_layer_class():
+    import torch
+
+    Spike = _spike_function()
 
     class TorchLayer(torch.nn.Module):
         """The layer in plain PyTorch: one matrix product over all steps, then the neuron step by step."""
