@@ -302,7 +302,7 @@ def _parts(kind, src, ids):
     """(exercise, text) to scan: a code cell against the exercises it checks; a markdown cell's numbered item
     ("2. ..." or "**2. ...") against its own exercise, and the text before the first item against all of them."""
     if kind == "code":
-        called = re.findall(r'exercises\.check\("(\d\d-\d)"', src)
+        called = re.findall(r'exercises\.check_answer\("(\d\d-\d)"', src)
         return [(i, src) for i in (called or ids)]
     prefix = ids[0][:2]
     pieces = re.split(r"^\s*(?:\*\*)?(\d+)\.\s", src, flags=re.M)
@@ -320,16 +320,18 @@ def test_notebook_exercise_cells_hold_no_answer(path):
     cells = _exercise_cells(nb)
     ids = sorted(i for i in exercises.EXERCISES if i.startswith(path.name[:2]))
     assert cells and ids
-    found = []
+    found, n_calls = [], 0
     for kind, src in cells:
         if kind == "code":
-            calls = re.findall(r"exercises\.check\(.*?\)", src)
-            placeholders = re.findall(r'exercises\.check\("\d\d-\d",\s*(?:None|\.\.\.)\s*\)', src)
+            calls = re.findall(r"exercises\.check_answer\(.*?\)", src)
+            n_calls += len(calls)
+            placeholders = re.findall(r'exercises\.check_answer\("\d\d-\d",\s*(?:None|\.\.\.)\s*\)', src)
             assert calls == placeholders, f"{path.name}: a check is called with an answer: {calls}"
         for exercise, part in _parts(kind, src, ids):
             hits = _leaks(exercise, exercise_solutions.solution(exercise)[0], part)
             if hits:
                 found.append(f"{path.name} {kind} cell, {exercise}: {hits}")
+    assert n_calls >= len(ids), f"{path.name}: {n_calls} checks called for {len(ids)} exercises (renamed?)"
     assert not found, "answers in the notebooks' exercise cells:\n" + "\n".join(found)
 
 
@@ -355,7 +357,7 @@ def test_executed_notebook_outputs_hold_no_answer(name):
         text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
                        for o in cell.get("outputs", []))
         scanned += bool(text)
-        for exercise in re.findall(r'exercises\.check\("(\d\d-\d)"', src) or ids:
+        for exercise in re.findall(r'exercises\.check_answer\("(\d\d-\d)"', src) or ids:
             hits = _leaks(exercise, exercise_solutions.solution(exercise)[0], text)
             if hits:
                 found.append(f"{name} output, {exercise}: {hits}")
