@@ -282,7 +282,8 @@ def _decay(name, tau, conv, what="tau"):
         h = conv.dt / tau
         if np.any(h > 1):
             raise NotExpressible(f"node {name!r}: dt / {what} = {h.max():g} > 1: forward Euler's decay 1 - dt/{what} "
-                                 f"would be negative; use a smaller dt or discretization='zoh'")
+                                 f"would be negative; use a smaller dt (or, for a one-state neuron, "
+                                 f"discretization='zoh')")
         return 1.0 - h, h
     lam = np.exp(-conv.dt / tau)
     return lam, (1.0 - lam) if conv.discretization == "zoh" else conv.dt / tau
