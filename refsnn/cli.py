@@ -10,7 +10,7 @@
     refsnn bench ALGO [--quick] [--paired] [--baseline DIR] [--threads N] [--rounds N] [--json]
     refsnn bench peers [--n N ...] [--T T] [--batch B] [--no-compile] [--out DIR]
     refsnn info
-    refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | verify NAME   [--root DIR]
+    refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | checksums NAME   [--root DIR]
 
 ``--set`` changes a field of the algorithm's ``Config`` (``--set T=10
 --set surrogate=sigmoid``).  ``gradcheck`` exits with status 1 when any
@@ -220,7 +220,7 @@ def _cmd_bench(args) -> int:
         from refsnn.harness.bench_peers import peers_bench, table
 
         ns = args.n or ((64, 128) if args.quick else (512, 1024, 2048))
-        T = args.T or (50 if args.quick else 500)
+        T = args.T if args.T is not None else (50 if args.quick else 500)
         result = peers_bench(ns, T=T, batch=args.batch, compile_=not args.no_compile, threads=args.threads,
                              rounds=args.rounds or (1 if args.quick else 3), out=args.out)
         print(table(result))
