@@ -289,7 +289,7 @@ def _decay(name, tau, conv, what="tau"):
     return lam, (1.0 - lam) if conv.discretization == "zoh" else conv.dt / tau
 
 
-def _population(name, node, conv, recurrent_key, notes):
+def _population(name, node, conv, recurrent_key):
     """A NIR neuron node as a :class:`refsnn.stbp_layers.LIF` (or a leaky integrator)."""
     kind = type(node).__name__
     spiking = kind in ("LIF", "CubaLIF", "IF", "Threshold")
@@ -344,7 +344,7 @@ def _square(name, what, v):
     return int(v.flat[0])
 
 
-def _pieces(order, nodes, recurrent, conv, notes):
+def _pieces(order, nodes, recurrent, conv):
     nir = _nir()
     pieces, params, mapping = [], {}, {}
     for name in order:
@@ -396,7 +396,7 @@ def _pieces(order, nodes, recurrent, conv, notes):
                     params[f"{rname}.bias"] = _f64(w.bias)
                     mapping[f"{rname}.bias"] = f"{rname}.bias"
                     rkey = (f"{rname}.weight", "all", f"{rname}.bias")
-            pieces.append(_population(name, node, conv, rkey, notes))
+            pieces.append(_population(name, node, conv, rkey))
         elif kind == "Delay":
             raise NotExpressible(f"node {name!r} (Delay): per-neuron transmission delays are not a piece of "
                                  f"refsnn's STBP stack")
@@ -425,7 +425,7 @@ def from_nir(graph_or_path, *, dt, discretization, reset, reset_timing, firing, 
     graph, notes = read_graph(graph_or_path)
     nodes, edges = _flatten(graph)
     order, recurrent = _chain(nodes, edges)
-    pieces, params, mapping = _pieces(order, nodes, recurrent, conv, notes)
+    pieces, params, mapping = _pieces(order, nodes, recurrent, conv)
     pops = [p for p in pieces if isinstance(p, stbp_layers.LIF)]
     if not pops:
         raise NotExpressible("graph: no neuron node; refsnn's stack reads out a population")
@@ -609,12 +609,9 @@ def neuron_trace(adapted, current, lag=0):
     T = len(current)
     x = np.zeros((T, 1, 1))
     x[lag:, 0, 0] = current[:T - lag]
-    net = adapted.network
-    run, xx = net._run(adapted.params, x, None, "spike")
-    net._forward(run, xx)
-    i = net._last_population()
-    rec, pop = run.records[i], net.pieces[i]
-    u, o = rec["u"].reshape(T, -1)[:, 0], rec["o"].reshape(T, -1)[:, 0]
+    u, o = adapted.network.simulate(adapted.params, x)[-1]
+    u, o = u.reshape(T, -1)[:, 0], o.reshape(T, -1)[:, 0]
+    pop = [p for p in adapted.network.pieces if isinstance(p, stbp_layers.LIF)][-1]
     lam, thr = float(np.ravel(pop.decay)[0]), float(np.ravel(pop.threshold)[0])
     return u, pop.neuron.reset.value(u, o, lam, thr), o
 
@@ -773,6 +770,8 @@ def golden_compare(a_dir, b_dir, *, rel: float = 1e-12) -> list:
     spikes and strings equal, every other array to ``rel`` norm-wise."""
     import json
 
+    from refsnn.checking import verification
+
     ma = json.loads((Path(a_dir) / "manifest.json").read_text())
     mb = json.loads((Path(b_dir) / "manifest.json").read_text())
     if [c["case"] for c in ma["cases"]] != [c["case"] for c in mb["cases"]]:
@@ -795,13 +794,5 @@ def golden_compare(a_dir, b_dir, *, rel: float = 1e-12) -> list:
                 found.append(f"{ca['case']} ({kind}): keys differ: {sorted(set(za) ^ set(zb))}")
                 continue
             for k in za:
-                va, vb = za[k], zb[k]
-                if va.dtype.kind in "USb" or k.startswith("spikes/") or k == "y":
-                    if not np.array_equal(va, vb):
-                        found.append(f"{ca['case']} ({kind}): {k} differs")
-                    continue
-                den = max(float(np.linalg.norm(va)), float(np.linalg.norm(vb)), 1e-300)
-                err = float(np.linalg.norm(va.astype(np.float64) - vb.astype(np.float64))) / den
-                if not err <= rel:
-                    found.append(f"{ca['case']} ({kind}): {k} differs by {err:.2e} relative")
+                found += verification.array_differences(f"{ca['case']} ({kind})", k, za[k], zb[k], rel=rel)
     return found

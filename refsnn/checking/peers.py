@@ -60,7 +60,7 @@ from refsnn import stbp
 from refsnn.checking import gradcheck
 from refsnn.blocks._checks import check_in_range, check_positive
 
-__all__ = ["NotExpressible", "Adapted", "from_torch", "verify", "run", "export_case", "snntorch_surrogate",
+__all__ = ["NotExpressible", "Adapted", "from_torch", "verify", "run", "export_case", "snntorch_surrogate", "spike_function",
            "official_stbp_neuron"]
 
 
@@ -165,6 +165,26 @@ def _scalar(module_label, attr, t):
 # Surrogates
 # ---------------------------------------------------------------------------
 
+def spike_function(derivative):
+    """A torch spike ``(x > 0)`` in the input's dtype whose backward is ``grad * derivative(x)`` (a tensor of
+    ``x``'s shape): the one autograd function behind every spike the adapters, the PyTorch ports and the
+    benchmarks write.  Returns its ``apply``."""
+    torch = _torch()
+
+    class _Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return (x > 0).to(x.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * derivative(x)
+
+    return _Spike.apply
+
+
 def snntorch_surrogate(name: str = "atan", width: float = 1.0 / math.pi):
     """A snnTorch ``spike_grad`` that keeps the input's dtype: forward ``(x > 0)``, backward refsnn's surrogate.
 
@@ -176,21 +196,11 @@ def snntorch_surrogate(name: str = "atan", width: float = 1.0 / math.pi):
     from refsnn.blocks import surrogates
 
     surrogates.get(name, width)
-
-    class _Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return (x > 0).to(x.dtype)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (x,) = ctx.saved_tensors
-            h = surrogates.h(x.detach().cpu().numpy(), name, width)
-            return grad * torch.as_tensor(h, dtype=x.dtype, device=x.device)
+    spike = spike_function(lambda x: torch.as_tensor(surrogates.h(x.detach().cpu().numpy(), name, width),
+                                                     dtype=x.dtype, device=x.device))
 
     def spike_grad(x):
-        return _Spike.apply(x)
+        return spike(x)
 
     spike_grad.refsnn_surrogate = (name, float(width))
     return spike_grad
@@ -973,17 +983,7 @@ def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 
     decay = check_in_range("decay", decay, 0.0, 1.0, lo_open=True)
     lens = check_positive("lens", lens)
     torch = _torch()
-
-    class _ActFun(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u):
-            ctx.save_for_backward(u)
-            return (u > 0).to(u.dtype)
-
-        @staticmethod
-        def backward(ctx, grad):
-            (u,) = ctx.saved_tensors
-            return grad * (u.abs() < lens).to(u.dtype)
+    act = spike_function(lambda u: (u.abs() < lens).to(u.dtype))         # the official code's ActFun
 
     class OfficialSTBPNeuron(torch.nn.Module):
         refsnn_official_stbp = True
@@ -1000,7 +1000,7 @@ def official_stbp_neuron(thresh: float = 0.5, decay: float = 0.2, lens: float = 
             if self.mem is None:
                 self.mem, self.spike = torch.zeros_like(x), torch.zeros_like(x)
             self.mem = self.mem * self.decay * (1.0 - self.spike) + x
-            self.spike = _ActFun.apply(self.mem - self.thresh)
+            self.spike = act(self.mem - self.thresh)
             return self.spike
 
     return OfficialSTBPNeuron()

@@ -1032,16 +1032,23 @@ def golden_compare(a_dir, b_dir, *, rel: float = 1e-12) -> list:
             if k == "config":                   # the same Config, whatever fields were added since
                 va, vb = (np.asarray(json.dumps(_normal_config(c["algorithm"], json.loads(str(v)))))
                           for c, v in ((ca, va), (cb, vb)))
-            if va.dtype.kind in "US" or k.startswith("spikes/") or k == "y":
-                if not np.array_equal(va, vb):
-                    problems_found.append(f"{ca['file']}: {k} differs")
-                continue
-            for side, v in (("first", va), ("second", vb)):
-                bad = gradcheck.describe_nonfinite(v, f"the {side} set")
-                if bad:
-                    problems_found.append(f"{ca['file']}: {k}: {bad}")
-            den = max(float(np.linalg.norm(va)), float(np.linalg.norm(vb)), 1e-300)
-            err = float(np.linalg.norm(va.astype(np.float64) - vb.astype(np.float64))) / den
-            if not err <= rel:                   # a NaN error is a difference too
-                problems_found.append(f"{ca['file']}: {k} differs by {err:.2e} relative")
+            problems_found += array_differences(ca["file"], k, va, vb, rel=rel)
     return problems_found
+
+
+def array_differences(label: str, key: str, va, vb, *, rel: float = 1e-12) -> list:
+    """How two stored arrays of a golden set differ (``[]`` if they do not): strings, spikes and labels must be
+    equal exactly; numbers must be finite and agree to ``rel`` relative, norm-wise."""
+    va, vb = np.asarray(va), np.asarray(vb)
+    if va.dtype.kind in "USb" or key.startswith("spikes/") or key == "y":
+        return [] if np.array_equal(va, vb) else [f"{label}: {key} differs"]
+    found = []
+    for side, v in (("first", va), ("second", vb)):
+        bad = gradcheck.describe_nonfinite(v, f"the {side} set")
+        if bad:
+            found.append(f"{label}: {key}: {bad}")
+    den = max(float(np.linalg.norm(va)), float(np.linalg.norm(vb)), 1e-300)
+    err = float(np.linalg.norm(va.astype(np.float64) - vb.astype(np.float64))) / den
+    if not err <= rel:                           # a NaN error is a difference too
+        found.append(f"{label}: {key} differs by {err:.2e} relative")
+    return found

@@ -66,7 +66,7 @@ def build(lib: str, n: int, dtype: str = "float64", seed: int = 0):
         if dtype == "float32":
             grad = snn.surrogate.atan(alpha=2.0)
         else:
-            spike = _spike_function().apply
+            spike = _spike_function()
 
             def grad(z):
                 return spike(z)
@@ -97,27 +97,17 @@ def build(lib: str, n: int, dtype: str = "float64", seed: int = 0):
 
 
 def _spike_function():
-    """The spike with snnTorch's default surrogate, atan(alpha=2) = refsnn's atan of width 1/pi, in torch."""
-    import torch
+    """The spike with snnTorch's default surrogate, atan(alpha=2) = refsnn's atan of width 1/pi, in torch (no
+    NumPy round trip: the benchmark times it)."""
+    from refsnn.checking import peers
 
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, z):
-            ctx.save_for_backward(z)
-            return (z > 0).to(z.dtype)
-
-        @staticmethod
-        def backward(ctx, g):
-            (z,) = ctx.saved_tensors
-            return g / (1 + (math.pi * z) ** 2)
-
-    return Spike
+    return peers.spike_function(lambda z: 1.0 / (1 + (math.pi * z) ** 2))
 
 
 def _torch_layer_class():
     import torch
 
-    Spike = _spike_function()
+    spike = _spike_function()
 
     class TorchLayer(torch.nn.Module):
         """The layer in plain PyTorch: one matrix product over all steps, then the neuron step by step."""
@@ -132,7 +122,7 @@ def _torch_layer_class():
             out = []
             for c in current.unbind(0):                 # unbind: indexing current[t] would make every step's
                 v = DECAY * v + c                       # backward write a full (T, batch, n) zero tensor
-                o = Spike.apply(v - THRESHOLD)
+                o = spike(v - THRESHOLD)
                 v = v * (1 - o)
                 out.append(o)
             return torch.stack(out)
