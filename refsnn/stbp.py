@@ -193,7 +193,7 @@ from refsnn.blocks._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn.blocks._jit import njit, prange, resolve_backend
+from refsnn.blocks._jit import njit, over_batch, prange, resolve_backend
 
 __all__ = [
     "Config",
@@ -1096,7 +1096,7 @@ def reset_piece(cfg: Config, dtype=np.float64) -> Reset:
 RESET_PIECES = {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none": NoReset}
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
     """:meth:`Reset.value` of the reset whose ``code`` is ``reset``, on numbers (for the kernels)."""
     if reset == _EXP:
@@ -1110,7 +1110,7 @@ def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
     return u + 0 * o
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _kernel_reset_du(u, o, reset, lam):
     """:meth:`Reset.du`, on numbers."""
     if reset == _EXP:
@@ -1120,7 +1120,7 @@ def _kernel_reset_du(u, o, reset, lam):
     return 1 + 0 * (u + o)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _kernel_reset_do(u, o, reset, lam, thr, v_reset):
     """:meth:`Reset.do`, on numbers."""
     if reset == _EXP:
@@ -1382,59 +1382,141 @@ def _kernel_setting(L, cfg, dt):
     return _Neurons(L.lam, L.kap, L.c, L.thr, L.alpha), rule
 
 
-@njit(parallel=True, error_model="numpy")   # IEEE division (lam, width > 0 are validated): loops vectorise
+def _specialised(factory, key):
+    """The kernel ``factory(*key)`` compiles, made once per process and setting: the setting's switches
+    (which reset, its timing, the synapse, the firing rule, the surrogate, ...) are constants in the
+    compiled code, so numba drops the branches of every other setting and the loops over neurons vectorise
+    (the same code testing the switches for every neuron ran 2-4x slower).  One compilation per setting
+    used, kept in numba's disk cache like every kernel."""
+    if (factory, key) not in _KERNELS:
+        _KERNELS[factory, key] = factory(*key)
+    return _KERNELS[factory, key]
+
+
+_KERNELS = {}
+
+
+def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, keep_j):
+    """The forward kernel for one setting (:func:`_lif_forward_kernel`, :func:`_specialised`)."""
+
+    @njit(nogil=True, error_model="numpy")   # IEEE division (lam, width > 0 are validated): loops vectorise
+    def forward(I, lam, kap, c, thr, alpha, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
+        """:func:`_lif_forward_kernel` for the samples ``first`` to ``stop - 1``, into ``u`` and ``o``."""
+        T, B, H = I.shape
+        for s in range(first, stop):         # the innermost loop walks contiguous memory
+            jprev = np.zeros(H, I.dtype)
+            for t in range(T):
+                for i in range(H):
+                    jt = I[t, s, i]
+                    if synapse:
+                        if t > 0:
+                            jt = alpha[i] * jprev[i] + jt                                   # Eq. (J)
+                        jprev[i] = jt
+                    if t == 0:
+                        r = v_rest                                                          # r^{-1} = v_rest
+                    elif delayed:
+                        r = u[t - 1, s, i]
+                    else:
+                        r = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)  # (R)
+                    vt = lam[i] * r + kap[i] * jt + c[i]                                    # Eq. (V)
+                    if delayed and t > 0:
+                        ut = _kernel_reset_value(vt, o[t - 1, s, i], reset, lam[i], thr[i], v_reset)   # Eq. (u)
+                    else:
+                        ut = vt
+                    u[t, s, i] = ut
+                    z = ut - thr[i]
+                    if smooth:
+                        o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
+                    elif strict:
+                        o[t, s, i] = 1.0 * (z > 0.0)                                        # Eq. (o), branch-free
+                    else:
+                        o[t, s, i] = 1.0 * (z >= 0.0)
+                    if keep_v:
+                        v_out[t, s, i] = vt
+                    if keep_j:
+                        j_out[t, s, i] = jt
+
+    return forward
+
+
+def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
+    """The backward kernel for one setting (:func:`_lif_backward_kernel`, :func:`_specialised`)."""
+
+    @njit(nogil=True, error_model="numpy")
+    def backward(g, u, o, v, j, lam, kap, thr, alpha, v_reset, v_rest, width, glam, gthr, gI, first, stop):
+        """:func:`_lif_backward_kernel` for the samples ``first`` to ``stop - 1``, into ``gI``."""
+        subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
+        T, B, H = u.shape
+        for s in range(first, stop):
+            eps_n = np.zeros(H, u.dtype)     # eps, g_v, g_j of step t+1 for this sample
+            gv_n = np.zeros(H, u.dtype)
+            gj_n = np.zeros(H, u.dtype)
+            gl = glam[s]
+            gt = gthr[s]
+            for t in range(T - 1, -1, -1):
+                for i in range(H):
+                    ut = u[t, s, i]
+                    ot = o[t, s, i]
+                    d = g[t, s, i]
+                    e_r = 0.0
+                    if t < T - 1:
+                        g_r = lam[i] * gv_n[i]                                              # dL/dr^t
+                        if delayed:
+                            if not detach:
+                                d = d + eps_n[i] * _kernel_reset_do(v[t + 1, s, i], ot, reset, lam[i], thr[i],
+                                                                    v_reset)               # Eq. (B3)
+                            e_r = g_r
+                        else:
+                            if not detach:
+                                d = d + g_r * _kernel_reset_do(ut, ot, reset, lam[i], thr[i], v_reset)   # Eq. (B3)
+                            e_r = g_r * _kernel_reset_du(ut, ot, reset, lam[i])
+                            if subtract:
+                                gt[i] -= g_r * ot
+                    fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
+                    e = fire + e_r                                                          # Eq. (B4)
+                    gt[i] -= fire
+                    if delayed and t > 0:
+                        gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i])
+                        if subtract:
+                            gt[i] -= e * o[t - 1, s, i]
+                    else:
+                        gv = e
+                    gj = kap[i] * gv
+                    if synapse and t < T - 1:
+                        gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
+                    gI[t, s, i] = gj
+                    if t == 0:
+                        r_prev = v_rest
+                    elif delayed:
+                        r_prev = u[t - 1, s, i]
+                    else:
+                        r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)
+                    dv = r_prev - v_rest
+                    if decay_input:
+                        dv = dv - j[t, s, i]
+                    gl[i] += gv * dv
+                    eps_n[i] = e
+                    gv_n[i] = gv
+                    gj_n[i] = gj
+
+    return backward
+
+
 def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
     The same arithmetic, in the same order, as :func:`forward_numpy`; ``nrn`` and ``rule`` are the
     layer's :class:`_Neurons` and :class:`_Rule`.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when
     they have ``T`` rows (the backward pass needs them for a delayed reset and a learned decay); pass
-    (1, 1, 1) arrays otherwise.  Returns ``u, o``.  Samples are independent: they are shared out among
-    numba's threads.
+    (1, 1, 1) arrays otherwise.  Returns ``u, o``.  Runs the kernel compiled for ``rule``'s setting
+    (:func:`_specialised`); ``_lif_forward_kernel.py_func`` runs the same code as plain Python.
     """
-    lam, kap, c, thr, alpha = nrn
-    reset, v_reset, v_rest, delayed, synapse = rule.reset, rule.v_reset, rule.v_rest, rule.delayed, rule.synapse
-    strict, smooth, sur, width = rule.strict, rule.smooth, rule.surrogate, rule.width
-    T, B, H = I.shape
-    u = np.empty_like(I)
-    o = np.empty_like(I)
-    keep_v = v_out.shape[0] == T
-    keep_j = j_out.shape[0] == T
-    for s in prange(B):                  # the innermost loop walks contiguous memory
-        jprev = np.zeros(H, I.dtype)
-        for t in range(T):
-            for i in range(H):
-                jt = I[t, s, i]
-                if synapse and t > 0:
-                    jt = alpha[i] * jprev[i] + jt                                       # Eq. (J)
-                jprev[i] = jt
-                if t == 0:
-                    r = v_rest                                                          # r^{-1} = v_rest
-                elif delayed:
-                    r = u[t - 1, s, i]
-                else:
-                    r = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)  # (R)
-                vt = lam[i] * r + kap[i] * jt + c[i]                                    # Eq. (V)
-                if delayed and t > 0:
-                    ut = _kernel_reset_value(vt, o[t - 1, s, i], reset, lam[i], thr[i], v_reset)   # Eq. (u)
-                else:
-                    ut = vt
-                u[t, s, i] = ut
-                z = ut - thr[i]
-                if smooth:
-                    o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
-                elif strict:
-                    o[t, s, i] = 1.0 * (z > 0.0)                                        # Eq. (o), branch-free
-                else:
-                    o[t, s, i] = 1.0 * (z >= 0.0)
-                if keep_v:
-                    v_out[t, s, i] = vt
-                if keep_j:
-                    j_out[t, s, i] = jt
+    u, o = np.empty_like(I), np.empty_like(I)
+    over_batch(_forward_for(rule, I, v_out, j_out), I.shape[1], I, *nrn, rule.v_reset, rule.v_rest, rule.width,
+               u, o, v_out, j_out)
     return u, o
 
 
-@njit(parallel=True, error_model="numpy")
 def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
@@ -1442,67 +1524,45 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
     kernel (``v`` used for a delayed reset, ``j`` for ``glam`` when ``rule.decay_input``; otherwise they
     may be (1, 1, 1) placeholders).  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th``
     into ``gthr[s]`` (both (B, H); the caller sums over samples).  Samples are shared out among numba's
-    threads.
+    threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.
     """
-    u, o, v, j = trace
-    lam, kap, c, thr, alpha = nrn
-    reset, v_reset, v_rest, delayed, synapse = rule.reset, rule.v_reset, rule.v_rest, rule.delayed, rule.synapse
-    detach, decay_input, sur, width = rule.detach, rule.decay_input, rule.surrogate, rule.width
-    subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
-    T, B, H = u.shape
-    gI = np.empty_like(u)
-    for s in prange(B):
-        eps_n = np.zeros(H, u.dtype)     # eps, g_v, g_j of step t+1 for this sample
-        gv_n = np.zeros(H, u.dtype)
-        gj_n = np.zeros(H, u.dtype)
-        gl = glam[s]
-        gt = gthr[s]
-        for t in range(T - 1, -1, -1):
-            for i in range(H):
-                ut = u[t, s, i]
-                ot = o[t, s, i]
-                d = g[t, s, i]
-                e_r = 0.0
-                if t < T - 1:
-                    g_r = lam[i] * gv_n[i]                                              # dL/dr^t
-                    if delayed:
-                        if not detach:
-                            d = d + eps_n[i] * _kernel_reset_do(v[t + 1, s, i], ot, reset, lam[i], thr[i],
-                                                                v_reset)               # Eq. (B3)
-                        e_r = g_r
-                    else:
-                        if not detach:
-                            d = d + g_r * _kernel_reset_do(ut, ot, reset, lam[i], thr[i], v_reset)   # Eq. (B3)
-                        e_r = g_r * _kernel_reset_du(ut, ot, reset, lam[i])
-                        if subtract:
-                            gt[i] -= g_r * ot
-                fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
-                e = fire + e_r                                                          # Eq. (B4)
-                gt[i] -= fire
-                if delayed and t > 0:
-                    gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i])
-                    if subtract:
-                        gt[i] -= e * o[t - 1, s, i]
-                else:
-                    gv = e
-                gj = kap[i] * gv
-                if synapse and t < T - 1:
-                    gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
-                gI[t, s, i] = gj
-                if t == 0:
-                    r_prev = v_rest
-                elif delayed:
-                    r_prev = u[t - 1, s, i]
-                else:
-                    r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)
-                dv = r_prev - v_rest
-                if decay_input:
-                    dv = dv - j[t, s, i]
-                gl[i] += gv * dv
-                eps_n[i] = e
-                gv_n[i] = gv
-                gj_n[i] = gj
+    gI = np.empty_like(trace[0])
+    over_batch(_backward_for(rule), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, rule.v_reset,
+               rule.v_rest, rule.width, glam, gthr, gI)
     return gI
+
+
+def _forward_for(rule, I, v_out, j_out):
+    T = I.shape[0]
+    return _specialised(_compile_lif_forward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
+                                               bool(rule.strict), bool(rule.smooth),
+                                               int(rule.surrogate) if rule.smooth else -1,   # the primitive
+                                               v_out.shape[0] == T, j_out.shape[0] == T))
+
+
+def _backward_for(rule):
+    return _specialised(_compile_lif_backward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
+                                                bool(rule.detach), bool(rule.decay_input), int(rule.surrogate)))
+
+
+def _forward_py(I, nrn, rule, v_out, j_out):
+    """:func:`_lif_forward_kernel` with the kernel's code run as plain Python."""
+    u, o = np.empty_like(I), np.empty_like(I)
+    _forward_for(rule, I, v_out, j_out).py_func(I, *nrn, rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out,
+                                                0, I.shape[1])
+    return u, o
+
+
+def _backward_py(g, trace, nrn, rule, glam, gthr):
+    """:func:`_lif_backward_kernel` with the kernel's code run as plain Python."""
+    gI = np.empty_like(trace[0])
+    _backward_for(rule).py_func(g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, rule.v_reset, rule.v_rest,
+                                rule.width, glam, gthr, gI, 0, gI.shape[1])
+    return gI
+
+
+_lif_forward_kernel.py_func = _forward_py
+_lif_backward_kernel.py_func = _backward_py
 
 
 def _forward_fast(layers, x, cfg, keep=False):

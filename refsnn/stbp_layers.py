@@ -503,9 +503,12 @@ class LIF:
         if self.gain is not None:
             I = I * np.asarray(self.gain, dtype=I.dtype)                      # Eq. (Rec): g I
         I3 = np.ascontiguousarray(I.reshape(T, B, -1))
-        v, j = np.empty_like(I3), np.empty_like(I3)                            # recorded for the backward pass
+        none = np.zeros((1, 1, 1), I3.dtype)                                   # not recorded: no backward reads it
+        v = np.empty_like(I3) if rule.delayed else none                        # the delayed reset's derivatives
+        j = np.empty_like(I3) if (rule.synapse or self.neuron.decay_input) else none   # dv/dlam, dL/dalpha
         u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j)
-        u, o, v, j = (a.reshape(I.shape) for a in (u, o, v, j))
+        u, o = u.reshape(I.shape), o.reshape(I.shape)
+        v, j = (a.reshape(I.shape) if a is not none else a for a in (v, j))
         rec.update(u=u, o=o, v=v, j=j, I=I, seen=o, kernel=True)   # no z: only an anchor pass (readable) needs it
         return o
 
@@ -558,7 +561,8 @@ class LIF:
         neurons, rule = self._kernel_setting(constants, shape)
         flat = lambda a: np.ascontiguousarray(a.reshape(T, B, -1))            # noqa: E731
         glam, gthr = np.zeros((B, neurons.lam.size)), np.zeros((B, neurons.lam.size))   # per sample
-        gI = stbp._lif_backward_kernel(flat(g_o), tuple(flat(rec[k]) for k in "uovj"), neurons, rule, glam, gthr)
+        trace = tuple(flat(rec[k]) if rec[k].shape[0] == T else rec[k] for k in "uovj")   # v, j: maybe (1, 1, 1)
+        gI = stbp._lif_backward_kernel(flat(g_o), trace, neurons, rule, glam, gthr)
         if lkey is not None:
             run.add(lkey, _to_shape(_chain(glam.sum(axis=0).reshape(shape), lhow, lraw), lraw))
         if tkey is not None:

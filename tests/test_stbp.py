@@ -2,6 +2,7 @@
 import json
 import os
 import subprocess
+import itertools
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -248,36 +249,40 @@ def test_fast_tier_equals_readable_twin(case, forward):
 
 def test_kernels_compiled_equal_plain_python():
     """Each kernel gives the same results compiled and as its pure-Python function (py_func), for every
-    reset, timing, synapse, threshold comparison and surrogate."""
+    reset with each timing, synapse and detaching, and every surrogate with every reset (the surrogate
+    cycles through all of them as the other switches change; the firing rule and the smooth forward pass go
+    with it).  The kernels are compiled for each setting (stbp._specialised), so each case here is a
+    different compiled kernel."""
     rng = np.random.default_rng(1)
     T, B, H = 6, 3, 5
     I = rng.normal(0.4, 0.6, (T, B, H))
     g = rng.normal(0, 1, (T, B, H))
     nrn = stbp._Neurons(lam=np.full(H, 0.3), kap=np.full(H, 0.7), c=np.full(H, 0.02),
                         thr=np.linspace(0.4, 0.6, H), alpha=np.full(H, 0.5))
+    seen = set()
     for reset in stbp.RESETS:
         code = stbp.reset_piece(stbp.Config(reset=reset)).code
-        for delayed in (False, True):
-            for synapse in (False, True):
-                for sur in range(len(surrogates.NAMES)):
-                    for detach in (False, True):
-                        rule = stbp._Rule(reset=code, v_reset=-0.2, v_rest=0.1, delayed=delayed, synapse=synapse,
-                                          strict=bool(sur % 2), smooth=sur == 3, detach=detach, decay_input=True,
-                                          surrogate=sur, width=0.8)
-                        outs = []
-                        for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
-                            v, j = np.empty((T, B, H)), np.empty((T, B, H))
-                            u, o = fn(I, nrn, rule, v, j)
-                            outs.append((u, o, v, j))
-                        for a, b in zip(outs[0], outs[1]):
-                            assert_close(a, b, FORMULA_REL)            # 6 steps of one neuron's recursion
-                        res = []
-                        for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
-                            glam, gthr = np.zeros((B, H)), np.zeros((B, H))   # per sample
-                            gI = fn(g, outs[0], nrn, rule, glam, gthr)
-                            res.append((gI, glam, gthr))
-                        for a, b in zip(res[0], res[1]):
-                            assert_close(a, b, FORMULA_REL)
+        for delayed, synapse, detach in itertools.product((False, True), repeat=3):
+            sur = (delayed + 2 * synapse + 4 * detach) % len(surrogates.NAMES)   # every surrogate meets every reset
+            seen.add((reset, sur))
+            rule = stbp._Rule(reset=code, v_reset=-0.2, v_rest=0.1, delayed=delayed, synapse=synapse,
+                              strict=bool(sur % 2), smooth=sur == 3, detach=detach, decay_input=True,
+                              surrogate=sur, width=0.8)
+            outs = []
+            for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
+                v, j = np.empty((T, B, H)), np.empty((T, B, H))
+                u, o = fn(I, nrn, rule, v, j)
+                outs.append((u, o, v, j))
+            for a, b in zip(outs[0], outs[1]):
+                assert_close(a, b, FORMULA_REL)            # 6 steps of one neuron's recursion
+            res = []
+            for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
+                glam, gthr = np.zeros((B, H)), np.zeros((B, H))   # per sample
+                gI = fn(g, outs[0], nrn, rule, glam, gthr)
+                res.append((gI, glam, gthr))
+            for a, b in zip(res[0], res[1]):
+                assert_close(a, b, FORMULA_REL)
+    assert len(seen) == len(stbp.RESETS) * len(surrogates.NAMES)
 
 
 @pytest.mark.parametrize("reset", stbp.RESETS)

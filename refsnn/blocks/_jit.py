@@ -32,7 +32,7 @@ import contextlib
 import os
 
 __all__ = ["njit", "prange", "JIT_ENABLED", "KERNELS_AS_PYTHON", "resolve_backend", "jit_status",
-           "limit_threads"]
+           "limit_threads", "over_batch"]
 
 
 def _env_disables_jit() -> bool:
@@ -153,3 +153,32 @@ def limit_threads(n):
             _numba.set_num_threads(min(n, _numba.config.NUMBA_NUM_THREADS))
             stack.callback(_numba.set_num_threads, before)
         yield
+
+
+_EXECUTOR = []        # the threads over_batch shares the batch out to, made on first use
+#: Below this many numbers per call (T x B x H) a kernel runs on one thread: handing out work costs ~50 us.
+OVER_BATCH_MIN = 100_000
+
+
+def over_batch(kernel, B, *args):
+    """``kernel(*args, first, stop)`` over the samples ``0..B-1``: in one call, or in one contiguous share of
+    the batch per thread when numba may use several threads (:func:`limit_threads`) and the work is large.
+
+    For kernels compiled with ``nogil=True`` that write each sample's results into arrays given in ``args``
+    and read no other sample's: the results are the same, bit for bit, however the batch is shared out.
+    The threads are Python threads (a pool made once), so a kernel needs no ``parallel=True``, which would
+    double its compile time."""
+    n = _numba.get_num_threads() if JIT_ENABLED else 1
+    work = sum(a.size for a in args[:1] if hasattr(a, "size"))
+    if n < 2 or B < 2 or work < OVER_BATCH_MIN:
+        kernel(*args, 0, B)
+        return
+    n = min(n, B)
+    if not _EXECUTOR:
+        from concurrent.futures import ThreadPoolExecutor
+        _EXECUTOR.append(ThreadPoolExecutor(max_workers=_numba.config.NUMBA_NUM_THREADS,
+                                            thread_name_prefix="refsnn-kernel"))
+    cuts = [B * k // n for k in range(n + 1)]
+    jobs = [_EXECUTOR[0].submit(kernel, *args, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    for job in jobs:
+        job.result()

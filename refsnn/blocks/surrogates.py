@@ -233,7 +233,7 @@ def kinks(name: str, a: float = 1.0) -> tuple[float, ...]:
 # Scalar forms for the numba kernels (same formulas, one value at a time).
 # --------------------------------------------------------------------------
 
-@njit(error_model="numpy")      # IEEE division (a > 0 is validated), so the kernels calling it vectorise
+@njit(error_model="numpy", inline="always")      # IEEE division (a > 0 is validated), so the kernels calling it vectorise
 def h_scalar(kind, a, x):
     """Scalar :func:`h` for kernels; ``kind`` is ``KIND_CODES[name]``."""
     # Written without data-dependent branches (a bool times a float): on real data the
@@ -256,7 +256,7 @@ def h_scalar(kind, a, x):
     return 1.0 / (z * z)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def primitive_scalar(kind, a, x):
     """Scalar :func:`primitive` for kernels."""
     if kind == 0:
