@@ -9,6 +9,8 @@
     refsnn golden write DIR | check [DIR]
     refsnn bench ALGO [--quick] [--paired] [--baseline DIR] [--threads N] [--rounds N] [--json]
     refsnn bench peers [--n N ...] [--T T] [--batch B] [--no-compile] [--out DIR]
+    refsnn sweep FILE [--out DIR] [--cores N] [--workers W] [--dask ADDRESS | --dask local] [--no-progress]
+    refsnn sweep report DIR [--out DIR]
     refsnn info
     refsnn data list | path [NAME] | fetch NAME [--mirror URL ...] | checksums NAME   [--root DIR]
 
@@ -234,6 +236,27 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from refsnn.harness import sweep
+
+    if args.what[0] == "report":
+        if len(args.what) != 2:
+            raise ValueError("sweep report: expects one sweep folder (refsnn sweep report DIR)")
+        summary = sweep.report(args.what[1], args.out)
+        print(sweep.markdown(summary), end="")
+        print(f"summary.json, summary.md and summary.png in {args.out or args.what[1]}/")
+        return 0
+    if len(args.what) != 1:
+        raise ValueError(f"sweep: expects one sweep file (or 'report DIR'), got {' '.join(args.what)}")
+    result = sweep.run(args.what[0], args.out, cores=args.cores, workers=args.workers, dask=args.dask,
+                       progress=not args.no_progress)
+    for name, why in result["failed"].items():
+        print(f"refsnn: sweep point {name} failed: {why}", file=sys.stderr)
+    n = len(result["done"]) + len(result["ran"])
+    print(f"{n} of {n + len(result['failed'])} points finished; 'refsnn sweep report FOLDER' makes the table")
+    return 1 if result["failed"] else 0
+
+
 def _cmd_info(args) -> int:
     from refsnn.harness.train import versions
 
@@ -352,6 +375,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-compile", action="store_true", help="peers: leave out the torch.compile forms")
     b.add_argument("--out", metavar="DIR", help="peers: write peers_bench.json, .md and .png into DIR")
     b.set_defaults(func=_cmd_bench)
+
+    w = sub.add_parser("sweep", help="run a sweep file (a grid of settings x seeds), or 'sweep report DIR'",
+                       description="refsnn sweep FILE: one 'refsnn train' run per grid point and seed, each in its "
+                                   "own folder; finished points are skipped and interrupted ones resume. "
+                                   "refsnn sweep report DIR: mean +- sd per setting (summary.json, .md, .png).")
+    w.add_argument("what", nargs="+", metavar="FILE | report DIR")
+    w.add_argument("--out", help="the sweep's folder (default sweeps/NAME); for report: where the summary goes")
+    w.add_argument("--cores", type=int, help="cores the sweep may use (default: all of this machine's)")
+    w.add_argument("--workers", type=int, help="points at once (default: as many as the cores allow); each gets "
+                                               "cores / workers threads")
+    w.add_argument("--dask", metavar="ADDRESS", help="run the points on a Dask cluster: a scheduler address, or "
+                                                     "'local' for a LocalCluster on this machine")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_sweep)
 
     i = sub.add_parser("info", help="versions and what is installed")
     i.set_defaults(func=_cmd_info)
