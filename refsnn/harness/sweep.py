@@ -55,7 +55,8 @@ from pathlib import Path
 
 import refsnn
 
-__all__ = ["Sweep", "Point", "read", "parse", "run", "report", "markdown", "SweepError", "DEFAULT_ROOT"]
+__all__ = ["Sweep", "Point", "read", "parse", "run", "report", "markdown", "results_page", "figure", "SweepError",
+           "DEFAULT_ROOT"]
 
 #: Where ``refsnn sweep FILE`` puts a sweep without ``--out``: ``sweeps/NAME``.
 DEFAULT_ROOT = Path("sweeps")
@@ -95,6 +96,7 @@ class Sweep:
     config: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     grid: dict = field(default_factory=dict)
+    description: str = ""   # the file's leading comment lines: what the sweep is for (the results page shows it)
     source: str = ""     # the file it came from
 
     def points(self) -> list:
@@ -160,7 +162,12 @@ def read(path) -> Sweep:
             raise SweepError(f"{path}: not valid TOML ({exc})") from None
     else:
         raise SweepError(f"{path}: a sweep file ends in .toml (or .yaml, .yml), got {path.suffix or 'no suffix'!r}")
-    return parse(data, source=str(path))
+    lead = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lead.append(line[1:].strip())
+    return replace(parse(data, source=str(path)), description=" ".join(x for x in lead if x))
 
 
 def parse(data, source: str = "sweep") -> Sweep:
@@ -539,7 +546,8 @@ def report(directory, out=None, *, command: str | None = None) -> dict:
              enumerate(itertools.product(*(sweep["grid"][k] for k in keys)))}
     summary_groups.sort(key=lambda g: order.get(json.dumps(list(g["values"].values())), len(order)))
     v = rows[0]["versions"]
-    summary = {"sweep": sweep["name"], "algorithm": sweep["algorithm"], "dataset": sweep["dataset"],
+    summary = {"sweep": sweep["name"], "description": sweep.get("description", ""),
+               "algorithm": sweep["algorithm"], "dataset": sweep["dataset"],
                "preset": sweep.get("preset"), "config": sweep.get("config", {}), "settings": sweep.get("settings", {}),
                "grid": [k.split(".", 1)[1] for k in keys], "seeds": sweep["seeds"],
                "n_train": rows[0]["n_train"], "n_test": rows[0]["n_test"],
@@ -579,6 +587,19 @@ def markdown(summary: dict) -> str:
     if summary["incomplete"]:
         note += f" Not finished (left out): {', '.join(i['name'] for i in summary['incomplete'])}."
     return "\n".join(lines) + "\n" + note + "\n"
+
+
+def results_page(folder) -> str:
+    """Markdown for every committed sweep summary under ``folder`` (``folder/NAME/summary.json`` and its
+    ``summary.png``): what the sweep is, its table, its figure.  The documentation's results page includes
+    this (``docs/conf.py`` writes it at every build), so its sweep tables are never typed by hand."""
+    folder = Path(folder)
+    parts = []
+    for path in sorted(folder.glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        parts.append(f"### {summary['sweep']}\n\n{summary.get('description', '')}\n\n{markdown(summary)}\n"
+                     f"![{summary['sweep']}: accuracy per setting]({folder.name}/{path.parent.name}/summary.png)\n")
+    return "\n".join(parts) if parts else "(No sweep summaries are committed yet.)\n"
 
 
 def figure(summary: dict, path) -> None:
