@@ -1507,8 +1507,8 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
 
     The same arithmetic, in the same order, as :func:`forward_numpy`; ``nrn`` and ``rule`` are the
     layer's :class:`_Neurons` and :class:`_Rule`.  ``v_out`` and ``j_out`` receive ``v`` and ``j`` when
-    they have ``T`` rows (the backward pass needs them for a delayed reset and a learned decay); pass
-    (1, 1, 1) arrays otherwise.  Returns ``u, o``.  Runs the kernel compiled for ``rule``'s setting
+    they have ``I``'s shape (the backward pass needs them for a delayed reset and a learned decay); pass
+    (1, 1, 1) arrays otherwise (at ``T = 1`` too: the shape decides, not the number of rows).  Returns ``u, o``.  Runs the kernel compiled for ``rule``'s setting
     (:func:`_specialised`); ``_lif_forward_kernel.py_func`` runs the same code as plain Python.
     """
     u, o = np.empty_like(I), np.empty_like(I)
@@ -1533,11 +1533,10 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
 
 
 def _forward_for(rule, I, v_out, j_out):
-    T = I.shape[0]
     return _specialised(_compile_lif_forward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
                                                bool(rule.strict), bool(rule.smooth),
                                                int(rule.surrogate) if rule.smooth else -1,   # the primitive
-                                               v_out.shape[0] == T, j_out.shape[0] == T))
+                                               v_out.shape == I.shape, j_out.shape == I.shape))
 
 
 def _backward_for(rule):

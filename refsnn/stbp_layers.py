@@ -561,7 +561,7 @@ class LIF:
         neurons, rule = self._kernel_setting(constants, shape)
         flat = lambda a: np.ascontiguousarray(a.reshape(T, B, -1))            # noqa: E731
         glam, gthr = np.zeros((B, neurons.lam.size)), np.zeros((B, neurons.lam.size))   # per sample
-        trace = tuple(flat(rec[k]) if rec[k].shape[0] == T else rec[k] for k in "uovj")   # v, j: maybe (1, 1, 1)
+        trace = tuple(flat(rec[k]) if rec[k].shape == u.shape else rec[k] for k in "uovj")   # v, j: maybe (1, 1, 1)
         gI = stbp._lif_backward_kernel(flat(g_o), trace, neurons, rule, glam, gthr)
         if lkey is not None:
             run.add(lkey, _to_shape(_chain(glam.sum(axis=0).reshape(shape), lhow, lraw), lraw))

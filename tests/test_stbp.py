@@ -285,6 +285,26 @@ def test_kernels_compiled_equal_plain_python():
     assert len(seen) == len(stbp.RESETS) * len(surrogates.NAMES)
 
 
+@pytest.mark.parametrize("T", [1, 2])
+def test_the_forward_kernel_leaves_placeholders_alone(T):
+    """v and j are recorded only into arrays of the input's shape; a (1, 1, 1) placeholder is not written,
+    also at T = 1, where it has as many rows as the input (an earlier kernel decided by the row count and
+    wrote past the placeholder's end at T = 1)."""
+    rng = np.random.default_rng(2)
+    B, H = 4, 3
+    I = rng.normal(0.5, 0.5, (T, B, H))
+    nrn = stbp._Neurons(lam=np.full(H, 0.3), kap=np.full(H, 0.7), c=np.zeros(H), thr=np.full(H, 0.5),
+                        alpha=np.zeros(H))
+    rule = stbp._Rule(reset=stbp.reset_piece(stbp.Config()).code, v_reset=0.0, v_rest=0.0, delayed=True,
+                      synapse=False, strict=True, smooth=False, detach=False, decay_input=False, surrogate=0,
+                      width=1.0)
+    sentinel = np.full((1, 1, 1), np.nan), np.full((1, 1, 1), np.nan)
+    for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
+        v, j = (a.copy() for a in sentinel)
+        fn(I, nrn, rule, v, j)
+        assert np.isnan(v).all() and np.isnan(j).all()
+
+
 @pytest.mark.parametrize("reset", stbp.RESETS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernel_reset_formulas_are_the_reset_pieces(reset, dtype):
