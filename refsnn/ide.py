@@ -1277,7 +1277,7 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, d
     return out
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, masked, mx, ms):
     """All ``T`` steps of Eq. (N1)-(N4), event-driven: each spike adds one row of a transposed weight.
 

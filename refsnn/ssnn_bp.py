@@ -581,7 +581,7 @@ def coincidences_loop(port, e_plus, e_minus):
     return c_plus, c_minus
 
 
-@njit
+@njit(error_model="numpy")
 def _event_kernel(port, d, out):
     """Event-driven counting: at each step, add ``d_j`` to every synapse ``(j, i)`` whose port ``i`` spiked.
 

@@ -712,7 +712,7 @@ def simulate_layer_numpy(S_pre, W, Wr, nu: float, cfg: Config):
     return S, V
 
 
-@njit
+@njit(error_model="numpy")
 def _lif_one(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref, b, S, V):
     """All ``T`` steps of sample ``b`` of one layer, written into ``S`` and ``V`` (see :func:`_lif_kernel`)."""
     T, _, N = ff.shape
@@ -747,7 +747,7 @@ def _lif_one(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref, b, S, V):
             v[i] = vi
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def _lif_kernel(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
     """All ``T`` steps of one layer for every sample (the arithmetic of :func:`simulate_layer_numpy`).
 
@@ -763,7 +763,7 @@ def _lif_kernel(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
     return S, V
 
 
-@njit
+@njit(error_model="numpy")
 def _lif_kernel_serial(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
     """:func:`_lif_kernel` on one thread (``Config.threads == 1``)."""
     T, B, N = ff.shape
@@ -774,7 +774,7 @@ def _lif_kernel_serial(ff, WrT, has_rec, nu, alpha_m, alpha_s, tau_s, t_ref):
     return S, V
 
 
-@njit
+@njit(error_model="numpy")
 def _binary_matmul(A, B):
     """``A @ B`` for a 0/1 matrix ``A`` (R, J): row ``r`` is the sum of the rows ``B[j]`` with ``A[r, j] = 1``.
 
@@ -790,7 +790,7 @@ def _binary_matmul(A, B):
     return out
 
 
-@njit
+@njit(error_model="numpy")
 def _binary_tmatmul(A, U):
     """``A.T @ U`` for a 0/1 matrix ``A`` (R, J): row ``j`` is the sum of the rows ``U[r]`` with ``A[r, j] = 1``."""
     R, J = A.shape
@@ -917,7 +917,7 @@ def spike_effect_numpy(S_post, cfg: Config = Config()) -> np.ndarray:
     return U
 
 
-@njit
+@njit(error_model="numpy")
 def _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U):
     """Sample ``b`` of :func:`_spike_effect_kernel`, written into ``U``."""
     T, _, N = S_post.shape
@@ -945,7 +945,7 @@ def _spike_effect_one(S_post, alpha_m, alpha_s, tau_s, t_ref, b, U):
             mu_next = mu
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def _spike_effect_kernel(S_post, alpha_m, alpha_s, tau_s, t_ref):
     """Numba twin of :func:`spike_effect_numpy`: (T, B, N) -> U (B, T, N), samples in parallel."""
     T, B, N = S_post.shape
@@ -955,7 +955,7 @@ def _spike_effect_kernel(S_post, alpha_m, alpha_s, tau_s, t_ref):
     return U
 
 
-@njit
+@njit(error_model="numpy")
 def _spike_effect_kernel_serial(S_post, alpha_m, alpha_s, tau_s, t_ref):
     """:func:`_spike_effect_kernel` on one thread."""
     T, B, N = S_post.shape

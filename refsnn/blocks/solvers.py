@@ -126,7 +126,7 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
     return best, k
 
 
-@njit
+@njit(error_model="numpy")
 def _dot(a, b):
     """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel."""
     acc = 0.0
@@ -135,7 +135,7 @@ def _dot(a, b):
     return acc
 
 
-@njit(parallel=True)
+@njit(parallel=True, error_model="numpy")
 def _broyden_kernel(k, Ab, g, gnorm, active, dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel):
     """One Broyden iteration after the batched product ``Ab = A(beta_new)``, for every sample in parallel:
     the same arithmetic as the NumPy loop of :func:`broyden`, written per sample.
