@@ -615,16 +615,23 @@ def figure(summary: dict, path) -> None:
     numeric = len(keys) == 1 and all(isinstance(g["values"][keys[0]], (int, float)) for g in groups)
     xs = [g["values"][keys[0]] for g in groups] if numeric else list(range(len(groups)))
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    logx = numeric and all(x > 0 for x in xs) and max(xs) / min(xs) >= 8
     for x, g in zip(xs, groups):
         ys = [100 * v for v in g["test_accuracy"]["values"]]
-        ax.plot([x] * len(ys), ys, "o", color="0.6", ms=4, zorder=1)
+        spread = [k - (len(ys) - 1) / 2 for k in range(len(ys))]        # side by side, so equal values show
+        if logx:
+            dots = [x * 2 ** (0.04 * k) for k in spread]
+        else:
+            dots = [x + 0.04 * k * ((max(xs) - min(xs)) / max(1, len(xs) - 1) if numeric and len(xs) > 1 else 1)
+                    for k in spread]
+        ax.plot(dots, ys, "o", color="0.6", ms=4, zorder=1, label="one seed" if x == xs[0] else None)
     means = [100 * g["test_accuracy"]["mean"] for g in groups]
     sds = [100 * (g["test_accuracy"]["sd"] or 0.0) for g in groups]
     ax.errorbar(xs, means, yerr=sds, fmt="-s" if numeric else "s", color="C0", capsize=4, zorder=2,
                 label="mean ± sd over seeds")
     if numeric:
         ax.set_xlabel(keys[0])
-        if all(x > 0 for x in xs) and max(xs) / min(xs) >= 8:
+        if logx:
             ax.set_xscale("log", base=2)
             ax.set_xticks(xs, [str(x) for x in xs])
     else:
