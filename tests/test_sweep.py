@@ -283,7 +283,10 @@ def test_committed_sweep_files_parse_and_their_summaries_render(tmp_path):
         s = sw.read(f)
         assert s.name == f.stem, f
     summaries = sorted((root / "docs" / "sweeps").glob("*/summary.json"))
+    page = sw.results_page(root / "docs" / "sweeps")
     for f in summaries:
         summary = json.loads(f.read_text())
-        assert (root / summary["command"].split()[-1]).exists(), f
-        assert sw.markdown(summary).startswith("| ")
+        assert (root / summary["command"].split()[-1]).exists(), f     # the sweep file that made it
+        assert (f.parent / "summary.png").exists(), f
+        assert sw.markdown(summary) in page
+    assert "{include} _sweep_tables.md" in (root / "docs" / "results.md").read_text()
