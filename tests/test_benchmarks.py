@@ -72,16 +72,19 @@ def test_versus_quick_tables_for_every_algorithm():
         if algo == "stbp":
             out_stbp = out
         for name, table in out["tables"].items():
-            assert table["reference"] == ref and table["rows"][ref]["ratio"] == 1.0, name
+            want = "stack (stbp_layers)" if name == "stbp stack pieces" else ref
+            assert table["reference"] == want and table["rows"][want]["ratio"] == 1.0, name
             assert all(r["median_ms"] > 0 for r in table["rows"].values()), name
     text = "\n".join(lines)
     assert "GEMM floor" in text and "torch port broyden" in text and "ANN twin" in text
     assert "stack (stbp_layers)" in out_stbp["tables"]["stbp float64"]["rows"]      # the stack's row ran
+    assert "stack, readable tier" in out_stbp["tables"]["stbp stack pieces"]["rows"]   # and the new pieces' table
     try:
         import torch  # noqa: F401
     except ImportError:
         return
     assert "torch eager" in text
+    assert "torch eager" in out_stbp["tables"]["stbp stack pieces"]["rows"]
 
 
 # ---------------------------------------------------------------------------

@@ -545,27 +545,14 @@ def _stack_loss(loss, o, u, y):
     raise ValueError(f"loss: unknown kind {k!r}")
 
 
-def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple:
-    """``(loss, grads)`` of a :class:`refsnn.stbp_layers.Network` written again in torch, by autograd (float64).
-
-    Every piece of ``network.pieces`` is applied to the whole sequence ``x`` (T, batch, *features): ``Affine``
-    as ``a @ W.T + b``, ``Conv`` as ``conv2d``, ``Pool`` as ``avg_pool2d`` / ``max_pool2d`` (sum: the average
-    times ``k^2``), ``Flatten`` as a reshape, ``BatchNorm`` as ``batch_norm``, ``Dropout`` as the product with
-    ``data[key]``, ``LIF`` as the step loop of :func:`_stack_population`.  The last population's spikes and
-    membrane are the readout.  ``grads`` has every key of ``params`` but the BatchNorm buffers (zeros where
-    unused); ``info`` receives the updated buffers of the batch-mode BatchNorms (``"state"``) and every
-    spiking population's spikes (``"spikes"``).  A ``"custom"`` loss raises NotImplementedError.
-    """
+def stack_forward(network, tp: dict, buffers: dict, a, y, masks=None) -> tuple:
+    """The loss of :func:`stack_loss_and_grad` from tensors: ``tp`` the trainable parameters, ``buffers`` the
+    BatchNorms' running statistics (updated in place in batch mode), ``a`` the input (T, batch, *features),
+    ``masks`` the dropout masks.  Returns ``(loss, [(u, o) per population])``; written with torch operations
+    only, so that ``torch.compile`` can take it (``refsnn bench stbp`` times it both ways)."""
     from refsnn import stbp_layers as sl
 
     F = torch.nn.functional
-    data = data or {}
-    norms = [p for p in network.pieces if isinstance(p, sl.BatchNorm)]
-    buffer_keys = {k for p in norms for k in (p.mean, p.var)}
-    trainable = {k: v for k, v in params.items() if k not in buffer_keys}
-    tp = tensors(trainable)
-    buffers = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in buffer_keys}
-    a = torch.tensor(np.asarray(x, dtype=np.float64))
     populations = []
     for piece in network.pieces:
         T, B = a.shape[:2]
@@ -586,7 +573,7 @@ def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple
         elif isinstance(piece, sl.BatchNorm):
             a = _stack_batchnorm(piece, tp, buffers, a)
         elif isinstance(piece, sl.Dropout):
-            a = a * torch.as_tensor(np.asarray(data[piece.key], dtype=np.float64))
+            a = a * masks[piece.key]
         elif isinstance(piece, sl.LIF):
             u, o = _stack_population(piece, tp, a)
             populations.append((u, o))
@@ -595,7 +582,31 @@ def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple
             raise NotImplementedError(f"pieces: no torch form of {type(piece).__name__}")
     u, o = populations[-1]
     o = a if o is not None else None                           # the spikes, or their readout (Vote, Pool)
-    loss = _stack_loss(network.loss, o, u, y)
+    return _stack_loss(network.loss, o, u, y), populations
+
+
+def stack_loss_and_grad(network, params, x, y, data=None, *, info=None) -> tuple:
+    """``(loss, grads)`` of a :class:`refsnn.stbp_layers.Network` written again in torch, by autograd (float64).
+
+    Every piece of ``network.pieces`` is applied to the whole sequence ``x`` (T, batch, *features): ``Affine``
+    as ``a @ W.T + b``, ``Conv`` as ``conv2d``, ``Pool`` as ``avg_pool2d`` / ``max_pool2d`` (sum: the average
+    times ``k^2``), ``Flatten`` as a reshape, ``BatchNorm`` as ``batch_norm``, ``Dropout`` as the product with
+    ``data[key]``, ``LIF`` as the step loop of :func:`_stack_population`.  The last population's spikes and
+    membrane are the readout.  ``grads`` has every key of ``params`` but the BatchNorm buffers (zeros where
+    unused); ``info`` receives the updated buffers of the batch-mode BatchNorms (``"state"``) and every
+    spiking population's spikes (``"spikes"``).  A ``"custom"`` loss raises NotImplementedError.
+    """
+    from refsnn import stbp_layers as sl
+
+    data = data or {}
+    norms = [p for p in network.pieces if isinstance(p, sl.BatchNorm)]
+    buffer_keys = {k for p in norms for k in (p.mean, p.var)}
+    trainable = {k: v for k, v in params.items() if k not in buffer_keys}
+    tp = tensors(trainable)
+    buffers = {k: torch.tensor(np.asarray(params[k], dtype=np.float64)) for k in buffer_keys}
+    a = torch.tensor(np.asarray(x, dtype=np.float64))
+    masks = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in data.items()}
+    loss, populations = stack_forward(network, tp, buffers, a, y, masks)
     loss.backward()
     if info is not None:
         info["state"] = {k: buffers[k].numpy().copy() for p in norms if p.mode == "batch" for k in (p.mean, p.var)}

@@ -196,6 +196,61 @@ def stbp_spikingjelly(a):
     return _peer_step(a, torch, model, loss_of_rates), {"spikingjelly": version}
 
 
+def _stack_problem(a):
+    """The new pieces at the STBP benchmark's shapes: ``Affine(784, 400)`` without bias, BatchNorm over time
+    and batch (training statistics), a LIF population with one recurrent weight per neuron (snnTorch's
+    ``RLeaky(all_to_all=False)``), ``Affine(400, 10)``, a leaky-integrator readout and the cross-entropy of
+    its maximum membrane over time; T 20, batch 100, Bernoulli input of rate 0.2, float64."""
+    from refsnn import stbp_layers as sl
+
+    n_in, H, C = a["sizes"]
+    T, B = a["T"], a["batch"]
+    neuron = sl.Neuron(reset="zero", surrogate="atan", width=2.0)
+    net = sl.Network((sl.Affine("W1", None), sl.BatchNorm("gamma1", "beta1", "mean1", "var1"),
+                      sl.LIF(neuron, decay=0.9, recurrent=("V1", "one")), sl.Affine("W2", "b2"), sl.LI(decay=0.9)),
+                     loss=sl.Loss("ce_membrane_max"), backend=a.get("backend", "numba"))
+    rng = np.random.default_rng(0)
+    params = {"W1": rng.normal(0, 1 / np.sqrt(n_in), (H, n_in)), "gamma1": np.ones(H), "beta1": np.full(H, 0.5),
+              "mean1": np.zeros(H), "var1": np.ones(H), "V1": rng.normal(0, 0.3, H),
+              "W2": rng.normal(0, 1 / np.sqrt(H), (C, H)), "b2": np.zeros(C)}
+    x = (rng.random((T, B, n_in)) < a.get("rate", 0.2)).astype(np.float64)
+    y = rng.integers(0, C, B)
+    return net, params, x, y
+
+
+def stack_refsnn(a):
+    """The stack of :func:`_stack_problem` in refsnn (``backend`` "numba": its fast tier, or "numpy")."""
+    import refsnn
+
+    if hasattr(refsnn, "keep_freed_memory"):
+        refsnn.keep_freed_memory()
+    net, params, x, y = _stack_problem(a)
+    return lambda: net.loss_and_grad(params, x, y), {}
+
+
+def stack_torch(a):
+    """The same network in PyTorch (:func:`refsnn.checking.torch_golds.stack_forward`, the stack's autograd
+    gold written with torch operations only), eager or under ``torch.compile``, in ``a["dtype"]``."""
+    torch = _torch()
+    from refsnn.checking import torch_golds as golds
+
+    net, params, x, y = _stack_problem(a)
+    tdt = _dtype(torch, a.get("dtype", "float64"))
+    buffers = {k: torch.tensor(params[k], dtype=tdt) for k in ("mean1", "var1")}
+    xs, ys = torch.tensor(x, dtype=tdt), torch.as_tensor(y)
+
+    def loss(tp):
+        return golds.stack_forward(net, tp, buffers, xs, ys)[0]
+
+    fn = torch.compile(loss) if a.get("compile") else loss
+
+    def step():
+        tp = {k: torch.tensor(v, dtype=tdt, requires_grad=True) for k, v in params.items() if k not in buffers}
+        fn(tp).backward()
+
+    return step, {"torch": torch.__version__}
+
+
 def stbp_gemm_floor(a):
     """The step's matrix products alone, at its shapes, with NumPy's BLAS: for every dense layer the forward
     product ``(T B, n_in) @ W.T``, the weight gradient ``e.T @ input`` and, above the first layer, the input
@@ -380,7 +435,7 @@ def peers_layer(a):
     return step, versions
 
 
-CASES = {"peers_layer": peers_layer, "stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
+CASES = {"stack_refsnn": stack_refsnn, "stack_torch": stack_torch, "peers_layer": peers_layer, "stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
          "stbp_spikingjelly": stbp_spikingjelly, "stbp_gemm_floor": stbp_gemm_floor, "ide_refsnn": ide_refsnn,
          "ide_torch": ide_torch, "st_rsbp_refsnn": st_rsbp_refsnn, "ssnn_bp_refsnn": ssnn_bp_refsnn}
 

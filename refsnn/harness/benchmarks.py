@@ -259,7 +259,9 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
     * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), the same
       network as a stack of layers (``refsnn.stbp_layers``, float64 only), eager
       PyTorch of the same graph, ``torch.compile`` of it, snnTorch and spikingjelly (each its stock LIF with
-      the same constants), and the GEMM floor (the step's matrix products alone).
+      the same constants), and the GEMM floor (the step's matrix products alone).  Then the stack's new pieces
+      (BatchNorm, a recurrent population, a leaky-integrator readout with a membrane loss) at the same shapes,
+      against the same network in eager PyTorch and under ``torch.compile``.
     * IDE: the official F400 step (``PRESETS["code"]``, T = 5, batch 128, dropout masks given) with the
       code's Broyden and with its fixed 30 'iter' steps, refsnn against a PyTorch port of the same step, on
       1 and on 2 threads.
@@ -292,6 +294,18 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
             paired_table(res, f"STBP step {'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch "
                               f"{shape['batch']}, {dt}", log)
             out["tables"][f"stbp {dt}"] = res
+        # the pieces the peers' models add (BatchNorm, a recurrent population, a leaky-integrator readout, a
+        # membrane loss) at the same shapes, against the same network in PyTorch (float64: the stack's dtype)
+        a = dict(shape, dtype="float64")
+        comps = [Competitor("stack (stbp_layers)", "stack_refsnn", a),
+                 Competitor("stack, readable tier", "stack_refsnn", dict(a, backend="numpy")),
+                 Competitor("torch eager", "stack_torch", a)]
+        if not quick:
+            comps.append(Competitor("torch.compile", "stack_torch", dict(a, compile=True)))
+        res = paired(comps, rounds=R, threads=threads, reference="stack (stbp_layers)", log=log)
+        paired_table(res, f"STBP stack: Affine-BatchNorm-recurrent LIF-Affine-LI readout, "
+                          f"{'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch {shape['batch']}, float64", log)
+        out["tables"]["stbp stack pieces"] = res
     elif algo == "ide":
         shape = {"sizes": [64, 32, 10], "batch": 16} if quick else {"sizes": [784, 400, 10], "batch": 128}
         for n in ((threads,) if threads else (1, 2)):
