@@ -290,3 +290,42 @@ def test_committed_sweep_files_parse_and_their_summaries_render(tmp_path):
         assert (f.parent / "summary.png").exists(), f
         assert sw.markdown(summary) in page
     assert "{include} _sweep_tables.md" in (root / "docs" / "results.md").read_text()
+
+
+def test_ctrl_c_stops_the_sweep_in_one_line_and_the_same_command_resumes(tmp_path):
+    """Ctrl-C in the terminal (SIGINT to the command's process group, workers included) while the first point
+    is between epochs: exit status 130 and one line; the point keeps its checkpoint, and running the command
+    again resumes it and finishes every point."""
+    import signal
+    import time
+
+    _file(tmp_path, TINY.format(epochs=6).replace("limit_train = 96", "limit_train = 400"), "good.toml")
+    cmd = [sys.executable, "-m", "refsnn", "sweep", "good.toml", "--no-progress", "--cores", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    log = tmp_path / "sweeps" / "tiny" / "T=2,seed=0" / "log.txt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and "epoch   2/6" in log.read_text()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    lines = [line for line in err.strip().splitlines() if line]
+    assert lines == ["refsnn: interrupted"], err
+    assert (log.parent / "checkpoint.npz").exists()
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in log.read_text()
+    assert "4 of 4 points finished" in done.stdout
+
+
+def test_a_yaml_sweep_file_is_the_same_sweep(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    toml_sweep = sw.read(_file(tmp_path, TINY.format(epochs=1)))
+    data = {"name": "tiny", "algorithm": "stbp", "dataset": "digits", "seeds": [0, 1], "epochs": 1,
+            "settings": {"limit_train": 96, "limit_test": 48, "batch_size": 32}, "grid": {"T": [2, 3]}}
+    yaml_sweep = sw.read(_file(tmp_path, yaml.safe_dump(data), "tiny.yaml"))
+    assert yaml_sweep.points() == toml_sweep.points()
+    with pytest.raises(sw.SweepError, match="not valid YAML"):
+        sw.read(_file(tmp_path, "name: [", "broken.yml"))
