@@ -567,6 +567,10 @@ def _pct(x) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
 
+def _seconds(x) -> str:
+    return f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+
+
 def markdown(summary: dict) -> str:
     """The table of a :func:`report` summary as Markdown (the results page renders committed summaries
     with this)."""
@@ -579,7 +583,7 @@ def markdown(summary: dict) -> str:
         bsd = "" if b["sd"] is None else f" ± {_pct(b['sd'])}"
         lines.append("| " + " | ".join([*(str(g["values"][k]) for k in keys), str(g["n"]), f"{_pct(a['mean'])}{sd}",
                                         f"{_pct(a['min'])} – {_pct(a['max'])}", f"{_pct(b['mean'])}{bsd}",
-                                        f"{g['seconds_per_epoch']:.1f}"]) + " |")
+                                        _seconds(g["seconds_per_epoch"])]) + " |")
     epochs = sorted({e for g in summary["groups"] for e in g["epochs"]})
     note = (f"\n{summary['algorithm']} on {summary['dataset']} ({summary['n_train']} training, {summary['n_test']} "
             f"test samples), {', '.join(map(str, epochs))} epoch(s), seeds {summary['seeds']}; `{summary['command']}`"
