@@ -46,19 +46,12 @@ for src in sorted((ROOT / "notebooks").glob("*.ipynb")):
     if not dst.exists() or dst.read_text(encoding="utf-8") != text:
         dst.write_text(text, encoding="utf-8")
 
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute", "_sweep_tables.md"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints", "jupyter_execute", "_sweep_tables.md",
+                    "sweeps/*/summary.md"]   # rendered into results.md through _sweep_tables.md
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 root_doc = "index"
 
-myst_enable_# The results page's sweep tables: rendered at every build from the committed summaries in docs/sweeps/
-# (``refsnn sweep report DIR --out docs/sweeps/NAME``), never typed by hand; results.md includes the file.
-from refsnn.harness.sweep import results_page  # noqa: E402
-
-_tables = results_page(HERE / "sweeps")
-if not (HERE / "_sweep_tables.md").exists() or (HERE / "_sweep_tables.md").read_text() != _tables:
-    (HERE / "_sweep_tables.md").write_text(_tables)
-
-extensions = ["dollarmath", "amsmath", "colon_fence"]
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
 myst_heading_anchors = 3
 # Every build runs the notebooks: their outputs are the figures shown.  REFSNN_DOCS_EXECUTE=0 skips that (a quick
 # look at the text while writing; the pages then show no outputs).
