@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tolerances import FORMULA_REL
 
 from refsnn.harness import sweep as sw
 
@@ -155,8 +156,11 @@ def test_report_gives_mean_and_sample_sd_per_setting(tmp_path):
         accs = [json.loads((out / f"T={g['values']['T']},seed={s}" / "metrics.json").read_text())["test_accuracy"]
                 for s in (0, 1, 2)]
         assert g["n"] == 3 and g["seeds"] == [0, 1, 2]
-        assert g["test_accuracy"]["mean"] == pytest.approx(statistics.mean(accs), rel=1e-12)
-        assert g["test_accuracy"]["sd"] == pytest.approx(statistics.stdev(accs), rel=1e-12, abs=1e-15)
+        # a mean and an sd of three numbers, computed in another order by the statistics module: a short
+        # formula's round-off, relative to the size of the accuracies (the sd can be 0 when seeds tie)
+        scale = FORMULA_REL * max(accs)
+        assert g["test_accuracy"]["mean"] == pytest.approx(statistics.mean(accs), rel=0, abs=scale)
+        assert g["test_accuracy"]["sd"] == pytest.approx(statistics.stdev(accs), rel=0, abs=scale)
         assert f"{100 * statistics.mean(accs):.2f}" in sw.markdown(summary)
     assert json.loads((out / "summary.json").read_text()) == summary
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
