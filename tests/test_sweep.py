@@ -102,14 +102,25 @@ def test_the_dask_engine_gives_the_local_engines_numbers_bit_for_bit(tmp_path):
     path = _file(tmp_path, TINY.format(epochs=1))
     local = tmp_path / "local"
     sw.run(path, local, cores=2, workers=1, progress=False, log=None)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        remote = tmp_path / "dask"
-        res = sw.run(path, remote, cores=2, dask=cluster.scheduler_address, progress=False, log=None)
+    environ = dict(os.environ)        # distributed's nanny sets MALLOC_TRIM_THRESHOLD_ in this process and leaves it
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                      dashboard_address=None) as cluster:
+            assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+            remote = tmp_path / "dask"
+            res = sw.run(path, remote, cores=2, dask=cluster.scheduler_address, progress=False, log=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     assert len(res["ran"]) == 4
     for n in res["ran"]:
         _same(_numbers(local / n), _numbers(remote / n))
+    before = dict(os.environ)
+    own = tmp_path / "dask-local"                     # --dask local: the sweep starts its own LocalCluster
+    assert len(sw.run(path, own, cores=2, dask="local", progress=False, log=None)["ran"]) == 4
+    assert dict(os.environ) == before                 # and leaves this process's environment as it was
+    for n in res["ran"]:
+        _same(_numbers(local / n), _numbers(own / n))
 
 
 def _die_on_seed_1(job):

@@ -403,8 +403,11 @@ def _dask_engine(jobs, workers, address, runner):
         raise SweepError("--dask: needs Dask's distributed scheduler (pip install 'refsnn[dask]')") from None
     cluster = None
     if address == "local":
+        environ = dict(os.environ)        # distributed's nanny sets MALLOC_TRIM_THRESHOLD_ here and leaves it
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                host="127.0.0.1")
+        os.environ.clear()
+        os.environ.update(environ)
         address = cluster.scheduler_address
     try:
         try:
