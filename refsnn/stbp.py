@@ -193,7 +193,7 @@ from refsnn.blocks._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn.blocks._jit import njit, over_batch, prange, resolve_backend
+from refsnn.blocks._jit import njit, over_batch, resolve_backend
 
 __all__ = [
     "Config",

@@ -523,3 +523,37 @@ def test_gradcheck_cli_passes_and_prints_a_table(capsys):
     assert main(["gradcheck", "stbp"]) == 0
     out = capsys.readouterr().out
     assert f"{len(CASES)} passed, 0 failed" in out and "rect/exp/attached/mse_paper" in out and "norse" in out
+
+
+def test_the_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads():
+    """over_batch shares the batch among threads when the work is large (T x B x H >= OVER_BATCH_MIN): every
+    sample is computed by the same code on one thread or another, so u, o, dL/dI and the per-sample
+    dL/dlam, dL/dv_th are identical bit for bit (exact equality by construction, not a tolerance)."""
+    from refsnn.blocks import _jit
+
+    if not _jit.JIT_ENABLED:
+        pytest.skip("numba is off: the kernels run as Python on one thread")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    rng = np.random.default_rng(5)
+    T, B, H = 4, 64, 500
+    assert T * B * H >= _jit.OVER_BATCH_MIN
+    I = rng.normal(0.4, 0.6, (T, B, H))
+    g = rng.normal(0, 1, (T, B, H))
+    nrn = stbp._Neurons(lam=np.full(H, 0.3), kap=np.full(H, 0.7), c=np.zeros(H), thr=np.full(H, 0.5),
+                        alpha=np.zeros(H))
+    rule = stbp._Rule(reset=stbp.reset_piece(stbp.Config(reset="subtract")).code, v_reset=0.0, v_rest=0.0,
+                      delayed=False, synapse=False, strict=True, smooth=False, detach=False, decay_input=False,
+                      surrogate=4, width=1.0)
+    dummy = np.zeros((1, 1, 1))
+    outs = []
+    for n in (1, 2):
+        with _jit.limit_threads(n):
+            u, o = stbp._lif_forward_kernel(I, nrn, rule, dummy, dummy)
+            glam, gthr = np.zeros((B, H)), np.zeros((B, H))
+            gI = stbp._lif_backward_kernel(g, (u, o, dummy, dummy), nrn, rule, glam, gthr)
+        outs.append((u, o, gI, glam, gthr))
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)

@@ -23,7 +23,9 @@ Threads: :mod:`refsnn.blocks._pools` makes BLAS's idle workers sleep at once, so
 cores numba's parallel kernels need.  :func:`limit_threads` is the one place that caps how many threads the
 BLAS libraries (NumPy's and SciPy's, through threadpoolctl) and numba's
 parallel kernels may use inside a ``with`` block.  ST-RSBP uses it for every
-call (``Config.threads``), the benchmarks for their timed regions.
+call (``Config.threads``), the benchmarks for their timed regions.  :func:`over_batch` shares a serial
+``nogil`` kernel's batch among that many Python threads (STBP's LIF kernels, which are compiled once per
+neuron setting and would take twice as long to compile with ``parallel=True``).
 """
 
 from __future__ import annotations
