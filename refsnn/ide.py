@@ -1679,21 +1679,28 @@ def _adjoint(net, lin, g, cfg) -> tuple:
     trace = []
     if cfg.solver == "dense":
         beta, iters = _adjoint_dense(net, lin, g, cfg)
-        R = _JT(net, lin, beta, cfg.v_th) + g - beta
+        last = {"beta": beta, "JT": _JT(net, lin, beta, cfg.v_th)}
+        R = last["JT"] + g - beta
         trace.append(float(np.max(solvers.relative_residual(R, gnorm), initial=0.0)))
         tol = max(cfg.tol, 1e-8)
     else:
+        last = {}
+
         def JT(beta):                                                  # J^T beta, batched (the solvers' one input)
-            return _JT(net, lin, beta, cfg.v_th)
+            last["beta"], last["JT"] = beta, _JT(net, lin, beta, cfg.v_th)
+            return last["JT"]
 
         if cfg.solver == "broyden":
             beta, iters = solvers.broyden(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, trace=trace,
                                           fast=cfg.backend != "numpy")
         else:
             solve = {"fixed_point": solvers.fixed_point, "code_iter": solvers.halved_iteration}[cfg.solver]
-            beta, iters = solve(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, early_stop=cfg.early_stop, trace=trace)
+            beta, iters = solve(JT, g, tol=cfg.tol, max_iter=cfg.max_iter, early_stop=cfg.early_stop, trace=trace,
+                                fast=cfg.backend != "numpy")
         tol = cfg.tol
-    true = float(np.max(solvers.relative_residual(_JT(net, lin, beta, cfg.v_th) + g - beta, gnorm), initial=0.0))
+    if last.get("beta") is not beta:     # the simple iterations end on a product of the beta they return: reused
+        last["JT"] = _JT(net, lin, beta, cfg.v_th)
+    true = float(np.max(solvers.relative_residual(last["JT"] + g - beta, gnorm), initial=0.0))
     info = SolverInfo(cfg.solver, bool(trace[-1] <= tol), iters, trace[-1], tol, np.array(trace),
                       {"adjoint_residual": true})
     if not info.converged:

@@ -278,6 +278,28 @@ def test_broyden_kernel_twin_agree(compiled, monkeypatch):
     assert np.linalg.norm(beta - beta_np) <= SOLVER_TWIN_REL * scale
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("solver", ["fixed_point", "code_iter"])
+def test_simple_iteration_kernels_take_the_numpy_steps(solver, compiled, monkeypatch):
+    """``fixed_point`` and ``code_iter`` with their step kernels (``fast``, the numba backend) and as the
+    NumPy loop (the numpy backend): each update is the same additions in the same order, so the iterates
+    are identical bit for bit; only the residual norms (diagnostics) sum in another order, so the traces
+    agree to round-off of sums of ~100 unit-sized squares (TWIN_REL) -- a wrong update differs at order one.
+    Run to a fixed count (no early stop) and, for fixed_point, also stopping at a tolerance."""
+    if not compiled:
+        monkeypatch.setattr(solvers, "_fixed_point_kernel", solvers._fixed_point_kernel.py_func)
+        monkeypatch.setattr(solvers, "_halved_kernel", solvers._halved_kernel.py_func)
+    for early_stop in ([False, True] if solver == "fixed_point" else [False]):
+        cfg = ide.Config(T=15, solver=solver, tol=1e-7, max_iter=25, early_stop=early_stop)
+        params, x, a, g = _problem_at_a(cfg, 9, hidden=(20, 15), batch=7)
+        beta, info = ide.adjoint(params, a, x, g, cfg)
+        beta_np, info_np = ide.adjoint(params, a, x, g, replace(cfg, backend="numpy"))
+        assert info.iterations == info_np.iterations and info.iterations >= 5
+        assert np.array_equal(beta, beta_np)
+        assert np.allclose(info.residuals, info_np.residuals, rtol=TWIN_REL, atol=TINY)
+        assert not np.array_equal(beta, g)                   # it did move
+
+
 def test_solver_trace_and_iterations_are_recorded():
     """The diagnostics record: a decreasing-to-tolerance residual trace, iteration counts, a readable summary."""
     cfg = ide.Config(T=15, solver="fixed_point", tol=1e-12, max_iter=500)

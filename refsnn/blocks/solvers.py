@@ -10,6 +10,8 @@ of ``||A(beta) + g - beta|| / ||g||``, is appended to ``trace``. IDE's adjoint e
 * :func:`halved_iteration`: ``beta <- (beta + A(beta) + g - beta) / 2``, the official IDE code's ``'iter'``
   solver, kept as it is: its fixed point solves ``(2I - A) beta = g``, not the system above, and its
   ``trace`` records the residual of that equation.
+* Both take ``fast=True`` to do each step's element-wise part (residual, norms, update) in one compiled
+  pass (serial: it is a few microseconds per sample, less than waking threads).
 * :func:`broyden`: Broyden's good method on ``R(beta) = A(beta) + g - beta = 0``, one low-rank inverse
   estimate per sample, from ``beta = 0``; returns each sample's lowest-residual iterate.  Its NumPy loop is
   the readable form; ``fast=True`` runs the same per-sample arithmetic in a numba kernel, samples in
@@ -37,38 +39,89 @@ def rhs_norms(g):
     return np.where(gnorm > 0, gnorm, 1.0)
 
 
-def fixed_point(A, g, *, tol: float, max_iter: int, early_stop: bool = True, trace: list):
+def fixed_point(A, g, *, tol: float, max_iter: int, early_stop: bool = True, trace: list, fast: bool = False):
     """``beta <- A(beta) + g`` from ``beta = g``; with ``early_stop`` it stops once the residual is below
-    ``tol``, else it runs exactly ``max_iter`` steps.  Returns ``(beta, iterations)``."""
+    ``tol``, else it runs exactly ``max_iter`` steps.  Returns ``(beta, iterations)``.  ``fast``: each step's
+    element-wise part (residual, its norms, the update) in one pass, :func:`_fixed_point_kernel`."""
     gnorm = rhs_norms(g)
     beta = g.copy()
+    if fast:
+        nxt, rel = np.empty_like(g), np.empty(g.shape[0])
     for k in range(max_iter):
-        R = A(beta) + g - beta                                         # the residual
-        trace.append(float(np.max(relative_residual(R, gnorm), initial=0.0)))
+        if fast:
+            _fixed_point_kernel(A(beta), g, beta, gnorm, nxt, rel)
+            trace.append(float(np.max(rel, initial=0.0)))
+        else:
+            R = A(beta) + g - beta                                     # the residual
+            trace.append(float(np.max(relative_residual(R, gnorm), initial=0.0)))
         if (early_stop and trace[-1] <= tol) or not math.isfinite(trace[-1]):
             return beta, k + 1
-        beta = beta + R                                                # beta <- A beta + g
+        if fast:
+            beta, nxt = nxt, beta
+        else:
+            beta = beta + R                                            # beta <- A beta + g
     R = A(beta) + g - beta
     trace.append(float(np.max(relative_residual(R, gnorm), initial=0.0)))
     return beta, max_iter + 1
 
 
-def halved_iteration(A, g, *, tol: float, max_iter: int, early_stop: bool = True, trace: list):
+def halved_iteration(A, g, *, tol: float, max_iter: int, early_stop: bool = True, trace: list, fast: bool = False):
     """``beta <- (beta + R(beta)) / 2`` with ``R(beta) = (A - I) beta + g``, from ``beta = g``: the official
     IDE code's ``'iter'`` solver.  Its own residual, recorded in ``trace``, is that of ``(2I - A) beta = g``
-    (the equation it solves, which is not ``beta = A beta + g``).  Returns ``(beta, iterations)``."""
+    (the equation it solves, which is not ``beta = A beta + g``).  Returns ``(beta, iterations)``.
+    ``fast``: each step's element-wise part in one pass, :func:`_halved_kernel`."""
     gnorm = rhs_norms(g)
     beta = g.copy()
+    if fast:
+        nxt, rel = np.empty_like(g), np.empty(g.shape[0])
     for k in range(max_iter):
-        Rc = A(beta) + g - beta                                        # the code's g(beta) = (A - I) beta + g
-        own = Rc - beta                                                # residual of (2I - A) beta = g
-        trace.append(float(np.max(relative_residual(own, gnorm), initial=0.0)))
+        if fast:
+            _halved_kernel(A(beta), g, beta, gnorm, nxt, rel)
+            trace.append(float(np.max(rel, initial=0.0)))
+        else:
+            Rc = A(beta) + g - beta                                    # the code's g(beta) = (A - I) beta + g
+            own = Rc - beta                                            # residual of (2I - A) beta = g
+            trace.append(float(np.max(relative_residual(own, gnorm), initial=0.0)))
         if (early_stop and trace[-1] <= tol) or not math.isfinite(trace[-1]):
             return beta, k + 1
-        beta = 0.5 * (beta + Rc)
+        if fast:
+            beta, nxt = nxt, beta
+        else:
+            beta = 0.5 * (beta + Rc)
     Rc = A(beta) + g - beta
     trace.append(float(np.max(relative_residual(Rc - beta, gnorm), initial=0.0)))
     return beta, max_iter + 1
+
+
+@njit(error_model="numpy")
+def _fixed_point_kernel(Ab, g, beta, gnorm, nxt, rel):
+    """One step of :func:`fixed_point` after the batched product ``Ab = A(beta)``, in one pass: the
+    residual ``R = Ab + g - beta`` (its norm over ``gnorm`` into ``rel``) and ``nxt = beta + R``, with the
+    NumPy loop's operations in its order (the same ``nxt``; the norm's sum in another order)."""
+    B, n = g.shape
+    for b in range(B):
+        acc = 0.0
+        for j in range(n):
+            r = Ab[b, j] + g[b, j] - beta[b, j]
+            acc += r * r
+            nxt[b, j] = beta[b, j] + r
+        rel[b] = np.sqrt(acc) / gnorm[b]
+
+
+@njit(error_model="numpy")
+def _halved_kernel(Ab, g, beta, gnorm, nxt, rel):
+    """One step of :func:`halved_iteration` after ``Ab = A(beta)``, in one pass: ``Rc = Ab + g -
+    beta``, the norm of ``Rc - beta`` over ``gnorm`` into ``rel``, and ``nxt = (beta + Rc) / 2``, in the
+    NumPy loop's order (the same ``nxt``; the norm's sum in another order)."""
+    B, n = g.shape
+    for b in range(B):
+        acc = 0.0
+        for j in range(n):
+            rc = Ab[b, j] + g[b, j] - beta[b, j]
+            own = rc - beta[b, j]
+            acc += own * own
+            nxt[b, j] = 0.5 * (beta[b, j] + rc)
+        rel[b] = np.sqrt(acc) / gnorm[b]
 
 
 def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False):
@@ -126,9 +179,12 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
     return best, k
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", fastmath={"reassoc"})
 def _dot(a, b):
-    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel."""
+    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel.
+
+    ``reassoc`` lets the compiler add the products in any order, so the loop vectorises (7x faster than
+    one running sum); like BLAS, the order then depends on the CPU's vector width."""
     acc = 0.0
     for i in range(a.shape[0]):
         acc += a[i] * b[i]
