@@ -20,8 +20,8 @@ PyTorch's ``conv_transpose2d`` (IDE's feedback from a small map to a large one),
 
 Each operation exists twice, as everywhere in refsnn: a readable form that writes the sum as it is
 (an ``einsum`` over the patches of the input, one kernel offset at a time for the input gradient), and
-a fast form (``*_fast``) that builds the im2col matrix (one row per output position, one column per
-``(c, i, j)``) a block of rows at a time into a small reused buffer and multiplies it by the kernel
+a fast form (``*_fast``) that builds the im2col matrix (one row per ``(c, i, j)``, one column per
+output position) a block of rows at a time into a small reused buffer and multiplies the kernel by it
 with one BLAS product per block; its input gradient is itself a stride-1 convolution of ``g`` dilated
 by the stride and padded by ``k - 1 - p``, with the kernel flipped and its channels swapped.  The two
 forms agree to round-off (``tests/test_stbp_conv.py``, against PyTorch too).
@@ -111,17 +111,24 @@ def _row_blocks(R, per_row):
 
 
 def _im2col_blocks(a, k, stride, pad):
-    """Yield ``(rows, cols)``: for each block of rows of ``a`` (R, C, H, W), its im2col matrix
-    (n Ho Wo, C k k), one row per output position (valid until the next block)."""
-    R, C = a.shape[:2]
-    P = patches(a, k, stride, pad)                                    # a view (R, C, Ho, Wo, k, k)
-    Ho, Wo = P.shape[2], P.shape[3]
+    """Yield ``(rows, cols)``: for each block of rows of ``a`` (R, C, H, W), its im2col matrix laid out for
+    the product with the kernel: ``(C k k, n Ho Wo)``, one row per ``(c, i, j)``, one column per output
+    position ``(sample, y, x)`` (valid until the next block).  Row ``(c, i, j)`` is channel ``c`` shifted by
+    the kernel offset ``(i, j)``: it is written one offset at a time, a strided copy whose runs along ``x``
+    are contiguous in both arrays."""
+    R, C, H, W = a.shape
+    ap = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else a
+    Ho, Wo = out_size(H, k, stride, pad), out_size(W, k, stride, pad)
     rows = _row_blocks(R, Ho * Wo * C * k * k)
-    buf = np.empty((rows[0].stop - rows[0].start, Ho, Wo, C, k, k), a.dtype)
+    buf = np.empty((C, k, k, rows[0].stop - rows[0].start, Ho, Wo), a.dtype)
     for r in rows:
         n = r.stop - r.start
-        np.copyto(buf[:n], P[r].transpose(0, 2, 3, 1, 4, 5))
-        yield r, buf[:n].reshape(n * Ho * Wo, C * k * k)
+        block = buf[:, :, :, :n]
+        for i in range(k):
+            for j in range(k):
+                np.copyto(block[:, i, j], ap[r, :, i:i + stride * (Ho - 1) + 1:stride,
+                                             j:j + stride * (Wo - 1) + 1:stride].transpose(1, 0, 2, 3))
+        yield r, block.reshape(C * k * k, n * Ho * Wo)
 
 
 def conv2d_fast(a, w, stride=1, pad=0):
@@ -129,10 +136,10 @@ def conv2d_fast(a, w, stride=1, pad=0):
     O, C, k, _ = w.shape
     R, _, H, W = a.shape
     Ho, Wo = out_size(H, k, stride, pad), out_size(W, k, stride, pad)
-    Wm = w.reshape(O, -1).T                                           # (C k k, O)
+    Wm = w.reshape(O, -1)                                             # (O, C k k)
     out = np.empty((R, O, Ho, Wo), np.result_type(a, w))
     for r, cols in _im2col_blocks(a, k, stride, pad):
-        out[r] = (cols @ Wm).reshape(-1, Ho, Wo, O).transpose(0, 3, 1, 2)
+        out[r] = (Wm @ cols).reshape(O, -1, Ho, Wo).transpose(1, 0, 2, 3)
     return out
 
 
@@ -141,7 +148,7 @@ def conv2d_weight_grad_fast(a, g, k, stride=1, pad=0):
     O, C = g.shape[1], a.shape[1]
     gW = np.zeros((O, C * k * k), np.result_type(a, g))
     for r, cols in _im2col_blocks(a, k, stride, pad):
-        gW += g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols        # rows of cols: (sample, y, x), as here
+        gW += g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols.T     # columns of cols: (sample, y, x), as here
     return gW.reshape(O, C, k, k)
 
 
