@@ -79,12 +79,14 @@ def test_versus_quick_tables_for_every_algorithm():
     assert "GEMM floor" in text and "torch port broyden" in text and "ANN twin" in text
     assert "stack (stbp_layers)" in out_stbp["tables"]["stbp float64"]["rows"]      # the stack's row ran
     assert "stack, readable tier" in out_stbp["tables"]["stbp stack pieces"]["rows"]   # and the new pieces' table
+    assert {"stbp conv float64", "stbp conv float32"} <= set(out_stbp["tables"])    # and the conv net's
     try:
         import torch  # noqa: F401
     except ImportError:
         return
     assert "torch eager" in text
     assert "torch eager" in out_stbp["tables"]["stbp stack pieces"]["rows"]
+    assert "torch eager" in out_stbp["tables"]["stbp conv float32"]["rows"]
 
 
 # ---------------------------------------------------------------------------

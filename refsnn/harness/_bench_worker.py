@@ -117,6 +117,47 @@ def stbp_torch(a):
     return step, {"torch": torch.__version__}
 
 
+def _conv_problem(a):
+    """The official STBP conv net (``PRESETS["code_conv"]``, or ``a["arch"]``), T, batch, Bernoulli input of
+    rate 0.2, in ``a["dtype"]``."""
+    from refsnn import stbp
+
+    cfg = replace(stbp.PRESETS["code_conv"], T=a["T"], arch=a.get("arch", stbp.PRESETS["code_conv"].arch),
+                  dtype=a["dtype"])
+    specs = stbp.parse_arch(cfg.arch)[1]
+    rng = np.random.default_rng(0)
+    params = stbp.init_params(None, cfg, rng)
+    x = stbp.encode(np.full((a["batch"], specs[0].n_in), 0.2), cfg, rng)
+    y = rng.integers(0, specs[-1].n_out, a["batch"])
+    return stbp, cfg, params, x, y
+
+
+def conv_refsnn(a):
+    """refsnn's fast tier on the conv net (im2col blocks and BLAS, the LIF kernels)."""
+    import refsnn
+
+    if hasattr(refsnn, "keep_freed_memory"):
+        refsnn.keep_freed_memory()
+    stbp, cfg, params, x, y = _conv_problem(a)
+    return lambda: stbp.loss_and_grad(params, x, y, cfg), {}
+
+
+def conv_torch(a):
+    """Eager PyTorch autograd of the same conv graph (refsnn's torch gold: ``conv2d``, ``avg_pool2d``)."""
+    torch = _torch()
+    from refsnn.checking.torch_golds import stbp_family_loss
+
+    _, cfg, params, x, y = _conv_problem(a)
+    tdt = _dtype(torch, a["dtype"])
+    xs = torch.tensor(x, dtype=tdt)
+
+    def step():
+        tp = {k: torch.tensor(v, dtype=tdt, requires_grad=True) for k, v in params.items()}
+        stbp_family_loss(tp, xs, y, cfg).backward()
+
+    return step, {"torch": torch.__version__}
+
+
 def _peer_step(a, torch, model, loss_of_rates):
     cfg, ps, xs, y = _stbp_torch_tensors(a, torch)
     target = torch.nn.functional.one_hot(y, ps[f"W{len(ps) // 2}"].shape[0]).to(xs.dtype)
@@ -435,7 +476,7 @@ def peers_layer(a):
     return step, versions
 
 
-CASES = {"stack_refsnn": stack_refsnn, "stack_torch": stack_torch, "peers_layer": peers_layer, "stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
+CASES = {"conv_refsnn": conv_refsnn, "conv_torch": conv_torch, "stack_refsnn": stack_refsnn, "stack_torch": stack_torch, "peers_layer": peers_layer, "stbp_refsnn": stbp_refsnn, "stbp_refsnn_stack": stbp_refsnn_stack, "stbp_torch": stbp_torch, "stbp_snntorch": stbp_snntorch,
          "stbp_spikingjelly": stbp_spikingjelly, "stbp_gemm_floor": stbp_gemm_floor, "ide_refsnn": ide_refsnn,
          "ide_torch": ide_torch, "st_rsbp_refsnn": st_rsbp_refsnn, "ssnn_bp_refsnn": ssnn_bp_refsnn}
 

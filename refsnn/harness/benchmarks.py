@@ -261,7 +261,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
       PyTorch of the same graph, ``torch.compile`` of it, snnTorch and spikingjelly (each its stock LIF with
       the same constants), and the GEMM floor (the step's matrix products alone).  Then the stack's new pieces
       (BatchNorm, a recurrent population, a leaky-integrator readout with a membrane loss) at the same shapes,
-      against the same network in eager PyTorch and under ``torch.compile``.
+      against the same network in eager PyTorch and under ``torch.compile``.  Last, the official conv net
+      (``PRESETS["code_conv"]``, T = 20, batch 32) per dtype against eager PyTorch of the same graph.
     * IDE: the official F400 step (``PRESETS["code"]``, T = 5, batch 128, dropout masks given) with the
       code's Broyden and with its fixed 30 'iter' steps, refsnn against a PyTorch port of the same step, on
       1 and on 2 threads.
@@ -306,6 +307,15 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
         paired_table(res, f"STBP stack: Affine-BatchNorm-recurrent LIF-Affine-LI readout, "
                           f"{'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch {shape['batch']}, float64", log)
         out["tables"]["stbp stack pieces"] = res
+        # the official conv net (T 20, batch 32) against eager PyTorch of the same graph, per dtype
+        conv_shape = ({"arch": "8x8x1-4c3p1-ap2-10", "T": 4, "batch": 4} if quick else {"T": 20, "batch": 32})
+        for dt in ("float64", "float32"):
+            a = dict(conv_shape, dtype=dt)
+            comps = [Competitor("refsnn", "conv_refsnn", a), Competitor("torch eager", "conv_torch", a)]
+            res = paired(_with_baseline(comps, baseline), rounds=R, threads=threads, reference="refsnn", log=log)
+            paired_table(res, f"STBP conv step {a.get('arch', stbp.PRESETS['code_conv'].arch)}, T={a['T']}, "
+                              f"batch {a['batch']}, {dt}", log)
+            out["tables"][f"stbp conv {dt}"] = res
     elif algo == "ide":
         shape = {"sizes": [64, 32, 10], "batch": 16} if quick else {"sizes": [784, 400, 10], "batch": 128}
         for n in ((threads,) if threads else (1, 2)):
