@@ -193,7 +193,7 @@ from refsnn.blocks._checks import (
     check_sizes,
     check_time_major,
 )
-from refsnn.blocks._jit import njit, over_batch, resolve_backend
+from refsnn.blocks._jit import njit, over_batch, over_shares, resolve_backend
 
 __all__ = [
     "Config",
@@ -702,16 +702,18 @@ def pool_forward(a, kind, k, select=None):
     return np.take_along_axis(win, idx[..., None], axis=-1)[..., 0], idx     # Eq. (P), max
 
 
-def pool_backward(g, shape, kind, k, argmax=None):
-    """The transpose of :func:`pool_forward`: ``g`` (R, C, Ho, Wo) back onto the (R, C, H, W) input.
+def pool_backward(g, shape, kind, k, argmax=None, out=None):
+    """The transpose of :func:`pool_forward`: ``g`` (R, C, Ho, Wo) back onto the (R, C, H, W) input
+    (written into ``out`` when given).
 
     Average pooling spreads ``g / k^2`` over each window; max pooling sends ``g`` to the selected
     entry (the sub-gradient PyTorch uses: ties go to the first largest entry).
     """
     R, C, H, W = shape
     Ho, Wo = g.shape[2], g.shape[3]
-    covered = H == Ho * k and W == Wo * k                                   # every input entry in a window
-    out = np.empty(shape, g.dtype) if kind == "avg" and covered else np.zeros(shape, g.dtype)
+    out = np.empty(shape, g.dtype) if out is None else out
+    if not (kind == "avg" and H == Ho * k and W == Wo * k):                # entries outside every window: 0
+        out[...] = 0
     blocks = out[:, :, :Ho * k, :Wo * k].reshape(R, C, Ho, k, Wo, k)          # a view of out's windows
     if kind == "avg":                                                       # each of the k^2 offsets gets g / k^2
         share = g / (k * k)
@@ -725,6 +727,31 @@ def pool_backward(g, shape, kind, k, argmax=None):
     return out
 
 
+def _pool_forward_rows(a, kind, k, select=None):
+    """:func:`pool_forward` on shares of the rows of ``a`` in threads (the fast tier, ``over_shares``): each
+    row's windows are pooled alone, so the numbers are the same however the rows are shared out."""
+    R, C, H, W = a.shape
+    out = np.empty((R, C, H // k, W // k), a.dtype)
+    idx = np.empty(out.shape, np.intp) if kind == "max" else None
+
+    def share(lo, hi):
+        o, i = pool_forward(a[lo:hi], kind, k, None if select is None else select[lo:hi])
+        out[lo:hi] = o
+        if idx is not None:
+            idx[lo:hi] = i
+
+    over_shares(share, R)
+    return out, idx
+
+
+def _pool_backward_rows(g, shape, kind, k, argmax=None):
+    """:func:`pool_backward` on shares of the rows in threads, each written straight into the result."""
+    out = np.empty(shape, g.dtype)
+    over_shares(lambda lo, hi: pool_backward(g[lo:hi], (hi - lo,) + tuple(shape[1:]), kind, k,
+                                             None if argmax is None else argmax[lo:hi], out[lo:hi]), shape[0])
+    return out
+
+
 def _synapse(L, a, fast, select=None):
     """``I = W * pool(a) + b`` of layer ``L`` for rows ``a`` (R, n_in of the layer below): Eq. (I), (C), (P).
 
@@ -735,7 +762,8 @@ def _synapse(L, a, fast, select=None):
     sp = L.spec
     argmax = None
     if sp.pool is not None:
-        a, argmax = pool_forward(a.reshape(R, *sp.below_shape), *sp.pool, select=select)
+        a, argmax = (_pool_forward_rows if fast else pool_forward)(a.reshape(R, *sp.below_shape), *sp.pool,
+                                                                   select=select)
     if sp.op == "dense":
         ain = a.reshape(R, -1)
         return ain @ L.W.T + L.b, ain, argmax                               # Eq. (I)
@@ -764,7 +792,8 @@ def _synapse_backward(L, gI, ain, argmax, fast, need_input=True):
         ga = igrad(g4, L.W, (H, W), s, p) if need_input else None          # Eq. (B2): the transposed convolution
     if ga is not None:
         if sp.pool is not None:
-            ga = pool_backward(ga.reshape(R, *sp.pooled_shape), (R, *sp.below_shape), *sp.pool, argmax)
+            ga = (_pool_backward_rows if fast else pool_backward)(ga.reshape(R, *sp.pooled_shape),
+                                                                  (R, *sp.below_shape), *sp.pool, argmax)
         ga = ga.reshape(R, -1)
     return gW, gb, ga
 

@@ -56,6 +56,56 @@ def test_fast_convolution_and_its_transposes(shape):
         assert abs(lhs - float(np.sum(gW * Wk))) <= TWIN_REL * scale
 
 
+def test_fast_convolution_gives_the_same_bits_on_one_thread_and_shared_over_threads(monkeypatch):
+    """The fast forms work through blocks of rows that depend only on the shapes; with two threads each takes
+    a share of the blocks, and the weight gradient adds the blocks' products in block order either way, so
+    the results are identical bit for bit (by construction: the same operations on the same numbers), and
+    they equal the readable forms to round-off.  Small blocks here (many per call), so that sharing happens."""
+    from refsnn.blocks import _jit
+
+    monkeypatch.setattr(conv, "BLOCK", 200)
+    rng = np.random.default_rng(11)
+    a, Wk = rng.standard_normal((13, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal((13, 4, 5, 4))
+    assert len(conv._row_blocks(13, 5 * 4 * 3 * 3 * 3)) > 4
+    outs = []
+    for n in (1, 2):
+        with _jit.limit_threads(n):
+            outs.append((conv.conv2d_fast(a, Wk, 2, 1), conv.conv2d_weight_grad_fast(a, g, 3, 2, 1),
+                         conv.conv2d_input_grad_fast(g, Wk, (9, 8), 2, 1)))
+    for x1, x2 in zip(*outs):
+        assert np.array_equal(x1, x2)
+    assert_close(outs[0][0], conv.conv2d(a, Wk, 2, 1), TWIN_REL)
+    assert_close(outs[0][1], conv.conv2d_weight_grad(a, g, 3, 2, 1), TWIN_REL)
+    assert_close(outs[0][2], conv.conv2d_input_grad(g, Wk, (9, 8), 2, 1), TWIN_REL)
+
+
+@pytest.mark.parametrize("arch", ["6x6x2-3c3p1-ap2-4", "7x7x1-2c3s2p1-mp2-3", "9x9x1-ap2-2c3p1-mp2-3c2-4"])
+def test_conv_training_step_gives_the_same_bits_on_one_thread_and_two(arch, monkeypatch):
+    """A whole fast-tier step of a conv net (im2col blocks, pooling by shares of rows, the LIF kernels): the
+    loss and every gradient are identical on one thread and on two, bit for bit -- each block, row and
+    sample is computed by the same operations wherever it runs (exact equality by construction)."""
+    from refsnn.blocks import _jit
+
+    if not _jit.JIT_ENABLED:
+        pytest.skip("numba is off: the fast tier runs on one thread")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    monkeypatch.setattr(conv, "BLOCK", 100)                       # many blocks per call
+    cfg = stbp.Config(arch=arch, T=4)
+    params, x, y = problems.stbp_problem(cfg, 3, T=4, batch=5)
+    runs = []
+    for n in (1, 2):
+        with _jit.limit_threads(n):
+            runs.append(stbp.loss_and_grad(params, x, y, cfg))
+    assert runs[0][0] == runs[1][0]
+    for k in runs[0][1]:
+        assert np.array_equal(runs[0][1][k], runs[1][1][k]), k
+    assert any(np.any(v != 0) for v in runs[0][1].values())
+
+
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=[str(s) for s in CONV_SHAPES])
 def test_fast_convolution_matches_torch(shape):
     torch = pytest.importorskip("torch", reason="torch not installed: pip install torch (CPU) for the cross-check")

@@ -162,6 +162,15 @@ _EXECUTOR = []        # the threads over_batch shares the batch out to, made on 
 OVER_BATCH_MIN = 100_000
 
 
+def _executor():
+    """The pool of Python threads :func:`over_batch` and :func:`over_shares` hand work to (made once)."""
+    if not _EXECUTOR:
+        from concurrent.futures import ThreadPoolExecutor
+        _EXECUTOR.append(ThreadPoolExecutor(max_workers=_numba.config.NUMBA_NUM_THREADS,
+                                            thread_name_prefix="refsnn-kernel"))
+    return _EXECUTOR[0]
+
+
 def over_batch(kernel, B, *args):
     """``kernel(*args, first, stop)`` over the samples ``0..B-1``: in one call, or in one contiguous share of
     the batch per thread when numba may use several threads (:func:`limit_threads`) and the work is large.
@@ -176,11 +185,25 @@ def over_batch(kernel, B, *args):
         kernel(*args, 0, B)
         return
     n = min(n, B)
-    if not _EXECUTOR:
-        from concurrent.futures import ThreadPoolExecutor
-        _EXECUTOR.append(ThreadPoolExecutor(max_workers=_numba.config.NUMBA_NUM_THREADS,
-                                            thread_name_prefix="refsnn-kernel"))
     cuts = [B * k // n for k in range(n + 1)]
-    jobs = [_EXECUTOR[0].submit(kernel, *args, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    jobs = [_executor().submit(kernel, *args, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
     for job in jobs:
         job.result()
+
+
+def over_shares(fn, n):
+    """``fn(first, stop)`` over the items ``0..n-1``: in one call, or in one contiguous share per thread when
+    numba may use several threads (:func:`limit_threads`), with BLAS on one thread meanwhile (each share
+    calls it).  For work done by NumPy and BLAS, which release the GIL: the convolutions' im2col blocks.
+    ``fn`` must write each item's results where no other item writes."""
+    threads = _numba.get_num_threads() if JIT_ENABLED else 1
+    if threads < 2 or n < 2:
+        fn(0, n)
+        return
+    threads = min(threads, n)
+    cuts = [n * k // threads for k in range(threads + 1)]
+    ctl = _blas_controller()
+    with (ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()):
+        jobs = [_executor().submit(fn, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+        for job in jobs:
+            job.result()

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from refsnn.blocks._jit import over_shares
+
 __all__ = ["input_shape", "out_size", "patches", "conv2d", "conv2d_weight_grad", "conv2d_input_grad", "conv_transpose2d",
            "conv2d_fast", "conv2d_weight_grad_fast", "conv2d_input_grad_fast", "conv_transpose2d_fast"]
 
@@ -110,25 +112,43 @@ def _row_blocks(R, per_row):
     return [slice(i, min(i + step, R)) for i in range(0, R, step)]
 
 
-def _im2col_blocks(a, k, stride, pad):
-    """Yield ``(rows, cols)``: for each block of rows of ``a`` (R, C, H, W), its im2col matrix laid out for
-    the product with the kernel: ``(C k k, n Ho Wo)``, one row per ``(c, i, j)``, one column per output
-    position ``(sample, y, x)`` (valid until the next block).  Row ``(c, i, j)`` is channel ``c`` shifted by
-    the kernel offset ``(i, j)``: it is written one offset at a time, a strided copy whose runs along ``x``
-    are contiguous in both arrays."""
+def _im2col(ap, r, k, stride, Ho, Wo, buf):
+    """The im2col matrix of the rows ``r`` of the padded maps ``ap`` (R, C, H + 2p, W + 2p), written into
+    ``buf`` and laid out for the product with the kernel: ``(C k k, n Ho Wo)``, one row per ``(c, i, j)``,
+    one column per output position ``(sample, y, x)``.  Row ``(c, i, j)`` is channel ``c`` shifted by the
+    kernel offset ``(i, j)``: it is written one offset at a time, a strided copy whose runs along ``x`` are
+    contiguous in both arrays."""
+    C = ap.shape[1]
+    n = r.stop - r.start
+    block = buf[:, :, :, :n]
+    for i in range(k):
+        for j in range(k):
+            np.copyto(block[:, i, j], ap[r, :, i:i + stride * (Ho - 1) + 1:stride,
+                                         j:j + stride * (Wo - 1) + 1:stride].transpose(1, 0, 2, 3))
+    return block.reshape(C * k * k, n * Ho * Wo)
+
+
+def _over_blocks(a, k, stride, pad, work):
+    """``[work(rows, cols) for each block of rows of a]``, in block order: ``cols`` is the block's im2col
+    matrix (:func:`_im2col`, valid during the call).  The blocks depend only on the shapes; with several
+    threads (:func:`refsnn.blocks._jit.over_shares`) each takes a contiguous share of them with its own
+    buffer, so every block's result is the same, bit for bit, however many threads there are."""
     R, C, H, W = a.shape
-    ap = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else a
     Ho, Wo = out_size(H, k, stride, pad), out_size(W, k, stride, pad)
     rows = _row_blocks(R, Ho * Wo * C * k * k)
-    buf = np.empty((C, k, k, rows[0].stop - rows[0].start, Ho, Wo), a.dtype)
-    for r in rows:
-        n = r.stop - r.start
-        block = buf[:, :, :, :n]
-        for i in range(k):
-            for j in range(k):
-                np.copyto(block[:, i, j], ap[r, :, i:i + stride * (Ho - 1) + 1:stride,
-                                             j:j + stride * (Wo - 1) + 1:stride].transpose(1, 0, 2, 3))
-        yield r, block.reshape(C * k * k, n * Ho * Wo)
+    results = [None] * len(rows)
+
+    def share(first, stop):
+        lo = rows[first].start                                        # this share's rows, padded here
+        mine = a[lo:rows[stop - 1].stop]
+        ap = np.pad(mine, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else mine
+        buf = np.empty((C, k, k, rows[0].stop - rows[0].start, Ho, Wo), a.dtype)
+        for b in range(first, stop):
+            r = rows[b]
+            results[b] = work(r, _im2col(ap, slice(r.start - lo, r.stop - lo), k, stride, Ho, Wo, buf))
+
+    over_shares(share, len(rows))
+    return results
 
 
 def conv2d_fast(a, w, stride=1, pad=0):
@@ -138,17 +158,21 @@ def conv2d_fast(a, w, stride=1, pad=0):
     Ho, Wo = out_size(H, k, stride, pad), out_size(W, k, stride, pad)
     Wm = w.reshape(O, -1)                                             # (O, C k k)
     out = np.empty((R, O, Ho, Wo), np.result_type(a, w))
-    for r, cols in _im2col_blocks(a, k, stride, pad):
+
+    def block(r, cols):
         out[r] = (Wm @ cols).reshape(O, -1, Ho, Wo).transpose(1, 0, 2, 3)
+
+    _over_blocks(a, k, stride, pad, block)
     return out
 
 
 def conv2d_weight_grad_fast(a, g, k, stride=1, pad=0):
-    """:func:`conv2d_weight_grad` with the same im2col blocks."""
+    """:func:`conv2d_weight_grad` with the same im2col blocks: one product per block, added in block order."""
     O, C = g.shape[1], a.shape[1]
     gW = np.zeros((O, C * k * k), np.result_type(a, g))
-    for r, cols in _im2col_blocks(a, k, stride, pad):
-        gW += g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols.T     # columns of cols: (sample, y, x), as here
+    for part in _over_blocks(a, k, stride, pad,
+                             lambda r, cols: g[r].transpose(1, 0, 2, 3).reshape(O, -1) @ cols.T):  # (sample, y, x)
+        gW += part
     return gW.reshape(O, C, k, k)
 
 
