@@ -768,7 +768,9 @@ def _synapse(L, a, fast, select=None):
         ain = a.reshape(R, -1)
         return ain @ L.W.T + L.b, ain, argmax                               # Eq. (I)
     ain = a.reshape(R, *sp.in_shape)
-    I = (conv.conv2d_fast if fast else conv.conv2d)(ain, L.W, sp.stride, sp.pad)   # Eq. (C)
+    if fast:                                                                # Eq. (C), the bias added per block
+        return conv.conv2d_fast(ain, L.W, sp.stride, sp.pad, bias=L.b).reshape(R, -1), ain, argmax
+    I = conv.conv2d(ain, L.W, sp.stride, sp.pad)                            # Eq. (C)
     I += L.b[None, :, None, None]
     return I.reshape(R, -1), ain, argmax
 

@@ -151,8 +151,9 @@ def _over_blocks(a, k, stride, pad, work):
     return results
 
 
-def conv2d_fast(a, w, stride=1, pad=0):
-    """:func:`conv2d` by im2col and BLAS."""
+def conv2d_fast(a, w, stride=1, pad=0, bias=None):
+    """:func:`conv2d` by im2col and BLAS; ``bias`` (O,), if given, is added to each output channel (in the
+    block, while it is in cache: the same sums as adding it afterwards)."""
     O, C, k, _ = w.shape
     R, _, H, W = a.shape
     Ho, Wo = out_size(H, k, stride, pad), out_size(W, k, stride, pad)
@@ -160,7 +161,10 @@ def conv2d_fast(a, w, stride=1, pad=0):
     out = np.empty((R, O, Ho, Wo), np.result_type(a, w))
 
     def block(r, cols):
-        out[r] = (Wm @ cols).reshape(O, -1, Ho, Wo).transpose(1, 0, 2, 3)
+        Y = Wm @ cols
+        if bias is not None:
+            Y += bias[:, None]
+        out[r] = Y.reshape(O, -1, Ho, Wo).transpose(1, 0, 2, 3)
 
     _over_blocks(a, k, stride, pad, block)
     return out
