@@ -1012,7 +1012,8 @@ def _prepare(params, x, cfg):
 # integers (``1 - o``, ``0 * u``) so that every branch keeps the dtype of ``u`` (float32 stays float32).
 # The readable tier and the stack of layers (refsnn.stbp_layers) call these methods; numba cannot take a
 # Python object, so the kernels read the same formulas from ``_kernel_reset_*`` below, selected by the
-# piece's ``code`` (a named constant), and a test holds the two equal for every reset.
+# piece's ``code`` (a named constant), and a test holds the two equal for every reset.  There the constants
+# are ``one`` (1 in the data's dtype): numba, unlike NumPy, makes float64 of a float32 and an integer.
 
 _EXP, _ZERO, _TO_VALUE, _SUBTRACT, _NONE = range(5)     # the kernels' names for the resets (Reset.code)
 
@@ -1132,41 +1133,42 @@ RESET_PIECES = {"exp": ExpReset, "zero": ZeroReset, "subtract": Subtract, "none"
 
 
 @njit(error_model="numpy", inline="always")
-def _kernel_reset_value(u, o, reset, lam, thr, v_reset):
-    """:meth:`Reset.value` of the reset whose ``code`` is ``reset``, on numbers (for the kernels)."""
+def _kernel_reset_value(u, o, reset, lam, thr, v_reset, one):
+    """:meth:`Reset.value` of the reset whose ``code`` is ``reset``, on numbers (for the kernels).  ``one``
+    is 1 in the data's dtype: numba would turn ``1 - o`` with a float32 ``o`` into float64."""
     if reset == _EXP:
         return u * np.exp(-o / lam)
     if reset == _ZERO:
-        return u * (1 - o)
+        return u * (one - o)
     if reset == _TO_VALUE:
-        return u * (1 - o) + v_reset * o
+        return u * (one - o) + v_reset * o
     if reset == _SUBTRACT:
         return u - thr * o
-    return u + 0 * o
+    return u + (one - one) * o
 
 
 @njit(error_model="numpy", inline="always")
-def _kernel_reset_du(u, o, reset, lam):
+def _kernel_reset_du(u, o, reset, lam, one):
     """:meth:`Reset.du`, on numbers."""
     if reset == _EXP:
-        return np.exp(-o / lam) + 0 * u
+        return np.exp(-o / lam) + (one - one) * u
     if reset == _ZERO or reset == _TO_VALUE:
-        return (1 - o) + 0 * u
-    return 1 + 0 * (u + o)
+        return (one - o) + (one - one) * u
+    return one + (one - one) * (u + o)
 
 
 @njit(error_model="numpy", inline="always")
-def _kernel_reset_do(u, o, reset, lam, thr, v_reset):
+def _kernel_reset_do(u, o, reset, lam, thr, v_reset, one):
     """:meth:`Reset.do`, on numbers."""
     if reset == _EXP:
         return -(u / lam) * np.exp(-o / lam)
     if reset == _ZERO:
-        return -u + 0 * o
+        return -u + (one - one) * o
     if reset == _TO_VALUE:
-        return v_reset - u + 0 * o
+        return v_reset - u + (one - one) * o
     if reset == _SUBTRACT:
-        return -thr + 0 * (u + o)
-    return 0 * (u + o)
+        return -thr + (one - one) * (u + o)
+    return (one - one) * (u + o)
 
 
 def spike_rule(cfg: Config):
@@ -1438,6 +1440,7 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
     def forward(I, lam, kap, c, thr, alpha, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
         """:func:`_lif_forward_kernel` for the samples ``first`` to ``stop - 1``, into ``u`` and ``o``."""
         T, B, H = I.shape
+        one, zero = I.dtype.type(1), I.dtype.type(0)     # constants in the data's dtype: float32 stays float32
         for s in range(first, stop):         # the innermost loop walks contiguous memory
             jprev = np.zeros(H, I.dtype)
             for t in range(T):
@@ -1452,10 +1455,10 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
                     elif delayed:
                         r = u[t - 1, s, i]
                     else:
-                        r = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)  # (R)
+                        r = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset, one)  # (R)
                     vt = lam[i] * r + kap[i] * jt + c[i]                                    # Eq. (V)
                     if delayed and t > 0:
-                        ut = _kernel_reset_value(vt, o[t - 1, s, i], reset, lam[i], thr[i], v_reset)   # Eq. (u)
+                        ut = _kernel_reset_value(vt, o[t - 1, s, i], reset, lam[i], thr[i], v_reset, one)   # Eq. (u)
                     else:
                         ut = vt
                     u[t, s, i] = ut
@@ -1463,9 +1466,9 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
                     if smooth:
                         o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
                     elif strict:
-                        o[t, s, i] = 1.0 * (z > 0.0)                                        # Eq. (o), branch-free
+                        o[t, s, i] = one * (z > zero)                                       # Eq. (o), branch-free
                     else:
-                        o[t, s, i] = 1.0 * (z >= 0.0)
+                        o[t, s, i] = one * (z >= zero)
                     if keep_v:
                         v_out[t, s, i] = vt
                     if keep_j:
@@ -1482,6 +1485,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
         """:func:`_lif_backward_kernel` for the samples ``first`` to ``stop - 1``, into ``gI``."""
         subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
         T, B, H = u.shape
+        one, zero = u.dtype.type(1), u.dtype.type(0)     # constants in the data's dtype
         for s in range(first, stop):
             eps_n = np.zeros(H, u.dtype)     # eps, g_v, g_j of step t+1 for this sample
             gv_n = np.zeros(H, u.dtype)
@@ -1493,25 +1497,25 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
                     ut = u[t, s, i]
                     ot = o[t, s, i]
                     d = g[t, s, i]
-                    e_r = 0.0
+                    e_r = zero
                     if t < T - 1:
                         g_r = lam[i] * gv_n[i]                                              # dL/dr^t
                         if delayed:
                             if not detach:
                                 d = d + eps_n[i] * _kernel_reset_do(v[t + 1, s, i], ot, reset, lam[i], thr[i],
-                                                                    v_reset)               # Eq. (B3)
+                                                                    v_reset, one)          # Eq. (B3)
                             e_r = g_r
                         else:
                             if not detach:
-                                d = d + g_r * _kernel_reset_do(ut, ot, reset, lam[i], thr[i], v_reset)   # Eq. (B3)
-                            e_r = g_r * _kernel_reset_du(ut, ot, reset, lam[i])
+                                d = d + g_r * _kernel_reset_do(ut, ot, reset, lam[i], thr[i], v_reset, one)   # Eq. (B3)
+                            e_r = g_r * _kernel_reset_du(ut, ot, reset, lam[i], one)
                             if subtract:
                                 gt[i] -= g_r * ot
-                    fire = d * surrogates.h_scalar(sur, width, ut - thr[i])
+                    fire = d * u.dtype.type(surrogates.h_scalar(sur, width, ut - thr[i]))   # h in the dtype
                     e = fire + e_r                                                          # Eq. (B4)
                     gt[i] -= fire
                     if delayed and t > 0:
-                        gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i])
+                        gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i], one)
                         if subtract:
                             gt[i] -= e * o[t - 1, s, i]
                     else:
@@ -1525,7 +1529,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
                     elif delayed:
                         r_prev = u[t - 1, s, i]
                     else:
-                        r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset)
+                        r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset, one)
                     dv = r_prev - v_rest
                     if decay_input:
                         dv = dv - j[t, s, i]

@@ -305,6 +305,18 @@ def test_the_forward_kernel_leaves_placeholders_alone(T):
         assert np.isnan(v).all() and np.isnan(j).all()
 
 
+def _returns(fn, values):
+    """The dtype a kernel helper computed in for arguments of the values' kind: numba's compiled return type
+    for arguments of that dtype (it hands a float32 back to Python as a float), or the dtype of the values
+    when the kernels run as Python."""
+    sigs = getattr(fn, "nopython_signatures", None)
+    if not sigs:
+        return values.dtype
+    ret = {str(sig.return_type) for sig in sigs if str(sig.args[0]) == values.dtype.name}
+    assert len(ret) == 1, (fn, sigs)
+    return np.dtype(ret.pop())
+
+
 @pytest.mark.parametrize("reset", stbp.RESETS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_kernel_reset_formulas_are_the_reset_pieces(reset, dtype):
@@ -317,12 +329,15 @@ def test_kernel_reset_formulas_are_the_reset_pieces(reset, dtype):
     for o in (dtype(0), dtype(1)):
         for lam, thr in ((dtype(0.3), dtype(0.5)), (dtype(0.9), dtype(1.5))):
             vr = dtype(cfg.v_reset)
-            kernel = (np.array([stbp._kernel_reset_value(ui, o, R.code, lam, thr, vr) for ui in u]),
-                      np.array([stbp._kernel_reset_du(ui, o, R.code, lam) for ui in u]),
-                      np.array([stbp._kernel_reset_do(ui, o, R.code, lam, thr, vr) for ui in u]))
+            one = dtype(1)
+            kernel = (np.array([stbp._kernel_reset_value(ui, o, R.code, lam, thr, vr, one) for ui in u]),
+                      np.array([stbp._kernel_reset_du(ui, o, R.code, lam, one) for ui in u]),
+                      np.array([stbp._kernel_reset_do(ui, o, R.code, lam, thr, vr, one) for ui in u]))
             piece = (R.value(u, o, lam, thr), R.du(u, o, lam), R.do(u, o, lam, thr))
             for name, k, p in zip(("value", "du", "do"), kernel, piece):
                 assert np.asarray(p).dtype == dtype, (name, np.asarray(p).dtype)
+                fn = {"value": stbp._kernel_reset_value, "du": stbp._kernel_reset_du, "do": stbp._kernel_reset_do}[name]
+                assert _returns(fn, u) == np.dtype(dtype), name   # the kernels' formulas keep the dtype too
                 assert_close(k.astype(np.float64), np.broadcast_to(p, u.shape).astype(np.float64),
                              FLOAT32_REL if dtype == np.float32 else FORMULA_REL, what=f"{reset} {name}")
 
