@@ -1433,11 +1433,11 @@ def _specialised(factory, key):
 _KERNELS = {}
 
 
-def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, keep_j):
+def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, keep_j, recurrent=False):
     """The forward kernel for one setting (:func:`_lif_forward_kernel`, :func:`_specialised`)."""
 
     @njit(nogil=True, error_model="numpy")   # IEEE division (lam, width > 0 are validated): loops vectorise
-    def forward(I, lam, kap, c, thr, alpha, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
+    def forward(I, lam, kap, c, thr, alpha, V, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
         """:func:`_lif_forward_kernel` for the samples ``first`` to ``stop - 1``, into ``u`` and ``o``."""
         T, B, H = I.shape
         one, zero = I.dtype.type(1), I.dtype.type(0)     # constants in the data's dtype: float32 stays float32
@@ -1446,6 +1446,8 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
             for t in range(T):
                 for i in range(H):
                     jt = I[t, s, i]
+                    if recurrent and t > 0:                       # one recurrent weight per neuron (the stack)
+                        jt = jt + V[i] * o[t - 1, s, i]
                     if synapse:
                         if t > 0:
                             jt = alpha[i] * jprev[i] + jt                                   # Eq. (J)
@@ -1477,11 +1479,11 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
     return forward
 
 
-def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
+def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, recurrent=False):
     """The backward kernel for one setting (:func:`_lif_backward_kernel`, :func:`_specialised`)."""
 
     @njit(nogil=True, error_model="numpy")
-    def backward(g, u, o, v, j, lam, kap, thr, alpha, v_reset, v_rest, width, glam, gthr, gI, first, stop):
+    def backward(g, u, o, v, j, lam, kap, thr, alpha, V, v_reset, v_rest, width, glam, gthr, gV, gI, first, stop):
         """:func:`_lif_backward_kernel` for the samples ``first`` to ``stop - 1``, into ``gI``."""
         subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
         T, B, H = u.shape
@@ -1497,6 +1499,8 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
                     ut = u[t, s, i]
                     ot = o[t, s, i]
                     d = g[t, s, i]
+                    if recurrent and t < T - 1:                   # through the recurrent weight into step t+1
+                        d = d + gI[t + 1, s, i] * V[i]
                     e_r = zero
                     if t < T - 1:
                         g_r = lam[i] * gv_n[i]                                              # dL/dr^t
@@ -1524,6 +1528,8 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
                     if synapse and t < T - 1:
                         gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
                     gI[t, s, i] = gj
+                    if recurrent and t > 0:
+                        gV[s, i] += gj * o[t - 1, s, i]
                     if t == 0:
                         r_prev = v_rest
                     elif delayed:
@@ -1541,7 +1547,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur):
     return backward
 
 
-def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
+def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
     The same arithmetic, in the same order, as :func:`forward_numpy`; ``nrn`` and ``rule`` are the
@@ -1551,12 +1557,12 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out):
     (:func:`_specialised`); ``_lif_forward_kernel.py_func`` runs the same code as plain Python.
     """
     u, o = np.empty_like(I), np.empty_like(I)
-    over_batch(_forward_for(rule, I, v_out, j_out), I.shape[1], I, *nrn, rule.v_reset, rule.v_rest, rule.width,
-               u, o, v_out, j_out)
+    over_batch(_forward_for(rule, I, v_out, j_out, V is not None), I.shape[1], I, *nrn, _or_dummy(V, I),
+               rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out)
     return u, o
 
 
-def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
+def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
     The same order as :func:`backward_numpy`.  ``trace`` is the layer's ``(u, o, v, j)`` from the forward
@@ -1566,36 +1572,44 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr):
     threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.
     """
     gI = np.empty_like(trace[0])
-    over_batch(_backward_for(rule), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, rule.v_reset,
-               rule.v_rest, rule.width, glam, gthr, gI)
+    over_batch(_backward_for(rule, V is not None), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha,
+               _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2), gI)
     return gI
 
 
-def _forward_for(rule, I, v_out, j_out):
+def _or_dummy(a, like, ndim=1):
+    """``a``, or a one-entry ``ndim``-d placeholder in ``like``'s dtype where a kernel takes an array it will not
+    read (the recurrent weights and their gradient of a layer without recurrence)."""
+    return np.zeros((1,) * ndim, like.dtype) if a is None else a
+
+
+def _forward_for(rule, I, v_out, j_out, recurrent=False):
     return _specialised(_compile_lif_forward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
                                                bool(rule.strict), bool(rule.smooth),
                                                int(rule.surrogate) if rule.smooth else -1,   # the primitive
-                                               v_out.shape == I.shape, j_out.shape == I.shape))
+                                               v_out.shape == I.shape, j_out.shape == I.shape, bool(recurrent)))
 
 
-def _backward_for(rule):
+def _backward_for(rule, recurrent=False):
     return _specialised(_compile_lif_backward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
-                                                bool(rule.detach), bool(rule.decay_input), int(rule.surrogate)))
+                                                bool(rule.detach), bool(rule.decay_input), int(rule.surrogate),
+                                                bool(recurrent)))
 
 
-def _forward_py(I, nrn, rule, v_out, j_out):
+def _forward_py(I, nrn, rule, v_out, j_out, V=None):
     """:func:`_lif_forward_kernel` with the kernel's code run as plain Python."""
     u, o = np.empty_like(I), np.empty_like(I)
-    _forward_for(rule, I, v_out, j_out).py_func(I, *nrn, rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out,
-                                                0, I.shape[1])
+    _forward_for(rule, I, v_out, j_out, V is not None).py_func(I, *nrn, _or_dummy(V, I), rule.v_reset, rule.v_rest,
+                                                               rule.width, u, o, v_out, j_out, 0, I.shape[1])
     return u, o
 
 
-def _backward_py(g, trace, nrn, rule, glam, gthr):
+def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     """:func:`_lif_backward_kernel` with the kernel's code run as plain Python."""
     gI = np.empty_like(trace[0])
-    _backward_for(rule).py_func(g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, rule.v_reset, rule.v_rest,
-                                rule.width, glam, gthr, gI, 0, gI.shape[1])
+    _backward_for(rule, V is not None).py_func(g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, _or_dummy(V, gI),
+                                               rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2),
+                                               gI, 0, gI.shape[1])
     return gI
 
 

@@ -472,12 +472,21 @@ class LIF:
             return anc["o"][t] + P(z) - P(anc["z"][t])
         return (z > 0).astype(z.dtype) if nrn.strict else (z >= 0).astype(z.dtype)   # Eq. (o)
 
-    def _kernel_ready(self, run) -> bool:
+    def _kernel_ready(self, run, shape) -> bool:
         """Whether this population runs on the numba kernels of :mod:`refsnn.stbp` in this run: the fast
-        tier covers a spiking population without recurrence or a learned synaptic decay, in a plain
-        forward pass, with the gradient arriving through its spikes (the readable form covers the rest)."""
-        return (run.fast and run.mode == "spike" and self.spiking and self.recurrent is None
-                and not isinstance(self.alpha, tuple))
+        tier covers a spiking population without a learned synaptic decay, without recurrence or with one
+        recurrent weight per neuron (no bias, no input gain), in a plain forward pass, with the gradient
+        arriving through its spikes (the readable form covers the rest).  ``shape``: the population's."""
+        rec_ok = self.recurrent is None or (len(self.recurrent) == 2 and self.recurrent[1] == "one"
+                                            and self.gain is None and np.shape(run.params[self.recurrent[0]]) == shape)
+        return (run.fast and run.mode == "spike" and self.spiking and rec_ok and not isinstance(self.alpha, tuple))
+
+    def _kernel_V(self, run, dtype):
+        """The recurrent weights (one per neuron, the population's shape) flattened as the kernels read them;
+        None without recurrence."""
+        if self.recurrent is None:
+            return None
+        return np.ascontiguousarray(np.asarray(run.params[self.recurrent[0]], dtype=dtype).reshape(-1))
 
     def _kernel_setting(self, constants, shape):
         """The kernels' ``(_Neurons, _Rule)`` from :meth:`_constants`: every constant one value per neuron of
@@ -506,14 +515,14 @@ class LIF:
         none = np.zeros((1, 1, 1), I3.dtype)                                   # not recorded: no backward reads it
         v = np.empty_like(I3) if rule.delayed else none                        # the delayed reset's derivatives
         j = np.empty_like(I3) if (rule.synapse or self.neuron.decay_input) else none   # dv/dlam, dL/dalpha
-        u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j)
+        u, o = stbp._lif_forward_kernel(I3, neurons, rule, v, j, self._kernel_V(run, I3.dtype))
         u, o = u.reshape(I.shape), o.reshape(I.shape)
         v, j = (a.reshape(I.shape) if a is not none else a for a in (v, j))
         rec.update(u=u, o=o, v=v, j=j, I=I, seen=o, kernel=True)   # no z: only an anchor pass (readable) needs it
         return o
 
     def forward(self, run, rec, I):
-        if self._kernel_ready(run):
+        if self._kernel_ready(run, I.shape[2:]):
             return self._forward_kernel(run, rec, I)
         nrn, R = self.neuron, self.neuron.reset
         lam, kap, thr, al, _, _ = self._constants(run)
@@ -562,7 +571,11 @@ class LIF:
         flat = lambda a: np.ascontiguousarray(a.reshape(T, B, -1))            # noqa: E731
         glam, gthr = np.zeros((B, neurons.lam.size)), np.zeros((B, neurons.lam.size))   # per sample
         trace = tuple(flat(rec[k]) if rec[k].shape == u.shape else rec[k] for k in "uovj")   # v, j: maybe (1, 1, 1)
-        gI = stbp._lif_backward_kernel(flat(g_o), trace, neurons, rule, glam, gthr)
+        V = self._kernel_V(run, u.dtype)
+        gV = None if V is None else np.zeros((B, V.size), u.dtype)                  # per sample, summed below
+        gI = stbp._lif_backward_kernel(flat(g_o), trace, neurons, rule, glam, gthr, V, gV)
+        if V is not None:
+            run.add(self.recurrent[0], gV.sum(axis=0).reshape(shape))
         if lkey is not None:
             run.add(lkey, _to_shape(_chain(glam.sum(axis=0).reshape(shape), lhow, lraw), lraw))
         if tkey is not None:

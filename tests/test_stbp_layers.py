@@ -383,9 +383,9 @@ def test_from_config_refuses_the_smoothed_forward():
 
 
 def test_the_fast_tier_runs_the_kernels_where_a_population_allows_them(monkeypatch):
-    """backend="numba" sends every spiking population without recurrence or a learned synaptic decay
-    through stbp's kernels (counted here), the rest through the readable forms; the default is the readable
-    forms."""
+    """backend="numba" sends every spiking population without all-to-all recurrence or a learned synaptic
+    decay through stbp's kernels (counted here), the rest through the readable forms; the default is the
+    readable forms."""
     calls = []
     for name in ("_lif_forward_kernel", "_lif_backward_kernel"):
         kernel = getattr(stbp, name)
@@ -397,6 +397,17 @@ def test_the_fast_tier_runs_the_kernels_where_a_population_allows_them(monkeypat
     assert calls == []
     replace(net, backend="numba").loss_and_grad(params, x, y)
     assert calls == ["_lif_forward_kernel", "_lif_backward_kernel"], calls     # the output layer only
+    # one recurrent weight per neuron runs on the kernels too (its recurrence is element-wise), both layers
+    one = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN, decay=0.7, recurrent=("V1", "one")),
+                      sl.Affine("W2", "b2"), sl.LIF(ATAN, decay=0.7)))
+    params, x, y = _problem(one, {**DENSE, "V1": (5,)}, (6,))
+    calls.clear()
+    loss_k, g_k = replace(one, backend="numba").loss_and_grad(params, x, y)
+    assert calls.count("_lif_forward_kernel") == 2 and calls.count("_lif_backward_kernel") == 2, calls
+    loss_r, g_r = one.loss_and_grad(params, x, y)
+    assert loss_k == pytest.approx(loss_r, rel=TWIN_REL)
+    assert gradcheck.compare(g_k, g_r, tol=TWIN_REL, floor_rel=0.1, title="recurrent one: kernels").passed
+    assert np.any(g_k["V1"] != 0)
     with pytest.raises(ValueError, match="backend"):
         replace(net, backend="cuda")
 
