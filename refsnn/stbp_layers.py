@@ -287,9 +287,10 @@ class BatchNorm:
         else:
             ax = self._axes(a)
             mu = a.mean(axis=ax, keepdims=True)
-            var = ((a - mu) ** 2).mean(axis=ax, keepdims=True)                # biased, for normalising
+            centred = a - mu
+            var = (centred * centred).mean(axis=ax, keepdims=True)            # biased, for normalising
             s = np.sqrt(var + self.eps)
-            xhat = (a - mu) / s
+            xhat = centred / s
             n = a.size // a.shape[2] if self.over == "time_batch" else a.size // (a.shape[0] * a.shape[2])
             m_run, v_run = p[self.mean].astype(np.float64), p[self.var].astype(np.float64)
             steps = [(mu, var)] if self.over == "time_batch" else [(mu[t:t + 1], var[t:t + 1]) for t in range(a.shape[0])]
@@ -302,15 +303,15 @@ class BatchNorm:
 
     def backward(self, run, rec, g):
         xhat, s = rec["xhat"], rec["s"]
-        gamma = self._view(run.params[self.gamma], g)
+        scale = self._view(run.params[self.gamma], g) / s                     # gamma / sqrt(var + eps)
         feat = tuple(i for i in range(g.ndim) if i != 2)
-        run.add(self.gamma, (g * xhat).sum(axis=feat))
+        g_xhat = g * xhat
+        run.add(self.gamma, g_xhat.sum(axis=feat))
         run.add(self.beta, g.sum(axis=feat))
-        gx = g * gamma
         if self.mode == "running":
-            return gx / s
-        ax = self._axes(g)
-        return (gx - gx.mean(axis=ax, keepdims=True) - xhat * (gx * xhat).mean(axis=ax, keepdims=True)) / s
+            return g * scale
+        ax = self._axes(g)                      # the batch statistics' own dependence on a: the two means
+        return scale * (g - g.mean(axis=ax, keepdims=True) - xhat * g_xhat.mean(axis=ax, keepdims=True))
 
 
 @dataclass(frozen=True)
