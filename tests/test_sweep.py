@@ -314,14 +314,16 @@ def test_ctrl_c_stops_the_sweep_in_one_line_and_the_same_command_resumes(tmp_pat
     import signal
     import time
 
-    _file(tmp_path, TINY.format(epochs=6).replace("limit_train = 96", "limit_train = 400"), "good.toml")
+    # 40 epochs per point: the sweep must still be running when the signal comes (at 6 epochs, with faster
+    # kernels, all four points could finish between two looks at the log)
+    _file(tmp_path, TINY.format(epochs=40).replace("limit_train = 96", "limit_train = 400"), "good.toml")
     cmd = [sys.executable, "-m", "refsnn", "sweep", "good.toml", "--no-progress", "--cores", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     log = tmp_path / "sweeps" / "tiny" / "T=2,seed=0" / "log.txt"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (log.exists() and "epoch   2/6" in log.read_text()):
+    while time.monotonic() < deadline and not (log.exists() and "epoch   2/40" in log.read_text()):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
