@@ -314,10 +314,14 @@ def test_ctrl_c_stops_the_sweep_in_one_line_and_the_same_command_resumes(tmp_pat
     import signal
     import time
 
-    # 40 epochs per point: the sweep must still be running when the signal comes (at 6 epochs, with faster
-    # kernels, all four points could finish between two looks at the log)
+    # 40 epochs per point (about a second each): the sweep is surely still running when the signal comes
     _file(tmp_path, TINY.format(epochs=40).replace("limit_train = 96", "limit_train = 400"), "good.toml")
-    cmd = [sys.executable, "-m", "refsnn", "sweep", "good.toml", "--no-progress", "--cores", "1"]
+    # `python -m refsnn sweep ...` with Ctrl-C turned on as in a terminal: a shell's background job (as a CI
+    # script may run these tests) starts with SIGINT ignored, and Python keeps an inherited "ignore", so
+    # Ctrl-C would never reach the command whatever it does
+    terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "runpy.run_module('refsnn', run_name='__main__', alter_sys=True)")
+    cmd = [sys.executable, "-c", terminal, "sweep", "good.toml", "--no-progress", "--cores", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
