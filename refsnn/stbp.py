@@ -1447,7 +1447,7 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
                 for i in range(H):
                     jt = I[t, s, i]
                     if recurrent and t > 0:                       # one recurrent weight per neuron (the stack)
-                        jt = jt + V[i] * o[t - 1, s, i]
+                        jt = jt + V[i] * o[t - 1, s, i]                                     # Eq. (Rec)
                     if synapse:
                         if t > 0:
                             jt = alpha[i] * jprev[i] + jt                                   # Eq. (J)
@@ -1500,7 +1500,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
                     ot = o[t, s, i]
                     d = g[t, s, i]
                     if recurrent and t < T - 1:                   # through the recurrent weight into step t+1
-                        d = d + gI[t + 1, s, i] * V[i]
+                        d = d + gI[t + 1, s, i] * V[i]                                      # Eq. (Rec), backward
                     e_r = zero
                     if t < T - 1:
                         g_r = lam[i] * gv_n[i]                                              # dL/dr^t
@@ -1529,7 +1529,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
                         gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
                     gI[t, s, i] = gj
                     if recurrent and t > 0:
-                        gV[s, i] += gj * o[t - 1, s, i]
+                        gV[s, i] += gj * o[t - 1, s, i]                                     # dL/dV, Eq. (Rec)
                     if t == 0:
                         r_prev = v_rest
                     elif delayed:
