@@ -193,6 +193,7 @@ from refsnn.blocks._checks import (
     check_sizes,
     check_time_major,
 )
+from refsnn.blocks import _memory
 from refsnn.blocks._jit import njit, over_batch, over_shares, resolve_backend
 
 __all__ = [
@@ -728,28 +729,76 @@ def pool_backward(g, shape, kind, k, argmax=None, out=None):
 
 
 def _pool_forward_rows(a, kind, k, select=None):
-    """:func:`pool_forward` on shares of the rows of ``a`` in threads (the fast tier, ``over_shares``): each
-    row's windows are pooled alone, so the numbers are the same however the rows are shared out."""
+    """:func:`pool_forward` on shares of the rows of ``a`` in threads (the fast tier): average pooling by
+    :func:`_avg_pool_kernel` (one pass over ``a``), max pooling by :func:`pool_forward` on each share
+    (``over_shares``).  Each row's windows are pooled alone, so the numbers are the same however the rows
+    are shared out."""
     R, C, H, W = a.shape
     out = np.empty((R, C, H // k, W // k), a.dtype)
-    idx = np.empty(out.shape, np.intp) if kind == "max" else None
+    if kind == "avg":
+        over_batch(_avg_pool_kernel, R, a, k, out)
+        return out, None
+    idx = np.empty(out.shape, np.intp)
 
     def share(lo, hi):
-        o, i = pool_forward(a[lo:hi], kind, k, None if select is None else select[lo:hi])
-        out[lo:hi] = o
-        if idx is not None:
-            idx[lo:hi] = i
+        out[lo:hi], idx[lo:hi] = pool_forward(a[lo:hi], kind, k, None if select is None else select[lo:hi])
 
     over_shares(share, R)
     return out, idx
 
 
 def _pool_backward_rows(g, shape, kind, k, argmax=None):
-    """:func:`pool_backward` on shares of the rows in threads, each written straight into the result."""
-    out = np.empty(shape, g.dtype)
-    over_shares(lambda lo, hi: pool_backward(g[lo:hi], (hi - lo,) + tuple(shape[1:]), kind, k,
-                                             None if argmax is None else argmax[lo:hi], out[lo:hi]), shape[0])
+    """:func:`pool_backward` on shares of the rows in threads, each written straight into the result: average
+    pooling by :func:`_avg_pool_transpose_kernel`, max pooling by :func:`pool_backward` on each share."""
+    out = _memory.empty(shape, g.dtype)
+    if kind == "avg":
+        over_batch(_avg_pool_transpose_kernel, shape[0], g, k, out)
+        return out
+    over_shares(lambda lo, hi: pool_backward(g[lo:hi], (hi - lo,) + tuple(shape[1:]), kind, k, argmax[lo:hi],
+                                             out[lo:hi]), shape[0])
     return out
+
+
+@njit(nogil=True, error_model="numpy")
+def _avg_pool_kernel(a, k, out, first, stop):
+    """Average pooling (Eq. (P)) of the rows ``first..stop-1`` of ``a`` (R, C, H, W) into ``out`` (R, C, Ho, Wo)
+    in one pass: the operations of :func:`pool_forward` in its order (0, then the ``k^2`` offsets ``(i, j)``
+    added row-major, then the division), so the results are the same bit for bit."""
+    Ho, Wo = out.shape[2], out.shape[3]
+    kk = out.dtype.type(k * k)
+    for r in range(first, stop):
+        for c in range(a.shape[1]):
+            for y in range(Ho):
+                row = out[r, c, y]
+                row[:] = 0
+                for i in range(k):
+                    src = a[r, c, y * k + i]
+                    for x in range(Wo):
+                        for j in range(k):
+                            row[x] += src[x * k + j]
+                for x in range(Wo):
+                    row[x] = row[x] / kk
+
+
+@njit(nogil=True, error_model="numpy")
+def _avg_pool_transpose_kernel(g, k, out, first, stop):
+    """The transpose of average pooling for the rows ``first..stop-1``: each input position of a window gets
+    ``g / k^2`` (the division of :func:`pool_backward`), positions outside every window 0; one pass over ``out``."""
+    Ho, Wo = g.shape[2], g.shape[3]
+    kk = out.dtype.type(k * k)
+    for r in range(first, stop):
+        for c in range(out.shape[1]):
+            for y in range(out.shape[2]):
+                dst = out[r, c, y]
+                if y >= Ho * k:
+                    dst[:] = 0
+                    continue
+                src = g[r, c, y // k]
+                for x in range(Wo):
+                    share = src[x] / kk
+                    for j in range(k):
+                        dst[x * k + j] = share
+                dst[Wo * k:] = 0
 
 
 def _synapse(L, a, fast, select=None):
@@ -1556,7 +1605,7 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None):
     (1, 1, 1) arrays otherwise (at ``T = 1`` too: the shape decides, not the number of rows).  Returns ``u, o``.  Runs the kernel compiled for ``rule``'s setting
     (:func:`_specialised`); ``_lif_forward_kernel.py_func`` runs the same code as plain Python.
     """
-    u, o = np.empty_like(I), np.empty_like(I)
+    u, o = _memory.empty(I.shape, I.dtype), _memory.empty(I.shape, I.dtype)
     over_batch(_forward_for(rule, I, v_out, j_out, V is not None), I.shape[1], I, *nrn, _or_dummy(V, I),
                rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out)
     return u, o
@@ -1571,7 +1620,7 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     into ``gthr[s]`` (both (B, H); the caller sums over samples).  Samples are shared out among numba's
     threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.
     """
-    gI = np.empty_like(trace[0])
+    gI = _memory.empty(trace[0].shape, trace[0].dtype)
     over_batch(_backward_for(rule, V is not None), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha,
                _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2), gI)
     return gI
