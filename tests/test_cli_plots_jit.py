@@ -170,3 +170,35 @@ def test_cli_tunes_malloc_before_running_a_command(monkeypatch, capsys):
     monkeypatch.setattr(refsnn, "keep_freed_memory", lambda: calls.append(1) or True)
     assert main(["info"]) == 0
     assert calls == [1]
+
+
+def test_large_arrays_reuse_freed_blocks_only_after_the_last_view_is_gone(monkeypatch):
+    """_memory.empty: a large array takes the block of one no longer used (same address), never one a view
+    still reads (its values stay); small arrays are ordinary; the cache keeps at most CACHE_LIMIT bytes."""
+    from refsnn.blocks import _memory
+
+    monkeypatch.setattr(_memory, "LARGE", 4096)
+    monkeypatch.setattr(_memory, "CACHE_LIMIT", 3 * 8000)
+    _memory.release()
+    assert _memory.empty((10,), np.float64).base is None              # below LARGE: np.empty's own memory
+    a = _memory.empty((10, 100), np.float64)                          # 8000 bytes
+    a[...] = 7.0
+    address = a.ctypes.data
+    view = a[2:, ::3]
+    del a
+    assert _memory.cached_bytes() == 0                                # the view keeps the block
+    b = _memory.empty((1000,), np.float64)
+    b[...] = -1.0
+    assert b.ctypes.data != address and np.all(view == 7.0)
+    del view
+    assert _memory.cached_bytes() == 8000
+    c = _memory.empty((20, 50), np.float64)                           # the freed block again
+    assert c.ctypes.data == address and c.shape == (20, 50) and c.flags.c_contiguous and c.flags.writeable
+    assert _memory.cached_bytes() == 0
+    d = _memory.empty((2000,), np.float32)                            # same bytes, other dtype: a new block
+    assert d.dtype == np.float32 and d.ctypes.data != address
+    blocks = [_memory.empty((1000,), np.float64) for _ in range(5)]
+    del blocks, b, c, d
+    assert _memory.cached_bytes() == 3 * 8000                         # the oldest went back to the system
+    _memory.release()
+    assert _memory.cached_bytes() == 0

@@ -36,10 +36,13 @@ def _readable_conv(a, W, stride, pad):
     return out
 
 
+@pytest.mark.parametrize("few_rows", [0, 1 << 30], ids=["one product per block", "one product per sample"])
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=[str(s) for s in CONV_SHAPES])
-def test_fast_convolution_and_its_transposes(shape):
+def test_fast_convolution_and_its_transposes(shape, few_rows, monkeypatch):
     """conv2d_fast equals the loop; its two gradients are the adjoints: <g, conv(a)> = <grad_a, a> = <grad_W, W>
-    (both sides are sums of the same R O Ho Wo C k k products, so they agree to round-off of that many terms)."""
+    (both sides are sums of the same R O Ho Wo C k k products, so they agree to round-off of that many terms).
+    Both ways of multiplying an im2col block (:data:`conv.FEW_ROWS` decides which) are checked on every shape."""
+    monkeypatch.setattr(conv, "FEW_ROWS", few_rows)
     C, H, W, O, k, s, p = shape
     rng = np.random.default_rng(list(shape))
     a, Wk = rng.standard_normal((3, C, H, W)), rng.standard_normal((O, C, k, k))
@@ -56,7 +59,8 @@ def test_fast_convolution_and_its_transposes(shape):
         assert abs(lhs - float(np.sum(gW * Wk))) <= TWIN_REL * scale
 
 
-def test_fast_convolution_gives_the_same_bits_on_one_thread_and_shared_over_threads(monkeypatch):
+@pytest.mark.parametrize("few_rows", [0, 1 << 30], ids=["one product per block", "one product per sample"])
+def test_fast_convolution_gives_the_same_bits_on_one_thread_and_shared_over_threads(few_rows, monkeypatch):
     """The fast forms work through blocks of rows that depend only on the shapes; with two threads each takes
     a share of the blocks, and the weight gradient adds the blocks' products in block order either way, so
     the results are identical bit for bit (by construction: the same operations on the same numbers), and
@@ -64,6 +68,7 @@ def test_fast_convolution_gives_the_same_bits_on_one_thread_and_shared_over_thre
     from refsnn.blocks import _jit
 
     monkeypatch.setattr(conv, "BLOCK", 200)
+    monkeypatch.setattr(conv, "FEW_ROWS", few_rows)
     rng = np.random.default_rng(11)
     a, Wk = rng.standard_normal((13, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
     g = rng.standard_normal((13, 4, 5, 4))
@@ -94,6 +99,7 @@ def test_conv_training_step_gives_the_same_bits_on_one_thread_and_two(arch, monk
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba has one thread on this machine")
     monkeypatch.setattr(conv, "BLOCK", 100)                       # many blocks per call
+    monkeypatch.setattr(_jit, "OVER_BATCH_MIN", 0)                # the LIF and pooling kernels shared out too
     cfg = stbp.Config(arch=arch, T=4)
     params, x, y = problems.stbp_problem(cfg, 3, T=4, batch=5)
     runs = []
@@ -155,6 +161,29 @@ def test_max_pooling_takes_the_first_largest_entry_as_torch_does():
     at = torch.tensor(a, requires_grad=True)
     torch.nn.functional.max_pool2d(at, 2).backward(torch.tensor(g))
     np.testing.assert_array_equal(back, at.grad.numpy())   # a copy of g into chosen slots: exact
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k, H, W", [(2, 8, 8), (3, 10, 11), (2, 7, 9)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_average_pooling_kernels_equal_their_readable_twins(k, H, W, dtype, threads, monkeypatch):
+    """The fast tier's average pooling and its transpose (one compiled pass each) do the operations of
+    pool_forward / pool_backward in their order, so the results are identical bit for bit (exact equality by
+    construction), also with the rows shared over two threads and with a remainder no window covers."""
+    from refsnn.blocks import _jit
+
+    monkeypatch.setattr(_jit, "OVER_BATCH_MIN", 0)
+    rng = np.random.default_rng([k, H, W])
+    a = rng.standard_normal((5, 3, H, W)).astype(dtype)
+    with _jit.limit_threads(threads):
+        fast, none = stbp._pool_forward_rows(a, "avg", k)
+        g = rng.standard_normal(fast.shape).astype(dtype)
+        back = stbp._pool_backward_rows(g, a.shape, "avg", k)
+    ref, _ = stbp.pool_forward(a, "avg", k)
+    assert none is None and fast.dtype == ref.dtype == dtype and np.array_equal(fast, ref)
+    ref_back = stbp.pool_backward(g, a.shape, "avg", k)
+    assert back.dtype == dtype and np.array_equal(back, ref_back)
+    assert np.all(back[:, :, (H // k) * k:] == 0) and np.all(back[:, :, :, (W // k) * k:] == 0)
 
 
 def test_average_pooling_is_its_own_adjoint_up_to_the_dropped_remainder():

@@ -13,13 +13,20 @@ from Python, call ``refsnn.keep_freed_memory()`` once, or set the equivalent env
 variables before starting Python: ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456``.
 Elsewhere than on glibc it does nothing.  The cost: up to 256 MB of freed memory may stay with
 the process instead of going back to the system.
+
+Above 32 MB ``mallopt`` cannot help: such blocks always come fresh from the kernel.  The fast tier's
+largest arrays (a convolutional layer's potentials, spikes and gradients for all time steps: 128 MB
+each in the official conv net's float64 step) therefore come from :func:`empty`, which keeps freed
+blocks in a cache of at most :data:`CACHE_LIMIT` bytes and hands them out again by size.
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -56,16 +63,19 @@ def keep_freed_memory() -> bool:
 #: Arrays of at least this many bytes come from :func:`empty`'s cache: glibc hands blocks above its mmap
 #: threshold (32 MB at most) back to the kernel on ``free``, so each new one is page-faulted in afresh.
 LARGE = MMAP_THRESHOLD
-#: At most this many bytes of freed blocks wait in the cache; beyond it a freed block goes back to the system.
-CACHE_LIMIT = 2 * 2**30
+#: At most this many bytes of freed blocks wait in the cache; the oldest go back to the system first.
+CACHE_LIMIT = 2**30
 
-_free: dict = {}            # nbytes -> [blocks (uint8 arrays) no array uses any more]
-_cached = [0]               # bytes waiting in _free
+_free: collections.deque = collections.deque()   # blocks (uint8 arrays) no array uses any more, oldest first
+_cached = [0]                                     # their bytes
+_lock = threading.RLock()    # leases end in whichever thread drops the last view; RLock: a lease may end
+                             # inside empty() of the same thread (nothing in the locked parts allocates)
 
 
 class _Lease:
-    """Owns one block for the arrays made on it: NumPy's views keep a non-array ``base`` alive, so the block
-    goes back to the cache only when the last array or view on it is gone."""
+    """Owns one block for the arrays made on it.  NumPy's views keep their first non-array ``base`` alive, so
+    the lease, and with it the block, ends only when the last array or view on the block is gone; then the
+    block waits in the cache for the next :func:`empty` of its size."""
 
     __slots__ = ("block", "__array_interface__")
 
@@ -75,37 +85,47 @@ class _Lease:
                                     "data": (block.ctypes.data, False)}
 
     def __del__(self):
-        block = self.block
-        if _cached[0] + block.nbytes <= CACHE_LIMIT:
-            _free.setdefault(block.nbytes, []).append(block)
-            _cached[0] += block.nbytes
+        with _lock:
+            _free.append(self.block)
+            _cached[0] += self.block.nbytes
+            while _cached[0] > CACHE_LIMIT:                 # the oldest blocks go back to the system
+                _cached[0] -= _free.popleft().nbytes
 
 
 def empty(shape, dtype):
-    """``np.empty(shape, dtype)``; an array of :data:`LARGE` bytes or more reuses the memory of one that was
-    freed (same size in bytes), so that a training step does not page-fault its largest arrays in afresh
-    every time (in the convolutional STBP step about 9 ms per 128 MB, and the kernel's occasional
-    compaction of huge pages stalls for hundreds of ms).  What it holds: :func:`cached_bytes`;
-    :func:`release` gives it back."""
+    """``np.empty(shape, dtype)``; an array of :data:`LARGE` bytes or more takes the memory of one that is no
+    longer used (the same size in bytes), so that a training step does not page-fault its largest arrays in
+    afresh every time: in the convolutional STBP step that cost about 9 ms per 128 MB, and now and then the
+    kernel stalled for ~300 ms compacting memory into huge pages.  PyTorch's caching allocator does the same.
+
+    The cache holds at most :data:`CACHE_LIMIT` bytes of unused blocks (:func:`cached_bytes`);
+    :func:`release` gives them back to the system.
+    """
     dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in np.atleast_1d(shape))
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes < LARGE:
         return np.empty(shape, dtype)
-    blocks = _free.get(nbytes)
-    if blocks:
-        block = blocks.pop()
-        _cached[0] -= nbytes
-    else:
+    block = None
+    with _lock:
+        for i in range(len(_free) - 1, -1, -1):             # the most recently freed block of this size
+            if _free[i].nbytes == nbytes:
+                block = _free[i]
+                del _free[i]
+                _cached[0] -= nbytes
+                break
+    if block is None:
         block = np.empty(nbytes, np.uint8)
     return np.asarray(_Lease(block, shape, dtype))
 
 
 def cached_bytes() -> int:
-    """Bytes of freed large arrays that :func:`empty` keeps for reuse."""
+    """Bytes of unused large blocks that :func:`empty` keeps for reuse."""
     return _cached[0]
 
 
 def release() -> None:
-    """Give every cached block back to the system."""
-    _free.clear()
-    _cached[0] = 0
+    """Give every unused cached block back to the system (arrays still in use keep theirs)."""
+    with _lock:
+        _free.clear()
+        _cached[0] = 0

@@ -22,7 +22,8 @@ Each operation exists twice, as everywhere in refsnn: a readable form that write
 (an ``einsum`` over the patches of the input, one kernel offset at a time for the input gradient), and
 a fast form (``*_fast``) that builds the im2col matrix (one row per ``(c, i, j)``, one column per
 output position) a block of rows at a time into a small reused buffer and multiplies the kernel by it
-with one BLAS product per block; its input gradient is itself a stride-1 convolution of ``g`` dilated
+with one BLAS product per block (one per sample when the matrix has few rows, :data:`FEW_ROWS`); its
+input gradient is itself a stride-1 convolution of ``g`` dilated
 by the stride and padded by ``k - 1 - p``, with the kernel flipped and its channels swapped.  The two
 forms agree to round-off (``tests/test_stbp_conv.py``, against PyTorch too).
 """
@@ -211,11 +212,14 @@ def conv2d_input_grad_fast(g, w, in_hw, stride=1, pad=0):
     if q < 0:                                                         # padding wider than the kernel
         gd = conv2d_input_grad_fast(g, w, (H + 2 * pad, W + 2 * pad), stride, 0)
         return gd[:, :, pad:pad + H, pad:pad + W]
+    flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    if stride == 1:                                                   # nothing to dilate: conv2d_fast pads g itself
+        return conv2d_fast(g, flipped, 1, q)
     extra_h, extra_w = (H + 2 * pad - k) % stride, (W + 2 * pad - k) % stride
     gd = _memory.empty((R, O, (Ho - 1) * stride + 1 + 2 * q + extra_h, (Wo - 1) * stride + 1 + 2 * q + extra_w), g.dtype)
     gd.fill(0)
     gd[:, :, q:q + (Ho - 1) * stride + 1:stride, q:q + (Wo - 1) * stride + 1:stride] = g
-    return conv2d_fast(gd, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)), 1, 0)
+    return conv2d_fast(gd, flipped, 1, 0)
 
 
 def conv_transpose2d_fast(a, w, stride=1, pad=0, output_padding=0):
