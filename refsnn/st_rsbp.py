@@ -1037,14 +1037,31 @@ def effect_ratio(E, o_post, o_pre, kappa_zero: float = 0.5) -> np.ndarray:
     return _effect_ratio(E, o_post, o_pre, check_positive("kappa_zero", kappa_zero, allow_zero=True))
 
 
-def _effect_ratio(E, o_post, o_pre, kappa_zero):
-    """:func:`effect_ratio` without the argument checks."""
+def _effect_ratio(E, o_post, o_pre, kappa_zero, fast=False):
+    """:func:`effect_ratio` without the argument checks; ``fast``: in one compiled pass
+    (:func:`_effect_ratio_kernel`, the same products and the same zero-count rule, so the same numbers)."""
     o_post = np.asarray(o_post, dtype=np.float64)
     o_pre = np.asarray(o_pre, dtype=np.float64)
-    K = E * (1.0 / np.where(o_pre > 0, o_pre, 1.0))[None, :]    # Eq. (kappa)
+    inv = 1.0 / np.where(o_pre > 0, o_pre, 1.0)
+    if fast:
+        K = np.empty(E.shape)
+        _effect_ratio_kernel(E, inv, o_post == 0, o_pre == 0, float(kappa_zero), K)
+        return K
+    K = E * inv[None, :]                                         # Eq. (kappa)
     K[o_post == 0, :] = kappa_zero                               # the zero-count rule
     K[:, o_pre == 0] = kappa_zero
     return K
+
+
+@njit(error_model="numpy")
+def _effect_ratio_kernel(E, inv_pre, zero_post, zero_pre, kappa_zero, out):
+    """``out[i, j] = E[i, j] inv_pre[j]``, or ``kappa_zero`` where ``zero_post[i]`` or ``zero_pre[j]``."""
+    for i in range(out.shape[0]):
+        if zero_post[i]:
+            out[i, :] = kappa_zero
+            continue
+        for j in range(out.shape[1]):
+            out[i, j] = kappa_zero if zero_pre[j] else E[i, j] * inv_pre[j]
 
 
 def _effect_args(E, o_post, o_pre):
@@ -1134,10 +1151,21 @@ class DTable:
         ``[1, n_max]`` x ``[1, o_max]``, zeros included, so it is never zero.
         """
         check_choice("rule", rule, ("clip", "code", "code_recurrent"))
+        return self._lookup(o_pre, o_post, rule, fast=False)
+
+    def _lookup(self, o_pre, o_post, rule, fast):
+        """:meth:`lookup` without the check; ``fast``: the gather and the zero rules in one compiled pass
+        (:func:`_lookup_kernel`, the same numbers: it only copies entries of the table and writes zeros)."""
         o_pre = np.asarray(o_pre).astype(np.int64)
         o_post = np.asarray(o_post).astype(np.int64)
         rows = np.clip(o_pre, 1, self.n_max)
-        d = self.d[rows[None, :], np.clip(o_post, 1, self.o_max)[:, None]]   # (N_post, N_pre), one gather
+        cols = np.clip(o_post, 1, self.o_max)
+        if fast:
+            d = np.empty((o_post.size, o_pre.size))
+            _lookup_kernel(self._dT(), rows, cols, o_post == 0 if rule != "code_recurrent" else o_post < 0,
+                           o_pre == 0 if rule == "clip" else o_pre < 0, d)
+        else:
+            d = self.d[rows[None, :], cols[:, None]]                  # (N_post, N_pre), one gather
         if rule == "code":
             far = np.flatnonzero(o_post > self.o_max)
             if far.size:                                      # P_n'(o) beyond the fitted range, by Horner
@@ -1147,11 +1175,32 @@ class DTable:
                 for c in dc[:, :-1].T:                        # highest power first; the constant's term drops
                     val = val * o + c[None, :]
                 d[far, :] = val
+        if fast:
+            return d
         if rule != "code_recurrent":
             d[o_post == 0, :] = 0.0
         if rule == "clip":
             d[:, o_pre == 0] = 0.0
         return d
+
+    def _dT(self):
+        """``d`` transposed, contiguous (made once): the kernel reads one postsynaptic count's column as a row."""
+        if getattr(self, "_d_t_of", None) is not self.d:
+            self._d_t, self._d_t_of = np.ascontiguousarray(self.d.T), self.d
+        return self._d_t
+
+
+@njit(error_model="numpy")
+def _lookup_kernel(dT, rows, cols, zero_post, zero_pre, out):
+    """``out[i, j] = d[rows[j], cols[i]]``, or 0 where ``zero_post[i]`` or ``zero_pre[j]``: the gather and the
+    zero rules of :meth:`DTable.lookup` in one pass (``dT = d.T``)."""
+    for i in range(out.shape[0]):
+        if zero_post[i]:
+            out[i, :] = 0.0
+            continue
+        col = dT[cols[i]]
+        for j in range(out.shape[1]):
+            out[i, j] = 0.0 if zero_pre[j] else col[rows[j]]
 
 
 def generate_d_table(tau_m: float, tau_s: float, T: int, t_ref: int, *, max_count: int = 100, trials: int = 1000,
@@ -1283,7 +1332,7 @@ def _postsynaptic_derivative(E, o_post, o_pre, cfg, T, recurrent=False):
         D[o_post == 0, :] = 0.0
         return D
     rule = "clip" if cfg.dtable_lookup == "clip" else ("code_recurrent" if recurrent else "code")
-    return d_table(cfg, T, recurrent=recurrent).lookup(o_pre, o_post, rule)
+    return d_table(cfg, T, recurrent=recurrent)._lookup(o_pre, o_post, rule, fast=cfg.backend != "numpy")
 
 
 # ---------------------------------------------------------------------------
@@ -1350,6 +1399,7 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
     idx = np.asarray(list(samples), dtype=np.int64)
     U = [_spike_effect(post_lin[k][:, idx, :], cfg) for k in range(M)]     # (len(idx), T, N_k)
     pres = [x] + list(fwd.S[:-1])
+    fast = cfg.backend != "numpy"
     for n, b in enumerate(idx):
         lins = []
         for k, layer in enumerate(layers):
@@ -1357,7 +1407,7 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
             o_pre = pres[k][:, b, :].sum(axis=0)
             o, o_lin = fwd.counts[k][b], counts_lin[k][b]
             E = _spsp_from_effect(Ub, pres[k][:, b, :], cfg)                      # Eq. (S-PSP), adjoint form
-            K = _effect_ratio(E, o_lin, o_pre, cfg.kappa_zero)                   # Eq. (kappa)
+            K = _effect_ratio(E, o_lin, o_pre, cfg.kappa_zero, fast)                   # Eq. (kappa)
             rec = layer.kind == "recurrent"
             D = _postsynaptic_derivative(E, o_lin, o_pre, cfg, T, rec)           # Eq. (d)
             a = np.einsum("ij,ij->i", layer.W, E)                               # Eq. (T-PSP)
@@ -1365,13 +1415,13 @@ def _linearise(layers, x, fwd: Forward, y, cfg: Config, samples):
             Er = Kr = Dr = Mk = Kr_true = None
             if layer.Wr is not None:
                 Er = _spsp_from_effect(Ub, fwd.S[k][:, b, :], cfg)
-                Kr = _effect_ratio(Er, o_lin, o, cfg.kappa_zero)
+                Kr = _effect_ratio(Er, o_lin, o, cfg.kappa_zero, fast)
                 Dr = _postsynaptic_derivative(Er, o_lin, o, cfg, T, rec)
                 a = a + np.einsum("ij,ij->i", layer.Wr, Er)
                 sum_wd = sum_wd + np.einsum("ij,ij->i", layer.Wr, Dr)
                 if layer.kind == "lateral":                                      # the code's lateral factor needs
                     Et = _spsp(fwd.S[k][:, b, :], fwd.S[k][:, b, :], cfg) if faked[b] else Er  # the true trains' kappa
-                    Kr_true = _effect_ratio(Et, o, o, cfg.kappa_zero)
+                    Kr_true = _effect_ratio(Et, o, o, cfg.kappa_zero, fast)
             S = 1.0 - sum_wd / layer.nu                                          # Eq. (S)
             Sc = _clamp(S, cfg.s_min)
             if layer.Wr is not None:

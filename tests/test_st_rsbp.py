@@ -408,6 +408,37 @@ def test_dtable_lookup_code_rules():
                           t.lookup(o_pre, o_post, "code_recurrent"))
 
 
+@pytest.mark.parametrize("rule", ["clip", "code", "code_recurrent"])
+def test_dtable_lookup_kernel_equals_its_readable_twin(rule):
+    """The fast tier's look-up (one compiled pass: the gather and the zero rules) copies the same entries of
+    the table and writes the same zeros as :meth:`DTable.lookup`'s fancy indexing, so the two are identical
+    (exact equality by construction); counts include zeros and counts beyond the table (the code's rule
+    extrapolates those rows)."""
+    table = sr.generate_d_table(16.0, 4.0, 30, 2, max_count=5, trials=50, seed=0)
+    rng = np.random.default_rng(3)
+    o_pre, o_post = rng.integers(0, 9, 40), rng.integers(0, 9, 30)
+    o_pre[:3], o_post[:2] = 0, 0
+    assert np.any(o_post > table.o_max) and np.any(o_pre > table.n_max)
+    readable = table.lookup(o_pre, o_post, rule)
+    fast = table._lookup(o_pre, o_post, rule, fast=True)
+    assert fast.shape == (30, 40) and np.array_equal(fast, readable)
+    assert np.any(readable != 0) and (rule == "code_recurrent" or np.all(readable[:2] == 0))
+
+
+@pytest.mark.parametrize("kappa_zero", [0.0, 0.5])
+def test_effect_ratio_kernel_equals_its_readable_twin(kappa_zero):
+    """kappa by the compiled pass and by NumPy: the same products E_ij (1 / o_j) and the same zero-count rule,
+    so identical numbers (exact equality by construction)."""
+    rng = np.random.default_rng(4)
+    E = rng.random((7, 9)) * 5
+    o_post, o_pre = rng.integers(0, 4, 7).astype(float), rng.integers(0, 4, 9).astype(float)
+    o_post[:2], o_pre[:2] = (0, 2), (0, 3)
+    readable = sr._effect_ratio(E, o_post, o_pre, kappa_zero)
+    assert np.array_equal(sr._effect_ratio(E, o_post, o_pre, kappa_zero, fast=True), readable)
+    assert np.all(readable[0] == kappa_zero) and np.all(readable[:, 0] == kappa_zero)
+    assert readable[1, 1] == E[1, 1] * (1.0 / 3.0)
+
+
 def test_regulariser_reservoir_wide_normaliser(paper_shape):
     """``reg_norm="layer"``: a recurrent layer's ``D`` is the code's ``reservoirSize + n_in + 1`` for every
     neuron; feed-forward layers keep ``n_in + 1``; the gradient formula is the same."""
