@@ -1482,11 +1482,11 @@ def _specialised(factory, key):
 _KERNELS = {}
 
 
-def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, keep_j, recurrent=False):
+def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, keep_j, recurrent=False, bias=False):
     """The forward kernel for one setting (:func:`_lif_forward_kernel`, :func:`_specialised`)."""
 
     @njit(nogil=True, error_model="numpy")   # IEEE division (lam, width > 0 are validated): loops vectorise
-    def forward(I, lam, kap, c, thr, alpha, V, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
+    def forward(I, b, lam, kap, c, thr, alpha, V, v_reset, v_rest, width, u, o, v_out, j_out, first, stop):
         """:func:`_lif_forward_kernel` for the samples ``first`` to ``stop - 1``, into ``u`` and ``o``."""
         T, B, H = I.shape
         one, zero = I.dtype.type(1), I.dtype.type(0)     # constants in the data's dtype: float32 stays float32
@@ -1495,6 +1495,8 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
             for t in range(T):
                 for i in range(H):
                     jt = I[t, s, i]
+                    if bias:                                      # the bias of Eq. (I), added as I is read
+                        jt = jt + b[i]
                     if recurrent and t > 0:                       # one recurrent weight per neuron (the stack)
                         jt = jt + V[i] * o[t - 1, s, i]                                     # Eq. (Rec)
                     if synapse:
@@ -1596,7 +1598,7 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
     return backward
 
 
-def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None):
+def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     """All ``T`` steps of one layer, Eq. (J)-(R), from its synaptic input ``I`` (T, B, H) for every step.
 
     The same arithmetic, in the same order, as :func:`forward_numpy`; ``nrn`` and ``rule`` are the
@@ -1604,23 +1606,29 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None):
     they have ``I``'s shape (the backward pass needs them for a delayed reset and a learned decay); pass
     (1, 1, 1) arrays otherwise (at ``T = 1`` too: the shape decides, not the number of rows).  Returns ``u, o``.  Runs the kernel compiled for ``rule``'s setting
     (:func:`_specialised`); ``_lif_forward_kernel.py_func`` runs the same code as plain Python.
+    ``u=I`` writes the potentials over the input (each step reads ``I[t]`` before it writes ``u[t]``), which
+    saves the memory traffic of a new array where the caller no longer needs ``I``; ``bias`` (H,), if given,
+    is added to ``I`` as the kernel reads it (the same sums as adding it first, without a pass of its own).
     """
-    u, o = _memory.empty(I.shape, I.dtype), _memory.empty(I.shape, I.dtype)
-    over_batch(_forward_for(rule, I, v_out, j_out, V is not None), I.shape[1], I, *nrn, _or_dummy(V, I),
+    u = _memory.empty(I.shape, I.dtype) if u is None else u
+    o = _memory.empty(I.shape, I.dtype)
+    over_batch(_forward_for(rule, I, v_out, j_out, V is not None, bias is not None), I.shape[1], I,
+               _or_dummy(bias, I), *nrn, _or_dummy(V, I),
                rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out)
     return u, o
 
 
-def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
+def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None, gI=None):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
     The same order as :func:`backward_numpy`.  ``trace`` is the layer's ``(u, o, v, j)`` from the forward
     kernel (``v`` used for a delayed reset, ``j`` for ``glam`` when ``rule.decay_input``; otherwise they
     may be (1, 1, 1) placeholders).  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th``
     into ``gthr[s]`` (both (B, H); the caller sums over samples).  Samples are shared out among numba's
-    threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.
+    threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.  ``gI=g`` writes ``dL/dI``
+    over ``g`` (each step reads ``g[t]`` before it writes ``gI[t]``), where the caller no longer needs ``g``.
     """
-    gI = _memory.empty(trace[0].shape, trace[0].dtype)
+    gI = _memory.empty(trace[0].shape, trace[0].dtype) if gI is None else gI
     over_batch(_backward_for(rule, V is not None), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha,
                _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2), gI)
     return gI
@@ -1632,11 +1640,12 @@ def _or_dummy(a, like, ndim=1):
     return np.zeros((1,) * ndim, like.dtype) if a is None else a
 
 
-def _forward_for(rule, I, v_out, j_out, recurrent=False):
+def _forward_for(rule, I, v_out, j_out, recurrent=False, bias=False):
     return _specialised(_compile_lif_forward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
                                                bool(rule.strict), bool(rule.smooth),
                                                int(rule.surrogate) if rule.smooth else -1,   # the primitive
-                                               v_out.shape == I.shape, j_out.shape == I.shape, bool(recurrent)))
+                                               v_out.shape == I.shape, j_out.shape == I.shape, bool(recurrent),
+                                               bool(bias)))
 
 
 def _backward_for(rule, recurrent=False):
@@ -1648,8 +1657,9 @@ def _backward_for(rule, recurrent=False):
 def _forward_py(I, nrn, rule, v_out, j_out, V=None):
     """:func:`_lif_forward_kernel` with the kernel's code run as plain Python."""
     u, o = np.empty_like(I), np.empty_like(I)
-    _forward_for(rule, I, v_out, j_out, V is not None).py_func(I, *nrn, _or_dummy(V, I), rule.v_reset, rule.v_rest,
-                                                               rule.width, u, o, v_out, j_out, 0, I.shape[1])
+    _forward_for(rule, I, v_out, j_out, V is not None).py_func(I, _or_dummy(None, I), *nrn, _or_dummy(V, I),
+                                                               rule.v_reset, rule.v_rest, rule.width, u, o, v_out,
+                                                               j_out, 0, I.shape[1])
     return u, o
 
 
@@ -1679,16 +1689,16 @@ def _forward_fast(layers, x, cfg, keep=False):
         H = L.n
         nrn, rule = _kernel_setting(L, cfg, dt)
         if L.spec.op == "dense" and L.spec.pool is None:
-            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H)       # Eq. (I), every t at once
-            I += L.b
+            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H)       # Eq. (I), every t at once (+ b in the kernel)
+            bias = L.b
             ins.append((a.reshape(T * B, -1), None))
         else:
             I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
-            I = I.reshape(T, B, H)
+            I, bias = I.reshape(T, B, H), None
             ins.append((ain, argmax) if keep else None)
         v_out = np.empty((T, B, H), dt) if keep and rule.delayed else dummy
         j_out = np.empty((T, B, H), dt) if keep and rule.decay_input else dummy
-        un, on = _lif_forward_kernel(I, nrn, rule, v_out, j_out)
+        un, on = _lif_forward_kernel(I, nrn, rule, v_out, j_out, u=I, bias=bias)   # u over I: nothing reads it later
         for seq, arr in zip(tr, (un, on, v_out, j_out)):
             seq.append(arr)
         a = on
@@ -1708,7 +1718,8 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
         nrn, rule = _kernel_setting(L, cfg, dt)
         gl, gt = np.zeros((B, H), dt), np.zeros((B, H), dt)          # per sample, summed below
         layer_trace = (trace.u[n], trace.o[n], trace.v[n], trace.j[n])
-        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt)
+        g = np.ascontiguousarray(g) if g.flags.writeable else g.copy()     # the loss's g is a broadcast view
+        gI = _lif_backward_kernel(g, layer_trace, nrn, rule, gl, gt, gI=g)    # dL/dI over g, not needed after
         glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]

@@ -265,8 +265,9 @@ def test_api_table_is_large_enough():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
-    """check_array's min/max test agrees with np.isfinite wherever a NaN or an infinity sits (first, last,
-    middle entry; alone or with the other kind; the largest finite value is finite)."""
+    """check_array's finiteness test (a sum first, min/max when the sum is not finite) agrees with np.isfinite
+    wherever a NaN or an infinity sits (first, last, middle entry; alone or with the other kind); the largest
+    finite values are finite, also when their sum overflows (the exact test then decides)."""
     from refsnn.blocks._checks import _all_finite
 
     rng = np.random.default_rng(5)
@@ -276,6 +277,10 @@ def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
     big[1, 2, 3] = np.finfo(dtype).max
     big[0, 0, 0] = -np.finfo(dtype).max
     assert _all_finite(big)
+    big[0, 0, 0] = np.finfo(dtype).max
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.sum(big))                           # the sum overflows ...
+    assert _all_finite(big)                                           # ... but every entry is finite
     for bad in (np.nan, np.inf, -np.inf):
         for where in ((0, 0, 0), (3, 4, 5), (2, 1, 3)):
             x = base.copy()

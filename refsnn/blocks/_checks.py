@@ -93,9 +93,16 @@ def check_choice(name: str, value, choices) -> str:
 
 
 def _all_finite(arr) -> bool:
-    """Whether every entry of a float array is finite, without a temporary the size of ``arr``: ``min`` and
+    """Whether every entry of a float array is finite, without a temporary the size of ``arr``.  First one
+    pass: a sum is finite when every entry is (NaN and infinities propagate; +inf and -inf make NaN).  Only
+    when it is not (a non-finite entry, or a sum that overflowed) the exact test, two passes: ``min`` and
     ``max`` propagate NaN, and an infinite entry is the minimum or the maximum."""
-    return arr.size == 0 or bool(np.isfinite(np.min(arr)) and np.isfinite(np.max(arr)))
+    if arr.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):               # an overflow here is not the user's error
+        if np.isfinite(np.sum(arr)):
+            return True
+    return bool(np.isfinite(np.min(arr)) and np.isfinite(np.max(arr)))
 
 
 def check_array(name: str, x, *, ndim: int | None = None, shape: tuple | None = None,
