@@ -135,8 +135,8 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
     m = max_iter
     B, n = g.shape
     gnorm = rhs_norms(g)
-    U = np.zeros((B, m, n), g.dtype)   # per sample b, the i-th rank-one update of H is U[b, i] V[b, i]^T:
-    V = np.zeros((B, m, n), g.dtype)   # memory 2 * max_iter * B * n floats
+    U = np.empty((B, m, n), g.dtype)   # per sample b, the i-th rank-one update of H is U[b, i] V[b, i]^T:
+    V = np.empty((B, m, n), g.dtype)   # memory 2 * max_iter * B * n floats
     k = 0                              # updates made so far
 
     def H(y):           # H y = -y + sum_{i<k} u_i (v_i . y): two stacked matrix-vector products per sample
