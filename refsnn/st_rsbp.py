@@ -1162,8 +1162,9 @@ class DTable:
         cols = np.clip(o_post, 1, self.o_max)
         if fast:
             d = np.empty((o_post.size, o_pre.size))
-            _lookup_kernel(self._dT(), rows, cols, o_post == 0 if rule != "code_recurrent" else o_post < 0,
-                           o_pre == 0 if rule == "clip" else o_pre < 0, d)
+            zero_post = o_post == 0 if rule != "code_recurrent" else np.zeros(o_post.size, bool)
+            zero_pre = o_pre == 0 if rule == "clip" else np.zeros(o_pre.size, bool)
+            _lookup_kernel(self._dT(), rows, cols, zero_post, zero_pre, d)
         else:
             d = self.d[rows[None, :], cols[:, None]]                  # (N_post, N_pre), one gather
         if rule == "code":
