@@ -1185,7 +1185,8 @@ class DTable:
         return d
 
     def _dT(self):
-        """``d`` transposed, contiguous (made once): the kernel reads one postsynaptic count's column as a row."""
+        """``d`` transposed, contiguous (made once per ``d`` array: a table is not edited in place, and the
+        tables :func:`d_table` memoises are shared): the kernel reads one postsynaptic count's column as a row."""
         if getattr(self, "_d_t_of", None) is not self.d:
             self._d_t, self._d_t_of = np.ascontiguousarray(self.d.T), self.d
         return self._d_t

@@ -1655,12 +1655,13 @@ def _backward_for(rule, recurrent=False):
                                                 bool(recurrent)))
 
 
-def _forward_py(I, nrn, rule, v_out, j_out, V=None):
+def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     """:func:`_lif_forward_kernel` with the kernel's code run as plain Python."""
-    u, o = np.empty_like(I), np.empty_like(I)
-    _forward_for(rule, I, v_out, j_out, V is not None).py_func(I, _or_dummy(None, I), *nrn, _or_dummy(V, I),
-                                                               rule.v_reset, rule.v_rest, rule.width, u, o, v_out,
-                                                               j_out, 0, I.shape[1])
+    u = np.empty_like(I) if u is None else u
+    o = np.empty_like(I)
+    _forward_for(rule, I, v_out, j_out, V is not None, bias is not None).py_func(
+        I, _or_dummy(bias, I), *nrn, _or_dummy(V, I), rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out,
+        0, I.shape[1])
     return u, o
 
 

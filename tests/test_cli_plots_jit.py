@@ -173,8 +173,9 @@ def test_cli_tunes_malloc_before_running_a_command(monkeypatch, capsys):
 
 
 def test_large_arrays_reuse_freed_blocks_only_after_the_last_view_is_gone(monkeypatch):
-    """_memory.empty: a large array takes the block of one no longer used (same address), never one a view
-    still reads (its values stay); small arrays are ordinary; the cache keeps at most CACHE_LIMIT bytes."""
+    """_memory.empty: a large array takes the block of one no longer used (same address, any dtype of the same
+    size in bytes), never one a view still reads (its values stay); small arrays are ordinary; the cache keeps
+    at most CACHE_LIMIT bytes, the oldest blocks leaving first, and no block larger than the limit."""
     from refsnn.blocks import _memory
 
     monkeypatch.setattr(_memory, "LARGE", 4096)
@@ -195,10 +196,20 @@ def test_large_arrays_reuse_freed_blocks_only_after_the_last_view_is_gone(monkey
     c = _memory.empty((20, 50), np.float64)                           # the freed block again
     assert c.ctypes.data == address and c.shape == (20, 50) and c.flags.c_contiguous and c.flags.writeable
     assert _memory.cached_bytes() == 0
-    d = _memory.empty((2000,), np.float32)                            # same bytes, other dtype: a new block
-    assert d.dtype == np.float32 and d.ctypes.data != address
-    blocks = [_memory.empty((1000,), np.float64) for _ in range(5)]
-    del blocks, b, c, d
-    assert _memory.cached_bytes() == 3 * 8000                         # the oldest went back to the system
+    del c
+    d = _memory.empty((2000,), np.float32)                            # same bytes, other dtype: the same block
+    assert d.dtype == np.float32 and d.ctypes.data == address
+    blocks = [_memory.empty((1000,), np.float64) for _ in range(4)]   # four more blocks of 8000 bytes
+    addresses = [x.ctypes.data for x in blocks]
+    while blocks:                                                     # freed in list order: oldest first
+        blocks.pop(0)
+    assert _memory.cached_bytes() == 3 * 8000                         # the first of the four went back
+    again = [_memory.empty((1000,), np.float64) for _ in range(3)]
+    assert sorted(x.ctypes.data for x in again) == sorted(addresses[1:])
+    del again, b, d
+    huge = _memory.empty((4000,), np.float64)                         # 32000 bytes > CACHE_LIMIT
+    before = _memory.cached_bytes()
+    del huge
+    assert _memory.cached_bytes() == before                           # not cached: it would evict everything
     _memory.release()
     assert _memory.cached_bytes() == 0

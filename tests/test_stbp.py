@@ -285,6 +285,31 @@ def test_kernels_compiled_equal_plain_python():
     assert len(seen) == len(stbp.RESETS) * len(surrogates.NAMES)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forward_kernel_twin_with_the_bias_inside_and_u_over_I(dtype):
+    """The fast tier's forward: the dense layer's bias added by the kernel as it reads I, and u written over I.
+    Both are the same operations as adding the bias first into a new I and writing u apart, so u and o are
+    identical (exact equality by construction), compiled and as Python, and u is I's memory."""
+    rng = np.random.default_rng(7)
+    T, B, H = 5, 3, 6
+    I = rng.normal(0.3, 0.5, (T, B, H)).astype(dtype)
+    b = rng.normal(0.1, 0.2, H).astype(dtype)
+    nrn = stbp._Neurons(*(np.full(H, v, dtype) for v in (0.3, 0.7, 0.02, 0.45, 0.5)))
+    for reset in stbp.RESETS:
+        for delayed, synapse in ((False, False), (True, True)):      # (each setting compiles its own kernel)
+            rule = stbp._Rule(reset=stbp.reset_piece(stbp.Config(reset=reset)).code, v_reset=dtype(-0.2),
+                              v_rest=dtype(0.1), delayed=delayed, synapse=synapse, strict=True, smooth=False,
+                              detach=False, decay_input=False, surrogate=0, width=dtype(1.0))
+            dummy = np.zeros((1, 1, 1), dtype)
+            for fn in (stbp._lif_forward_kernel, stbp._lif_forward_kernel.py_func):
+                u_ref, o_ref = fn(I + b, nrn, rule, dummy, dummy)
+                Ic = I.copy()
+                u, o = fn(Ic, nrn, rule, dummy, dummy, u=Ic, bias=b)
+                assert np.shares_memory(u, Ic) and u.dtype == dtype
+                assert np.array_equal(u, u_ref) and np.array_equal(o, o_ref), (reset, delayed, synapse, fn)
+                assert 0 < o.sum() < o.size
+
+
 @pytest.mark.parametrize("T", [1, 2])
 def test_the_forward_kernel_leaves_placeholders_alone(T):
     """v and j are recorded only into arrays of the input's shape; a (1, 1, 1) placeholder is not written,

@@ -16,8 +16,11 @@ the process instead of going back to the system.
 
 Above 32 MB ``mallopt`` cannot help: such blocks always come fresh from the kernel.  The fast tier's
 largest arrays (a convolutional layer's potentials, spikes and gradients for all time steps: 128 MB
-each in the official conv net's float64 step) therefore come from :func:`empty`, which keeps freed
-blocks in a cache of at most :data:`CACHE_LIMIT` bytes and hands them out again by size.
+each in the official conv net's float64 step) therefore come from :func:`empty`, whatever the caller
+set, which keeps freed blocks in a cache and hands them out again by size in bytes.  Its cost: up to
+:data:`CACHE_LIMIT` (1 GiB) of unused blocks may stay with the process (blocks of a size no step asks
+for again, e.g. from a last smaller batch, wait until newer blocks push them out);
+``refsnn.blocks._memory.release()`` gives them back.
 """
 from __future__ import annotations
 
@@ -68,8 +71,8 @@ CACHE_LIMIT = 2**30
 
 _free: collections.deque = collections.deque()   # blocks (uint8 arrays) no array uses any more, oldest first
 _cached = [0]                                     # their bytes
-_lock = threading.RLock()    # leases end in whichever thread drops the last view; RLock: a lease may end
-                             # inside empty() of the same thread (nothing in the locked parts allocates)
+_returned: list = []    # blocks whose last array just died, not yet in _free (list.append is atomic)
+_lock = threading.Lock()
 
 
 class _Lease:
@@ -85,11 +88,21 @@ class _Lease:
                                     "data": (block.ctypes.data, False)}
 
     def __del__(self):
-        with _lock:
-            _free.append(self.block)
-            _cached[0] += self.block.nbytes
-            while _cached[0] > CACHE_LIMIT:                 # the oldest blocks go back to the system
-                _cached[0] -= _free.popleft().nbytes
+        # only an atomic append: a lease may end in any thread, and (Python >= 3.12) the garbage collector
+        # may end one in the middle of empty() in this very thread; the cache itself changes under the lock
+        _returned.append(self.block)
+
+
+def _take_returned():
+    """Move the returned blocks into the cache, oldest first out beyond :data:`CACHE_LIMIT` (under the lock)."""
+    while _returned:
+        block = _returned.pop(0)
+        if block.nbytes > CACHE_LIMIT:                     # it would push out everything else
+            continue
+        _free.append(block)
+        _cached[0] += block.nbytes
+        while _cached[0] > CACHE_LIMIT:                    # the oldest blocks go back to the system
+            _cached[0] -= _free.popleft().nbytes
 
 
 def empty(shape, dtype):
@@ -108,6 +121,7 @@ def empty(shape, dtype):
         return np.empty(shape, dtype)
     block = None
     with _lock:
+        _take_returned()
         for i in range(len(_free) - 1, -1, -1):             # the most recently freed block of this size
             if _free[i].nbytes == nbytes:
                 block = _free[i]
@@ -121,11 +135,14 @@ def empty(shape, dtype):
 
 def cached_bytes() -> int:
     """Bytes of unused large blocks that :func:`empty` keeps for reuse."""
-    return _cached[0]
+    with _lock:
+        _take_returned()
+        return _cached[0]
 
 
 def release() -> None:
     """Give every unused cached block back to the system (arrays still in use keep theirs)."""
     with _lock:
+        _returned.clear()
         _free.clear()
         _cached[0] = 0
