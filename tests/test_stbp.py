@@ -565,10 +565,11 @@ def test_gradcheck_cli_passes_and_prints_a_table(capsys):
     assert f"{len(CASES)} passed, 0 failed" in out and "rect/exp/attached/mse_paper" in out and "norse" in out
 
 
-def test_the_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads():
-    """over_batch shares the batch among threads when the work is large (T x B x H >= OVER_BATCH_MIN): every
-    sample is computed by the same code on one thread or another, so u, o, dL/dI and the per-sample
-    dL/dlam, dL/dv_th are identical bit for bit (exact equality by construction, not a tolerance)."""
+def test_the_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads(monkeypatch):
+    """over_batch shares the batch among threads when the work is large (>= OVER_BATCH_MIN bytes; here the
+    limit is lowered so that this small problem is shared): every sample is computed by the same code on one
+    thread or another, so u, o, dL/dI and the per-sample dL/dlam, dL/dv_th are identical bit for bit (exact
+    equality by construction, not a tolerance)."""
     from refsnn.blocks import _jit
 
     if not _jit.JIT_ENABLED:
@@ -579,7 +580,10 @@ def test_the_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads():
         pytest.skip("numba has one thread on this machine")
     rng = np.random.default_rng(5)
     T, B, H = 4, 64, 500
-    assert T * B * H >= _jit.OVER_BATCH_MIN
+    monkeypatch.setattr(_jit, "OVER_BATCH_MIN", 0)
+    shares = []
+    real_submit = _jit._executor().submit
+    monkeypatch.setattr(_jit._executor(), "submit", lambda *a: shares.append(1) or real_submit(*a))
     I = rng.normal(0.4, 0.6, (T, B, H))
     g = rng.normal(0, 1, (T, B, H))
     nrn = stbp._Neurons(lam=np.full(H, 0.3), kap=np.full(H, 0.7), c=np.zeros(H), thr=np.full(H, 0.5),
@@ -595,5 +599,6 @@ def test_the_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads():
             glam, gthr = np.zeros((B, H)), np.zeros((B, H))
             gI = stbp._lif_backward_kernel(g, (u, o, dummy, dummy), nrn, rule, glam, gthr)
         outs.append((u, o, gI, glam, gthr))
+    assert len(shares) == 4                                           # two kernels, two shares each, on two threads
     for a, b in zip(*outs):
         assert np.array_equal(a, b)

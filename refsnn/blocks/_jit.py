@@ -158,8 +158,12 @@ def limit_threads(n):
 
 
 _EXECUTOR = []        # the threads over_batch shares the batch out to, made on first use
-#: Below this many numbers per call (T x B x H) a kernel runs on one thread: handing out work costs ~50 us.
-OVER_BATCH_MIN = 100_000
+#: Below this many bytes in a kernel's first array (T x B x H numbers) it runs on one thread.  The kernels
+#: shared out this way stream their arrays once and are limited by memory traffic, so a second thread
+#: pays only on large arrays: STBP's LIF forward kernel (float64, one thread -> two, medians of 60
+#: alternating calls, cold caches) 1.60 -> 1.73 ms at 6.4 MB, 4.45 -> 3.20 ms at 16 MB, 26.0 -> 15.9 ms at 128 MB;
+#: float32 at 8 MB: forward 3.13 -> 3.33, backward 3.75 -> 3.42 ms.
+OVER_BATCH_MIN = 8 * 2**20
 
 
 def _executor():
@@ -180,7 +184,7 @@ def over_batch(kernel, B, *args):
     The threads are Python threads (a pool made once), so a kernel needs no ``parallel=True``, which would
     double its compile time."""
     n = _numba.get_num_threads() if JIT_ENABLED else 1
-    work = sum(a.size for a in args[:1] if hasattr(a, "size"))
+    work = sum(a.nbytes for a in args[:1] if hasattr(a, "nbytes"))
     if n < 2 or B < 2 or work < OVER_BATCH_MIN:
         kernel(*args, 0, B)
         return
