@@ -1176,8 +1176,8 @@ class DTable:
                 for c in dc[:, :-1].T:                        # highest power first; the constant's term drops
                     val = val * o + c[None, :]
                 d[far, :] = val
-        if fast:
-            return d
+        if fast:                # the kernel wrote the zeros already; the rows set above (o_post > o_max) are
+            return d            # never zeroed, so doing them first changes nothing
         if rule != "code_recurrent":
             d[o_post == 0, :] = 0.0
         if rule == "clip":

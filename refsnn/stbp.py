@@ -1610,12 +1610,19 @@ def _lif_forward_kernel(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     saves the memory traffic of a new array where the caller no longer needs ``I``; ``bias`` (H,), if given,
     is added to ``I`` as the kernel reads it (the same sums as adding it first, without a pass of its own).
     """
+    kernel, args, u, o = _forward_args(I, nrn, rule, v_out, j_out, V, u, bias)
+    over_batch(kernel, I.shape[1], *args)
+    return u, o
+
+
+def _forward_args(I, nrn, rule, v_out, j_out, V, u, bias):
+    """The forward kernel compiled for this setting, its arguments in its order (without ``first, stop``), and
+    ``u, o`` (made here unless ``u`` is given): shared by :func:`_lif_forward_kernel` and its plain-Python twin."""
     u = _memory.empty(I.shape, I.dtype) if u is None else u
     o = _memory.empty(I.shape, I.dtype)
-    over_batch(_forward_for(rule, I, v_out, j_out, V is not None, bias is not None), I.shape[1], I,
-               _or_dummy(bias, I), *nrn, _or_dummy(V, I),
-               rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out)
-    return u, o
+    kernel = _forward_for(rule, I, v_out, j_out, V is not None, bias is not None)
+    args = (I, _or_dummy(bias, I), *nrn, _or_dummy(V, I), rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out)
+    return kernel, args, u, o
 
 
 def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
@@ -1629,10 +1636,18 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and runs scalar:
     1.5 -> 2.3 ms on the bench's float32 layer.)
     """
-    gI = _memory.empty(trace[0].shape, trace[0].dtype)
-    over_batch(_backward_for(rule, V is not None), gI.shape[1], g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha,
-               _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2), gI)
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
+    over_batch(kernel, gI.shape[1], *args)
     return gI
+
+
+def _backward_args(g, trace, nrn, rule, glam, gthr, V, gV):
+    """The backward kernel compiled for this setting, its arguments in its order (without ``first, stop``), and
+    ``gI`` (made here): shared by :func:`_lif_backward_kernel` and its plain-Python twin."""
+    gI = _memory.empty(trace[0].shape, trace[0].dtype)
+    args = (g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width,
+            glam, gthr, _or_dummy(gV, gI, 2), gI)
+    return _backward_for(rule, V is not None), args, gI
 
 
 def _or_dummy(a, like, ndim=1):
@@ -1657,20 +1672,15 @@ def _backward_for(rule, recurrent=False):
 
 def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     """:func:`_lif_forward_kernel` with the kernel's code run as plain Python."""
-    u = np.empty_like(I) if u is None else u
-    o = np.empty_like(I)
-    _forward_for(rule, I, v_out, j_out, V is not None, bias is not None).py_func(
-        I, _or_dummy(bias, I), *nrn, _or_dummy(V, I), rule.v_reset, rule.v_rest, rule.width, u, o, v_out, j_out,
-        0, I.shape[1])
+    kernel, args, u, o = _forward_args(I, nrn, rule, v_out, j_out, V, u, bias)
+    kernel.py_func(*args, 0, I.shape[1])
     return u, o
 
 
 def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     """:func:`_lif_backward_kernel` with the kernel's code run as plain Python."""
-    gI = np.empty_like(trace[0])
-    _backward_for(rule, V is not None).py_func(g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, _or_dummy(V, gI),
-                                               rule.v_reset, rule.v_rest, rule.width, glam, gthr, _or_dummy(gV, gI, 2),
-                                               gI, 0, gI.shape[1])
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
+    kernel.py_func(*args, 0, gI.shape[1])
     return gI
 
 
