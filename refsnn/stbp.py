@@ -734,7 +734,7 @@ def _pool_forward_rows(a, kind, k, select=None):
     (``over_shares``).  Each row's windows are pooled alone, so the numbers are the same however the rows
     are shared out."""
     R, C, H, W = a.shape
-    out = np.empty((R, C, H // k, W // k), a.dtype)
+    out = _memory.empty((R, C, H // k, W // k), a.dtype)
     if kind == "avg":
         over_batch(_avg_pool_kernel, R, a, k, out)
         return out, None
