@@ -213,3 +213,39 @@ def test_large_arrays_reuse_freed_blocks_only_after_the_last_view_is_gone(monkey
     assert _memory.cached_bytes() == before                           # not cached: it would evict everything
     _memory.release()
     assert _memory.cached_bytes() == 0
+
+
+def test_share_out_waits_for_every_share_and_raises_a_share_error():
+    """``over_batch``/``over_shares`` run the first share on the caller's thread and the others on the pool:
+    whichever share fails, the call returns only when every share has finished (no thread keeps writing into
+    the caller's arrays), and the error reaches the caller."""
+    import threading
+    import time
+
+    from refsnn.blocks import _jit
+
+    done = []
+
+    def slow_then_record(lo, hi):
+        if lo > 0:
+            time.sleep(0.2)                       # the pool's share finishes after this thread's share has failed
+            done.append((lo, threading.current_thread().name))
+        else:
+            raise ValueError("first share failed")
+
+    with pytest.raises(ValueError, match="first share failed"):
+        _jit._share_out(slow_then_record, (), [0, 5, 10])
+    assert done and done[0][0] == 5 and done[0][1].startswith("refsnn-kernel")   # waited for it, on the pool
+
+    def fail_on_pool(lo, hi):
+        if lo > 0:
+            raise KeyError("pool share failed")
+        done.append(lo)
+
+    with pytest.raises(KeyError, match="pool share failed"):
+        _jit._share_out(fail_on_pool, (), [0, 5, 10])
+    assert done[-1] == 0                          # this thread's share ran
+
+    seen = []
+    _jit._share_out(lambda a, lo, hi: seen.append((a, lo, hi)), ("arg",), [0, 3, 7, 10])
+    assert sorted(seen) == [("arg", 0, 3), ("arg", 3, 7), ("arg", 7, 10)]

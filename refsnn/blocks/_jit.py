@@ -158,12 +158,13 @@ def limit_threads(n):
 
 
 _EXECUTOR = []        # the threads over_batch shares the batch out to, made on first use
-#: Below this many bytes in a kernel's first array (T x B x H numbers) it runs on one thread.  The kernels
-#: shared out this way stream their arrays once and are limited by memory traffic, so a second thread
-#: pays only on large arrays: STBP's LIF forward kernel (float64, one thread -> two, medians of 60
-#: alternating calls, cold caches) 1.60 -> 1.73 ms at 6.4 MB, 4.45 -> 3.20 ms at 16 MB, 26.0 -> 15.9 ms at 128 MB;
-#: float32 at 8 MB: forward 3.13 -> 3.33, backward 3.75 -> 3.42 ms.
-OVER_BATCH_MIN = 8 * 2**20
+#: Below this many bytes in a kernel's first array (T x B x H numbers) it runs on one thread: handing a share
+#: to another thread costs ~0.1 ms (measured), which small arrays do not earn back.  STBP's LIF forward and
+#: backward kernels, one thread -> two, on a warm layer as in a training step (medians, float64; H 400, T 20):
+#: 0.21 -> 0.28 ms at 0.5 MB, 0.37 -> 0.36 ms at 1 MB, 0.80 -> 0.61 ms at 2 MB, 3.6 -> 2.0 ms at 6.4 MB; float32
+#: 0.57 -> 0.58 ms at 1 MB, 2.0 -> 1.3 ms at 3.2 MB.  (An earlier limit of 8 MB came from the same kernels
+#: timed with cold caches, where memory traffic bounds them; in a step the layer's input was just written.)
+OVER_BATCH_MIN = 2**20
 
 
 def _executor():
@@ -190,9 +191,21 @@ def over_batch(kernel, B, *args):
         return
     n = min(n, B)
     cuts = [B * k // n for k in range(n + 1)]
-    jobs = [_executor().submit(kernel, *args, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    _share_out(kernel, args, cuts)
+
+
+def _share_out(fn, args, cuts):
+    """``fn(*args, lo, hi)`` for each pair of neighbours in ``cuts``: the first share on this thread, the others on
+    the pool's threads meanwhile (one hand-over fewer than giving every share away; ~0.1 ms per call measured).
+    Returns when every share is done, also when one raises (no thread keeps writing into the caller's arrays)."""
+    jobs = [_executor().submit(fn, *args, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+    try:
+        fn(*args, cuts[0], cuts[1])
+    finally:
+        for job in jobs:
+            job.exception()                 # wait, whatever happened here
     for job in jobs:
-        job.result()
+        job.result()                        # raise a share's error
 
 
 def over_shares(fn, n):
@@ -208,6 +221,4 @@ def over_shares(fn, n):
     cuts = [n * k // threads for k in range(threads + 1)]
     ctl = _blas_controller()
     with (ctl.limit(limits=1, user_api="blas") if ctl is not None else contextlib.nullcontext()):
-        jobs = [_executor().submit(fn, lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:])]
-        for job in jobs:
-            job.result()
+        _share_out(fn, (), cuts)
