@@ -1220,6 +1220,18 @@ def _kernel_reset_do(u, o, reset, lam, thr, v_reset, one):
     return (one - one) * (u + o)
 
 
+@njit(error_model="numpy", inline="always")
+def _kernel_fire(u, thr, strict, one, zero):
+    """Eq. (o) on numbers: ``one`` where ``u - thr > 0`` (``strict``) or ``>= 0``, else ``zero`` (1 and 0 in the
+    data's dtype; the compiled code selects, no branch).  The forward kernel fires with it, and the backward
+    kernel remakes the spikes with it from the stored ``u``: the same operations on the same numbers, so the
+    same spikes.  (Called from plain Python it hands back a Python float: the kernels cast it to the dtype.)"""
+    z = u - thr
+    if strict:
+        return one if z > zero else zero
+    return one if z >= zero else zero
+
+
 def spike_rule(cfg: Config):
     """The firing rule of the network ``cfg`` describes: ``fire(n, t, z) -> o^{t,n}``, ``z = u - v_th``.
 
@@ -1515,13 +1527,10 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
                     else:
                         ut = vt
                     u[t, s, i] = ut
-                    z = ut - thr[i]
                     if smooth:
-                        o[t, s, i] = surrogates.primitive_scalar(sur, width, z)
-                    elif strict:
-                        o[t, s, i] = one * (z > zero)                                       # Eq. (o), branch-free
+                        o[t, s, i] = surrogates.primitive_scalar(sur, width, ut - thr[i])
                     else:
-                        o[t, s, i] = one * (z >= zero)
+                        o[t, s, i] = _kernel_fire(ut, thr[i], strict, one, zero)          # Eq. (o)
                     if keep_v:
                         v_out[t, s, i] = vt
                     if keep_j:
@@ -1530,11 +1539,16 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
     return forward
 
 
-def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, recurrent=False):
-    """The backward kernel for one setting (:func:`_lif_backward_kernel`, :func:`_specialised`)."""
+def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, recurrent=False, from_u=False,
+                          strict=True, bias=False):
+    """The backward kernel for one setting (:func:`_lif_backward_kernel`, :func:`_specialised`).  ``from_u``: the
+    spikes are remade from ``u`` by Eq. (o) (``strict``: ``>``, else ``>=``) instead of read from ``o``, one
+    array less to stream (not for the smooth forward, whose spikes are no step of ``u``).  ``bias``: each
+    sample's ``dL/db`` summed into ``gb``."""
 
     @njit(nogil=True, error_model="numpy")
-    def backward(g, u, o, v, j, lam, kap, thr, alpha, V, v_reset, v_rest, width, glam, gthr, gV, gI, first, stop):
+    def backward(g, u, o, v, j, lam, kap, thr, alpha, V, v_reset, v_rest, width, glam, gthr, gV, gb, gI,
+                 first, stop):
         """:func:`_lif_backward_kernel` for the samples ``first`` to ``stop - 1``, into ``gI``."""
         subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
         T, B, H = u.shape
@@ -1545,10 +1559,14 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
             gj_n = np.zeros(H, u.dtype)
             gl = glam[s]
             gt = gthr[s]
+            gbs = gb[s] if bias else gb[0]
             for t in range(T - 1, -1, -1):
                 for i in range(H):
                     ut = u[t, s, i]
-                    ot = o[t, s, i]
+                    if from_u:                                      # Eq. (o) again, as the forward fired
+                        ot = u.dtype.type(_kernel_fire(ut, thr[i], strict, one, zero))
+                    else:
+                        ot = o[t, s, i]
                     d = g[t, s, i]
                     if recurrent and t < T - 1:                   # through the recurrent weight into step t+1
                         d = d + gI[t + 1, s, i] * V[i]                                      # Eq. (Rec), backward
@@ -1570,30 +1588,45 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
                     e = fire + e_r                                                          # Eq. (B4)
                     gt[i] -= fire
                     if delayed and t > 0:
-                        gv = e * _kernel_reset_du(v[t, s, i], o[t - 1, s, i], reset, lam[i], one)
+                        if from_u:
+                            o_prev = u.dtype.type(_kernel_fire(u[t - 1, s, i], thr[i], strict, one, zero))
+                        else:
+                            o_prev = o[t - 1, s, i]
+                        gv = e * _kernel_reset_du(v[t, s, i], o_prev, reset, lam[i], one)
                         if subtract:
-                            gt[i] -= e * o[t - 1, s, i]
+                            gt[i] -= e * o_prev
                     else:
                         gv = e
                     gj = kap[i] * gv
                     if synapse and t < T - 1:
                         gj = gj + alpha[i] * gj_n[i]                                        # Eq. (B4j)
                     gI[t, s, i] = gj
-                    if recurrent and t > 0:
-                        gV[s, i] += gj * o[t - 1, s, i]                                     # dL/dV, Eq. (Rec)
-                    if t == 0:
-                        r_prev = v_rest
-                    elif delayed:
-                        r_prev = u[t - 1, s, i]
-                    else:
-                        r_prev = _kernel_reset_value(u[t - 1, s, i], o[t - 1, s, i], reset, lam[i], thr[i], v_reset, one)
-                    dv = r_prev - v_rest
-                    if decay_input:
-                        dv = dv - j[t, s, i]
-                    gl[i] += gv * dv
                     eps_n[i] = e
                     gv_n[i] = gv
                     gj_n[i] = gj
+                # dL/dlam (and dL/dV) of step t in a loop of their own: with them inside the loop above, the
+                # compiler does not vectorise it (too many arrays to check for overlap); the same sums
+                for i in range(H):
+                    if bias:
+                        gbs[i] += gj_n[i]                                                   # dL/db, Eq. (B5)
+                    if t == 0:
+                        r_prev = v_rest
+                    else:
+                        up = u[t - 1, s, i]
+                        if from_u:
+                            o_prev = u.dtype.type(_kernel_fire(up, thr[i], strict, one, zero))
+                        else:
+                            o_prev = o[t - 1, s, i]
+                        if recurrent:
+                            gV[s, i] += gj_n[i] * o_prev                                    # dL/dV, Eq. (Rec)
+                        if delayed:
+                            r_prev = up
+                        else:
+                            r_prev = _kernel_reset_value(up, o_prev, reset, lam[i], thr[i], v_reset, one)
+                    dv = r_prev - v_rest
+                    if decay_input:
+                        dv = dv - j[t, s, i]
+                    gl[i] += gv_n[i] * dv
 
     return backward
 
@@ -1625,29 +1658,31 @@ def _forward_args(I, nrn, rule, v_out, j_out, V, u, bias):
     return kernel, args, u, o
 
 
-def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
+def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None, gb=None):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
     The same order as :func:`backward_numpy`.  ``trace`` is the layer's ``(u, o, v, j)`` from the forward
     kernel (``v`` used for a delayed reset, ``j`` for ``glam`` when ``rule.decay_input``; otherwise they
-    may be (1, 1, 1) placeholders).  Accumulates each sample's ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th``
-    into ``gthr[s]`` (both (B, H); the caller sums over samples).  Samples are shared out among numba's
-    threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.  (Writing ``dL/dI`` over
-    ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and runs scalar:
+    may be (1, 1, 1) placeholders; ``o`` is read only for the smooth forward: a step forward's spikes are
+    remade from ``u`` by the forward's own rule, :func:`_kernel_fire`).  Accumulates each sample's
+    ``dL/dlam`` into ``glam[s]``, ``dL/dv_th`` into ``gthr[s]`` and, if ``gb`` is given, ``dL/db`` (the sum of
+    ``dL/dI`` over time) into ``gb[s]`` (all (B, H); the caller sums over samples).  Samples are shared out
+    among threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.  (Writing ``dL/dI``
+    over ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and runs scalar:
     1.5 -> 2.3 ms on the bench's float32 layer.)
     """
-    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb)
     over_batch(kernel, gI.shape[1], *args)
     return gI
 
 
-def _backward_args(g, trace, nrn, rule, glam, gthr, V, gV):
+def _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb):
     """The backward kernel compiled for this setting, its arguments in its order (without ``first, stop``), and
     ``gI`` (made here): shared by :func:`_lif_backward_kernel` and its plain-Python twin."""
     gI = _memory.empty(trace[0].shape, trace[0].dtype)
     args = (g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width,
-            glam, gthr, _or_dummy(gV, gI, 2), gI)
-    return _backward_for(rule, V is not None), args, gI
+            glam, gthr, _or_dummy(gV, gI, 2), _or_dummy(gb, gI, 2), gI)
+    return _backward_for(rule, V is not None, gb is not None), args, gI
 
 
 def _or_dummy(a, like, ndim=1):
@@ -1664,10 +1699,10 @@ def _forward_for(rule, I, v_out, j_out, recurrent=False, bias=False):
                                                bool(bias)))
 
 
-def _backward_for(rule, recurrent=False):
+def _backward_for(rule, recurrent=False, bias=False):
     return _specialised(_compile_lif_backward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
                                                 bool(rule.detach), bool(rule.decay_input), int(rule.surrogate),
-                                                bool(recurrent)))
+                                                bool(recurrent), not rule.smooth, bool(rule.strict), bool(bias)))
 
 
 def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
@@ -1677,9 +1712,9 @@ def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     return u, o
 
 
-def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
+def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None, gb=None):
     """:func:`_lif_backward_kernel` with the kernel's code run as plain Python."""
-    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb)
     kernel.py_func(*args, 0, gI.shape[1])
     return gI
 
@@ -1728,16 +1763,18 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
         L = layers[n]
         H = L.n
         nrn, rule = _kernel_setting(L, cfg, dt)
+        dense = L.spec.op == "dense" and L.spec.pool is None
         gl, gt = np.zeros((B, H), dt), np.zeros((B, H), dt)          # per sample, summed below
+        gbs = np.zeros((B, H), dt) if dense else None                  # a dense layer's dL/db per sample
         layer_trace = (trace.u[n], trace.o[n], trace.v[n], trace.j[n])
-        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt)
+        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt, gb=gbs)
         glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]
         need = n > 0 or input_grad
-        if L.spec.op == "dense" and L.spec.pool is None:
+        if dense:
             gW[n] = e2.T @ ain                                          # Eq. (B5), summed over t and batch
-            gb[n] = e2.sum(axis=0)
+            gb[n] = gbs.sum(axis=0)                                     # summed over t in the kernel
             g = (e2 @ L.W).reshape(T, B, -1) if need else None          # Eq. (B2)
         else:
             gW[n], gb[n], g = _synapse_backward(L, e2, ain, argmax, True, need)   # Eq. (B5), (B2)
