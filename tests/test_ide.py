@@ -300,6 +300,27 @@ def test_simple_iteration_kernels_take_the_numpy_steps(solver, compiled, monkeyp
         assert not np.array_equal(beta, g)                   # it did move
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("hidden,dropout", [((30,), 0.0), ((30,), 0.3), ((20, 15), 0.3)])
+def test_fused_adjoint_product_is_the_readable_one(hidden, dropout, compiled, monkeypatch):
+    """``_JT_fast`` (the fast tier's J^T beta: each link ``mask * (d * sigma' / v_th)`` in one kernel pass) and
+    ``_JT`` (``_deltas`` then ``_masked``, NumPy) do the same operations in the same order: identical bits, with
+    and without dropout masks, one and two layers, compiled and as plain Python."""
+    if not compiled:
+        monkeypatch.setattr(ide, "_masked_delta_kernel", ide._masked_delta_kernel.py_func)
+    cfg = ide.Config(T=15, dropout=dropout)
+    params, x, a, g = _problem_at_a(cfg, 12, hidden=hidden, batch=9)
+    mask = ide.dropout_mask(params, x, cfg, 4) if dropout else None
+    net, xx, cfg = ide._prepare(params, x, cfg, dropout_mask=mask)
+    lin = ide._apply_f(net, a, ide.input_average(xx, cfg), cfg.v_th)
+    assert (net.drop is not None) == bool(dropout)
+    if dropout:
+        assert any(np.any(net.drop[k] == 0) for k in net.drop)          # the masks do drop units
+    fast = ide._JT_fast(net, lin, g, cfg.v_th)
+    assert np.array_equal(fast, ide._JT(net, lin, g, cfg.v_th))
+    assert np.linalg.norm(fast) > 0
+
+
 def test_solver_trace_and_iterations_are_recorded():
     """The diagnostics record: a decreasing-to-tolerance residual trace, iteration counts, a readable summary."""
     cfg = ide.Config(T=15, solver="fixed_point", tol=1e-12, max_iter=500)
