@@ -1352,7 +1352,7 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
                 acc[bb, i] = leak * acc[bb, i] + sN[bb, i]                     # Eq. (R), numerator
 
 
-def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
+def _simulate_fast(net: _Net, x, cfg: Config, keep=None) -> dict:
     if any(op.spec.kind != "dense" for op in [net.F, net.W, *net.Fs]):
         # convolutions: the readable loop over steps, each step's operations by im2col and BLAS (net's ops
         # are the fast forms unless backend="numpy"); still no history, memory independent of T
@@ -1361,7 +1361,10 @@ def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     static = x.ndim == 2
     m = net.drop
     if static:
-        I = np.ascontiguousarray(_masks(net)["F"] * net.current(1, x))  # Eq. (N1): I = F x + b, once
+        current1 = net.current(1, x)                                   # Eq. (N1): I = F x + b, once
+        if keep is not None:                # f at the same static x (xbar = x) needs it again: _apply_f
+            keep["current1"] = current1
+        I = np.ascontiguousarray(_masks(net)["F"] * current1)
         xs, FT = np.zeros((1, 1, 1)), np.zeros((1, 1))                 # unused
     else:
         I = np.zeros((1, 1))
@@ -1382,10 +1385,10 @@ def _simulate_fast(net: _Net, x, cfg: Config) -> dict:
     return {"a": acc / norm, "u": list(us), "s": list(ss)}
 
 
-def _simulate(net, x, cfg) -> np.ndarray:
+def _simulate(net, x, cfg, keep=None) -> np.ndarray:
     if cfg.backend == "numpy":
         return simulate_numpy(None, x, cfg, _net=net)["a"]
-    return _simulate_fast(net, x, cfg)["a"]
+    return _simulate_fast(net, x, cfg, keep)["a"]
 
 
 def simulate(params, x, cfg: Config = Config(), *, return_state: bool = False, dropout_mask=None):
@@ -1428,10 +1431,14 @@ class _Lin:
     dsig: list          # sigma'(pre_l / v_th)
 
 
-def _apply_f(net: _Net, a, xbar, v_th) -> _Lin:
+def _apply_f(net: _Net, a, xbar, v_th, current1=None) -> _Lin:
+    """f at ``a`` (Eq. (FP)); ``current1``, if given, is ``F xbar + b`` already computed (the fast simulation's,
+    at a static input: the same product of the same numbers)."""
     pre, h, dsig = [], [], []
     m = _masks(net)                                                    # the masks of Eq. (DO), or 1
-    p = m["W"] * net.W(a) + m["F"] * net.current(1, xbar)              # Eq. (FP), layer 1
+    if current1 is None:
+        current1 = net.current(1, xbar)
+    p = m["W"] * net.W(a) + m["F"] * current1                          # Eq. (FP), layer 1
     for l in range(net.N):
         if l > 0:
             p = m[f"F{l + 1}"] * net.current(l + 1, h[-1])             # Eq. (FP), layer l >= 2
@@ -1835,9 +1842,9 @@ def readout(params, a, y, cfg: Config = Config()):
     return loss, dlogits @ net.Wo, grads
 
 
-def _linearisation_point(net, x, xbar, cfg):
+def _linearisation_point(net, x, xbar, cfg, keep=None):
     if cfg.linearize_at == "simulated":
-        return _simulate(net, x, cfg), None
+        return _simulate(net, x, cfg, keep), None
     return _solve_equilibrium(net, xbar, cfg, None, None)
 
 
@@ -1882,10 +1889,11 @@ def loss_and_grad(params, x, y, cfg: Config = Config(), rng=None, *, info=None, 
     mask = _dropout(net, x, cfg, rng, dropout_mask)
     net = replace(net, drop=mask)
     xbar = input_average(x, cfg)
-    a, eq_info = _linearisation_point(net, x, xbar, cfg)                # step 1
+    keep = {}
+    a, eq_info = _linearisation_point(net, x, xbar, cfg, keep)          # step 1
     loss, dlogits, grads_out = _readout(net, a, y)
     g = dlogits @ net.Wo                                               # dL/da
-    lin = _apply_f(net, a, xbar, cfg.v_th)
+    lin = _apply_f(net, a, xbar, cfg.v_th, keep.get("current1"))
     beta, adj_info = _adjoint(net, lin, g, cfg)                        # step 2, Eq. (A)
     grads = _vjp(net, lin, beta, cfg)                                  # step 3, Eq. (G)
     grads.update(grads_out)

@@ -321,6 +321,30 @@ def test_fused_adjoint_product_is_the_readable_one(hidden, dropout, compiled, mo
     assert np.linalg.norm(fast) > 0
 
 
+def test_static_input_current_is_computed_once_and_reused_bit_for_bit(monkeypatch):
+    """At a static input (xbar = x) the fast tier's simulation and f at the linearisation point need the same
+    ``F x + b``: it is computed once (one call of the layer-1 current instead of two) and the gradient is
+    identical, bit for bit, to the one computed with the product made twice."""
+    cfg = ide.PRESETS["code"]
+    rng = np.random.default_rng(3)
+    params = ide.init_params([20, 16, 4], cfg, rng)
+    x = ide.encode(rng.random((6, 20)), cfg)
+    y = rng.integers(0, 4, 6)
+    mask = ide.dropout_mask(params, x, cfg, 1)
+    assert x.ndim == 2
+    calls = []
+    real_current = ide._Net.current
+    monkeypatch.setattr(ide._Net, "current", lambda self, l, h: calls.append(l) or real_current(self, l, h))
+    loss, grads = ide.loss_and_grad(params, x, y, cfg, dropout_mask=mask)
+    assert calls.count(1) == 1
+    real_sim = ide._simulate_fast
+    monkeypatch.setattr(ide, "_simulate_fast", lambda net, x, cfg, keep=None: real_sim(net, x, cfg))   # no reuse
+    calls.clear()
+    loss2, grads2 = ide.loss_and_grad(params, x, y, cfg, dropout_mask=mask)
+    assert calls.count(1) == 2
+    assert loss == loss2 and all(np.array_equal(grads[k], grads2[k]) for k in grads)
+
+
 def test_solver_trace_and_iterations_are_recorded():
     """The diagnostics record: a decreasing-to-tolerance residual trace, iteration counts, a readable summary."""
     cfg = ide.Config(T=15, solver="fixed_point", tol=1e-12, max_iter=500)
