@@ -159,12 +159,12 @@ def limit_threads(n):
 
 _EXECUTOR = []        # the threads over_batch shares the batch out to, made on first use
 #: Below this many bytes in a kernel's first array (T x B x H numbers) it runs on one thread: handing a share
-#: to another thread costs ~0.1 ms (measured), which small arrays do not earn back.  STBP's LIF forward and
-#: backward kernels, one thread -> two, on a warm layer as in a training step (medians, float64; H 400, T 20):
-#: 0.21 -> 0.28 ms at 0.5 MB, 0.37 -> 0.36 ms at 1 MB, 0.80 -> 0.61 ms at 2 MB, 3.6 -> 2.0 ms at 6.4 MB; float32
-#: 0.57 -> 0.58 ms at 1 MB, 2.0 -> 1.3 ms at 3.2 MB.  (An earlier limit of 8 MB came from the same kernels
-#: timed with cold caches, where memory traffic bounds them; in a step the layer's input was just written.)
-OVER_BATCH_MIN = 2**20
+#: to another thread costs 0.1-0.2 ms (measured), which small arrays do not earn back.  STBP's LIF forward and
+#: backward kernels together, one thread -> two, the layer warm as in a training step (H 400, T 20; medians of
+#: two runs on this project's 2-core VM, which disagree near the limit): float64 0.37 -> 0.36 and 0.36 -> 0.86 ms
+#: at 1 MB, 0.80 -> 0.61 and 0.96 -> 1.40 ms at 2 MB, 3.6 -> 2.0 and 4.7 -> 4.2 ms at 6.4 MB; float32 2.0 -> 1.3
+#: and 2.2 -> 1.2 ms at 3.2 MB.  (An earlier limit of 8 MB came from the kernels timed with cold caches.)
+OVER_BATCH_MIN = 2 * 2**20
 
 
 def _executor():
