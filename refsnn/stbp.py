@@ -1604,8 +1604,8 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
                     eps_n[i] = e
                     gv_n[i] = gv
                     gj_n[i] = gj
-                # dL/dlam (and dL/dV) of step t in a loop of their own: with them inside the loop above, the
-                # compiler does not vectorise it (too many arrays to check for overlap); the same sums
+                # dL/dlam (and dL/dV, dL/db) of step t in a loop of their own: with them inside the loop above,
+                # the compiler does not vectorise it (too many arrays to check for overlap); the same sums
                 for i in range(H):
                     if bias:
                         gbs[i] += gj_n[i]                                                   # dL/db, Eq. (B5)

@@ -495,6 +495,8 @@ class LIF:
         nrn = self.neuron
         lam, kap, thr, al, (lkey, _, _), _ = constants
         H = int(np.prod(shape))
+        # float64 constants: the stack runs float64 only.  (The backward kernel remakes the spikes from the stored
+        # u with these constants; data of another dtype would need them in its dtype, as stbp._kernel_setting does.)
         per = lambda c: np.ascontiguousarray(np.broadcast_to(np.asarray(c, np.float64), shape).reshape(H))  # noqa
         neurons = stbp._Neurons(lam=per(lam), kap=per(kap), c=per((1.0 - lam) * nrn.v_rest), thr=per(thr),
                                 alpha=per(al[0] if al is not None else 0.0))

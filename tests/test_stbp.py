@@ -315,7 +315,8 @@ def test_backward_kernel_remakes_the_spikes_from_u_and_sums_the_bias_gradient(dt
     """For a step forward the backward kernel remakes the spikes from ``u`` (Eq. (o) with the forward's own
     ``>`` or ``>=``) instead of reading ``o``: the results are the same bit for bit as the kernel that reads
     ``o`` (exact equality by construction), also where ``u`` equals the threshold exactly (where ``>`` and
-    ``>=`` differ), and ``o`` is not read (NaN there changes nothing).  The smooth forward's ``o`` is read.
+    ``>=`` differ), and ``o`` is not read (NaN there changes nothing), also with a current synapse, a learned
+    decay and recurrence (whose dL/dV reads the previous step's spikes).  The smooth forward's ``o`` is read.
     With ``gb`` the kernel also sums each sample's ``dL/dI`` over time: the same numbers as summing ``gI``
     afterwards, up to the order of the T additions (round-off of T terms)."""
     rng = np.random.default_rng(11)
@@ -327,31 +328,40 @@ def test_backward_kernel_remakes_the_spikes_from_u_and_sums_the_bias_gradient(dt
     nrn = stbp._Neurons(lam=np.full(H, 0.3, dtype), kap=np.ones(H, dtype), c=np.zeros(H, dtype),
                         thr=np.full(H, thr), alpha=np.full(H, 0.5, dtype))
     dummy = np.zeros((1, 1, 1), dtype)
-    for reset, delayed, strict in itertools.product(stbp.RESETS, (False, True), (False, True)):
+    # every reset with each timing, ">" and ">=" alternating (each kernel setting compiles on its own)
+    plain = [(r, bool(d), bool((k + d) % 2), False) for (k, r), d in itertools.product(enumerate(stbp.RESETS), (0, 1))]
+    full = [(r, bool(d), True, True) for r, d in itertools.product(("zero", "subtract"), (0, 1))]
+    for reset, delayed, strict, extra in plain + full:   # extra: a current synapse, a learned decay, recurrence
         rule = stbp._Rule(reset=stbp.reset_piece(stbp.Config(reset=reset)).code, v_reset=dtype(-0.2),
-                          v_rest=dtype(0), delayed=delayed, synapse=False, strict=strict, smooth=False,
-                          detach=False, decay_input=False, surrogate=0, width=dtype(1.0))
+                          v_rest=dtype(0), delayed=delayed, synapse=extra, strict=strict, smooth=False,
+                          detach=False, decay_input=extra, surrogate=0, width=dtype(1.0))
         v = np.empty((T, B, H), dtype) if delayed else dummy
-        u, o = stbp._lif_forward_kernel(I, nrn, rule, v, dummy)
+        j = np.empty((T, B, H), dtype) if extra else dummy
+        V = np.full(H, 0.4, dtype) if extra else None
+        u, o = stbp._lif_forward_kernel(I, nrn, rule, v, j, V)
         assert np.any(u[0, :, 0] == thr) and 0 < o.sum() < o.size
-        key = (int(rule.reset), delayed, False, False, False, 0, False)
+        key = (int(rule.reset), delayed, extra, False, extra, 0, extra)
         for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
             out = {}
             for name, from_u, o_given in (("read", False, o), ("remade", True, np.full_like(o, np.nan))):
                 kernel = stbp._specialised(stbp._compile_lif_backward, key + (from_u, strict, True))
-                glam, gthr, gb = (np.zeros((B, H), dtype) for _ in range(3))
+                glam, gthr, gV, gb = (np.zeros((B, H), dtype) for _ in range(4))
                 gI = np.empty((T, B, H), dtype)
-                args = (g, u, o_given, v, dummy, *(nrn.lam, nrn.kap, nrn.thr, nrn.alpha), dummy[0, 0],
-                        rule.v_reset, rule.v_rest, rule.width, glam, gthr, dummy[0], gb, gI, 0, B)
+                args = (g, u, o_given, v, j, *(nrn.lam, nrn.kap, nrn.thr, nrn.alpha),
+                        V if extra else dummy[0, 0], rule.v_reset, rule.v_rest, rule.width, glam, gthr,
+                        gV if extra else dummy[0], gb, gI, 0, B)
                 (kernel.py_func if fn is stbp._lif_backward_kernel.py_func else kernel)(*args)
-                out[name] = (gI, glam, gthr, gb)
+                out[name] = (gI, glam, gthr, gV, gb)
             for a, b in zip(out["read"], out["remade"]):
-                assert np.array_equal(a, b), (reset, delayed, strict, fn)
-            gI, gb = out["remade"][0], out["remade"][3]
+                assert np.array_equal(a, b), (reset, delayed, strict, extra, fn)
+            gI, gb = out["remade"][0], out["remade"][4]
             bound = T * np.finfo(dtype).eps * np.abs(gI).sum(axis=0)     # T terms added in two orders
             assert np.all(np.abs(gb - gI.sum(axis=0)) <= bound)
-        glam, gthr, gb = (np.zeros((B, H), dtype) for _ in range(3))       # the public call remakes them too
-        gI = stbp._lif_backward_kernel(g, (u, np.full_like(o, np.nan), v, dummy), nrn, rule, glam, gthr, gb=gb)
+            if extra:
+                assert np.any(out["remade"][3] != 0)                          # dL/dV was summed
+        glam, gthr, gV, gb = (np.zeros((B, H), dtype) for _ in range(4))  # the public call remakes them too
+        gI = stbp._lif_backward_kernel(g, (u, np.full_like(o, np.nan), v, j), nrn, rule, glam, gthr, V=V,
+                                       gV=gV if extra else None, gb=gb)
         assert np.array_equal(gI, out["read"][0])
     smooth = stbp._Rule(reset=stbp.reset_piece(stbp.Config()).code, v_reset=dtype(0), v_rest=dtype(0),
                         delayed=False, synapse=False, strict=True, smooth=True, detach=False, decay_input=False,

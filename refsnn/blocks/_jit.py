@@ -159,12 +159,12 @@ def limit_threads(n):
 
 _EXECUTOR = []        # the threads over_batch shares the batch out to, made on first use
 #: Below this many bytes in a kernel's first array (T x B x H numbers) it runs on one thread: handing a share
-#: to another thread costs 0.1-0.2 ms (measured), which small arrays do not earn back.  STBP's LIF forward and
-#: backward kernels together, one thread -> two, the layer warm as in a training step (H 400, T 20; medians of
-#: two runs on this project's 2-core VM, which disagree near the limit): float64 0.37 -> 0.36 and 0.36 -> 0.86 ms
-#: at 1 MB, 0.80 -> 0.61 and 0.96 -> 1.40 ms at 2 MB, 3.6 -> 2.0 and 4.7 -> 4.2 ms at 6.4 MB; float32 2.0 -> 1.3
-#: and 2.2 -> 1.2 ms at 3.2 MB.  (An earlier limit of 8 MB came from the kernels timed with cold caches.)
-OVER_BATCH_MIN = 2 * 2**20
+#: to another thread costs 0.1-0.2 ms (measured).  STBP's LIF forward and backward kernels together, one thread
+#: -> two, the layer warm (H 400, T 20; medians of two runs on this project's 2-core VM): from 3.2 MB both runs
+#: gain (float32 2.0 -> 1.3 and 2.2 -> 1.2 ms at 3.2 MB; float64 3.6 -> 2.0 and 4.7 -> 4.2 ms at 6.4 MB); at 1-2 MB
+#: they disagree (float64 2 MB: 0.80 -> 0.61 in one, 0.96 -> 1.40 ms in the other), so those stay on one thread.
+#: (An earlier limit of 8 MB came from the kernels timed with cold caches.)
+OVER_BATCH_MIN = 3 * 2**20
 
 
 def _executor():
@@ -198,8 +198,10 @@ def _share_out(fn, args, cuts):
     """``fn(*args, lo, hi)`` for each pair of neighbours in ``cuts``: the first share on this thread, the others on
     the pool's threads meanwhile (one hand-over fewer than giving every share away; ~0.1 ms per call measured).
     Returns when every share is done, also when one raises (no thread keeps writing into the caller's arrays)."""
-    jobs = [_executor().submit(fn, *args, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+    jobs = []
     try:
+        for lo, hi in zip(cuts[1:-1], cuts[2:]):
+            jobs.append(_executor().submit(fn, *args, lo, hi))
         fn(*args, cuts[0], cuts[1])
     finally:
         for job in jobs:
