@@ -1540,15 +1540,13 @@ def _compile_lif_forward(reset, delayed, synapse, strict, smooth, sur, keep_v, k
 
 
 def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, recurrent=False, from_u=False,
-                          strict=True, bias=False):
+                          strict=True):
     """The backward kernel for one setting (:func:`_lif_backward_kernel`, :func:`_specialised`).  ``from_u``: the
     spikes are remade from ``u`` by Eq. (o) (``strict``: ``>``, else ``>=``) instead of read from ``o``, one
-    array less to stream (not for the smooth forward, whose spikes are no step of ``u``).  ``bias``: each
-    sample's ``dL/db`` summed into ``gb``."""
+    array less to stream (not for the smooth forward, whose spikes are no step of ``u``)."""
 
     @njit(nogil=True, error_model="numpy")
-    def backward(g, u, o, v, j, lam, kap, thr, alpha, V, v_reset, v_rest, width, glam, gthr, gV, gb, gI,
-                 first, stop):
+    def backward(g, u, o, v, j, lam, kap, thr, alpha, V, v_reset, v_rest, width, glam, gthr, gV, gI, first, stop):
         """:func:`_lif_backward_kernel` for the samples ``first`` to ``stop - 1``, into ``gI``."""
         subtract = reset == _SUBTRACT                # the only reset with dR/dv_th (= -o)
         T, B, H = u.shape
@@ -1559,7 +1557,6 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
             gj_n = np.zeros(H, u.dtype)
             gl = glam[s]
             gt = gthr[s]
-            gbs = gb[s] if bias else gb[0]
             for t in range(T - 1, -1, -1):
                 for i in range(H):
                     ut = u[t, s, i]
@@ -1604,11 +1601,9 @@ def _compile_lif_backward(reset, delayed, synapse, detach, decay_input, sur, rec
                     eps_n[i] = e
                     gv_n[i] = gv
                     gj_n[i] = gj
-                # dL/dlam (and dL/dV, dL/db) of step t in a loop of their own: with them inside the loop above,
-                # the compiler does not vectorise it (too many arrays to check for overlap); the same sums
+                # dL/dlam (and dL/dV) of step t in a loop of their own: with them inside the loop above, the
+                # compiler does not vectorise it (too many arrays to check for overlap); the same sums
                 for i in range(H):
-                    if bias:
-                        gbs[i] += gj_n[i]                                                   # dL/db, Eq. (B5)
                     if t == 0:
                         r_prev = v_rest
                     else:
@@ -1658,31 +1653,31 @@ def _forward_args(I, nrn, rule, v_out, j_out, V, u, bias):
     return kernel, args, u, o
 
 
-def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None, gb=None):
+def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     """Reverse time recursion of one layer, Eq. (B3)-(B4j): ``dL/dI`` (T, B, H) from ``g = dL/do`` (spatial part).
 
     The same order as :func:`backward_numpy`.  ``trace`` is the layer's ``(u, o, v, j)`` from the forward
     kernel (``v`` used for a delayed reset, ``j`` for ``glam`` when ``rule.decay_input``; otherwise they
     may be (1, 1, 1) placeholders; ``o`` is read only for the smooth forward: a step forward's spikes are
     remade from ``u`` by the forward's own rule, :func:`_kernel_fire`).  Accumulates each sample's
-    ``dL/dlam`` into ``glam[s]``, ``dL/dv_th`` into ``gthr[s]`` and, if ``gb`` is given, ``dL/db`` (the sum of
-    ``dL/dI`` over time) into ``gb[s]`` (all (B, H); the caller sums over samples).  Samples are shared out
+    ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th`` into ``gthr[s]`` (both (B, H); the caller sums over samples).
+    Samples are shared out
     among threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.  (Writing ``dL/dI``
     over ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and runs scalar:
     1.5 -> 2.3 ms on the bench's float32 layer.)
     """
-    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb)
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
     over_batch(kernel, gI.shape[1], *args)
     return gI
 
 
-def _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb):
+def _backward_args(g, trace, nrn, rule, glam, gthr, V, gV):
     """The backward kernel compiled for this setting, its arguments in its order (without ``first, stop``), and
     ``gI`` (made here): shared by :func:`_lif_backward_kernel` and its plain-Python twin."""
     gI = _memory.empty(trace[0].shape, trace[0].dtype)
     args = (g, *trace, nrn.lam, nrn.kap, nrn.thr, nrn.alpha, _or_dummy(V, gI), rule.v_reset, rule.v_rest, rule.width,
-            glam, gthr, _or_dummy(gV, gI, 2), _or_dummy(gb, gI, 2), gI)
-    return _backward_for(rule, V is not None, gb is not None), args, gI
+            glam, gthr, _or_dummy(gV, gI, 2), gI)
+    return _backward_for(rule, V is not None), args, gI
 
 
 def _or_dummy(a, like, ndim=1):
@@ -1699,10 +1694,10 @@ def _forward_for(rule, I, v_out, j_out, recurrent=False, bias=False):
                                                bool(bias)))
 
 
-def _backward_for(rule, recurrent=False, bias=False):
+def _backward_for(rule, recurrent=False):
     return _specialised(_compile_lif_backward, (int(rule.reset), bool(rule.delayed), bool(rule.synapse),
                                                 bool(rule.detach), bool(rule.decay_input), int(rule.surrogate),
-                                                bool(recurrent), not rule.smooth, bool(rule.strict), bool(bias)))
+                                                bool(recurrent), not rule.smooth, bool(rule.strict)))
 
 
 def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
@@ -1712,9 +1707,9 @@ def _forward_py(I, nrn, rule, v_out, j_out, V=None, u=None, bias=None):
     return u, o
 
 
-def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None, gb=None):
+def _backward_py(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     """:func:`_lif_backward_kernel` with the kernel's code run as plain Python."""
-    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV, gb)
+    kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
     kernel.py_func(*args, 0, gI.shape[1])
     return gI
 
@@ -1763,18 +1758,16 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
         L = layers[n]
         H = L.n
         nrn, rule = _kernel_setting(L, cfg, dt)
-        dense = L.spec.op == "dense" and L.spec.pool is None
         gl, gt = np.zeros((B, H), dt), np.zeros((B, H), dt)          # per sample, summed below
-        gbs = np.zeros((B, H), dt) if dense else None                  # a dense layer's dL/db per sample
         layer_trace = (trace.u[n], trace.o[n], trace.v[n], trace.j[n])
-        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt, gb=gbs)
+        gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt)
         glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
         ain, argmax = ins[n]
         need = n > 0 or input_grad
-        if dense:
+        if L.spec.op == "dense" and L.spec.pool is None:
             gW[n] = e2.T @ ain                                          # Eq. (B5), summed over t and batch
-            gb[n] = gbs.sum(axis=0)                                     # summed over t in the kernel
+            gb[n] = e2.sum(axis=0)
             g = (e2 @ L.W).reshape(T, B, -1) if need else None          # Eq. (B2)
         else:
             gW[n], gb[n], g = _synapse_backward(L, e2, ain, argmax, True, need)   # Eq. (B5), (B2)

@@ -311,14 +311,12 @@ def test_forward_kernel_twin_with_the_bias_inside_and_u_over_I(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_backward_kernel_remakes_the_spikes_from_u_and_sums_the_bias_gradient(dtype):
+def test_backward_kernel_remakes_the_spikes_from_u(dtype):
     """For a step forward the backward kernel remakes the spikes from ``u`` (Eq. (o) with the forward's own
     ``>`` or ``>=``) instead of reading ``o``: the results are the same bit for bit as the kernel that reads
     ``o`` (exact equality by construction), also where ``u`` equals the threshold exactly (where ``>`` and
     ``>=`` differ), and ``o`` is not read (NaN there changes nothing), also with a current synapse, a learned
-    decay and recurrence (whose dL/dV reads the previous step's spikes).  The smooth forward's ``o`` is read.
-    With ``gb`` the kernel also sums each sample's ``dL/dI`` over time: the same numbers as summing ``gI``
-    afterwards, up to the order of the T additions (round-off of T terms)."""
+    decay and recurrence (whose dL/dV reads the previous step's spikes).  The smooth forward's ``o`` is read."""
     rng = np.random.default_rng(11)
     T, B, H = 6, 4, 7
     thr = dtype(0.5)
@@ -331,7 +329,10 @@ def test_backward_kernel_remakes_the_spikes_from_u_and_sums_the_bias_gradient(dt
     # every reset with each timing, ">" and ">=" alternating (each kernel setting compiles on its own)
     plain = [(r, bool(d), bool((k + d) % 2), False) for (k, r), d in itertools.product(enumerate(stbp.RESETS), (0, 1))]
     full = [(r, bool(d), True, True) for r, d in itertools.product(("zero", "subtract"), (0, 1))]
-    for reset, delayed, strict, extra in plain + full:   # extra: a current synapse, a learned decay, recurrence
+    settings = plain + full
+    if dtype == np.float32:     # a few settings (with the exponential reset, where a float64 spike showed)
+        settings = [("exp", False, False, False), ("exp", True, True, False), ("zero", True, True, True)]
+    for reset, delayed, strict, extra in settings:      # extra: a current synapse, a learned decay, recurrence
         rule = stbp._Rule(reset=stbp.reset_piece(stbp.Config(reset=reset)).code, v_reset=dtype(-0.2),
                           v_rest=dtype(0), delayed=delayed, synapse=extra, strict=strict, smooth=False,
                           detach=False, decay_input=extra, surrogate=0, width=dtype(1.0))
@@ -344,24 +345,21 @@ def test_backward_kernel_remakes_the_spikes_from_u_and_sums_the_bias_gradient(dt
         for fn in (stbp._lif_backward_kernel, stbp._lif_backward_kernel.py_func):
             out = {}
             for name, from_u, o_given in (("read", False, o), ("remade", True, np.full_like(o, np.nan))):
-                kernel = stbp._specialised(stbp._compile_lif_backward, key + (from_u, strict, True))
-                glam, gthr, gV, gb = (np.zeros((B, H), dtype) for _ in range(4))
+                kernel = stbp._specialised(stbp._compile_lif_backward, key + (from_u, strict))
+                glam, gthr, gV = (np.zeros((B, H), dtype) for _ in range(3))
                 gI = np.empty((T, B, H), dtype)
                 args = (g, u, o_given, v, j, *(nrn.lam, nrn.kap, nrn.thr, nrn.alpha),
                         V if extra else dummy[0, 0], rule.v_reset, rule.v_rest, rule.width, glam, gthr,
-                        gV if extra else dummy[0], gb, gI, 0, B)
+                        gV if extra else dummy[0], gI, 0, B)
                 (kernel.py_func if fn is stbp._lif_backward_kernel.py_func else kernel)(*args)
-                out[name] = (gI, glam, gthr, gV, gb)
+                out[name] = (gI, glam, gthr, gV)
             for a, b in zip(out["read"], out["remade"]):
                 assert np.array_equal(a, b), (reset, delayed, strict, extra, fn)
-            gI, gb = out["remade"][0], out["remade"][4]
-            bound = T * np.finfo(dtype).eps * np.abs(gI).sum(axis=0)     # T terms added in two orders
-            assert np.all(np.abs(gb - gI.sum(axis=0)) <= bound)
             if extra:
                 assert np.any(out["remade"][3] != 0)                          # dL/dV was summed
-        glam, gthr, gV, gb = (np.zeros((B, H), dtype) for _ in range(4))  # the public call remakes them too
+        glam, gthr, gV = (np.zeros((B, H), dtype) for _ in range(3))     # the public call remakes them too
         gI = stbp._lif_backward_kernel(g, (u, np.full_like(o, np.nan), v, j), nrn, rule, glam, gthr, V=V,
-                                       gV=gV if extra else None, gb=gb)
+                                       gV=gV if extra else None)
         assert np.array_equal(gI, out["read"][0])
     smooth = stbp._Rule(reset=stbp.reset_piece(stbp.Config()).code, v_reset=dtype(0), v_rest=dtype(0),
                         delayed=False, synapse=False, strict=True, smooth=True, detach=False, decay_input=False,
