@@ -1661,10 +1661,9 @@ def _lif_backward_kernel(g, trace, nrn, rule, glam, gthr, V=None, gV=None):
     may be (1, 1, 1) placeholders; ``o`` is read only for the smooth forward: a step forward's spikes are
     remade from ``u`` by the forward's own rule, :func:`_kernel_fire`).  Accumulates each sample's
     ``dL/dlam`` into ``glam[s]`` and ``dL/dv_th`` into ``gthr[s]`` (both (B, H); the caller sums over samples).
-    Samples are shared out
-    among threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.  (Writing ``dL/dI``
-    over ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and runs scalar:
-    1.5 -> 2.3 ms on the bench's float32 layer.)
+    Samples are shared out among threads.  ``_lif_backward_kernel.py_func`` runs the same code as plain Python.
+    (Writing ``dL/dI`` over ``g`` would save a pass, but numba's vectorised loop then fails its overlap check and
+    runs scalar: 1.5 -> 2.3 ms on the bench's float32 layer, in a step.)
     """
     kernel, args, gI = _backward_args(g, trace, nrn, rule, glam, gthr, V, gV)
     over_batch(kernel, gI.shape[1], *args)
