@@ -1504,15 +1504,11 @@ def _JT_fast(net, lin, beta, v_th):
     and their temporaries, before the operation's adjoint.  The same operations in the same order, so the
     same numbers (the iterative solvers call it once per iteration)."""
     d = beta
-    for l in reversed(range(net.N)):
+    for l in reversed(range(net.N)):               # masks are checked to (batch, n_l), like d and sigma'
         key, op = (f"F{l + 1}", net.Fs[l - 1]) if l > 0 else ("W", net.W)
         mask = None if net.drop is None else net.drop[key]
-        dsig = lin.dsig[l]
-        if (mask is not None and np.shape(mask) != d.shape) or dsig.shape != d.shape:   # broadcasting: NumPy's
-            d = op.T(_masks(net)[key] * (d * dsig / v_th))
-            continue
         out = np.empty_like(d)
-        _masked_delta_kernel(d, dsig, float(v_th), d if mask is None else mask, mask is not None, out)
+        _masked_delta_kernel(d, lin.dsig[l], float(v_th), d if mask is None else mask, mask is not None, out)
         d = op.T(out)
     return d
 
