@@ -179,7 +179,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refsnn.blocks import conv, encoding, surrogates
+from refsnn.blocks import conv, encoding, spike_products, surrogates
 from refsnn.blocks._checks import (
     as_generator,
     check_array,
@@ -1023,9 +1023,10 @@ def neuron_constants(params, cfg: Config = Config()) -> list:
              "syn_decay": L.alpha.copy()} for L in _network(params, cfg)]
 
 
-def _check_x(x, layers) -> np.ndarray:
-    """``x`` as (T, batch, n_in); a convolutional net also takes (T, batch, C, H, W) maps."""
-    x = check_array("x", x)
+def _check_x(x, layers, finite=True) -> np.ndarray:
+    """``x`` as (T, batch, n_in); a convolutional net also takes (T, batch, C, H, W) maps.  ``finite=False``
+    leaves out the check for NaN and infinities, for a caller that makes it itself (:func:`_forward_fast`)."""
+    x = check_array("x", x, finite=finite)
     first = layers[0].spec
     if len(first.below_shape) == 3 and x.ndim == 5:
         if x.shape[2:] != first.below_shape:
@@ -1045,10 +1046,10 @@ def _cast(layers, dt):
             for L in layers]
 
 
-def _prepare(params, x, cfg):
+def _prepare(params, x, cfg, finite=True):
     cfg = check_config(cfg, Config)
     layers = _network(params, cfg)
-    x = _check_x(x, layers)
+    x = _check_x(x, layers, finite)
     dt = np.dtype(cfg.dtype)
     return _cast(layers, dt), x.astype(dt, copy=False), cfg
 
@@ -1717,26 +1718,45 @@ _lif_forward_kernel.py_func = _forward_py
 _lif_backward_kernel.py_func = _backward_py
 
 
-def _forward_fast(layers, x, cfg, keep=False):
+def _forward_fast(layers, x, cfg, keep=False, checked=True):
     """Layer-major forward: per layer the :class:`Trace` entries ``u, o, v, j`` (``v`` and ``j`` only when
     ``keep`` and the backward pass needs them, else (1, 1, 1) placeholders) and, with ``keep``, what its
-    synapse saw (``ins``: the pooled input and a max pooling's choice)."""
+    synapse saw (``ins``: the pooled input, a max pooling's choice, the input's spike lists or None).
+
+    A dense layer whose input is spikes (0 and 1 only) at most ``spike_products.MAX_DENSITY`` of the time
+    and which has at least ``spike_products.MIN_OUT`` neurons gets its current by adding one column of ``W``
+    per spike instead of a matrix product (:mod:`refsnn.blocks.spike_products`; the same sum, other
+    rounding).  ``checked=False``: ``x`` has not been checked for NaN and infinities yet; a first layer that
+    reads it as spikes has done so (it holds only 0 and 1), otherwise it is checked here."""
     T, B = x.shape[:2]
     dt = x.dtype
     dummy = np.zeros((1, 1, 1), dt)
     tr, ins = Trace([], [], [], []), []
     a = x
-    for L in layers:
+    for n, L in enumerate(layers):
         H = L.n
         nrn, rule = _kernel_setting(L, cfg, dt)
         if L.spec.op == "dense" and L.spec.pool is None:
-            I = (a.reshape(T * B, -1) @ L.W.T).reshape(T, B, H)       # Eq. (I), every t at once (+ b in the kernel)
+            a2 = a.reshape(T * B, -1)
+            lists = None
+            if H >= spike_products.MIN_OUT and spike_products.MAX_DENSITY > 0:
+                lists = spike_products.spike_lists(a2)                   # None unless every entry is 0 or 1
+            if n == 0 and not checked and lists is None:
+                check_array("x", x)                                     # NaN or infinities: a clear error
+            if lists is not None and lists.density > spike_products.MAX_DENSITY:
+                lists = None
+            if lists is not None:
+                I = spike_products.matmul(lists, L.W).reshape(T, B, H)  # Eq. (I): a column of W per spike
+            else:
+                I = (a2 @ L.W.T).reshape(T, B, H)                       # Eq. (I), every t at once (+ b in the kernel)
             bias = L.b
-            ins.append((a.reshape(T * B, -1), None))
+            ins.append((a2, None, lists))
         else:
+            if n == 0 and not checked:
+                check_array("x", x)
             I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
             I, bias = I.reshape(T, B, H), None
-            ins.append((ain, argmax) if keep else None)
+            ins.append((ain, argmax, None) if keep else None)
         v_out = np.empty((T, B, H), dt) if keep and rule.delayed else dummy
         j_out = np.empty((T, B, H), dt) if keep and rule.decay_input else dummy
         un, on = _lif_forward_kernel(I, nrn, rule, v_out, j_out, u=I, bias=bias)   # u over I: nothing reads it later
@@ -1762,10 +1782,13 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
         gI = _lif_backward_kernel(np.ascontiguousarray(g), layer_trace, nrn, rule, gl, gt)
         glam[n], gthr[n] = gl.sum(axis=0), gt.sum(axis=0)
         e2 = gI.reshape(T * B, H)
-        ain, argmax = ins[n]
+        ain, argmax, lists = ins[n]
         need = n > 0 or input_grad
         if L.spec.op == "dense" and L.spec.pool is None:
-            gW[n] = e2.T @ ain                                          # Eq. (B5), summed over t and batch
+            if lists is not None:                                       # Eq. (B5): a spike's input adds its row of e
+                gW[n] = spike_products.weight_grad(e2, lists)
+            else:
+                gW[n] = e2.T @ ain                                      # Eq. (B5), summed over t and batch
             gb[n] = e2.sum(axis=0)
             g = (e2 @ L.W).reshape(T, B, -1) if need else None          # Eq. (B2)
         else:
@@ -1779,14 +1802,15 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
 # ---------------------------------------------------------------------------
 
 def _gradients(params, x, y, cfg, input_grad=False):
-    layers, xx, cfg = _prepare(params, x, cfg)                       # the one validation of the call
-    y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])
-    if cfg.backend == "numpy":
+    fast = check_config(cfg, Config).backend != "numpy"
+    layers, xx, cfg = _prepare(params, x, cfg, finite=not fast)     # the one validation of the call (the fast
+    y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])       # tier checks x for NaN as it reads it)
+    if not fast:
         tr, _ = _run_numpy(layers, xx, cfg, spike_rule(cfg), None)
         loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
         grads, gx = _backward_numpy(layers, xx, tr, g_obar, cfg)
     else:
-        tr, ins = _forward_fast(layers, xx, cfg, keep=True)
+        tr, ins = _forward_fast(layers, xx, cfg, keep=True, checked=False)
         loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
         grads, gx = _backward_fast(layers, xx, tr, ins, g_obar, cfg, input_grad=input_grad)
     return loss, grads, gx, tr.o

@@ -247,6 +247,90 @@ def test_fast_tier_equals_readable_twin(case, forward):
         assert rel(g1[k], g2[k]) <= TWIN_REL, k
 
 
+@pytest.fixture
+def events_everywhere(monkeypatch):
+    """Every dense layer whose input is spikes adds rows (refsnn.blocks.spike_products) however small or busy it
+    is; returns the list of the layers' weight gradients made that way (one entry per call)."""
+    from refsnn.blocks import spike_products
+
+    monkeypatch.setattr(spike_products, "MIN_OUT", 1)
+    monkeypatch.setattr(spike_products, "MAX_DENSITY", 1.0)
+    calls, weight_grad = [], spike_products.weight_grad
+    monkeypatch.setattr(spike_products, "weight_grad", lambda e, lists: calls.append(e.shape) or weight_grad(e, lists))
+    return calls
+
+
+@pytest.mark.parametrize("case", CASES[::3], ids=IDS[::3])
+def test_event_driven_products_gradient_matches_fd(case, events_everywhere):
+    """The fast tier with every product of a spike input made by adding weight rows: FD of reference_objective
+    equals its gradient (<= 1e-7), every parameter tensor."""
+    report = gradcheck.check(stbp, case.params, case.x, case.y, case.cfg, tol=GRAD_FD_REL, eps=case.eps,
+                             order=case.order, title=f"event-driven products: {case.label}")
+    assert report.passed, str(report)
+    assert events_everywhere, "no layer's gradient came from the event-driven sums"
+
+
+@pytest.mark.parametrize("case", CASES[::5], ids=IDS[::5])
+def test_event_driven_products_twin_of_readable_tier(case, events_everywhere):
+    """Every layer's current by adding rows against the readable tier's matrix products: potentials, spikes,
+    loss and gradients to the round-off of two orders of summation (no spike flips in these problems)."""
+    fast, slow = replace(case.cfg, backend="numba"), replace(case.cfg, backend="numpy")
+    u1, o1 = stbp.simulate(case.params, case.x, fast)
+    u2, o2 = stbp.simulate(case.params, case.x, slow)
+    for a, b in zip(o1, o2):
+        assert np.array_equal(a, b)
+    for a, b in zip(u1, u2):
+        assert_close(a, b, TWIN_REL, what="u")
+    l1, g1 = stbp.loss_and_grad(case.params, case.x, case.y, fast)
+    l2, g2 = stbp.loss_and_grad(case.params, case.x, case.y, slow)
+    assert l1 == pytest.approx(l2, rel=TWIN_REL)
+    for k in g1:
+        assert rel(g1[k], g2[k]) <= TWIN_REL, k
+    specs = stbp.parse_arch(case.cfg.arch)[1] if case.cfg.arch else None
+    dense = sum(k[:1] == "W" for k in case.params) if specs is None else sum(
+        s.op == "dense" and s.pool is None for s in specs)
+    assert len(events_everywhere) == dense                 # every dense layer without pooling added rows
+
+
+def test_event_driven_products_are_used_where_they_pay(monkeypatch):
+    """The fast tier adds rows for a dense layer of >= MIN_OUT neurons whose input is spikes at most MAX_DENSITY
+    of the time, and multiplies otherwise (a busier or analog input, a small layer, the smooth forward's
+    non-binary hidden 'spikes'); x with a NaN is refused by name on either path."""
+    from refsnn.blocks import spike_products
+
+    calls = []
+    matmul = spike_products.matmul
+    monkeypatch.setattr(spike_products, "matmul", lambda lists, W: calls.append(W.shape) or matmul(lists, W))
+    cfg = replace(stbp.PRESETS["code"], T=3)
+    rng = np.random.default_rng(4)
+    sizes = [120, spike_products.MIN_OUT, spike_products.MIN_OUT, 3]
+    params = stbp.init_params(sizes, cfg, rng)
+    y = np.array([0, 1, 2, 0])
+
+    def used(x, cfg=cfg, params=params):
+        calls.clear()
+        stbp.loss_and_grad(params, x, y, cfg)
+        return calls[:]
+
+    sparse = stbp.encode(np.full((4, 120), 0.1), cfg, rng)
+    busy = stbp.encode(np.full((4, 120), 0.9), cfg, rng)
+    assert used(sparse)[0] == (spike_products.MIN_OUT, 120)               # the first layer adds rows ...
+    assert (spike_products.MIN_OUT, 120) not in used(busy)                # ... not at 90 % spikes
+    assert (spike_products.MIN_OUT, 120) not in used(sparse * 0.5)        # ... nor for an analog input
+    assert all(shape[0] >= spike_products.MIN_OUT for shape in used(sparse))   # never the 3-neuron readout
+    assert used(sparse, replace(cfg, forward="smooth")) == [(spike_products.MIN_OUT, 120)]   # smooth hidden layers
+    monkeypatch.setattr(spike_products, "MAX_DENSITY", 0.0)
+    assert used(sparse) == []                                             # 0 turns the sums off
+    monkeypatch.setattr(spike_products, "MAX_DENSITY", 0.25)
+    bad = sparse.copy()
+    bad[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"^x: contains 1 NaN"):
+        stbp.loss_and_grad(params, bad, y, cfg)
+    small = stbp.init_params([120, 5, 3], cfg, rng)                       # no lists built: x checked as before
+    with pytest.raises(ValueError, match=r"^x: contains 1 NaN"):
+        stbp.loss_and_grad(small, bad, y, cfg)
+
+
 def test_kernels_compiled_equal_plain_python():
     """Each kernel gives the same results compiled and as its pure-Python function (py_func), for every
     reset with each timing, synapse and detaching, and every surrogate with every reset (the surrogate

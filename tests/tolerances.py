@@ -71,6 +71,16 @@ CONVERGED_REL = 1e-11
 #: about 1e-8 for sums of order 10, so 1e-6 relative (1e-6 absolute below 1).
 FD_LINEAR_REL = 1e-6
 
+#: Two orders of adding the same ``n`` terms (a BLAS product with its blocking and fused multiply-adds, a loop
+#: over spikes, a pairwise sum) differ, entry by entry, by at most ``2 gamma_n sum |terms|`` with ``gamma_n =
+#: n u / (1 - n u)`` and ``u`` the unit round-off, half the spacing at 1 (Higham, Accuracy and Stability of
+#: Numerical Algorithms, 2nd ed., Sec. 3.1 and 4.2: each order is within ``gamma_{n-1}`` of the exact sum; one
+#: more rounding is allowed for a product of two factors).  ``summation_bound(n, abs_sum, eps)`` is that bound.
+def summation_bound(n, abs_sum, eps=EPS):
+    u = eps / 2
+    return 2 * (n * u / (1 - n * u)) * np.asarray(abs_sum, dtype=np.float64)
+
+
 #: A floor that keeps a division defined when both sides are exactly zero.  Not a tolerance.
 TINY = 1e-300
 

@@ -176,16 +176,18 @@ def _executor():
     return _EXECUTOR[0]
 
 
-def over_batch(kernel, B, *args):
+def over_batch(kernel, B, *args, work=None):
     """``kernel(*args, first, stop)`` over the samples ``0..B-1``: in one call, or in one contiguous share of
-    the batch per thread when numba may use several threads (:func:`limit_threads`) and the work is large.
+    the batch per thread when numba may use several threads (:func:`limit_threads`) and the work is large:
+    ``work`` bytes (default: those of the first argument) of at least :data:`OVER_BATCH_MIN`.
 
     For kernels compiled with ``nogil=True`` that write each sample's results into arrays given in ``args``
     and read no other sample's: the results are the same, bit for bit, however the batch is shared out.
     The threads are Python threads (a pool made once), so a kernel needs no ``parallel=True``, which would
     double its compile time."""
     n = _numba.get_num_threads() if JIT_ENABLED else 1
-    work = sum(a.nbytes for a in args[:1] if hasattr(a, "nbytes"))
+    if work is None:
+        work = sum(a.nbytes for a in args[:1] if hasattr(a, "nbytes"))
     if n < 2 or B < 2 or work < OVER_BATCH_MIN:
         kernel(*args, 0, B)
         return
