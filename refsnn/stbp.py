@@ -1727,7 +1727,7 @@ def _forward_fast(layers, x, cfg, keep=False, checked=True):
     and which has at least ``spike_products.MIN_OUT`` neurons gets its current by adding one column of ``W``
     per spike instead of a matrix product (:mod:`refsnn.blocks.spike_products`; the same sum, other
     rounding).  ``checked=False``: ``x`` has not been checked for NaN and infinities yet; a first layer that
-    reads it as spikes has done so (it holds only 0 and 1), otherwise it is checked here."""
+    adds rows has done so (its input holds only 0 and 1), otherwise it is checked here."""
     T, B = x.shape[:2]
     dt = x.dtype
     dummy = np.zeros((1, 1, 1), dt)
@@ -1738,13 +1738,9 @@ def _forward_fast(layers, x, cfg, keep=False, checked=True):
         nrn, rule = _kernel_setting(L, cfg, dt)
         if L.spec.op == "dense" and L.spec.pool is None:
             a2 = a.reshape(T * B, -1)
-            lists = None
-            if H >= spike_products.MIN_OUT and spike_products.MAX_DENSITY > 0:
-                lists = spike_products.spike_lists(a2)                   # None unless every entry is 0 or 1
+            lists = spike_products.lists_if_they_pay(a2, H)             # None unless 0 and 1 only, sparse enough
             if n == 0 and not checked and lists is None:
                 check_array("x", x)                                     # NaN or infinities: a clear error
-            if lists is not None and lists.density > spike_products.MAX_DENSITY:
-                lists = None
             if lists is not None:
                 I = spike_products.matmul(lists, L.W).reshape(T, B, H)  # Eq. (I): a column of W per spike
             else:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refsnn import stbp
-from refsnn.blocks import conv, surrogates
+from refsnn.blocks import conv, spike_products, surrogates
 from refsnn.blocks._checks import check_array, check_choice, check_in_range, check_labels, check_positive
 from refsnn.blocks._jit import resolve_backend
 
@@ -104,12 +104,21 @@ class Affine:
 
     def forward(self, run, rec, a):
         rec["a"] = a
-        out = (_rows(a) @ run.params[self.W].T).reshape(*a.shape[:2], -1)     # Eq. (I), every step at once
+        W = run.params[self.W]
+        # the fast tier adds a column of W per input spike where that pays (refsnn.blocks.spike_products)
+        rec["lists"] = spike_products.lists_if_they_pay(_rows(a), W.shape[0]) if run.fast and a.ndim == 3 else None
+        if rec["lists"] is not None:
+            out = spike_products.matmul(rec["lists"], W).reshape(*a.shape[:2], -1)   # Eq. (I), as sums of columns
+        else:
+            out = (_rows(a) @ W.T).reshape(*a.shape[:2], -1)                  # Eq. (I), every step at once
         return out + run.params[self.b] if self.b else out
 
     def backward(self, run, rec, g):
         a = rec["a"]
-        run.add(self.W, _rows(g).T @ _rows(a))                                # Eq. (B5)
+        if rec["lists"] is not None:
+            run.add(self.W, spike_products.weight_grad(_rows(g), rec["lists"]))   # Eq. (B5), as sums of rows
+        else:
+            run.add(self.W, _rows(g).T @ _rows(a))                            # Eq. (B5)
         if self.b:
             run.add(self.b, _rows(g).sum(axis=0))
         if rec["index"] == 0 and not run.input_grad:

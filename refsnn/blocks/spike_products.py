@@ -31,8 +31,8 @@ import numpy as np
 from refsnn.blocks import _memory
 from refsnn.blocks._jit import njit, over_batch
 
-__all__ = ["MAX_DENSITY", "MIN_OUT", "SpikeLists", "spike_lists", "transposed", "sum_rows", "matmul",
-           "weight_grad"]
+__all__ = ["MAX_DENSITY", "MIN_OUT", "SpikeLists", "spike_lists", "lists_if_they_pay", "transposed", "sum_rows",
+           "matmul", "weight_grad"]
 
 #: The largest fraction of spiking inputs for which the fast tier adds rows instead of multiplying.  Where
 #: the sums and BLAS cross (two threads, H 400, K 784; the forward sum alone): float64 between 30 % (sums
@@ -148,6 +148,15 @@ def sum_rows(lists: SpikeLists, M) -> np.ndarray:
     over_batch(_sum_rows_kernel, Q, out, M, lists.starts, lists.ends, lists.index,
                work=lists.count * M.shape[1] * M.itemsize)
     return out
+
+
+def lists_if_they_pay(a, n_out: int) -> SpikeLists | None:
+    """The lists of ``a`` (R, K) if a dense layer of ``n_out`` neurons should add rows rather than multiply:
+    ``n_out >= MIN_OUT``, ``a`` holds only 0 and 1, and at most ``MAX_DENSITY`` of it are ones; else None."""
+    if n_out < MIN_OUT or MAX_DENSITY <= 0:
+        return None
+    lists = spike_lists(a)
+    return lists if lists is not None and lists.density <= MAX_DENSITY else None
 
 
 def matmul(lists: SpikeLists, W) -> np.ndarray:

@@ -62,11 +62,16 @@ def _stbp_problem(a):
 
 
 def stbp_refsnn(a):
-    """refsnn's numba tier (``backend="numpy"`` in ``a`` for the NumPy tier), as the ``refsnn`` command runs it."""
+    """refsnn's numba tier (``backend="numpy"`` in ``a`` for the NumPy tier), as the ``refsnn`` command runs it;
+    ``products="dense"``: every matrix product by BLAS, none by adding the weight rows of the input's spikes."""
     import refsnn
 
     if hasattr(refsnn, "keep_freed_memory"):
         refsnn.keep_freed_memory()
+    if a.get("products") == "dense":
+        from refsnn.blocks import spike_products
+
+        spike_products.MAX_DENSITY = 0.0
     stbp, cfg, params, x, y = _stbp_problem(a)
     cfg = replace(cfg, backend=a.get("backend", "numba"))
     return lambda: stbp.loss_and_grad(params, x, y, cfg), {}

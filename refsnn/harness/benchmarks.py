@@ -256,7 +256,9 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
            log=print) -> dict:
     """The paired table of ``algo`` (``refsnn bench ALGO``): refsnn beside the implementations people use.
 
-    * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), the same
+    * STBP: 784-400-10, T = 20, batch 100, the official neuron, per dtype: refsnn (numba tier), the same step
+      with every matrix product by BLAS (``dense products``: refsnn otherwise adds weight rows for the input's
+      spikes, :mod:`refsnn.blocks.spike_products`), the same
       network as a stack of layers (``refsnn.stbp_layers``, float64 only), eager
       PyTorch of the same graph, ``torch.compile`` of it, snnTorch and spikingjelly (each its stock LIF with
       the same constants), and the GEMM floor (the step's matrix products alone).  Then the stack's new pieces
@@ -284,7 +286,11 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                                                                            "batch": 100}
         for dt in ("float64", "float32"):
             a = dict(shape, dtype=dt)
-            comps = [Competitor("refsnn", "stbp_refsnn", a), Competitor("torch eager", "stbp_torch", a)]
+            comps = [Competitor("refsnn", "stbp_refsnn", a),
+                     # the same step with every product by BLAS (no event-driven sums): its distance to the
+                     # GEMM floor is the cost of the rest of the step (not a "refsnn" row: no baseline twin)
+                     Competitor("dense products", "stbp_refsnn", dict(a, products="dense")),
+                     Competitor("torch eager", "stbp_torch", a)]
             if dt == "float64":                      # the stack of layers runs float64 (not a "refsnn" row:
                 comps.insert(1, Competitor("stack (stbp_layers)", "stbp_refsnn_stack", a))   # no baseline twin)
             if not quick:
