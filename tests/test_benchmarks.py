@@ -20,11 +20,12 @@ def test_paired_times_every_competitor_in_every_round_and_reports_ratios():
     comps = [Competitor("refsnn", "stbp_refsnn", SHAPE), Competitor("numpy tier", "stbp_refsnn",
                                                                     dict(SHAPE, backend="numpy")),
              Competitor("GEMM floor", "stbp_gemm_floor", SHAPE)]
-    res = benchmarks.paired(comps, rounds=3, calls=2, threads=1, pause=0.0, reference="numpy tier",
+    res = benchmarks.paired(comps, rounds=3, calls=2, threads=1, pause=0.0, warm=0.01, reference="numpy tier",
                             log=lambda *_: None)
     assert list(res["rows"]) == ["refsnn", "numpy tier", "GEMM floor"] and not res["skipped"]
     for label, row in res["rows"].items():
         assert row["n"] == 3 * 2, label                               # rounds x calls timed calls each
+        assert row["warm_calls"] >= 3, label                          # and untimed ones before, every round
         assert 0 < row["min_ms"] <= row["median_ms"], label
     ref = res["rows"]["numpy tier"]["median_ms"]
     assert res["rows"]["numpy tier"]["ratio"] == 1.0
@@ -41,8 +42,8 @@ def test_a_competitor_that_cannot_start_is_left_out_with_its_reason():
     comps = [Competitor("refsnn", "stbp_refsnn", SHAPE), Competitor("nothing", "no_such_case", {}),
              Competitor("bad args", "stbp_refsnn", dict(SHAPE, dtype="float16"))]
     lines = []
-    res = benchmarks.paired(comps, rounds=1, calls=1, threads=1, pause=0.0, log=lines.append)
-    assert list(res["rows"]) == ["refsnn"]
+    res = benchmarks.paired(comps, rounds=1, calls=1, threads=1, pause=0.0, warm=0.0, log=lines.append)
+    assert list(res["rows"]) == ["refsnn"] and res["rows"]["refsnn"]["warm_calls"] == 0   # warm 0: none
     assert "no_such_case" in res["skipped"]["nothing"] and "dtype" in res["skipped"]["bad args"]
     assert any("nothing" in line and "left out" in line for line in lines)
 
@@ -142,7 +143,8 @@ def test_paired_workers_start_from_the_users_environment():
 
 
 @pytest.mark.parametrize("kw,name", [({"rounds": 0}, "rounds"), ({"calls": 0}, "calls"), ({"threads": 0}, "threads"),
-                                     ({"pause": -1.0}, "pause"), ({"rounds": 2.5}, "rounds")])
+                                     ({"pause": -1.0}, "pause"), ({"warm": -0.1}, "warm"),
+                                     ({"rounds": 2.5}, "rounds")])
 def test_paired_refuses_bad_settings_naming_them(kw, name):
     with pytest.raises((ValueError, TypeError), match=name):
         benchmarks.paired([Competitor("refsnn", "stbp_refsnn", SHAPE)], **kw)

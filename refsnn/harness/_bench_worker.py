@@ -5,8 +5,10 @@ its standard input and output, one JSON object per line:
 
 * ``{"case": NAME, "args": {...}}`` -- build the competitor's training step (:data:`CASES`), call it once
   to warm up (compilation, workspaces); answer ``{"ready": true, "info": {...}}``;
-* ``{"time": K, "pause": P}`` -- sleep ``P`` seconds (so that the thread pools of whatever ran before, in
-  any process, have gone back to sleep), then time ``K`` calls; answer ``{"times": [seconds, ...]}``;
+* ``{"time": K, "pause": P, "warm": W}`` -- sleep ``P`` seconds (so that the thread pools of whatever ran
+  before, in any process, have gone back to sleep), call the step untimed for ``W`` seconds (a process that
+  has slept runs slower for a while), then time ``K`` calls; answer ``{"times": [seconds, ...],
+  "warm_calls": n}``;
 * ``{"quit": true}`` -- exit.
 
 A competitor in its own process has its own BLAS, numba and torch thread pools, so no pool of one
@@ -503,12 +505,16 @@ def main():
                 reply = {"ready": True, "info": dict(info, refsnn=refsnn.__version__)}
             elif "time" in msg:
                 time.sleep(msg.get("pause", 0.0))
+                warm_calls, until = 0, time.perf_counter() + msg.get("warm", 0.0)
+                while time.perf_counter() < until:      # untimed: to the pace of a training loop
+                    step()
+                    warm_calls += 1
                 times = []
                 for _ in range(msg["time"]):
                     t0 = time.perf_counter()
                     step()
                     times.append(time.perf_counter() - t0)
-                reply = {"times": times}
+                reply = {"times": times, "warm_calls": warm_calls}
             else:
                 break
         except Exception as exc:   # noqa: BLE001 - reported to the parent, which says which competitor failed

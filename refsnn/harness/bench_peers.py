@@ -246,8 +246,9 @@ def peers_bench(ns=(512, 1024, 2048), *, T: int = 500, batch: int = 16, dtypes=(
     for dtype in dtypes:
         for mode in modes:
             for n in ns:
+                # no untimed calls after the pause: a call is T (500) steps, whose first few do not weigh
                 res = paired(_competitors(ok, n, T, batch, dtype, mode, compile_), rounds=rounds, calls=calls,
-                             threads=threads, reference="refsnn", log=log)
+                             threads=threads, warm=0.0, reference="refsnn", log=log)
                 res.update(n=n, dtype=dtype, mode=mode)
                 results.append(res)
                 log(f"  n {n:5d} {dtype} {mode:7s}: " + ", ".join(

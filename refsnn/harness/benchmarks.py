@@ -151,10 +151,16 @@ def _ask(proc, msg, label):
 
 
 def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None = None, pause: float = 0.3,
-           reference: str | None = None, log=print) -> dict:
+           warm: float = 0.3, reference: str | None = None, log=print) -> dict:
     """Time ``competitors`` side by side: each in its own process, ``rounds`` rounds of ``calls`` timed
-    calls each, the order rotated every round (A B C, B C A, C A B, ...), a ``pause`` before each
-    competitor's calls.
+    calls each, the order rotated every round (A B C, B C A, C A B, ...); before each competitor's timed
+    calls a ``pause`` (seconds) and then untimed calls for ``warm`` seconds (at least one if ``warm > 0``).
+
+    The pause lets the thread pools of whatever ran before (in any process) go to sleep.  The untimed calls
+    let this competitor reach the pace it keeps in a training loop: on this project's 2-core VM every
+    two-thread competitor runs slower for a while after a pause (measured, float32 STBP step, 12 rounds of
+    3 calls: the GEMM floor 16.4 ms by median straight after a 0.3 s pause against 14.3 after 0.3 s of
+    untimed calls, torch.compile 21.6 against 19.1, refsnn 28.9 against 17.0).
 
     Every process gets ``threads`` threads for BLAS, OpenMP, numba and torch (default: numba's count), so
     the competitors run on the same cores; one that cannot start (a peer that is not installed) is
@@ -162,13 +168,15 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     the machine's CPU time during the rounds went to *other* processes (``/proc/stat`` minus the workers'
     own ``/proc/PID/stat``), since a busy machine slows everyone.
 
-    Returns ``{"threads", "rounds", "calls", "load_before", "load_after", "others_cpu_share", "rows":
-    {label: {"median_ms", "min_ms", "n", "ratio", "info"}}, "skipped": {label: reason}}``; ``ratio`` is the
+    Returns ``{"threads", "rounds", "calls", "pause_s", "warm_s", "load_before", "load_after",
+    "others_cpu_share", "rows": {label: {"median_ms", "min_ms", "n", "warm_calls", "ratio", "info"}},
+    "skipped": {label: reason}}`` (``warm_calls``: the untimed calls, all rounds); ``ratio`` is the
     median over ``reference``'s median (default: the first competitor that ran).
     """
     rounds, calls = check_int("rounds", rounds, minimum=1), check_int("calls", calls, minimum=1)
     threads = _threads() if threads is None else check_int("threads", threads, minimum=1)
     pause = check_positive("pause", pause, allow_zero=True)
+    warm = check_positive("warm", warm, allow_zero=True)
     # each worker starts from the user's environment, not with what refsnn set in this process: this
     # version's workers set it again themselves, an older version's (--baseline) run as it would alone
     env_base = dict(user_environment(), OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
@@ -190,14 +198,16 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
                 continue
             procs[c.label], infos[c.label] = p, reply.get("info", {})
         times = {label: [] for label in procs}
+        warm_calls = {label: 0 for label in procs}
         labels = list(procs)
         cpu0, own0 = _cpu_busy_jiffies(), _own_jiffies(p.pid for p in procs.values())
         for r in range(rounds):
             for label in labels[r % len(labels):] + labels[:r % len(labels)] if labels else []:
-                reply = _ask(procs[label], {"time": calls, "pause": pause}, label)
+                reply = _ask(procs[label], {"time": calls, "pause": pause, "warm": warm}, label)
                 if "error" in reply:
                     raise RuntimeError(f"{label}: {reply['error']}")
                 times[label] += reply["times"]
+                warm_calls[label] += reply.get("warm_calls", 0)
         cpu1, own1 = _cpu_busy_jiffies(), _own_jiffies(p.pid for p in procs.values())
     finally:
         for p in procs.values():
@@ -211,11 +221,11 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     if None not in (cpu0, cpu1, own0, own1) and cpu1[1] > cpu0[1]:
         others = max(0.0, ((cpu1[0] - cpu0[0]) - (own1 - own0)) / (cpu1[1] - cpu0[1]))
     rows = {label: {"median_ms": 1e3 * float(np.median(ts)), "min_ms": 1e3 * float(np.min(ts)), "n": len(ts),
-                    "info": infos[label]} for label, ts in times.items()}
+                    "warm_calls": warm_calls[label], "info": infos[label]} for label, ts in times.items()}
     ref = reference if reference in rows else next(iter(rows), None)
     for row in rows.values():
         row["ratio"] = row["median_ms"] / rows[ref]["median_ms"] if ref else None
-    return {"threads": threads, "rounds": rounds, "calls": calls, "pause_s": pause, "reference": ref,
+    return {"threads": threads, "rounds": rounds, "calls": calls, "pause_s": pause, "warm_s": warm, "reference": ref,
             "load_before": load_before, "load_after": _load(), "others_cpu_share": others, "rows": rows,
             "skipped": skipped}
 
@@ -224,7 +234,8 @@ def paired_table(result, title: str, log=print) -> None:
     """Print a :func:`paired` result: one line per competitor, its median and minimum, and the ratio of its
     median to the reference's (> 1: slower than the reference)."""
     others = result["others_cpu_share"]
-    log(f"{title}: {result['threads']} thread(s), {result['rounds']} rounds x {result['calls']} calls, "
+    log(f"{title}: {result['threads']} thread(s), {result['rounds']} rounds x {result['calls']} calls "
+        f"(each after a {result['pause_s']:g} s pause and {result.get('warm_s', 0):g} s of untimed calls), "
         f"load {result['load_before']} -> {result['load_after']}, other processes "
         f"{'?' if others is None else f'{100 * others:.0f} %'} of the CPU")
     for label, r in result["rows"].items():
@@ -280,6 +291,7 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
     out = {"algo": algo, "quick": quick, "platform": platform.platform(), "cpu_count": os.cpu_count(),
            "tables": {}}
     R = rounds or (2 if quick else 7)
+    W = 0.01 if quick else 0.3          # seconds of untimed calls before each competitor's timed ones (paired)
     if algo == "stbp":
         # float64 and float32 as separate tables: the float32 peers are compared with refsnn's float32
         shape = {"sizes": [100, 50, 10], "T": 5, "batch": 20} if quick else {"sizes": [784, 400, 10], "T": 20,
@@ -297,7 +309,7 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                 comps.append(Competitor("torch.compile", "stbp_torch", dict(a, compile=True)))
             comps += [Competitor("snntorch", "stbp_snntorch", a), Competitor("spikingjelly", "stbp_spikingjelly", a),
                       Competitor("GEMM floor", "stbp_gemm_floor", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, threads=threads, reference="refsnn", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn", log=log)
             paired_table(res, f"STBP step {'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch "
                               f"{shape['batch']}, {dt}", log)
             out["tables"][f"stbp {dt}"] = res
@@ -309,7 +321,7 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                  Competitor("torch eager", "stack_torch", a)]
         if not quick:
             comps.append(Competitor("torch.compile", "stack_torch", dict(a, compile=True)))
-        res = paired(comps, rounds=R, threads=threads, reference="stack (stbp_layers)", log=log)
+        res = paired(comps, rounds=R, warm=W, threads=threads, reference="stack (stbp_layers)", log=log)
         paired_table(res, f"STBP stack: Affine-BatchNorm-recurrent LIF-Affine-LI readout, "
                           f"{'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch {shape['batch']}, float64", log)
         out["tables"]["stbp stack pieces"] = res
@@ -318,7 +330,7 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
         for dt in ("float64", "float32"):
             a = dict(conv_shape, dtype=dt)
             comps = [Competitor("refsnn", "conv_refsnn", a), Competitor("torch eager", "conv_torch", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, threads=threads, reference="refsnn", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn", log=log)
             paired_table(res, f"STBP conv step {a.get('arch', stbp.PRESETS['code_conv'].arch)}, T={a['T']}, "
                               f"batch {a['batch']}, {dt}", log)
             out["tables"][f"stbp conv {dt}"] = res
@@ -330,12 +342,12 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                 a = dict(shape, solver=solver)
                 comps += [Competitor(f"refsnn {solver}", "ide_refsnn", a),
                           Competitor(f"torch port {solver}", "ide_torch", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, threads=n, reference="refsnn broyden", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=n, reference="refsnn broyden", log=log)
             paired_table(res, f"IDE F{shape['sizes'][1]} step (official code's), T=5, batch {shape['batch']}", log)
             out["tables"][f"ide {n} thread(s)"] = res
     elif algo == "st_rsbp":
         a = {"arch": "784-100-R100-10", "T": 100} if quick else {"arch": "784-400-R400-10", "T": 400}
-        res = paired(_with_baseline([Competitor("refsnn", "st_rsbp_refsnn", a)], baseline), rounds=R,
+        res = paired(_with_baseline([Competitor("refsnn", "st_rsbp_refsnn", a)], baseline), rounds=R, warm=W,
                      calls=5 if quick else 20, threads=1, reference="refsnn", log=log)
         paired_table(res, f"ST-RSBP online sample {a['arch']}, T={a['T']}", log)
         if not quick:
@@ -354,7 +366,7 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
         comps = [Competitor(f"refsnn V1 T={T} events", "ssnn_bp_refsnn", {"dataset": ds, "T": T}),
                  Competitor(f"refsnn V1 T={T} matmul", "ssnn_bp_refsnn", {"dataset": ds, "T": T, "counter": "matmul"}),
                  Competitor("ANN twin", "ssnn_bp_refsnn", {"dataset": ds, "ann": True})]
-        res = paired(_with_baseline(comps, baseline), rounds=R, calls=20 if quick else 200, threads=1,
+        res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, calls=20 if quick else 200, threads=1,
                      reference="ANN twin", pause=0.05, log=log)
         paired_table(res, f"SSNN-BP online sample, {ds}, 100 hidden", log)
         out["tables"]["ssnn_bp"] = res
