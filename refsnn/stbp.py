@@ -1047,11 +1047,28 @@ def _cast(layers, dt):
 
 
 def _prepare(params, x, cfg, finite=True):
+    """The layers and ``x`` in ``cfg.dtype``, checked; ``finite=False`` leaves the check for NaN and
+    infinities to the caller (:func:`_check_finite_x`)."""
     cfg = check_config(cfg, Config)
     layers = _network(params, cfg)
-    x = _check_x(x, layers, finite)
+    x = _check_x(x, layers, finite=False)
     dt = np.dtype(cfg.dtype)
-    return _cast(layers, dt), x.astype(dt, copy=False), cfg
+    with np.errstate(over="ignore"):                  # a value beyond float32's range: refused by name below
+        x = x.astype(dt, copy=False)
+    if finite:
+        _check_finite_x(x)
+    return _cast(layers, dt), x, cfg
+
+
+def _check_finite_x(x):
+    """Raise, naming ``x``, if it holds NaN or infinities in the dtype the network runs in (checked after the
+    cast: a float64 value beyond float32's range is infinite in float32)."""
+    try:
+        check_array("x", x)
+    except ValueError as exc:
+        if x.dtype == np.float32:
+            raise ValueError(f"{exc} in float32 (cfg.dtype; values beyond 3.4e38 in magnitude become infinite)") from None
+        raise
 
 
 # ---------------------------------------------------------------------------
@@ -1740,16 +1757,16 @@ def _forward_fast(layers, x, cfg, keep=False, checked=True):
             a2 = a.reshape(T * B, -1)
             lists = spike_products.lists_if_they_pay(a2, H)             # None unless 0 and 1 only, sparse enough
             if n == 0 and not checked and lists is None:
-                check_array("x", x)                                     # NaN or infinities: a clear error
+                _check_finite_x(x)                                      # NaN or infinities: a clear error
             if lists is not None:
                 I = spike_products.matmul(lists, L.W).reshape(T, B, H)  # Eq. (I): a column of W per spike
             else:
                 I = (a2 @ L.W.T).reshape(T, B, H)                       # Eq. (I), every t at once (+ b in the kernel)
             bias = L.b
-            ins.append((a2, None, lists))
+            ins.append((a2, None, lists) if keep else None)
         else:
             if n == 0 and not checked:
-                check_array("x", x)
+                _check_finite_x(x)
             I, ain, argmax = _synapse(L, a.reshape(T * B, -1), True)   # Eq. (I), (C), (P), every t at once
             I, bias = I.reshape(T, B, H), None
             ins.append((ain, argmax, None) if keep else None)
@@ -1799,9 +1816,10 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
 
 def _gradients(params, x, y, cfg, input_grad=False):
     fast = check_config(cfg, Config).backend != "numpy"
-    layers, xx, cfg = _prepare(params, x, cfg, finite=not fast)     # the one validation of the call (the fast
-    y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])       # tier checks x for NaN as it reads it)
+    layers, xx, cfg = _prepare(params, x, cfg, finite=False)        # the one validation of the call: x for NaN
+    y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])       # below (the fast tier as it reads x)
     if not fast:
+        _check_finite_x(xx)
         tr, _ = _run_numpy(layers, xx, cfg, spike_rule(cfg), None)
         loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
         grads, gx = _backward_numpy(layers, xx, tr, g_obar, cfg)

@@ -129,3 +129,48 @@ def test_empty_spike_matrix():
     W, e = np.ones((3, 8)), np.ones((5, 3))
     assert np.array_equal(sp.matmul(lists, W), np.zeros((5, 3)))
     assert np.array_equal(sp.weight_grad(e, lists), np.zeros((3, 8)))
+
+
+def test_sum_rows_refuses_a_matrix_of_another_width():
+    """The kernel does not check its indices: a matrix with fewer (or more) rows than x has columns is refused
+    before it runs, as BLAS refuses the product."""
+    lists = sp.spike_lists(np.eye(5))
+    with pytest.raises(ValueError, match=r"not aligned.*5 \(dim 1\) != 4 \(dim 0\)"):
+        sp.matmul(lists, np.ones((3, 4)))
+    with pytest.raises(ValueError, match="not aligned"):
+        sp.sum_rows(lists, np.ones((6, 2)))
+    with pytest.raises(ValueError, match="not aligned"):
+        sp.weight_grad(np.ones((4, 3)), lists)                      # e with 4 rows, x with 5
+
+
+def test_lists_and_sums_shared_over_threads_give_the_same_bits(monkeypatch):
+    """Through over_batch on two threads (its size limit lowered so that this small problem is shared): the
+    same lists, the same sums bit for bit as on one thread (each row is built and summed by the same code on
+    one thread or the other), and a non-binary entry in the second share is still found."""
+    from refsnn.blocks import _jit
+
+    if not _jit.JIT_ENABLED:
+        pytest.skip("numba is off: the kernels run as Python on one thread")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    rng = np.random.default_rng(6)
+    x = _spikes(300, 90, 0.2, np.float64, rng)
+    M = rng.standard_normal((90, 33))
+    with _jit.limit_threads(1):
+        one = sp.spike_lists(x)
+        sums_one = sp.sum_rows(one, M)
+    monkeypatch.setattr(_jit, "OVER_BATCH_MIN", 0)
+    shares = []
+    real_submit = _jit._executor().submit
+    monkeypatch.setattr(_jit._executor(), "submit", lambda *a, **k: shares.append(1) or real_submit(*a, **k))
+    with _jit.limit_threads(2):
+        two = sp.spike_lists(x)
+        sums_two = sp.sum_rows(two, M)
+        assert shares, "nothing was shared out"
+        for a, b in zip(one[:2], two[:2]):
+            assert np.array_equal(a, b)
+        assert np.array_equal(sums_one, sums_two)
+        x[250, 7] = 0.5
+        assert sp.spike_lists(x) is None

@@ -317,7 +317,9 @@ def test_event_driven_products_are_used_where_they_pay(monkeypatch):
     assert used(sparse)[0] == (spike_products.MIN_OUT, 120)               # the first layer adds rows ...
     assert (spike_products.MIN_OUT, 120) not in used(busy)                # ... not at 90 % spikes
     assert (spike_products.MIN_OUT, 120) not in used(sparse * 0.5)        # ... nor for an analog input
-    assert all(shape[0] >= spike_products.MIN_OUT for shape in used(sparse))   # never the 3-neuron readout
+    monkeypatch.setattr(spike_products, "MAX_DENSITY", 1.0)               # only MIN_OUT keeps the readout out:
+    assert all(shape[0] >= spike_products.MIN_OUT for shape in used(sparse))   # never the 3-neuron one
+    monkeypatch.setattr(spike_products, "MAX_DENSITY", 0.25)
     assert used(sparse, replace(cfg, forward="smooth")) == [(spike_products.MIN_OUT, 120)]   # smooth hidden layers
     monkeypatch.setattr(spike_products, "MAX_DENSITY", 0.0)
     assert used(sparse) == []                                             # 0 turns the sums off
@@ -329,6 +331,22 @@ def test_event_driven_products_are_used_where_they_pay(monkeypatch):
     small = stbp.init_params([120, 5, 3], cfg, rng)                       # no lists built: x checked as before
     with pytest.raises(ValueError, match=r"^x: contains 1 NaN"):
         stbp.loss_and_grad(small, bad, y, cfg)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_x_beyond_float32s_range_is_refused_in_float32(backend):
+    """A finite float64 input that overflows in the cast to float32 (cfg.dtype) is refused by both tiers,
+    naming x and saying why, instead of running on infinities."""
+    cfg = replace(stbp.PRESETS["code"], T=2, dtype="float32", backend=backend)
+    params = stbp.init_params([6, 4, 3], cfg, 0)
+    x = np.zeros((2, 2, 6))
+    x[1, 0, 2] = 1e39
+    with pytest.raises(ValueError, match=r"^x: contains 1 NaN or infinite value\(s\) in float32"):
+        stbp.loss_and_grad(params, x, np.array([0, 1]), cfg)
+    with pytest.raises(ValueError, match=r"^x: contains 1 NaN or infinite value\(s\) in float32"):
+        stbp.simulate(params, x, cfg)
+    x[1, 0, 2] = 3e38                                                     # within float32's range: runs
+    assert np.isfinite(stbp.loss_and_grad(params, x, np.array([0, 1]), cfg)[0])
 
 
 def test_kernels_compiled_equal_plain_python():

@@ -386,6 +386,18 @@ def test_bad_pieces_and_settings_are_named():
         net.loss_and_grad({"W1": np.ones((3, 2)), "b1": np.zeros(3)}, np.ones((2, 2)), [0])
 
 
+def test_a_weight_of_the_wrong_width_is_named_on_both_tiers():
+    """An Affine whose weight does not fit its input: the fast tier (which may add weight columns for spikes
+    instead of multiplying) refuses it with the readable tier's message, rather than reading out of bounds."""
+    net = sl.Network((sl.Affine("W1"), sl.LIF(ATAN, decay=0.7)))
+    params = {"W1": np.ones((64, 10))}
+    x = (np.random.default_rng(0).random((3, 4, 12)) < 0.2).astype(float)   # 12 inputs, W1 takes 10
+    for backend in ("numpy", "numba"):
+        with _events_everywhere():
+            with pytest.raises(ValueError, match=r"pieces\[0\] \(Affine\): its input has shape \(3, 4, 12\)"):
+                replace(net, backend=backend).simulate(params, x)
+
+
 def test_bad_parameters_are_named():
     net = sl.Network((sl.Affine("W1", "b1"), sl.LIF(ATAN), sl.Affine("W2", "b2"), sl.LIF(ATAN)))
     params = {"W1": np.ones((5, 6)), "b1": np.zeros(5), "W2": np.ones((3, 5)), "b2": np.zeros(3)}

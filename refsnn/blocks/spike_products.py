@@ -9,7 +9,7 @@ When ``x`` (R, K) holds only 0 and 1, the two products a dense layer needs from 
 
 A BLAS product does ``R K H`` multiply-adds whatever ``x`` holds; these sums do ``density * R K H`` additions
 of contiguous rows.  Measured on the STBP benchmark's first layer (x 2000 x 784 at 20 % spikes, H 400, two
-threads, this project's 2-core VM): the forward sum 6.7 ms against BLAS's 12.7 ms in float64, 3.8 against 6.3
+threads, this project's 2-core VM): the forward sum 6.9 ms against BLAS's 12.9 ms in float64, 3.6 against 6.4
 in float32; at 40 % spikes the sums are slower than BLAS.  So refsnn's fast tier uses them where at most
 :data:`MAX_DENSITY` of the inputs spike and the layer has at least :data:`MIN_OUT` neurons (shorter rows
 do not pay for the index lists), and BLAS otherwise; the readable tier always multiplies.
@@ -140,8 +140,12 @@ def _sum_rows_kernel(out, M, starts, ends, index, first, stop):
 
 def sum_rows(lists: SpikeLists, M) -> np.ndarray:
     """``out`` (rows of the lists, M's columns) with ``out[q]`` the sum of the rows of ``M`` listed for ``q``:
-    ``x @ M`` for the spike matrix ``x`` the lists describe.  ``M`` is read row by row (C order)."""
+    ``x @ M`` for the spike matrix ``x`` the lists describe, in ``M``'s dtype.  ``M`` is read row by row (C
+    order); it must have one row per column of ``x`` (the kernel does not check its indices)."""
     M = np.ascontiguousarray(M)
+    if M.ndim != 2 or M.shape[0] != lists.n_cols:
+        raise ValueError(f"shapes {(len(lists.starts), lists.n_cols)} (spikes) and {M.shape} not aligned for a "
+                         f"product: {lists.n_cols} (dim 1) != {M.shape[0] if M.ndim else None} (dim 0)")
     Q = len(lists.starts)
     out = _memory.empty((Q, M.shape[1]), M.dtype)
     # shared among threads by the work (the bytes of the rows added), not by the size of `out`
@@ -160,13 +164,13 @@ def lists_if_they_pay(a, n_out: int) -> SpikeLists | None:
 
 
 def matmul(lists: SpikeLists, W) -> np.ndarray:
-    """``x @ W.T`` for the spikes ``x`` (R, K) of ``lists`` and weights ``W`` (H, K): each spike adds a column
-    of ``W`` (a row of ``W.T``, made contiguous first).  The readable form is the product itself."""
+    """``x @ W.T`` for the spikes ``x`` (R, K) of ``lists`` and weights ``W`` (H, K), in ``W``'s dtype: each spike
+    adds a column of ``W`` (a row of ``W.T``, made contiguous first).  The readable form is the product itself."""
     return sum_rows(lists, W.T)
 
 
 def weight_grad(e, lists: SpikeLists) -> np.ndarray:
     """``e.T @ x`` (H, K) for ``e`` (R, H) and the spikes ``x`` (R, K) of ``lists``: column ``k`` adds the rows
-    of ``e`` in which input ``k`` spiked (lists of ``x.T``, :func:`transposed`)."""
+    of ``e`` in which input ``k`` spiked (lists of ``x.T``, :func:`transposed`), in ``e``'s dtype."""
     gT = sum_rows(transposed(lists), e)            # (K, H): row k = sum of e[r] over the rows r where x[r, k] = 1
     return np.ascontiguousarray(gT.T)
