@@ -315,7 +315,11 @@ def test_event_driven_products_are_used_where_they_pay(monkeypatch):
     sparse = stbp.encode(np.full((4, 120), 0.1), cfg, rng)
     busy = stbp.encode(np.full((4, 120), 0.9), cfg, rng)
     assert used(sparse)[0] == (spike_products.MIN_OUT, 120)               # the first layer adds rows ...
-    assert (spike_products.MIN_OUT, 120) not in used(busy)                # ... not at 90 % spikes
+    built = []
+    spike_lists = spike_products.spike_lists
+    monkeypatch.setattr(spike_products, "spike_lists", lambda a: built.append(a.shape) or spike_lists(a))
+    assert (spike_products.MIN_OUT, 120) not in used(busy)                # ... not at 90 % spikes, where
+    assert (12, 120) not in built                                         # its lists are not even built
     assert (spike_products.MIN_OUT, 120) not in used(sparse * 0.5)        # ... nor for an analog input
     monkeypatch.setattr(spike_products, "MAX_DENSITY", 1.0)               # only MIN_OUT keeps the readout out:
     assert all(shape[0] >= spike_products.MIN_OUT for shape in used(sparse))   # never the 3-neuron one

@@ -156,8 +156,14 @@ def sum_rows(lists: SpikeLists, M) -> np.ndarray:
 
 def lists_if_they_pay(a, n_out: int) -> SpikeLists | None:
     """The lists of ``a`` (R, K) if a dense layer of ``n_out`` neurons should add rows rather than multiply:
-    ``n_out >= MIN_OUT``, ``a`` holds only 0 and 1, and at most ``MAX_DENSITY`` of it are ones; else None."""
+    ``n_out >= MIN_OUT``, ``a`` holds only 0 and 1, and at most ``MAX_DENSITY`` of it are ones; else None.
+
+    About 64 rows spread over ``a`` are looked at first: if more than ``MAX_DENSITY`` of their entries are
+    not zero, the lists are not built (a pass over ``a`` that the product would not use)."""
     if n_out < MIN_OUT or MAX_DENSITY <= 0:
+        return None
+    sample = a[::max(1, a.shape[0] // 64)]
+    if np.count_nonzero(sample) > MAX_DENSITY * sample.size:
         return None
     lists = spike_lists(a)
     return lists if lists is not None and lists.density <= MAX_DENSITY else None
