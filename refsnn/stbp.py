@@ -1025,7 +1025,8 @@ def neuron_constants(params, cfg: Config = Config()) -> list:
 
 def _check_x(x, layers, finite=True) -> np.ndarray:
     """``x`` as (T, batch, n_in); a convolutional net also takes (T, batch, C, H, W) maps.  ``finite=False``
-    leaves out the check for NaN and infinities, for a caller that makes it itself (:func:`_forward_fast`)."""
+    leaves out the check for NaN and infinities, for a caller that makes it itself after the cast to
+    ``cfg.dtype`` (:func:`_prepare`, :func:`_check_finite_x`)."""
     x = check_array("x", x, finite=finite)
     first = layers[0].spec
     if len(first.below_shape) == 3 and x.ndim == 5:
@@ -1067,7 +1068,8 @@ def _check_finite_x(x):
         check_array("x", x)
     except ValueError as exc:
         if x.dtype == np.float32:
-            raise ValueError(f"{exc} in float32 (cfg.dtype; values beyond 3.4e38 in magnitude become infinite)") from None
+            raise ValueError(f"{exc} in float32 (cfg.dtype; values beyond 3.4e38 in magnitude become "
+                             f"infinite)") from None
         raise
 
 

@@ -23,7 +23,8 @@ def _spikes(R, K, density, dtype, rng):
 def _lists_py(x):
     """The lists built by the kernel as plain Python (the same code, run by the interpreter)."""
     R, K = x.shape
-    starts, ends, index, bad = np.empty(R, np.int64), np.empty(R, np.int64), np.empty(R * K, np.int32), np.zeros(R, bool)
+    starts, ends = np.empty(R, np.int64), np.empty(R, np.int64)
+    index, bad = np.empty(R * K, np.int32), np.zeros(R, bool)
     sp._lists_kernel.py_func(x, starts, ends, index, bad, 0, R)
     return starts, ends, index, bad
 

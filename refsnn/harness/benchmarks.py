@@ -225,9 +225,9 @@ def paired(competitors, *, rounds: int = 7, calls: int = 3, threads: int | None 
     ref = reference if reference in rows else next(iter(rows), None)
     for row in rows.values():
         row["ratio"] = row["median_ms"] / rows[ref]["median_ms"] if ref else None
-    return {"threads": threads, "rounds": rounds, "calls": calls, "pause_s": pause, "warm_s": warm, "reference": ref,
-            "load_before": load_before, "load_after": _load(), "others_cpu_share": others, "rows": rows,
-            "skipped": skipped}
+    return {"threads": threads, "rounds": rounds, "calls": calls, "pause_s": pause, "warm_s": warm,
+            "reference": ref, "load_before": load_before, "load_after": _load(), "others_cpu_share": others,
+            "rows": rows, "skipped": skipped}
 
 
 def paired_table(result, title: str, log=print) -> None:
@@ -235,7 +235,7 @@ def paired_table(result, title: str, log=print) -> None:
     median to the reference's (> 1: slower than the reference)."""
     others = result["others_cpu_share"]
     log(f"{title}: {result['threads']} thread(s), {result['rounds']} rounds x {result['calls']} calls "
-        f"(each after a {result['pause_s']:g} s pause and {result.get('warm_s', 0):g} s of untimed calls), "
+        f"(each after a {result['pause_s']:g} s pause and {result['warm_s']:g} s of untimed calls), "
         f"load {result['load_before']} -> {result['load_after']}, other processes "
         f"{'?' if others is None else f'{100 * others:.0f} %'} of the CPU")
     for label, r in result["rows"].items():
@@ -309,7 +309,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                 comps.append(Competitor("torch.compile", "stbp_torch", dict(a, compile=True)))
             comps += [Competitor("snntorch", "stbp_snntorch", a), Competitor("spikingjelly", "stbp_spikingjelly", a),
                       Competitor("GEMM floor", "stbp_gemm_floor", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn",
+                         log=log)
             paired_table(res, f"STBP step {'-'.join(map(str, shape['sizes']))}, T={shape['T']}, batch "
                               f"{shape['batch']}, {dt}", log)
             out["tables"][f"stbp {dt}"] = res
@@ -330,7 +331,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
         for dt in ("float64", "float32"):
             a = dict(conv_shape, dtype=dt)
             comps = [Competitor("refsnn", "conv_refsnn", a), Competitor("torch eager", "conv_torch", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=threads, reference="refsnn",
+                         log=log)
             paired_table(res, f"STBP conv step {a.get('arch', stbp.PRESETS['code_conv'].arch)}, T={a['T']}, "
                               f"batch {a['batch']}, {dt}", log)
             out["tables"][f"stbp conv {dt}"] = res
@@ -342,7 +344,8 @@ def versus(algo: str, quick: bool = False, *, baseline: str | None = None, threa
                 a = dict(shape, solver=solver)
                 comps += [Competitor(f"refsnn {solver}", "ide_refsnn", a),
                           Competitor(f"torch port {solver}", "ide_torch", a)]
-            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=n, reference="refsnn broyden", log=log)
+            res = paired(_with_baseline(comps, baseline), rounds=R, warm=W, threads=n, reference="refsnn broyden",
+                         log=log)
             paired_table(res, f"IDE F{shape['sizes'][1]} step (official code's), T=5, batch {shape['batch']}", log)
             out["tables"][f"ide {n} thread(s)"] = res
     elif algo == "st_rsbp":
