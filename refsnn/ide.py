@@ -329,7 +329,7 @@ from refsnn.blocks._checks import (
     check_labels,
     check_positive,
 )
-from refsnn.blocks._jit import njit, prange, resolve_backend
+from refsnn.blocks._jit import njit, over_batch, resolve_backend
 
 __all__ = [
     "Config",
@@ -1277,8 +1277,8 @@ def simulate_numpy(params, x, cfg: Config = Config(), *, record: bool = False, d
     return out
 
 
-@njit(parallel=True, error_model="numpy")
-def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, masked, mx, ms):
+@njit(nogil=True, error_model="numpy")
+def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, masked, mx, ms, first, stop):
     """All ``T`` steps of Eq. (N1)-(N4), event-driven: each spike adds one row of a transposed weight.
 
     ``I`` (B, n_1): the static current ``F x + b`` (used when ``static``;
@@ -1289,11 +1289,11 @@ def _simulate_kernel(I, x, FT, b, static, Ms, cs, us, ss, acc, T, v_th, leak, ma
     ``sum_t lam^(T-t) s^N_t``.  With ``masked`` (dropout), ``mx`` (B, n_1)
     scales the spike input's current and ``ms[l]`` (B, n_l) every term of
     layer ``l``'s synaptic current (``ms[0]``: the feedback).  Nothing is
-    allocated: memory is independent of ``T``.
+    allocated: memory is independent of ``T``.  Samples ``first`` to ``stop - 1``: the batch is shared among
+    Python threads by :func:`refsnn.blocks._jit.over_batch` (each sample's state is its own rows).
     """
-    B = acc.shape[0]
     N = len(Ms)
-    for bb in prange(B):
+    for bb in range(first, stop):
         for t in range(T):
             for l in range(N):
                 u = us[l]
@@ -1379,8 +1379,12 @@ def _simulate_fast(net: _Net, x, cfg: Config, keep=None) -> dict:
     else:
         mx = np.ascontiguousarray(m["F"])
         ms = tuple(np.ascontiguousarray(m[k]) for k in dropout_keys(net.N)[1:])
-    _simulate_kernel(I, xs, FT, np.ascontiguousarray(net.b), static, Ms, cs, us, ss, acc, cfg.T, cfg.v_th, cfg.leak,
-                     m is not None, mx, ms)
+    # samples shared among threads by the work the events stand for: the bytes of the dense products
+    # (every row of every operation at every step; spikes add only some of them, so this overstates it)
+    rows = [net.sizes[-1] + (0 if static else x.shape[-1])] + net.sizes[:-1]
+    work = cfg.T * B * 8 * sum(r * n for r, n in zip(rows, net.sizes))
+    over_batch(_simulate_kernel, B, I, xs, FT, np.ascontiguousarray(net.b), static, Ms, cs, us, ss, acc, cfg.T,
+               cfg.v_th, cfg.leak, m is not None, mx, ms, work=work)
     norm = _rate_norm(cfg.T, cfg.leak)
     return {"a": acc / norm, "u": list(us), "s": list(ss)}
 

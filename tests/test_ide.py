@@ -321,6 +321,41 @@ def test_fused_adjoint_product_is_the_readable_one(hidden, dropout, compiled, mo
     assert np.linalg.norm(fast) > 0
 
 
+@pytest.mark.parametrize("spikes", [False, True])
+def test_kernels_give_the_same_bits_on_one_thread_and_shared_over_threads(spikes, monkeypatch):
+    """The simulation and Broyden kernels share the batch among Python threads (``over_batch``) when the work
+    is large (here the limit is lowered so that this small problem is shared): every sample is computed by the
+    same code on one thread or another, so the rates, the adjoint, the loss and every gradient are identical
+    bit for bit (exact equality by construction), with dropout masks, two layers, static and spike input."""
+    from refsnn.blocks import _jit
+
+    if not _jit.JIT_ENABLED:
+        pytest.skip("numba is off: the kernels run as Python on one thread")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    cfg = ide.Config(T=8, solver="broyden", tol=1e-10, max_iter=30, dropout=0.2)
+    params, x, y = problems.ide_problem(cfg, 3, hidden=(20, 15), n_in=12, batch=9, spikes=spikes, margin=0.0)
+    monkeypatch.setattr(_jit, "OVER_BATCH_MIN", 0)
+    shares = []
+    real_submit = _jit._executor().submit
+    monkeypatch.setattr(_jit._executor(), "submit", lambda *a: shares.append(a[0]) or real_submit(*a))
+    outs = []
+    for n in (1, 2):
+        info = {}
+        with _jit.limit_threads(n):
+            loss, grads = ide.loss_and_grad(params, x, y, cfg, rng=2, info=info)
+        outs.append((loss, grads, info["a"], info["beta"], info["adjoint"].iterations))
+    handed = {getattr(f, "py_func", f).__name__ for f in shares}
+    assert {"_simulate_kernel", "_broyden_kernel"} <= handed          # both were shared on two threads
+    (l1, g1, a1, b1, k1), (l2, g2, a2, b2, k2) = outs
+    assert k1 == k2 >= 3 and l1 == l2
+    assert np.array_equal(a1, a2) and np.array_equal(b1, b2)
+    for k in g1:
+        assert np.array_equal(g1[k], g2[k]), k
+
+
 def test_static_input_current_is_computed_once_and_reused_bit_for_bit(monkeypatch):
     """At a static input (xbar = x) the fast tier's simulation and f at the linearisation point need the same
     ``F x + b``: it is computed once (one call of the layer-1 current instead of two) and the gradient is

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from refsnn.blocks._jit import njit, prange
+from refsnn.blocks._jit import njit, over_batch
 
 __all__ = ["fixed_point", "halved_iteration", "broyden", "relative_residual", "rhs_norms"]
 
@@ -130,7 +130,7 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
     Inverse-Jacobian estimate ``H = -I + sum_i u_i v_i^T`` (Sherman-Morrison updates), step
     ``dbeta = -H R``; converged samples are frozen; the lowest-residual iterate of each sample is returned,
     with the number of updates made.  ``fast`` runs each iteration's per-sample arithmetic in
-    :func:`_broyden_kernel` (the same operations, samples in parallel).
+    :func:`_broyden_kernel` (the same operations, the samples shared among threads).
     """
     m = max_iter
     B, n = g.shape
@@ -157,7 +157,9 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
         beta_new = beta + dbeta
         Ab = A(beta_new)
         if fast:
-            _broyden_kernel(k, Ab, g, gnorm, active[:, 0], dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel)
+            # samples shared among threads by the bytes the iteration reads (the k updates U, V and six vectors)
+            over_batch(_broyden_kernel, B, k, Ab, g, gnorm, active[:, 0], dbeta, beta_new, beta, R, HR, U, V, rel, best,
+                       best_rel, work=B * (2 * k + 6) * n * g.itemsize)
         else:
             R_new = Ab + g - beta_new                                  # R(beta) = A beta + g - beta
             dR = R_new - R
@@ -191,16 +193,17 @@ def _dot(a, b):
     return acc
 
 
-@njit(parallel=True, error_model="numpy")
-def _broyden_kernel(k, Ab, g, gnorm, active, dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel):
-    """One Broyden iteration after the batched product ``Ab = A(beta_new)``, for every sample in parallel:
-    the same arithmetic as the NumPy loop of :func:`broyden`, written per sample.
+@njit(nogil=True, error_model="numpy")
+def _broyden_kernel(k, Ab, g, gnorm, active, dbeta, beta_new, beta, R, HR, U, V, rel, best, best_rel, first, stop):
+    """One Broyden iteration after the batched product ``Ab = A(beta_new)``, for the samples ``first`` to
+    ``stop - 1``: the same arithmetic as the NumPy loop of :func:`broyden`, written per sample.  Samples are
+    shared among Python threads by :func:`refsnn.blocks._jit.over_batch` (each writes only its own rows).
 
     Updates in place: ``beta, R, HR`` (to the new iterate), the ``k``-th updates ``U[:, k], V[:, k]``,
     ``rel`` and the best iterate ``best, best_rel``.
     """
     B, n = g.shape
-    for b in prange(B):
+    for b in range(first, stop):
         r_new = Ab[b] + g[b] - beta_new[b]                             # R(beta_new)
         dR = r_new - R[b]
         HdR = -dR                                                       # H dR with the first k updates
