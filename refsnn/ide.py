@@ -840,8 +840,13 @@ class _Net:
         return [self.F.spec.n_out] + [Fl.spec.n_out for Fl in self.Fs]
 
     def current(self, l: int, h):
-        """``F^l h + b^l`` of layer ``l`` (1-based; ``h`` the input for ``l = 1``), before any mask."""
+        """``F^l h + b^l`` of layer ``l`` (1-based; ``h`` the input for ``l = 1``), before any mask.  With
+        BatchNorm's batch statistics folded in, layer 1's current at the ``xbar`` they were taken from is
+        ``r (F xbar) + b_e`` (Eq. (BN)) with the fold's ``F xbar``: that product is not made twice."""
         op, b = (self.F, self.b) if l == 1 else (self.Fs[l - 2], self.bs[l - 2])
+        fo = self.fold
+        if l == 1 and fo is not None and fo["mode"] == "batch" and h is fo["xbar"]:
+            return op.units(fo["r"]) * fo["P"].reshape(h.shape[0], -1) + op.units(b)      # Eq. (BN)
         return op(h) + op.units(b)
 
 
@@ -1779,13 +1784,14 @@ def adjoint(params, a, x, g, cfg: Config = Config(), *, dropout_mask=None):
 def _vjp(net: _Net, lin: _Lin, beta, cfg) -> dict:
     deltas = _deltas(net, lin, beta, cfg.v_th)                         # Eq. (G)
     dF = _masked(net, "F", deltas[0])                                  # dL/d(F xbar + b), Eq. (DO)
-    grads = {"F": net.F.wgrad(dF, lin.xbar), "b": net.F.channel_sum(dF)}
+    if net.fold is None:
+        grads = {"F": net.F.wgrad(dF, lin.xbar), "b": net.F.channel_sum(dF)}
+    else:                                                              # BatchNorm's pullback to stored params
+        grads = variants.batchnorm_backward(net, dF)
     for l in range(2, net.N + 1):
         dl = _masked(net, f"F{l}", deltas[l - 1])
         grads[f"F{l}"] = net.Fs[l - 2].wgrad(dl, lin.h[l - 2])
         grads[f"b{l}"] = net.Fs[l - 2].channel_sum(dl)
-    if net.fold is not None:                                           # BatchNorm's pullback to stored params
-        grads.update(variants.batchnorm_backward(net, grads["F"], grads["b"]))
     GW = net.W.wgrad(_masked(net, "W", deltas[0]), lin.a)             # dL/dW (effective)
     if net.sn is None:
         grads["W"] = GW

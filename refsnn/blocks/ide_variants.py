@@ -137,25 +137,32 @@ def _per_channel(op, v):
     return v.reshape(v.shape[0], op.spec.channels, -1)
 
 
-def batchnorm_backward(net, gF, gb) -> dict:
-    """Gradients of the raw ``F, b`` and of the BN parameters from those of the folded ``F_e, b_e``."""
+def batchnorm_backward(net, dF) -> dict:
+    """Gradients of the raw ``F, b`` and of the BN parameters from ``dF`` (B, n_1), the gradient of the loss
+    at the folded layer's current ``F_e xbar + b_e``.
+
+    Batch mode: the raw weight's gradient is one product, ``(r dF + dP)^T xbar``: the folded weight's
+    gradient ``dF^T xbar`` scaled by ``r`` per channel, plus the path through the batch statistics ``dP``.
+    ``d/dr`` needs ``sum dF * (F xbar)``, and ``F xbar`` is the fold's ``P``: no second product."""
     fo = net.fold
     gamma, beta, rmean, rvar = net.bn
-    F, r, s = fo["F"], fo["r"], fo["s"]                                 # F: the raw input operation
+    F, r, s, xbar = fo["F"], fo["r"], fo["s"], fo["xbar"]              # F: the raw input operation
+    gb = F.channel_sum(dF)                                              # dL/db_e
     out = {"bn_beta": gb}
-    rows = F.channel_rows(gF * F.w)                                     # d(r F)/dr: one row per channel
     if fo["mode"] == "batch":
+        P = fo["P"]                                                     # F xbar, (B, C, positions)
         dmean = -r * gb
-        dr = rows.sum(axis=1) - gb * fo["mean"]
+        dr = F.channel_sum(dF * P.reshape(P.shape[0], -1)) - gb * fo["mean"]
         ds = -dr * gamma / s ** 2
         dvar = ds / (2 * s)
-        P = fo["P"]                                                     # F xbar, (B, C, positions)
         M = P.shape[0] * P.shape[2]                                     # values per channel
         dP = dmean[None, :, None] / M + (2 * dvar)[None, :, None] * (P - fo["mean"][None, :, None]) / M
-        out["F"] = _scale_grad(F, gF, r) + F.wgrad(dP.reshape(P.shape[0], -1), fo["xbar"])   # + through the stats
+        out["F"] = F.wgrad(F.units(r)[None, :] * dF + dP.reshape(P.shape[0], -1), xbar)   # + through the stats
         out["b"] = np.zeros_like(gb)
         out["bn_mean"], out["bn_var"] = np.zeros_like(gb), np.zeros_like(gb)
     else:
+        gF = F.wgrad(dF, xbar)                                          # dL/dF_e
+        rows = F.channel_rows(gF * F.w)                                 # d(r F)/dr: one row per channel
         dr = rows.sum(axis=1) + gb * (fo["b"] - rmean)
         ds = -dr * gamma / s ** 2
         out["F"] = _scale_grad(F, gF, r)
