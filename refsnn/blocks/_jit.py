@@ -25,7 +25,8 @@ BLAS libraries (NumPy's and SciPy's, through threadpoolctl) and numba's
 parallel kernels may use inside a ``with`` block.  ST-RSBP uses it for every
 call (``Config.threads``), the benchmarks for their timed regions.  :func:`over_batch` shares a serial
 ``nogil`` kernel's batch among that many Python threads (STBP's LIF kernels, which are compiled once per
-neuron setting and would take twice as long to compile with ``parallel=True``).
+neuron setting and would take twice as long to compile with ``parallel=True``; IDE's simulation and Broyden
+step, whose OpenMP threads, spinning after each kernel, slowed the BLAS products: :mod:`refsnn.blocks._pools`).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ of numba's default layer wait busily for a while and slow the BLAS products that
 IDE's kernels (the simulation and Broyden's per-sample step) share the batch among refsnn's own Python
 threads (:func:`refsnn.blocks._jit.over_batch`, which sleep between calls), like STBP's: IDE's F400 step
 with the code's 30 'iter' steps took 36-38 ms on 2 threads (medians of two runs) with the simulation as a
-``parallel=True`` kernel and 31-33 ms with it shared by ``over_batch`` (``refsnn bench ide --paired --baseline``).  Only ST-RSBP's two
-per-neuron kernels still use numba's OpenMP pool.
+``parallel=True`` kernel and 31-33 ms with it shared by ``over_batch`` (``refsnn bench ide --paired
+--baseline``).  Only ST-RSBP's two per-neuron kernels still use numba's OpenMP pool.
 
 ``REFSNN_THREAD_POLICY=0`` leaves both libraries at their defaults.  :func:`status` says what is in force
 (``refsnn info``, and every run's ``metrics.json``).
