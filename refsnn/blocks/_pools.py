@@ -1,12 +1,12 @@
 """The thread-pool policy: BLAS's idle workers sleep at once, so they never take the cores numba needs.
 
 A refsnn training step alternates between NumPy's BLAS (OpenBLAS, with a pthread pool of its own) and
-numba's parallel kernels (numba's OpenMP pool).  OpenBLAS keeps its workers spinning for 2^28 CPU cycles
-(about a tenth of a second) after each call, waiting for more work, so a parallel kernel right after a
-matrix product finds the cores busy.  On this project's 2-core benchmark machine that made IDE's F400
-training step (16 Broyden iterations, each a matrix product then a parallel kernel) take 168 ms on 2
-threads instead of 70 ms with the workers sleeping at once (``refsnn bench ide``), and STBP's step
-(a product, then a parallel LIF kernel, per layer) was slower than with serial kernels.
+kernels that run on several threads (numba's, on shares of the batch).  OpenBLAS keeps its workers spinning
+for 2^28 CPU cycles (about a tenth of a second) after each call, waiting for more work, so a kernel right
+after a matrix product finds the cores busy.  On this project's 2-core benchmark machine that made IDE's
+F400 training step (16 Broyden iterations, each a matrix product then a parallel kernel) take 168 ms on 2
+threads instead of 70 ms with the workers sleeping at once (``refsnn bench ide``, when it was written), and
+STBP's step (a product, then a LIF kernel on two threads, per layer) was slower than with serial kernels.
 
 The policy, applied when refsnn is imported unless the environment already chooses:
 
@@ -23,7 +23,8 @@ IDE's kernels (the simulation and Broyden's per-sample step) share the batch amo
 threads (:func:`refsnn.blocks._jit.over_batch`, which sleep between calls), like STBP's: IDE's F400 step
 with the code's 30 'iter' steps took 36-38 ms on 2 threads (medians of two runs) with the simulation as a
 ``parallel=True`` kernel and 31-33 ms with it shared by ``over_batch`` (``refsnn bench ide --paired
---baseline``).  Only ST-RSBP's two per-neuron kernels still use numba's OpenMP pool.
+--baseline``).  Only ST-RSBP's two per-neuron kernels still use numba's own thread pool (its threading
+layer: OpenMP, or ``workqueue`` as below).
 
 ``REFSNN_THREAD_POLICY=0`` leaves both libraries at their defaults.  :func:`status` says what is in force
 (``refsnn info``, and every run's ``metrics.json``).

@@ -14,8 +14,8 @@ of ``||A(beta) + g - beta|| / ||g||``, is appended to ``trace``. IDE's adjoint e
   pass (serial: it is a few microseconds per sample, less than waking threads).
 * :func:`broyden`: Broyden's good method on ``R(beta) = A(beta) + g - beta = 0``, one low-rank inverse
   estimate per sample, from ``beta = 0``; returns each sample's lowest-residual iterate.  Its NumPy loop is
-  the readable form; ``fast=True`` runs the same per-sample arithmetic in a numba kernel, samples in
-  parallel.
+  the readable form; ``fast=True`` runs the same per-sample arithmetic in a numba kernel, the samples
+  shared among threads (:func:`refsnn.blocks._jit.over_batch`).
 """
 from __future__ import annotations
 
@@ -183,7 +183,8 @@ def broyden(A, g, *, tol: float, max_iter: int, trace: list, fast: bool = False)
 
 @njit(error_model="numpy", fastmath={"reassoc"})
 def _dot(a, b):
-    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a parallel kernel.
+    """``a . b`` as a plain loop: no BLAS call (and no BLAS thread pool) inside a kernel that runs on shares of
+    the batch in several threads at once.
 
     ``reassoc`` lets the compiler add the products in any order, so the loop vectorises (7x faster than
     one running sum); like BLAS, the order then depends on the CPU's vector width."""
