@@ -1817,10 +1817,9 @@ def _backward_fast(layers, x, trace, ins, g_obar, cfg, input_grad=False):
 # ---------------------------------------------------------------------------
 
 def _gradients(params, x, y, cfg, input_grad=False):
-    fast = check_config(cfg, Config).backend != "numpy"
     layers, xx, cfg = _prepare(params, x, cfg, finite=False)        # the one validation of the call: x for NaN
     y = check_labels("y", y, layers[-1].n, batch=xx.shape[1])       # below (the fast tier as it reads x)
-    if not fast:
+    if cfg.backend == "numpy":
         _check_finite_x(xx)
         tr, _ = _run_numpy(layers, xx, cfg, spike_rule(cfg), None)
         loss, g_obar = _loss(tr.o[-1].mean(axis=0), y, cfg)
